@@ -1,0 +1,230 @@
+use super::*;
+use serde_json::json;
+
+fn spec(v: serde_json::Value) -> RunSpec {
+    serde_json::from_value(v).expect("spec parses")
+}
+
+fn problems(v: serde_json::Value) -> Vec<Problem> {
+    validate(spec(v), &Limits::default())
+        .expect_err("should be invalid")
+        .0
+}
+
+fn only(v: serde_json::Value) -> Problem {
+    let mut p = problems(v);
+    assert_eq!(p.len(), 1, "expected one problem, got {p:?}");
+    p.remove(0)
+}
+
+#[test]
+fn a_diamond_seals_with_depths_and_adjacency() {
+    //   a
+    //  / \
+    // b   c
+    //  \ /
+    //   d
+    let dag = validate(
+        spec(json!({"tasks": [
+            {"id": "a", "handler": "sum"},
+            {"id": "b", "handler": "sum", "depends_on": ["a"]},
+            {"id": "c", "handler": "sum", "depends_on": ["a"]},
+            {"id": "d", "handler": "sum", "depends_on": ["b", "c"]},
+        ]})),
+        &Limits::default(),
+    )
+    .unwrap();
+    let d = dag.index_of("d").unwrap();
+    assert_eq!(dag.parents(d), &[1, 2]);
+    assert_eq!(dag.children(0), &[1, 2]);
+    assert_eq!(
+        (0..4).map(|i| dag.depth(i)).collect::<Vec<_>>(),
+        vec![0, 1, 1, 2]
+    );
+    assert_eq!(dag.queue_of(d), "default");
+}
+
+#[test]
+fn an_empty_run_is_rejected() {
+    let p = only(json!({"tasks": []}));
+    assert_eq!(p.code, ProblemCode::EmptyRun);
+    assert_eq!(p.message, "the run has no tasks");
+}
+
+#[test]
+fn duplicate_ids_are_named_once_with_their_count() {
+    let p = only(json!({"tasks": [
+        {"id": "a", "handler": "noop"}, {"id": "a", "handler": "noop"}, {"id": "a", "handler": "noop"}
+    ]}));
+    assert_eq!(p.code, ProblemCode::DuplicateId);
+    assert_eq!(p.message, r#"task id "a" is used by 3 tasks"#);
+}
+
+#[test]
+fn malformed_ids_are_rejected() {
+    let p = only(json!({"tasks": [{"id": "has space", "handler": "noop"}]}));
+    assert_eq!(p.code, ProblemCode::InvalidId);
+    assert_eq!(
+        p.message,
+        r#"task id "has space" is not valid: use 1 to 128 letters, digits or _ - . :"#
+    );
+    let long = "x".repeat(129);
+    assert_eq!(
+        only(json!({"tasks": [{"id": long, "handler": "noop"}]})).code,
+        ProblemCode::InvalidId
+    );
+}
+
+#[test]
+fn unknown_dependencies_name_both_tasks() {
+    let p = only(json!({"tasks": [{"id": "b", "handler": "noop", "depends_on": ["zz"]}]}));
+    assert_eq!(p.code, ProblemCode::UnknownDependency);
+    assert_eq!(
+        p.message,
+        r#"task "b" depends on "zz", which is not a task in this run"#
+    );
+    assert_eq!(p.tasks, vec!["b", "zz"]);
+}
+
+#[test]
+fn self_and_duplicate_dependencies_are_rejected() {
+    let p = only(json!({"tasks": [{"id": "a", "handler": "noop", "depends_on": ["a"]}]}));
+    assert_eq!(p.code, ProblemCode::SelfDependency);
+    assert_eq!(p.message, r#"task "a" depends on itself"#);
+    let p = only(json!({"tasks": [
+        {"id": "a", "handler": "noop"}, {"id": "b", "handler": "noop", "depends_on": ["a", "a"]}
+    ]}));
+    assert_eq!(p.code, ProblemCode::DuplicateDependency);
+}
+
+#[test]
+fn a_cycle_names_its_members_in_order() {
+    // a -> b -> c -> a, and d hangs off the cycle without being part of it.
+    let p = only(json!({"tasks": [
+        {"id": "a", "handler": "noop", "depends_on": ["c"]},
+        {"id": "b", "handler": "noop", "depends_on": ["a"]},
+        {"id": "c", "handler": "noop", "depends_on": ["b"]},
+        {"id": "d", "handler": "noop", "depends_on": ["c"]},
+    ]}));
+    assert_eq!(p.code, ProblemCode::Cycle);
+    assert_eq!(
+        p.message,
+        "cycle: a -> b -> c -> a (remove one of these dependencies)"
+    );
+    assert_eq!(p.tasks, vec!["a", "b", "c"]);
+}
+
+#[test]
+fn two_separate_cycles_are_both_reported() {
+    let p = problems(json!({"tasks": [
+        {"id": "a", "handler": "noop", "depends_on": ["b"]},
+        {"id": "b", "handler": "noop", "depends_on": ["a"]},
+        {"id": "x", "handler": "noop", "depends_on": ["y"]},
+        {"id": "y", "handler": "noop", "depends_on": ["x"]},
+    ]}));
+    assert_eq!(p.len(), 2);
+    assert!(p.iter().all(|p| p.code == ProblemCode::Cycle));
+    assert_eq!(p[1].tasks, vec!["x", "y"]);
+}
+
+#[test]
+fn size_limits_are_enforced() {
+    let limits = Limits {
+        max_tasks: 2,
+        max_dependencies: 1,
+        max_input_bytes: 10,
+        max_json_depth: 2,
+        ..Limits::default()
+    };
+    let errs = validate(
+        spec(json!({"tasks": [
+            {"id": "a", "handler": "noop", "input": "a long string over ten bytes"},
+            {"id": "b", "handler": "noop", "input": [[[1]]]},
+            {"id": "c", "handler": "noop", "depends_on": ["a", "b"]},
+        ]})),
+        &limits,
+    )
+    .unwrap_err()
+    .0;
+    let codes: Vec<_> = errs.iter().map(|p| p.code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            ProblemCode::TooManyTasks,
+            ProblemCode::InputTooLarge,
+            ProblemCode::InputTooDeep,
+            ProblemCode::TooManyDependencies
+        ]
+    );
+    assert_eq!(
+        errs[0].message,
+        "the run has 3 tasks; at most 2 are allowed"
+    );
+    assert_eq!(
+        errs[1].message,
+        r#"task "a" has an input of 30 bytes; at most 10 are allowed"#
+    );
+    assert_eq!(
+        errs[2].message,
+        r#"task "b" has an input nested 3 levels deep; at most 2 are allowed"#
+    );
+    assert_eq!(
+        errs[3].message,
+        r#"task "c" has 2 dependencies; at most 1 are allowed"#
+    );
+}
+
+#[test]
+fn bad_numbers_are_rejected() {
+    let errs = problems(json!({"tasks": [
+        {"id": "a", "handler": "noop", "timeout_s": 0, "retry_backoff_s": -1, "retries": 1000},
+    ]}));
+    let codes: Vec<_> = errs.iter().map(|p| p.code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            ProblemCode::InvalidRetries,
+            ProblemCode::InvalidTimeout,
+            ProblemCode::InvalidBackoff
+        ]
+    );
+    assert_eq!(
+        errs[1].message,
+        r#"task "a" has timeout_s 0; it must be a positive number of seconds"#
+    );
+}
+
+#[test]
+fn bad_handler_and_queue_names_are_rejected() {
+    let errs = problems(json!({"queue": "", "tasks": [
+        {"id": "a", "handler": "rm -rf /", "queue": "q 1"},
+    ]}));
+    let codes: Vec<_> = errs.iter().map(|p| p.code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            ProblemCode::InvalidQueue,
+            ProblemCode::InvalidHandler,
+            ProblemCode::InvalidQueue
+        ]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let errs = problems(json!({"tasks": [
+        {"id": "a", "handler": "noop"}, {"id": "a", "handler": "noop"},
+        {"id": "b", "handler": "noop", "depends_on": ["nope"]},
+    ]}));
+    assert_eq!(errs.len(), 2);
+}
+
+#[test]
+fn unknown_fields_are_rejected_when_parsing() {
+    let err = serde_json::from_value::<RunSpec>(
+        json!({"tasks": [{"id": "a", "handler": "noop", "colour": 1}]}),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unknown field `colour`"), "{err}");
+}

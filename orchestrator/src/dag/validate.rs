@@ -1,0 +1,386 @@
+//! Validation of a submitted [`RunSpec`]: every problem is found and reported at once,
+//! each naming the tasks involved, and only a valid spec becomes a sealed [`Dag`].
+
+use super::graph::Dag;
+use super::limits::Limits;
+use super::spec::RunSpec;
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+
+/// The kind of a validation problem; stable, machine-readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemCode {
+    EmptyRun,
+    TooManyTasks,
+    InvalidName,
+    InvalidId,
+    DuplicateId,
+    InvalidHandler,
+    InvalidQueue,
+    UnknownDependency,
+    SelfDependency,
+    DuplicateDependency,
+    TooManyDependencies,
+    InputTooLarge,
+    InputTooDeep,
+    InvalidRetries,
+    InvalidTimeout,
+    InvalidBackoff,
+    Cycle,
+}
+
+/// One thing wrong with a submission.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    pub code: ProblemCode,
+    pub message: String,
+    /// The task ids involved, in a useful order (for a cycle: around the cycle).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
+}
+
+/// Every problem found in a submission.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<Problem>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{}", one.message),
+            many => write!(f, "{} problems in the DAG", many.len()),
+        }
+    }
+}
+
+fn problem(code: ProblemCode, message: String, tasks: Vec<String>) -> Problem {
+    Problem {
+        code,
+        message,
+        tasks,
+    }
+}
+
+/// Whether `s` is a usable id: letters, digits and `_ - . :`, within the length limit.
+fn is_valid_id(s: &str, max_len: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max_len
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+/// Counts bytes without keeping them, to size a JSON value without allocating it.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn json_size(v: &Value) -> usize {
+    let mut c = ByteCounter(0);
+    // Writing a Value to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
+fn json_depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(json_depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Checks a spec against the limits and seals it into a [`Dag`], or names every problem.
+pub fn validate(spec: RunSpec, limits: &Limits) -> Result<Dag, ValidationErrors> {
+    let mut problems = Vec::new();
+    check_run_fields(&spec, limits, &mut problems);
+    let index = check_ids(&spec, limits, &mut problems);
+    for task in &spec.tasks {
+        check_task_fields(task, limits, &mut problems);
+    }
+    let edges = check_dependencies(&spec, &index, limits, &mut problems);
+    // A cycle is only meaningful once every id and dependency resolves.
+    if problems.is_empty() {
+        if let Some(order) = check_cycles(spec.tasks.len(), &edges, &spec, &mut problems) {
+            return Ok(Dag::seal(spec, index, &edges, &order));
+        }
+    }
+    Err(ValidationErrors(problems))
+}
+
+fn check_run_fields(spec: &RunSpec, limits: &Limits, problems: &mut Vec<Problem>) {
+    use ProblemCode::*;
+    if spec.tasks.is_empty() {
+        problems.push(problem(EmptyRun, "the run has no tasks".into(), vec![]));
+    }
+    if spec.tasks.len() > limits.max_tasks {
+        problems.push(problem(
+            TooManyTasks,
+            format!(
+                "the run has {} tasks; at most {} are allowed",
+                spec.tasks.len(),
+                limits.max_tasks
+            ),
+            vec![],
+        ));
+    }
+    if spec.name.is_empty() || spec.name.len() > 256 {
+        problems.push(problem(
+            InvalidName,
+            "the run name must be 1 to 256 characters".into(),
+            vec![],
+        ));
+    }
+    if !is_valid_id(&spec.queue, limits.max_id_len) {
+        problems.push(problem(
+            InvalidQueue,
+            format!("queue {:?} is not a valid queue name (letters, digits, _ - . : only, at most {} characters)", spec.queue, limits.max_id_len),
+            vec![],
+        ));
+    }
+}
+
+fn check_ids(spec: &RunSpec, limits: &Limits, problems: &mut Vec<Problem>) -> HashMap<String, u32> {
+    let mut index = HashMap::with_capacity(spec.tasks.len());
+    let mut reported = HashSet::new();
+    for (i, task) in spec.tasks.iter().enumerate() {
+        if !is_valid_id(&task.id, limits.max_id_len) {
+            problems.push(problem(
+                ProblemCode::InvalidId,
+                format!(
+                    "task id {:?} is not valid: use 1 to {} letters, digits or _ - . :",
+                    task.id, limits.max_id_len
+                ),
+                vec![task.id.clone()],
+            ));
+        }
+        if index.insert(task.id.clone(), i as u32).is_some() && reported.insert(task.id.clone()) {
+            let count = spec.tasks.iter().filter(|t| t.id == task.id).count();
+            problems.push(problem(
+                ProblemCode::DuplicateId,
+                format!("task id {:?} is used by {} tasks", task.id, count),
+                vec![task.id.clone()],
+            ));
+        }
+    }
+    index
+}
+
+fn check_task_fields(task: &super::spec::TaskSpec, limits: &Limits, problems: &mut Vec<Problem>) {
+    use ProblemCode::*;
+    let id = || vec![task.id.clone()];
+    if !is_valid_id(&task.handler, limits.max_id_len) {
+        problems.push(problem(
+            InvalidHandler,
+            format!(
+                "task {:?} names handler {:?}, which is not a valid handler name",
+                task.id, task.handler
+            ),
+            id(),
+        ));
+    }
+    if let Some(q) = &task.queue {
+        if !is_valid_id(q, limits.max_id_len) {
+            problems.push(problem(
+                InvalidQueue,
+                format!(
+                    "task {:?} names queue {:?}, which is not a valid queue name",
+                    task.id, q
+                ),
+                id(),
+            ));
+        }
+    }
+    let size = json_size(&task.input);
+    if size > limits.max_input_bytes {
+        problems.push(problem(
+            InputTooLarge,
+            format!(
+                "task {:?} has an input of {} bytes; at most {} are allowed",
+                task.id, size, limits.max_input_bytes
+            ),
+            id(),
+        ));
+    }
+    let depth = json_depth(&task.input);
+    if depth > limits.max_json_depth {
+        problems.push(problem(
+            InputTooDeep,
+            format!(
+                "task {:?} has an input nested {} levels deep; at most {} are allowed",
+                task.id, depth, limits.max_json_depth
+            ),
+            id(),
+        ));
+    }
+    if task.retries > limits.max_retries {
+        problems.push(problem(
+            InvalidRetries,
+            format!(
+                "task {:?} asks for {} retries; at most {} are allowed",
+                task.id, task.retries, limits.max_retries
+            ),
+            id(),
+        ));
+    }
+    if let Some(t) = task.timeout_s {
+        if !(t.is_finite() && t > 0.0) {
+            problems.push(problem(
+                InvalidTimeout,
+                format!(
+                    "task {:?} has timeout_s {}; it must be a positive number of seconds",
+                    task.id, t
+                ),
+                id(),
+            ));
+        }
+    }
+    if let Some(b) = task.retry_backoff_s {
+        if !(b.is_finite() && (0.0..=86_400.0).contains(&b)) {
+            problems.push(problem(
+                InvalidBackoff,
+                format!(
+                    "task {:?} has retry_backoff_s {}; it must be between 0 and 86400",
+                    task.id, b
+                ),
+                id(),
+            ));
+        }
+    }
+}
+
+fn check_dependencies(
+    spec: &RunSpec,
+    index: &HashMap<String, u32>,
+    limits: &Limits,
+    problems: &mut Vec<Problem>,
+) -> Vec<(u32, u32)> {
+    use ProblemCode::*;
+    let mut edges = Vec::new();
+    for (child, task) in spec.tasks.iter().enumerate() {
+        if task.depends_on.len() > limits.max_dependencies {
+            problems.push(problem(
+                TooManyDependencies,
+                format!(
+                    "task {:?} has {} dependencies; at most {} are allowed",
+                    task.id,
+                    task.depends_on.len(),
+                    limits.max_dependencies
+                ),
+                vec![task.id.clone()],
+            ));
+            continue;
+        }
+        let mut seen = HashSet::with_capacity(task.depends_on.len());
+        for dep in &task.depends_on {
+            if dep == &task.id {
+                problems.push(problem(
+                    SelfDependency,
+                    format!("task {:?} depends on itself", task.id),
+                    vec![task.id.clone()],
+                ));
+            } else if !seen.insert(dep.as_str()) {
+                problems.push(problem(
+                    DuplicateDependency,
+                    format!(
+                        "task {:?} lists dependency {:?} more than once",
+                        task.id, dep
+                    ),
+                    vec![task.id.clone(), dep.clone()],
+                ));
+            } else if let Some(&parent) = index.get(dep) {
+                edges.push((parent, child as u32));
+            } else {
+                problems.push(problem(
+                    UnknownDependency,
+                    format!(
+                        "task {:?} depends on {:?}, which is not a task in this run",
+                        task.id, dep
+                    ),
+                    vec![task.id.clone(), dep.clone()],
+                ));
+            }
+        }
+    }
+    edges
+}
+
+/// Reports every cycle (one per strongly connected component) or returns a topological order.
+fn check_cycles(
+    n: usize,
+    edges: &[(u32, u32)],
+    spec: &RunSpec,
+    problems: &mut Vec<Problem>,
+) -> Option<Vec<u32>> {
+    let mut g: DiGraph<(), ()> = DiGraph::with_capacity(n, edges.len());
+    for _ in 0..n {
+        g.add_node(());
+    }
+    for &(p, c) in edges {
+        g.add_edge(NodeIndex::new(p as usize), NodeIndex::new(c as usize), ());
+    }
+    match petgraph::algo::toposort(&g, None) {
+        Ok(order) => Some(order.into_iter().map(|n| n.index() as u32).collect()),
+        Err(_) => {
+            let mut sccs: Vec<Vec<NodeIndex>> =
+                tarjan_scc(&g).into_iter().filter(|c| c.len() > 1).collect();
+            sccs.sort_by_key(|c| c.iter().map(|n| n.index()).min());
+            for scc in sccs {
+                let path = cycle_through(&g, &scc);
+                let names: Vec<String> = path
+                    .iter()
+                    .map(|n| spec.tasks[n.index()].id.clone())
+                    .collect();
+                let mut shown = names.join(" -> ");
+                shown.push_str(" -> ");
+                shown.push_str(&names[0]);
+                problems.push(problem(
+                    ProblemCode::Cycle,
+                    format!("cycle: {shown} (remove one of these dependencies)"),
+                    names,
+                ));
+            }
+            None
+        }
+    }
+}
+
+/// A shortest cycle through the smallest-index member of a strongly connected component.
+fn cycle_through(g: &DiGraph<(), ()>, scc: &[NodeIndex]) -> Vec<NodeIndex> {
+    let members: HashSet<NodeIndex> = scc.iter().copied().collect();
+    let start = *scc.iter().min().expect("non-empty component");
+    let mut prev: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut queue = VecDeque::from([start]);
+    while let Some(n) = queue.pop_front() {
+        for m in g.neighbors(n) {
+            if !members.contains(&m) || prev.contains_key(&m) {
+                continue;
+            }
+            prev.insert(m, n);
+            if m == start {
+                let mut path = vec![];
+                let mut cur = n;
+                while cur != start {
+                    path.push(cur);
+                    cur = prev[&cur];
+                }
+                path.push(start);
+                path.reverse();
+                return path;
+            }
+            queue.push_back(m);
+        }
+    }
+    scc.to_vec()
+}

@@ -1,0 +1,3 @@
+//! Apex orchestrator.
+pub mod dag;
+pub mod state_machine;

@@ -1,0 +1,16 @@
+//! The task lifecycle as pure code: one table of legal transitions ([`transition`]) and a
+//! per-run machine ([`RunMachine`]) that takes stimuli (a result arrived, a backoff passed,
+//! the run was cancelled) and returns commands (dispatch, schedule a retry, cancel an
+//! attempt) plus the numbered events to store and publish. No I/O, no async, no clock.
+
+mod run;
+mod states;
+
+pub use run::{
+    AttemptFailure, Command, Event, EventKind, Output, Rejected, RunMachine, TaskFailure,
+    TaskRuntime,
+};
+pub use states::{transition, IllegalTransition, RunState, Stimulus, TaskState, ALL_TASK_STATES};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,624 @@
+//! One run's lifecycle as a pure state machine: stimuli in, [`Output`] out.
+//!
+//! The machine keeps an indegree-style counter per task (`unresolved`: dependencies not
+//! yet terminal), so a task's completion costs O(its children). It does no I/O and reads
+//! no clock: callers pass `now_ms`, and carry out the [`Command`]s it returns.
+
+use super::states::{
+    transition, IllegalTransition, RunState, Stimulus, TaskState, ALL_TASK_STATES,
+};
+use crate::dag::{Dag, Trigger, DEFAULT_RETRY_BACKOFF_S};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Why an attempt failed, as recorded on the task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    /// `exception`, `timeout`, `cancelled`, `worker_lost`, `unknown_handler`, …
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+}
+
+/// A failed attempt's report, with what the handler wants done about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptFailure {
+    pub failure: TaskFailure,
+    pub retryable: bool,
+    pub retry_after_s: Option<f64>,
+}
+
+/// The live state of one task.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::new_without_default)]
+pub struct TaskRuntime {
+    pub state: TaskState,
+    /// The current attempt (0 before the first dispatch). Results for other attempts are stale.
+    pub attempt: u32,
+    /// Failed attempts since the task was last (re)started; compared with `retries`.
+    pub failures: u32,
+    pub output: Option<Value>,
+    pub error: Option<TaskFailure>,
+    pub worker_id: Option<Arc<str>>,
+    pub queued_at_ms: Option<i64>,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    /// Dependencies not yet terminal.
+    unresolved: u32,
+    /// Some dependency ended other than succeeded.
+    upstream_failed: bool,
+}
+
+impl TaskRuntime {
+    /// A pending task that has never run.
+    pub fn new() -> Self {
+        Self {
+            state: TaskState::Pending,
+            attempt: 0,
+            failures: 0,
+            output: None,
+            error: None,
+            worker_id: None,
+            queued_at_ms: None,
+            started_at_ms: None,
+            finished_at_ms: None,
+            unresolved: 0,
+            upstream_failed: false,
+        }
+    }
+}
+
+/// What the caller must do after a stimulus.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Push attempt `attempt` of task `task` to its queue.
+    Dispatch { task: u32, attempt: u32 },
+    /// Deliver [`RunMachine::retry_due`] for this attempt after `delay_ms` (before jitter).
+    ScheduleRetry {
+        task: u32,
+        attempt: u32,
+        delay_ms: u64,
+    },
+    /// Tell the worker running this attempt to stop it.
+    CancelAttempt { task: u32, attempt: u32 },
+}
+
+/// What a recorded event is about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// A task changed state.
+    Task { task: u32, state: TaskState },
+    /// The run changed state.
+    Run { state: RunState },
+}
+
+/// A transition, numbered in the run's sequence, to be stored and published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub seq: u64,
+    pub kind: EventKind,
+    pub attempt: u32,
+    pub at_ms: i64,
+    pub worker_id: Option<Arc<str>>,
+    pub error: Option<TaskFailure>,
+}
+
+/// Everything a batch of stimuli produced. Reused across calls to avoid allocations.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub commands: Vec<Command>,
+    pub events: Vec<Event>,
+    /// Tasks whose row changed, possibly repeated.
+    pub dirty: Vec<u32>,
+    /// The run's own row changed (state, sequence).
+    pub run_changed: bool,
+}
+
+/// Why a stimulus was not applied: stale or duplicate reports are normal under
+/// at-least-once delivery, and the caller acknowledges and drops them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("no task with that index")]
+    UnknownTask,
+    #[error("attempt {got} is not the current attempt {current}")]
+    StaleAttempt { got: u32, current: u32 },
+    #[error("task is already {0}")]
+    AlreadyFinal(TaskState),
+    #[error("the run is {0}")]
+    RunFinished(RunState),
+    #[error("the run is still running")]
+    RunNotFinished,
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+}
+
+/// Backoffs never exceed an hour, however many failures.
+const MAX_BACKOFF_MS: u64 = 3_600_000;
+
+/// One run's tasks and their lifecycle.
+#[derive(Debug, Clone)]
+pub struct RunMachine {
+    dag: Arc<Dag>,
+    tasks: Vec<TaskRuntime>,
+    state: RunState,
+    /// Tasks per state, indexed by `TaskState as usize`.
+    counts: [u32; 8],
+    /// Last event sequence number used.
+    seq: u64,
+    finished_at_ms: Option<i64>,
+}
+
+impl RunMachine {
+    /// A new run: every task pending, nothing dispatched until [`RunMachine::start`].
+    pub fn new(dag: Arc<Dag>) -> Self {
+        let tasks: Vec<TaskRuntime> = (0..dag.len() as u32)
+            .map(|i| {
+                let mut t = TaskRuntime::new();
+                t.unresolved = dag.parents(i).len() as u32;
+                t
+            })
+            .collect();
+        let mut counts = [0u32; 8];
+        counts[TaskState::Pending as usize] = tasks.len() as u32;
+        Self {
+            dag,
+            tasks,
+            state: RunState::Running,
+            counts,
+            seq: 0,
+            finished_at_ms: None,
+        }
+    }
+
+    /// Rebuilds a run from stored task rows (after a restart), recomputing counters.
+    pub fn restore(
+        dag: Arc<Dag>,
+        tasks: Vec<TaskRuntime>,
+        state: RunState,
+        seq: u64,
+        finished_at_ms: Option<i64>,
+    ) -> Self {
+        let mut m = Self {
+            dag,
+            tasks,
+            state,
+            counts: [0; 8],
+            seq,
+            finished_at_ms,
+        };
+        for t in &m.tasks {
+            m.counts[t.state as usize] += 1;
+        }
+        m.recompute_dependencies();
+        m
+    }
+
+    /// The graph this run executes.
+    pub fn dag(&self) -> &Arc<Dag> {
+        &self.dag
+    }
+
+    pub fn state(&self) -> RunState {
+        self.state
+    }
+
+    pub fn task(&self, i: u32) -> &TaskRuntime {
+        &self.tasks[i as usize]
+    }
+
+    pub fn tasks(&self) -> &[TaskRuntime] {
+        &self.tasks
+    }
+
+    /// Tasks per state, in the order of [`ALL_TASK_STATES`].
+    pub fn counts(&self) -> [u32; 8] {
+        self.counts
+    }
+
+    /// Last event sequence number used.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn finished_at_ms(&self) -> Option<i64> {
+        self.finished_at_ms
+    }
+
+    /// Records the run as running and dispatches every task with no dependencies.
+    pub fn start(&mut self, now_ms: i64, out: &mut Output) {
+        self.record_run(now_ms, out);
+        let roots: Vec<u32> = (0..self.tasks.len() as u32)
+            .filter(|&i| {
+                self.tasks[i as usize].state == TaskState::Pending
+                    && self.tasks[i as usize].unresolved == 0
+            })
+            .collect();
+        self.resolve(roots, now_ms, out);
+    }
+
+    /// Tasks whose dependencies are all terminal but which are still `pending` (after a
+    /// restore, work that was decided but not yet carried out) are dispatched or skipped.
+    pub fn resume(&mut self, now_ms: i64, out: &mut Output) {
+        if self.state.is_terminal() {
+            return;
+        }
+        let stuck: Vec<u32> = (0..self.tasks.len() as u32)
+            .filter(|&i| {
+                self.tasks[i as usize].state == TaskState::Pending
+                    && self.tasks[i as usize].unresolved == 0
+            })
+            .collect();
+        self.resolve(stuck, now_ms, out);
+        self.complete_if_done(now_ms, out);
+    }
+
+    /// A worker began `attempt` of task `i`.
+    pub fn started(
+        &mut self,
+        i: u32,
+        attempt: u32,
+        worker: Arc<str>,
+        at_ms: i64,
+        out: &mut Output,
+    ) -> Result<(), Rejected> {
+        self.check_current(i, attempt)?;
+        let t = &self.tasks[i as usize];
+        if t.state == TaskState::Running {
+            return Ok(()); // a duplicate start after a redelivery
+        }
+        self.set_state(i, Stimulus::Started, out)?;
+        let t = &mut self.tasks[i as usize];
+        t.started_at_ms = Some(at_ms);
+        t.worker_id = Some(worker);
+        self.record_task(i, at_ms, None, out);
+        Ok(())
+    }
+
+    /// `attempt` of task `i` succeeded with `output`.
+    pub fn succeeded(
+        &mut self,
+        i: u32,
+        attempt: u32,
+        output: Value,
+        worker: Arc<str>,
+        started_at_ms: i64,
+        finished_at_ms: i64,
+        out: &mut Output,
+    ) -> Result<(), Rejected> {
+        self.check_current(i, attempt)?;
+        self.set_state(i, Stimulus::Succeeded, out)?;
+        let t = &mut self.tasks[i as usize];
+        t.output = Some(output);
+        t.error = None;
+        t.worker_id = Some(worker);
+        t.started_at_ms = Some(started_at_ms);
+        t.finished_at_ms = Some(finished_at_ms);
+        self.record_task(i, finished_at_ms, None, out);
+        self.propagate(i, finished_at_ms, out);
+        Ok(())
+    }
+
+    /// `attempt` of task `i` failed; it is retried after a backoff while retries remain
+    /// and the failure allows it.
+    pub fn failed(
+        &mut self,
+        i: u32,
+        attempt: u32,
+        failure: AttemptFailure,
+        worker: Option<Arc<str>>,
+        finished_at_ms: i64,
+        out: &mut Output,
+    ) -> Result<(), Rejected> {
+        self.check_current(i, attempt)?;
+        let spec = self.dag.task(i);
+        let retries = spec.retries;
+        let base_s = spec.retry_backoff_s.unwrap_or(DEFAULT_RETRY_BACKOFF_S);
+        let t = &self.tasks[i as usize];
+        let will_retry = failure.retryable && t.failures < retries;
+        let stimulus = if will_retry {
+            Stimulus::FailedWillRetry
+        } else {
+            Stimulus::FailedFinal
+        };
+        self.set_state(i, stimulus, out)?;
+        let t = &mut self.tasks[i as usize];
+        t.failures += 1;
+        t.error = Some(failure.failure.clone());
+        if worker.is_some() {
+            t.worker_id = worker;
+        }
+        t.finished_at_ms = Some(finished_at_ms);
+        self.record_task(i, finished_at_ms, Some(failure.failure), out);
+        if will_retry {
+            let failures = self.tasks[i as usize].failures;
+            let backoff = backoff_ms(base_s, failures);
+            let asked = failure
+                .retry_after_s
+                .map_or(0, |s| (s.max(0.0) * 1000.0) as u64);
+            out.commands.push(Command::ScheduleRetry {
+                task: i,
+                attempt,
+                delay_ms: backoff.max(asked).min(MAX_BACKOFF_MS),
+            });
+        } else {
+            self.propagate(i, finished_at_ms, out);
+        }
+        Ok(())
+    }
+
+    /// The backoff of `attempt` of task `i` has passed: dispatch the next attempt.
+    pub fn retry_due(
+        &mut self,
+        i: u32,
+        attempt: u32,
+        now_ms: i64,
+        out: &mut Output,
+    ) -> Result<(), Rejected> {
+        self.check_current(i, attempt)?;
+        if self.tasks[i as usize].state != TaskState::Ready {
+            return Err(Rejected::Illegal(IllegalTransition {
+                from: self.tasks[i as usize].state,
+                stimulus: Stimulus::Dispatched,
+            }));
+        }
+        self.set_state(i, Stimulus::Dispatched, out)?;
+        self.dispatch(i, now_ms, out);
+        Ok(())
+    }
+
+    /// The worker gave `attempt` of task `i` back unfinished: queue a new attempt without
+    /// counting a failure.
+    pub fn released(
+        &mut self,
+        i: u32,
+        attempt: u32,
+        now_ms: i64,
+        out: &mut Output,
+    ) -> Result<(), Rejected> {
+        self.check_current(i, attempt)?;
+        self.set_state(i, Stimulus::Released, out)?;
+        self.dispatch(i, now_ms, out);
+        Ok(())
+    }
+
+    /// Cancels every unfinished task; running attempts are told to stop.
+    pub fn cancel(&mut self, now_ms: i64, out: &mut Output) -> Result<(), Rejected> {
+        if self.state.is_terminal() {
+            return Err(Rejected::RunFinished(self.state));
+        }
+        for i in 0..self.tasks.len() as u32 {
+            let t = &self.tasks[i as usize];
+            if t.state.is_terminal() {
+                continue;
+            }
+            if matches!(t.state, TaskState::Queued | TaskState::Running) {
+                out.commands.push(Command::CancelAttempt {
+                    task: i,
+                    attempt: t.attempt,
+                });
+            }
+            self.set_state(i, Stimulus::Cancel, out)?;
+            let t = &mut self.tasks[i as usize];
+            t.finished_at_ms = Some(now_ms);
+            t.error = Some(TaskFailure {
+                kind: "cancelled".into(),
+                error_type: None,
+                message: "the run was cancelled".into(),
+                traceback: None,
+            });
+            self.record_task(i, now_ms, None, out);
+        }
+        self.finish_run(RunState::Cancelled, now_ms, out);
+        Ok(())
+    }
+
+    /// Runs failed, skipped and cancelled tasks again (with fresh retries), keeping the
+    /// outputs of tasks that succeeded.
+    pub fn rerun(&mut self, now_ms: i64, out: &mut Output) -> Result<(), Rejected> {
+        if !self.state.is_terminal() {
+            return Err(Rejected::RunNotFinished);
+        }
+        for i in 0..self.tasks.len() as u32 {
+            if matches!(
+                self.tasks[i as usize].state,
+                TaskState::Failed | TaskState::Skipped | TaskState::Cancelled
+            ) {
+                self.set_state(i, Stimulus::Rerun, out)?;
+                let t = &mut self.tasks[i as usize];
+                t.failures = 0;
+                t.output = None;
+                t.error = None;
+                t.worker_id = None;
+                t.queued_at_ms = None;
+                t.started_at_ms = None;
+                t.finished_at_ms = None;
+                self.record_task(i, now_ms, None, out);
+            }
+        }
+        self.state = RunState::Running;
+        self.finished_at_ms = None;
+        self.record_run(now_ms, out);
+        self.recompute_dependencies();
+        self.resume(now_ms, out);
+        Ok(())
+    }
+
+    fn check_current(&self, i: u32, attempt: u32) -> Result<(), Rejected> {
+        let t = self.tasks.get(i as usize).ok_or(Rejected::UnknownTask)?;
+        if t.state.is_terminal() {
+            return Err(Rejected::AlreadyFinal(t.state));
+        }
+        if t.attempt != attempt {
+            return Err(Rejected::StaleAttempt {
+                got: attempt,
+                current: t.attempt,
+            });
+        }
+        Ok(())
+    }
+
+    fn set_state(
+        &mut self,
+        i: u32,
+        stimulus: Stimulus,
+        out: &mut Output,
+    ) -> Result<TaskState, IllegalTransition> {
+        let t = &mut self.tasks[i as usize];
+        let to = transition(t.state, stimulus)?;
+        self.counts[t.state as usize] -= 1;
+        self.counts[to as usize] += 1;
+        t.state = to;
+        out.dirty.push(i);
+        Ok(to)
+    }
+
+    fn dispatch(&mut self, i: u32, now_ms: i64, out: &mut Output) {
+        let t = &mut self.tasks[i as usize];
+        t.attempt += 1;
+        t.queued_at_ms = Some(now_ms);
+        t.started_at_ms = None;
+        t.finished_at_ms = None;
+        t.worker_id = None;
+        let attempt = t.attempt;
+        self.record_task(i, now_ms, None, out);
+        out.commands.push(Command::Dispatch { task: i, attempt });
+    }
+
+    /// Decides every task in `ready` whose dependencies are all terminal: dispatch it, or
+    /// skip it (and cascade the skip to its own dependents).
+    fn resolve(&mut self, mut todo: Vec<u32>, now_ms: i64, out: &mut Output) {
+        while let Some(i) = todo.pop() {
+            let t = &self.tasks[i as usize];
+            debug_assert_eq!(t.unresolved, 0);
+            let skip = t.upstream_failed && self.dag.task(i).trigger == Trigger::AllSuccess;
+            if skip {
+                // Legal by construction: only pending tasks are resolved.
+                let _ = self.set_state(i, Stimulus::UpstreamFailed, out);
+                self.tasks[i as usize].finished_at_ms = Some(now_ms);
+                self.record_task(i, now_ms, None, out);
+                self.release_children(i, now_ms, &mut todo);
+            } else {
+                let _ = self.set_state(i, Stimulus::DepsMet, out);
+                self.dispatch(i, now_ms, out);
+            }
+        }
+    }
+
+    /// Task `i` became terminal: update its dependents, then the run.
+    fn propagate(&mut self, i: u32, now_ms: i64, out: &mut Output) {
+        let mut todo = Vec::new();
+        self.release_children(i, now_ms, &mut todo);
+        self.resolve(todo, now_ms, out);
+        self.complete_if_done(now_ms, out);
+    }
+
+    fn release_children(&mut self, i: u32, _now_ms: i64, todo: &mut Vec<u32>) {
+        let ok = self.tasks[i as usize].state == TaskState::Succeeded;
+        let dag = Arc::clone(&self.dag);
+        for &c in dag.children(i) {
+            let child = &mut self.tasks[c as usize];
+            if child.state != TaskState::Pending {
+                continue;
+            }
+            child.unresolved -= 1;
+            child.upstream_failed |= !ok;
+            if child.unresolved == 0 {
+                todo.push(c);
+            }
+        }
+    }
+
+    fn complete_if_done(&mut self, now_ms: i64, out: &mut Output) {
+        if self.state.is_terminal() {
+            return;
+        }
+        let succeeded = self.counts[TaskState::Succeeded as usize] as usize;
+        let terminal: usize = ALL_TASK_STATES
+            .iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| self.counts[*s as usize] as usize)
+            .sum();
+        if terminal < self.tasks.len() {
+            return;
+        }
+        let state = if succeeded == self.tasks.len() {
+            RunState::Succeeded
+        } else {
+            RunState::Failed
+        };
+        self.finish_run(state, now_ms, out);
+    }
+
+    fn finish_run(&mut self, state: RunState, now_ms: i64, out: &mut Output) {
+        self.state = state;
+        self.finished_at_ms = Some(now_ms);
+        self.record_run(now_ms, out);
+    }
+
+    fn recompute_dependencies(&mut self) {
+        let dag = Arc::clone(&self.dag);
+        for i in 0..self.tasks.len() as u32 {
+            let (mut unresolved, mut failed) = (0, false);
+            for &p in dag.parents(i) {
+                match self.tasks[p as usize].state {
+                    TaskState::Succeeded => {}
+                    s if s.is_terminal() => failed = true,
+                    _ => unresolved += 1,
+                }
+            }
+            let t = &mut self.tasks[i as usize];
+            t.unresolved = unresolved;
+            t.upstream_failed = failed;
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn record_task(&mut self, i: u32, at_ms: i64, error: Option<TaskFailure>, out: &mut Output) {
+        let seq = self.next_seq();
+        let t = &self.tasks[i as usize];
+        out.events.push(Event {
+            seq,
+            kind: EventKind::Task {
+                task: i,
+                state: t.state,
+            },
+            attempt: t.attempt,
+            at_ms,
+            worker_id: t.worker_id.clone(),
+            error,
+        });
+        out.run_changed = true;
+    }
+
+    fn record_run(&mut self, at_ms: i64, out: &mut Output) {
+        let seq = self.next_seq();
+        out.events.push(Event {
+            seq,
+            kind: EventKind::Run { state: self.state },
+            attempt: 0,
+            at_ms,
+            worker_id: None,
+            error: None,
+        });
+        out.run_changed = true;
+    }
+}
+
+/// Exponential backoff: `base * 2^(failures-1)`, capped.
+fn backoff_ms(base_s: f64, failures: u32) -> u64 {
+    let exp = 2f64.powi(failures.saturating_sub(1).min(30) as i32);
+    ((base_s * exp * 1000.0) as u64).min(MAX_BACKOFF_MS)
+}
+
+#[cfg(test)]
+pub(super) fn backoff_for_test(base_s: f64, failures: u32) -> u64 {
+    backoff_ms(base_s, failures)
+}
