@@ -1,3 +1,26 @@
-//! Apex orchestrator.
+//! Apex: an orchestrator for swarms of LLM agents and pipelines.
+//!
+//! A map of the crate, in the order a task flows through it:
+//!
+//! - [`dag`]: the submitted DAG: JSON spec, validation (every problem at once), the sealed
+//!   graph. Pure.
+//! - [`state_machine`]: the task lifecycle as one transition table and a per-run machine:
+//!   stimuli in, commands and numbered events out. Pure.
+//! - [`engine`]: the async shell: owns active runs in memory, feeds them worker reports,
+//!   carries out their commands, and group-commits the results.
+//! - [`queue`]: Redis Streams transport to and from the workers (`worker-protocol`).
+//! - [`store`]: persistence, the source of truth (Postgres).
+//! - [`bus`]: stored events published live to WebSocket clients.
+//! - [`api`]: the HTTP API (axum), one module per resource; [`views`] shapes its JSON.
+//! - [`config`], [`server`]: settings and assembly of a running server.
+
+pub mod api;
+pub mod bus;
+pub mod config;
 pub mod dag;
+pub mod engine;
+pub mod queue;
+pub mod server;
 pub mod state_machine;
+pub mod store;
+pub mod views;

@@ -94,6 +94,12 @@ pub enum EventKind {
     Task { task: u32, state: TaskState },
     /// The run changed state.
     Run { state: RunState },
+    /// A handler wrote a log line.
+    Log {
+        task: u32,
+        level: String,
+        message: String,
+    },
 }
 
 /// A transition, numbered in the run's sequence, to be stored and published.
@@ -382,6 +388,37 @@ impl RunMachine {
         self.check_current(i, attempt)?;
         self.set_state(i, Stimulus::Released, out)?;
         self.dispatch(i, now_ms, out);
+        Ok(())
+    }
+
+    /// Records a log line a handler wrote during `attempt` of task `i`. Lines of any
+    /// attempt are kept, even a stale one: they tell what happened.
+    pub fn log(
+        &mut self,
+        i: u32,
+        attempt: u32,
+        level: String,
+        message: String,
+        at_ms: i64,
+        out: &mut Output,
+    ) -> Result<(), Rejected> {
+        if i as usize >= self.tasks.len() {
+            return Err(Rejected::UnknownTask);
+        }
+        let seq = self.next_seq();
+        out.events.push(Event {
+            seq,
+            kind: EventKind::Log {
+                task: i,
+                level,
+                message,
+            },
+            attempt,
+            at_ms,
+            worker_id: self.tasks[i as usize].worker_id.clone(),
+            error: None,
+        });
+        out.run_changed = true;
         Ok(())
     }
 

@@ -1,0 +1,88 @@
+//! The one mapping from failures to HTTP answers. Every error body is
+//! `{"error": {"code", "message", "details"?}}`; internal errors are logged once, here,
+//! and their details never leave the server.
+
+use crate::dag::{Problem, ValidationErrors};
+use crate::engine::EngineError;
+use crate::store::StoreError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// A failed API request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON for this endpoint: {0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidDag(ValidationErrors),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("missing or invalid API token: send `Authorization: Bearer <token>`")]
+    Unauthorized,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::InvalidDag(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_dag"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error answering a request");
+        }
+        let mut body = json!({"error": {"code": code, "message": self.to_string()}});
+        if let ApiError::InvalidDag(errors) = &self {
+            let details: Vec<&Problem> = errors.0.iter().collect();
+            body["error"]["details"] = json!(details);
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_transient() {
+            ApiError::Unavailable("the store is unavailable; try again shortly".into())
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::RunNotFound(id) => ApiError::NotFound(format!("run {id} not found")),
+            EngineError::Conflict(why) => ApiError::Conflict(why),
+            EngineError::Store(s) => s.into(),
+            EngineError::Stopped => {
+                ApiError::Unavailable("the orchestrator is shutting down".into())
+            }
+        }
+    }
+}

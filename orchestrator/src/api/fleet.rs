@@ -1,0 +1,66 @@
+//! `/api/v1/workers` and `/api/v1/queues`: the worker fleet and queue depth.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::engine::worker_view;
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/workers", get(list_workers))
+        .route("/api/v1/queues", get(list_queues))
+}
+
+async fn list_workers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let workers = state.store.list_workers().await?;
+    let views: Vec<Value> = workers
+        .iter()
+        .map(|w| worker_view(&w.info, &w.state, w.last_heartbeat_ms))
+        .collect();
+    Ok(Json(json!({"workers": views})))
+}
+
+/// Queue depth, in-flight work and worker counts per queue.
+pub async fn queue_views(state: &AppState) -> Result<Vec<Value>, ApiError> {
+    let stats = state.engine.queue_stats().await?;
+    let workers = state.store.list_workers().await?;
+    Ok(stats
+        .iter()
+        .map(|q| {
+            let serving: Vec<&Value> = workers
+                .iter()
+                .filter(|w| {
+                    w.state == "running"
+                        && w.info["queues"]
+                            .as_array()
+                            .is_some_and(|a| a.iter().any(|n| n == q.name.as_str()))
+                })
+                .map(|w| &w.info)
+                .collect();
+            let slots: u64 = serving
+                .iter()
+                .map(|w| w["concurrency"].as_u64().unwrap_or(1))
+                .sum();
+            let per_worker = if serving.is_empty() {
+                1
+            } else {
+                (slots / serving.len() as u64).max(1)
+            };
+            let work = q.queued + q.ready + q.running;
+            json!({
+                "name": q.name,
+                "depth": q.queued + q.ready,
+                "running": q.running,
+                "workers_active": serving.len(),
+                "workers_desired": work.div_ceil(per_worker),
+            })
+        })
+        .collect())
+}
+
+async fn list_queues(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"queues": queue_views(&state).await?})))
+}

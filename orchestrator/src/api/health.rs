@@ -1,0 +1,70 @@
+//! Liveness, readiness and Prometheus metrics.
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+use std::sync::OnceLock;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may exist (several servers in one test process); then this
+        // handle renders nothing, which is acceptable there.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let store = state.store.ping().await;
+    let redis = state.queue.ping().await;
+    let body = json!({
+        "store": store.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
+        "redis": redis.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
+    });
+    let status = if store.is_ok() && redis.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Ok(queues) = super::fleet::queue_views(&state).await {
+        for q in queues {
+            let name = q["name"].as_str().unwrap_or_default().to_owned();
+            let gauge = |metric: &'static str, field: &str| {
+                metrics::gauge!(metric, "queue" => name.clone())
+                    .set(q[field].as_f64().unwrap_or(0.0));
+            };
+            gauge("apex_queue_depth", "depth");
+            gauge("apex_tasks_running", "running");
+            gauge("apex_workers_active", "workers_active");
+            gauge("apex_workers_desired", "workers_desired");
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        prometheus().render(),
+    )
+}

@@ -1,0 +1,66 @@
+//! The HTTP API (docs/API.md): one module per resource, errors mapped in [`error`].
+//! [`app`] builds the whole router from state, so tests need no process.
+
+mod auth;
+pub mod error;
+mod fleet;
+mod health;
+mod openapi;
+mod runs;
+
+pub use health::prometheus;
+
+use crate::bus::Bus;
+use crate::dag::Limits;
+use crate::engine::EngineHandle;
+use crate::queue::RedisQueue;
+use crate::store::Store;
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tower_http::cors::CorsLayer;
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::trace::TraceLayer;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: EngineHandle,
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<RedisQueue>,
+    pub bus: Bus,
+    pub limits: Limits,
+    pub max_body_bytes: usize,
+    /// Required bearer token; `None` when auth is off.
+    pub api_token: Option<String>,
+    /// Built dashboard assets, served at `/` when present.
+    pub dashboard_dir: Option<PathBuf>,
+}
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new()
+        .merge(runs::router())
+        .merge(fleet::router())
+        .merge(health::router())
+        .merge(openapi::router());
+    if let Some(dir) = state
+        .dashboard_dir
+        .as_ref()
+        .filter(|d| d.join("index.html").exists())
+    {
+        // Client-side routes (e.g. /runs/ID) fall back to the app's index.html.
+        let serve = ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")));
+        router = router.fallback_service(serve);
+    }
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(CorsLayer::permissive())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

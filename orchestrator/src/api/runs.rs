@@ -1,0 +1,268 @@
+//! `/api/v1/runs`: submit, list, inspect, cancel and retry runs; `/api/v1/validate`.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::dag::{validate, Dag, RunSpec};
+use crate::store::{EventRow, RunQuery, StoredTask};
+use crate::views;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/runs", post(create_run).get(list_runs))
+        .route("/api/v1/runs/{id}", get(get_run))
+        .route("/api/v1/runs/{id}/tasks/{task_id}", get(get_task))
+        .route("/api/v1/runs/{id}/events", get(list_events))
+        .route("/api/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/api/v1/runs/{id}/retry", post(retry_run))
+        .route("/api/v1/validate", post(validate_dag))
+}
+
+/// Parses and validates a submitted DAG; nothing is stored for a rejected one.
+fn parse_dag(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Dag, ApiError> {
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(state.max_body_bytes),
+        other => ApiError::BadRequest(other.body_text()),
+    })?;
+    let spec: RunSpec =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    validate(spec, &state.limits).map_err(ApiError::InvalidDag)
+}
+
+async fn create_run(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let dag = parse_dag(&state, body)?;
+    let run = state.engine.submit(dag).await?;
+    Ok((StatusCode::CREATED, Json(views::run_summary(&run))))
+}
+
+async fn validate_dag(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let dag = parse_dag(&state, body)?;
+    Ok(Json(json!({"valid": true, "tasks": dag.len()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    state: Option<String>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_runs(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if let Some(s) = &p.state {
+        if crate::state_machine::RunState::parse(s).is_none() {
+            return Err(ApiError::BadRequest(format!(
+                "unknown run state {s:?}: use running, succeeded, failed or cancelled"
+            )));
+        }
+    }
+    let limit = p.limit.unwrap_or(50).clamp(1, 500);
+    let runs = state
+        .store
+        .list_runs(&RunQuery {
+            state: p.state,
+            before: p.before,
+            limit: limit + 1,
+        })
+        .await?;
+    let more = runs.len() > limit as usize;
+    let runs = &runs[..runs.len().min(limit as usize)];
+    let next = if more {
+        runs.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(
+        json!({"runs": runs.iter().map(views::run_summary).collect::<Vec<_>>(), "next": next}),
+    ))
+}
+
+async fn get_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let run = state
+        .store
+        .get_run(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))?;
+    let tasks = state.store.get_tasks(&id).await?;
+    let progress: HashMap<String, (Option<f64>, String)> = if run.state.is_terminal() {
+        HashMap::new()
+    } else {
+        state
+            .engine
+            .progress(&id)
+            .await?
+            .into_iter()
+            .map(|(t, p, m)| (t, (p, m)))
+            .collect()
+    };
+    let mut body = views::run_summary(&run);
+    body["tasks"] = tasks
+        .iter()
+        .map(|t| {
+            views::task(
+                t,
+                &run.queue,
+                progress.get(&t.row.task_id).map(|(p, m)| (*p, m.as_str())),
+            )
+        })
+        .collect();
+    Ok(Json(body))
+}
+
+async fn get_task(
+    State(state): State<AppState>,
+    Path((id, task_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let run = state
+        .store
+        .get_run(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))?;
+    let task = state
+        .store
+        .get_task(&id, &task_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("task {task_id} not found in run {id}")))?;
+    let mut upstream = serde_json::Map::new();
+    for dep in &task.spec.depends_on {
+        let out = state
+            .store
+            .get_task(&id, dep)
+            .await?
+            .and_then(|t| t.row.output);
+        upstream.insert(dep.clone(), out.unwrap_or(Value::Null));
+    }
+    let events = state.store.events(&id, 0, Some(&task_id), 100_000).await?;
+    let progress = state.engine.progress(&id).await.unwrap_or_default();
+    let progress = progress
+        .iter()
+        .find(|(t, _, _)| *t == task_id)
+        .map(|(_, p, m)| (*p, m.as_str()));
+    let mut body = views::task(&task, &run.queue, progress);
+    body["run_id"] = json!(id);
+    body["upstream"] = Value::Object(upstream);
+    body["attempts"] = json!(attempts(&task, &events));
+    body["logs"] = events
+        .iter()
+        .filter(|e| e.kind == "log")
+        .map(|e| {
+            let d = e.data.clone().unwrap_or(Value::Null);
+            json!({"attempt": e.attempt, "level": d["level"], "message": d["message"], "at_ms": e.at_ms})
+        })
+        .collect();
+    body["events"] = events
+        .iter()
+        .filter(|e| e.kind != "log")
+        .map(views::event)
+        .collect();
+    Ok(Json(body))
+}
+
+/// Every attempt of a task, rebuilt from its event log.
+fn attempts(task: &StoredTask, events: &[EventRow]) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for e in events.iter().filter(|e| e.kind == "task" && e.attempt > 0) {
+        if out.last().is_none_or(|a| a["attempt"] != json!(e.attempt)) {
+            out.push(
+                json!({"attempt": e.attempt, "worker_id": null, "queued_at_ms": null,
+                "started_at_ms": null, "finished_at_ms": null, "outcome": null, "error": null}),
+            );
+        }
+        let a = out.last_mut().expect("pushed above");
+        match e.state.as_deref() {
+            Some("queued") => a["queued_at_ms"] = json!(e.at_ms),
+            Some("running") => {
+                a["started_at_ms"] = json!(e.at_ms);
+                a["worker_id"] = json!(e.worker_id);
+            }
+            Some(s @ ("succeeded" | "failed" | "cancelled")) => {
+                a["finished_at_ms"] = json!(e.at_ms);
+                a["outcome"] = json!(s);
+                a["worker_id"] = json!(e.worker_id);
+                a["error"] = e.data.clone().unwrap_or(Value::Null);
+            }
+            // A failed attempt that will be retried waits in `ready`.
+            Some("ready") => {
+                a["finished_at_ms"] = json!(e.at_ms);
+                a["outcome"] = json!("failed");
+                a["worker_id"] = json!(e.worker_id);
+                a["error"] = e.data.clone().unwrap_or(Value::Null);
+            }
+            _ => {}
+        }
+    }
+    // The final attempt's start time is on the task row when its `started` was coalesced.
+    if let Some(a) = out.last_mut() {
+        if a["attempt"] == json!(task.row.attempt) && a["started_at_ms"].is_null() {
+            a["started_at_ms"] = json!(task.row.started_at_ms);
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventParams {
+    since: Option<u64>,
+    limit: Option<u32>,
+}
+
+async fn list_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if state.store.get_run(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("run {id} not found")));
+    }
+    let events = state
+        .store
+        .events(
+            &id,
+            p.since.unwrap_or(0),
+            None,
+            p.limit.unwrap_or(10_000).min(100_000),
+        )
+        .await?;
+    Ok(Json(
+        json!({"events": events.iter().map(views::event).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn cancel_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let run = state.engine.cancel(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(views::run_summary(&run))))
+}
+
+async fn retry_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let run = state.engine.rerun(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(views::run_summary(&run))))
+}

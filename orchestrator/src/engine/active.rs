@@ -1,0 +1,141 @@
+//! A run the engine holds in memory, and its row images for the store.
+
+use crate::dag::{validate, Limits, RunSpec};
+use crate::state_machine::{RunMachine, RunState, TaskRuntime, TaskState};
+use crate::store::{RunRow, Store, StoreError, TaskRow};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A run in memory: its machine plus what the machine does not track.
+pub(super) struct ActiveRun {
+    pub id: Arc<str>,
+    pub machine: RunMachine,
+    pub created_at_ms: i64,
+    /// Latest progress report per task; live only, never stored.
+    pub progress: HashMap<u32, (Option<f64>, String)>,
+    /// When the run last became terminal, to evict it later.
+    pub finished_at: Option<Instant>,
+}
+
+impl ActiveRun {
+    /// The run's row as it stands.
+    pub fn row(&self) -> RunRow {
+        let m = &self.machine;
+        let dag = m.dag();
+        RunRow {
+            id: self.id.to_string(),
+            name: dag.name.clone(),
+            queue: dag.queue.clone(),
+            state: m.state(),
+            task_count: dag.len() as u32,
+            counts: m.counts(),
+            error: self.error(),
+            created_at_ms: self.created_at_ms,
+            finished_at_ms: m.finished_at_ms(),
+            last_seq: m.seq(),
+        }
+    }
+
+    /// Why a failed run failed, in a line.
+    fn error(&self) -> Option<String> {
+        if self.machine.state() != RunState::Failed {
+            return None;
+        }
+        let dag = self.machine.dag();
+        let failed: Vec<&str> = self
+            .machine
+            .tasks()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.state == TaskState::Failed)
+            .map(|(i, _)| dag.task(i as u32).id.as_str())
+            .collect();
+        let shown = failed
+            .iter()
+            .take(5)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = if failed.len() > 5 {
+            format!(" and {} more", failed.len() - 5)
+        } else {
+            String::new()
+        };
+        Some(format!("{} task(s) failed: {shown}{more}", failed.len()))
+    }
+
+    /// Task `i`'s row as it stands.
+    pub fn task_row(&self, i: u32) -> TaskRow {
+        let t = self.machine.task(i);
+        TaskRow {
+            run_id: self.id.to_string(),
+            task_id: self.machine.dag().task(i).id.clone(),
+            idx: i,
+            state: t.state,
+            attempt: t.attempt,
+            failures: t.failures,
+            output: t.output.clone(),
+            error: t.error.clone(),
+            worker_id: t.worker_id.as_deref().map(str::to_owned),
+            queued_at_ms: t.queued_at_ms,
+            started_at_ms: t.started_at_ms,
+            finished_at_ms: t.finished_at_ms,
+        }
+    }
+}
+
+/// Rebuilds a stored run in memory. `None` when there is no such run.
+pub(super) async fn load(store: &dyn Store, id: &str) -> Result<Option<ActiveRun>, StoreError> {
+    let Some(run) = store.get_run(id).await? else {
+        return Ok(None);
+    };
+    let stored = store.get_tasks(id).await?;
+    let spec = RunSpec {
+        name: run.name.clone(),
+        queue: run.queue.clone(),
+        tasks: stored.iter().map(|t| t.spec.clone()).collect(),
+    };
+    // A stored run was valid when submitted; limits may have been lowered since, and
+    // must not strand it.
+    let unlimited = Limits {
+        max_tasks: usize::MAX,
+        max_dependencies: usize::MAX,
+        max_input_bytes: usize::MAX,
+        max_json_depth: usize::MAX,
+        ..Limits::default()
+    };
+    let dag = validate(spec, &unlimited)
+        .map_err(|e| StoreError::Corrupt(format!("stored run {id} is not a valid DAG: {e}")))?;
+    let rows = stored
+        .into_iter()
+        .map(|t| {
+            let r = t.row;
+            let mut rt = TaskRuntime::new();
+            rt.state = r.state;
+            rt.attempt = r.attempt;
+            rt.failures = r.failures;
+            rt.output = r.output;
+            rt.error = r.error;
+            rt.worker_id = r.worker_id.map(Arc::from);
+            rt.queued_at_ms = r.queued_at_ms;
+            rt.started_at_ms = r.started_at_ms;
+            rt.finished_at_ms = r.finished_at_ms;
+            rt
+        })
+        .collect();
+    let machine = RunMachine::restore(
+        Arc::new(dag),
+        rows,
+        run.state,
+        run.last_seq,
+        run.finished_at_ms,
+    );
+    Ok(Some(ActiveRun {
+        id: Arc::from(run.id.as_str()),
+        machine,
+        created_at_ms: run.created_at_ms,
+        progress: HashMap::new(),
+        finished_at: run.state.is_terminal().then(Instant::now),
+    }))
+}

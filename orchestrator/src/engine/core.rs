@@ -1,0 +1,789 @@
+//! The core loop: owns every active run, applies inputs in batches, and emits one
+//! [`Flush`] per batch. It never waits on Redis; it waits on the store only to load a
+//! run that is not in memory (recovery, a retry of an old run).
+
+use super::active::{self, ActiveRun};
+use super::writer::Flush;
+use super::{now_ms, EngineConfig, EngineError, Input};
+use crate::dag::Dag;
+use crate::state_machine::{
+    AttemptFailure, Command, EventKind, Output, Rejected, RunMachine, TaskFailure, TaskState,
+};
+use crate::store::{EventRow, NewRun, Store, WorkerRow};
+use crate::views;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use worker_protocol::{
+    ControlMessage, Outcome, TaskKind, TaskMessage, WorkerInfo, WorkerMessage, PROTOCOL_VERSION,
+};
+
+/// Tasks waiting, queued and running on one queue.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct QueueStats {
+    pub name: String,
+    /// In `ready`: waiting for a backoff or a limit.
+    pub ready: u64,
+    /// Pushed to Redis, not yet started.
+    pub queued: u64,
+    pub running: u64,
+}
+
+/// A worker as the engine last heard from it.
+struct WorkerSeen {
+    info: WorkerInfo,
+    state: &'static str,
+    last_heartbeat_ms: i64,
+    /// Interned id, shared by every task row it ran.
+    id: Arc<str>,
+}
+
+/// Writes and answers accumulated while handling one batch of inputs.
+#[derive(Default)]
+struct Pending {
+    flush: Flush,
+    new_runs: Vec<Arc<str>>,
+    dirty_tasks: HashSet<(Arc<str>, u32)>,
+    dirty_runs: HashSet<Arc<str>>,
+    dirty_workers: HashSet<String>,
+    /// Callers to answer with their run's row once this batch is stored.
+    replies: Vec<(
+        tokio::sync::oneshot::Sender<Result<crate::store::RunRow, EngineError>>,
+        Arc<str>,
+    )>,
+}
+
+/// A retry due at `.0` (ms) for `(run, task, attempt)`.
+type Timer = Reverse<(i64, Arc<str>, u32, u32)>;
+
+/// Inputs handled before a flush; bounds the latency a long burst adds.
+const MAX_BATCH_INPUTS: usize = 256;
+
+pub(super) struct Core {
+    store: Arc<dyn Store>,
+    config: EngineConfig,
+    flush_tx: mpsc::Sender<Flush>,
+    runs: HashMap<Arc<str>, ActiveRun>,
+    timers: BinaryHeap<Timer>,
+    workers: HashMap<String, WorkerSeen>,
+    pending: Pending,
+    /// Reused for every stimulus, to avoid allocating per task.
+    out: Output,
+}
+
+impl Core {
+    pub fn new(store: Arc<dyn Store>, config: EngineConfig, flush_tx: mpsc::Sender<Flush>) -> Self {
+        Self {
+            store,
+            config,
+            flush_tx,
+            runs: HashMap::new(),
+            timers: BinaryHeap::new(),
+            workers: HashMap::new(),
+            pending: Pending::default(),
+            out: Output::default(),
+        }
+    }
+
+    /// Loads every running run and known worker from the store, and carries out what
+    /// was decided but not done before the last stop.
+    pub async fn recover(&mut self) -> Result<(), EngineError> {
+        for w in self.store.list_workers().await? {
+            if let Ok(info) = serde_json::from_value::<WorkerInfo>(w.info) {
+                let state = match w.state.as_str() {
+                    "running" => "running",
+                    "draining" => "draining",
+                    "stopped" => "stopped",
+                    _ => "lost",
+                };
+                let id: Arc<str> = Arc::from(w.id.as_str());
+                self.workers.insert(
+                    w.id,
+                    WorkerSeen {
+                        info,
+                        state,
+                        last_heartbeat_ms: w.last_heartbeat_ms,
+                        id,
+                    },
+                );
+            }
+        }
+        let active = self.store.active_runs().await?;
+        let now = now_ms();
+        for run in &active {
+            match active::load(self.store.as_ref(), &run.id).await {
+                Ok(Some(r)) => {
+                    let id = Arc::clone(&r.id);
+                    self.runs.insert(Arc::clone(&id), r);
+                    self.schedule_stranded_retries(&id, now);
+                    let _ = self.apply(&id, |m, o| {
+                        m.resume(now, o);
+                        Ok(())
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(run = %run.id, error = %e, "cannot recover run"),
+            }
+        }
+        if !active.is_empty() {
+            tracing::info!(runs = active.len(), "recovered running runs from the store");
+        }
+        self.flush().await;
+        Ok(())
+    }
+
+    /// Tasks found in `ready` after a restart lost their backoff timer: retry them now.
+    fn schedule_stranded_retries(&mut self, id: &Arc<str>, now: i64) {
+        let run = &self.runs[id];
+        for (i, t) in run.machine.tasks().iter().enumerate() {
+            if t.state == TaskState::Ready {
+                self.timers
+                    .push(Reverse((now, Arc::clone(id), i as u32, t.attempt)));
+            }
+        }
+    }
+
+    pub async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Input>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let next_timer = self.timers.peek().map(|Reverse(t)| t.0);
+            let timer = async {
+                match next_timer {
+                    Some(due) => {
+                        tokio::time::sleep(Duration::from_millis((due - now_ms()).max(0) as u64))
+                            .await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                input = rx.recv() => {
+                    let Some(input) = input else { break };
+                    self.handle(input).await;
+                    for _ in 1..MAX_BATCH_INPUTS {
+                        match rx.try_recv() {
+                            Ok(input) => self.handle(input).await,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = timer => {}
+                _ = tick.tick() => self.housekeeping(),
+            }
+            self.fire_timers();
+            self.flush().await;
+        }
+        self.flush().await;
+    }
+
+    async fn handle(&mut self, input: Input) {
+        match input {
+            Input::Submit { dag, reply } => {
+                let id = self.submit(dag);
+                self.pending.replies.push((reply, id));
+            }
+            Input::Cancel { run_id, reply } => match self.cancel(&run_id).await {
+                Ok(id) => self.pending.replies.push((reply, id)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Input::Rerun { run_id, reply } => match self.rerun(&run_id).await {
+                Ok(id) => self.pending.replies.push((reply, id)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Input::Worker(entries) => {
+                for (entry_id, msg) in entries {
+                    self.pending.flush.outgoing.result_acks.push(entry_id);
+                    match msg {
+                        Ok(msg) => self.on_worker_message(msg),
+                        Err(dead) => {
+                            tracing::warn!(message = %dead, "unreadable worker message moved to the dead-letter stream");
+                            metrics::counter!("apex_dead_letters_total").increment(1);
+                            self.pending.flush.outgoing.dead.push(dead);
+                        }
+                    }
+                }
+            }
+            Input::QueueStats { reply } => {
+                let _ = reply.send(self.queue_stats());
+            }
+            Input::Progress { run_id, reply } => {
+                let out = self
+                    .runs
+                    .get(run_id.as_str())
+                    .map(|r| {
+                        r.progress
+                            .iter()
+                            .map(|(i, (p, m))| (r.machine.dag().task(*i).id.clone(), *p, m.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = reply.send(out);
+            }
+        }
+    }
+
+    fn submit(&mut self, dag: Arc<Dag>) -> Arc<str> {
+        let id: Arc<str> = Arc::from(uuid::Uuid::now_v7().to_string().as_str());
+        let now = now_ms();
+        let run = ActiveRun {
+            id: Arc::clone(&id),
+            machine: RunMachine::new(dag),
+            created_at_ms: now,
+            progress: HashMap::new(),
+            finished_at: None,
+        };
+        self.runs.insert(Arc::clone(&id), run);
+        self.pending.new_runs.push(Arc::clone(&id));
+        let _ = self.apply(&id, |m, o| {
+            m.start(now, o);
+            Ok(())
+        });
+        metrics::counter!("apex_runs_submitted_total").increment(1);
+        id
+    }
+
+    /// Finds a run in memory, or loads it from the store.
+    async fn find(&mut self, run_id: &str) -> Result<Arc<str>, EngineError> {
+        if let Some((id, _)) = self.runs.get_key_value(run_id) {
+            return Ok(Arc::clone(id));
+        }
+        match active::load(self.store.as_ref(), run_id).await? {
+            Some(run) => {
+                let id = Arc::clone(&run.id);
+                self.runs.insert(Arc::clone(&id), run);
+                Ok(id)
+            }
+            None => Err(EngineError::RunNotFound(run_id.to_owned())),
+        }
+    }
+
+    async fn cancel(&mut self, run_id: &str) -> Result<Arc<str>, EngineError> {
+        let id = self.find(run_id).await?;
+        let now = now_ms();
+        match self.apply(&id, |m, o| m.cancel(now, o)) {
+            Ok(()) => Ok(id),
+            Err(Rejected::RunFinished(state)) => Err(EngineError::Conflict(format!(
+                "run {run_id} is already {state}"
+            ))),
+            Err(e) => Err(EngineError::Conflict(e.to_string())),
+        }
+    }
+
+    async fn rerun(&mut self, run_id: &str) -> Result<Arc<str>, EngineError> {
+        let id = self.find(run_id).await?;
+        let now = now_ms();
+        match self.apply(&id, |m, o| m.rerun(now, o)) {
+            Ok(()) => {
+                if let Some(r) = self.runs.get_mut(&id) {
+                    r.finished_at = None;
+                }
+                Ok(id)
+            }
+            Err(Rejected::RunNotFinished) => Err(EngineError::Conflict(format!(
+                "run {run_id} is still running; cancel it or wait for it to finish"
+            ))),
+            Err(e) => Err(EngineError::Conflict(e.to_string())),
+        }
+    }
+
+    fn on_worker_message(&mut self, msg: WorkerMessage) {
+        match msg {
+            WorkerMessage::Started(s) => {
+                let a = s.attempt;
+                let worker = self.intern_worker(&a.worker_id);
+                self.on_task(&a.run_id, &a.task_id, |m, i, o| {
+                    m.started(i, a.attempt, worker, s.at_ms, o)
+                });
+            }
+            WorkerMessage::Result(r) => {
+                let a = &r.attempt;
+                self.pending
+                    .flush
+                    .outgoing
+                    .task_acks
+                    .push((a.queue.clone(), a.msg_id.clone()));
+                let worker = self.intern_worker(&a.worker_id);
+                let duration_s = (r.finished_at_ms - r.started_at_ms).max(0) as f64 / 1000.0;
+                let attempt = a.attempt;
+                let outcome = r.outcome;
+                let (run_id, task_id) = (a.run_id.clone(), a.task_id.clone());
+                let applied = match outcome {
+                    Outcome::Succeeded => self.on_task(&run_id, &task_id, |m, i, o| {
+                        m.succeeded(
+                            i,
+                            attempt,
+                            r.output,
+                            worker,
+                            r.started_at_ms,
+                            r.finished_at_ms,
+                            o,
+                        )
+                    }),
+                    Outcome::Failed => {
+                        let e = r.error.unwrap_or(worker_protocol::TaskError {
+                            kind: worker_protocol::ErrorKind::Exception,
+                            error_type: None,
+                            message: "the worker reported a failure without an error".into(),
+                            traceback: None,
+                            retryable: true,
+                            retry_after_s: None,
+                        });
+                        let failure = AttemptFailure {
+                            failure: TaskFailure {
+                                kind: serde_json::to_value(e.kind)
+                                    .ok()
+                                    .and_then(|v| v.as_str().map(str::to_owned))
+                                    .unwrap_or_else(|| "exception".into()),
+                                error_type: e.error_type,
+                                message: e.message,
+                                traceback: e.traceback,
+                            },
+                            retryable: e.retryable,
+                            retry_after_s: e.retry_after_s,
+                        };
+                        self.on_task(&run_id, &task_id, |m, i, o| {
+                            m.failed(i, attempt, failure, Some(worker), r.finished_at_ms, o)
+                        })
+                    }
+                };
+                if let Some(handler) = applied {
+                    let outcome = if outcome == Outcome::Succeeded {
+                        "succeeded"
+                    } else {
+                        "failed"
+                    };
+                    metrics::counter!("apex_task_attempts_total", "handler" => handler.clone(), "outcome" => outcome).increment(1);
+                    metrics::histogram!("apex_task_duration_seconds", "handler" => handler, "outcome" => outcome).record(duration_s);
+                }
+            }
+            WorkerMessage::Released(r) => {
+                let a = r.attempt;
+                self.pending
+                    .flush
+                    .outgoing
+                    .task_acks
+                    .push((a.queue.clone(), a.msg_id.clone()));
+                let now = now_ms();
+                self.on_task(&a.run_id, &a.task_id, |m, i, o| {
+                    m.released(i, a.attempt, now, o)
+                });
+            }
+            WorkerMessage::Progress(p) => {
+                let Some(run) = self.runs.get_mut(p.run_id.as_str()) else {
+                    return;
+                };
+                let Some(i) = run.machine.dag().index_of(&p.task_id) else {
+                    return;
+                };
+                run.progress.insert(i, (p.progress, p.message.clone()));
+                let body = json!({
+                    "kind": "progress", "run_id": p.run_id, "task_id": p.task_id, "attempt": p.attempt,
+                    "progress": p.progress, "message": p.message, "at_ms": p.at_ms,
+                });
+                self.pending
+                    .flush
+                    .live
+                    .push((Some(Arc::clone(&run.id)), None, body));
+            }
+            WorkerMessage::Log(l) => {
+                self.on_task(&l.run_id, &l.task_id, |m, i, o| {
+                    m.log(i, l.attempt, l.level, l.message, l.at_ms, o)
+                });
+            }
+            WorkerMessage::Heartbeat(h) => {
+                let state = match h.worker.state {
+                    worker_protocol::WorkerState::Running => "running",
+                    worker_protocol::WorkerState::Draining => "draining",
+                };
+                let id = h.worker.id.clone();
+                let interned = self.intern_worker(&id);
+                let joined = !self
+                    .workers
+                    .get(&id)
+                    .is_some_and(|w| w.state == "running" || w.state == "draining");
+                self.workers.insert(
+                    id.clone(),
+                    WorkerSeen {
+                        info: h.worker,
+                        state,
+                        last_heartbeat_ms: h.at_ms.max(now_ms()),
+                        id: interned,
+                    },
+                );
+                if joined {
+                    tracing::info!(worker = %id, "worker joined");
+                }
+                self.pending.dirty_workers.insert(id);
+            }
+            WorkerMessage::WorkerStopped(w) => {
+                if let Some(seen) = self.workers.get_mut(&w.worker_id) {
+                    seen.state = "stopped";
+                    seen.last_heartbeat_ms = w.at_ms;
+                    seen.info.in_flight = 0;
+                    tracing::info!(worker = %w.worker_id, "worker stopped");
+                    self.pending.dirty_workers.insert(w.worker_id);
+                }
+            }
+        }
+    }
+
+    fn intern_worker(&mut self, id: &str) -> Arc<str> {
+        match self.workers.get(id) {
+            Some(w) => Arc::clone(&w.id),
+            None => Arc::from(id),
+        }
+    }
+
+    /// Applies a stimulus to one task by id. Returns the task's handler name when the
+    /// stimulus was applied; stale and duplicate reports are dropped (and acknowledged).
+    fn on_task(
+        &mut self,
+        run_id: &str,
+        task_id: &str,
+        f: impl FnOnce(&mut RunMachine, u32, &mut Output) -> Result<(), Rejected>,
+    ) -> Option<String> {
+        let Some((id, run)) = self.runs.get_key_value(run_id) else {
+            tracing::debug!(
+                run = run_id,
+                task = task_id,
+                "report for a run not in memory; dropped"
+            );
+            return None;
+        };
+        let Some(i) = run.machine.dag().index_of(task_id) else {
+            tracing::debug!(
+                run = run_id,
+                task = task_id,
+                "report for an unknown task; dropped"
+            );
+            return None;
+        };
+        let handler = run.machine.dag().task(i).handler.clone();
+        let id = Arc::clone(id);
+        match self.apply(&id, |m, o| f(m, i, o)) {
+            Ok(()) => Some(handler),
+            Err(why) => {
+                metrics::counter!("apex_stale_reports_total").increment(1);
+                tracing::debug!(run = run_id, task = task_id, %why, "report not applied");
+                None
+            }
+        }
+    }
+
+    /// Runs `f` on a run's machine and turns what it produced into writes.
+    fn apply(
+        &mut self,
+        id: &Arc<str>,
+        f: impl FnOnce(&mut RunMachine, &mut Output) -> Result<(), Rejected>,
+    ) -> Result<(), Rejected> {
+        let Some(run) = self.runs.get_mut(id) else {
+            return Err(Rejected::UnknownTask);
+        };
+        let result = f(&mut run.machine, &mut self.out);
+        let out = std::mem::take(&mut self.out);
+        self.absorb(id, &out);
+        self.out = out;
+        self.out.commands.clear();
+        self.out.events.clear();
+        self.out.dirty.clear();
+        self.out.run_changed = false;
+        result
+    }
+
+    fn absorb(&mut self, id: &Arc<str>, out: &Output) {
+        let Some(run) = self.runs.get_mut(id) else {
+            return;
+        };
+        let now = now_ms();
+        for c in &out.commands {
+            match *c {
+                Command::Dispatch { task, attempt } => {
+                    let (queue, msg) = task_message(run, task, attempt, now);
+                    self.pending.flush.outgoing.tasks.push((queue, msg));
+                }
+                Command::ScheduleRetry {
+                    task,
+                    attempt,
+                    delay_ms,
+                } => {
+                    // Jitter spreads retries of tasks that failed together.
+                    let jitter = 1.0 + rand::random::<f64>() * 0.2;
+                    let due = now + (delay_ms as f64 * jitter) as i64;
+                    self.timers
+                        .push(Reverse((due, Arc::clone(id), task, attempt)));
+                }
+                Command::CancelAttempt { task, attempt } => {
+                    let msg = ControlMessage::Cancel {
+                        v: PROTOCOL_VERSION,
+                        run_id: id.to_string(),
+                        task_id: run.machine.dag().task(task).id.clone(),
+                        attempt,
+                    };
+                    self.pending
+                        .flush
+                        .outgoing
+                        .controls
+                        .push(serde_json::to_string(&msg).expect("control serialises"));
+                }
+            }
+        }
+        let dag = run.machine.dag();
+        for e in &out.events {
+            let (task_id, kind, state, data) = match &e.kind {
+                EventKind::Task { task, state } => (
+                    Some(dag.task(*task).id.clone()),
+                    "task",
+                    Some(state.as_str()),
+                    e.error
+                        .as_ref()
+                        .map(|f| serde_json::to_value(f).unwrap_or(Value::Null)),
+                ),
+                EventKind::Run { state } => (None, "run", Some(state.as_str()), None),
+                EventKind::Log {
+                    task,
+                    level,
+                    message,
+                } => (
+                    Some(dag.task(*task).id.clone()),
+                    "log",
+                    None,
+                    Some(json!({"level": level, "message": message})),
+                ),
+            };
+            let row = EventRow {
+                run_id: id.to_string(),
+                seq: e.seq,
+                task_id,
+                kind: kind.to_owned(),
+                state: state.map(str::to_owned),
+                attempt: e.attempt,
+                worker_id: e.worker_id.as_deref().map(str::to_owned),
+                at_ms: e.at_ms,
+                data,
+            };
+            self.pending
+                .flush
+                .live
+                .push((Some(Arc::clone(id)), Some(e.seq), views::event(&row)));
+            self.pending.flush.batch.events.push(row);
+            if let EventKind::Task { task, state } = &e.kind {
+                if state.is_terminal() || *state == TaskState::Ready {
+                    run.progress.remove(task);
+                }
+            }
+            if let EventKind::Run { state } = &e.kind {
+                run.finished_at = state.is_terminal().then(Instant::now);
+                if state.is_terminal() {
+                    metrics::counter!("apex_runs_finished_total", "state" => state.as_str())
+                        .increment(1);
+                }
+            }
+        }
+        for &t in &out.dirty {
+            self.pending.dirty_tasks.insert((Arc::clone(id), t));
+        }
+        if out.run_changed {
+            self.pending.dirty_runs.insert(Arc::clone(id));
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = now_ms();
+        while let Some(Reverse((due, _, _, _))) = self.timers.peek() {
+            if *due > now {
+                break;
+            }
+            let Reverse((_, id, task, attempt)) = self.timers.pop().expect("peeked");
+            // A timer whose attempt was overtaken (cancel, rerun) is simply stale.
+            let _ = self.apply(&id, |m, o| m.retry_due(task, attempt, now, o));
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = now_ms();
+        let lost_after = self.config.worker_lost_after.as_millis() as i64;
+        for (id, w) in self.workers.iter_mut() {
+            let silent_for = now - w.last_heartbeat_ms;
+            let limit = lost_after.max((w.info.heartbeat_interval_s * 3000.0) as i64);
+            if matches!(w.state, "running" | "draining") && silent_for > limit {
+                tracing::warn!(worker = %id, silent_ms = silent_for, "worker lost: no heartbeat");
+                w.state = "lost";
+                self.pending.dirty_workers.insert(id.clone());
+            }
+        }
+        let keep = self.config.keep_finished;
+        self.runs
+            .retain(|_, r| r.finished_at.is_none_or(|t| t.elapsed() < keep));
+        metrics::gauge!("apex_runs_in_memory").set(self.runs.len() as f64);
+    }
+
+    fn queue_stats(&self) -> Vec<QueueStats> {
+        let mut by_queue: BTreeMap<&str, QueueStats> = BTreeMap::new();
+        for w in self.workers.values().filter(|w| w.state == "running") {
+            for q in &w.info.queues {
+                by_queue.entry(q.as_str()).or_insert_with(|| QueueStats {
+                    name: q.clone(),
+                    ..Default::default()
+                });
+            }
+        }
+        for run in self.runs.values() {
+            let c = run.machine.counts();
+            let live = [TaskState::Ready, TaskState::Queued, TaskState::Running];
+            if live.iter().all(|s| c[*s as usize] == 0) {
+                continue;
+            }
+            let dag = run.machine.dag();
+            for (i, t) in run.machine.tasks().iter().enumerate() {
+                if !live.contains(&t.state) {
+                    continue;
+                }
+                let q = dag.queue_of(i as u32);
+                let s = by_queue.entry(q).or_insert_with(|| QueueStats {
+                    name: q.to_owned(),
+                    ..Default::default()
+                });
+                match t.state {
+                    TaskState::Ready => s.ready += 1,
+                    TaskState::Queued => s.queued += 1,
+                    _ => s.running += 1,
+                }
+            }
+        }
+        by_queue.into_values().collect()
+    }
+
+    /// Turns what this batch changed into one [`Flush`] for the writer.
+    async fn flush(&mut self) {
+        let mut p = std::mem::take(&mut self.pending);
+        let new: HashSet<Arc<str>> = p.new_runs.iter().cloned().collect();
+        for id in &p.new_runs {
+            let Some(run) = self.runs.get(id) else {
+                continue;
+            };
+            let dag = run.machine.dag();
+            let tasks = (0..dag.len() as u32)
+                .map(|i| (dag.task(i).clone(), run.task_row(i)))
+                .collect();
+            p.flush.batch.new_runs.push(NewRun {
+                run: run.row(),
+                tasks,
+            });
+        }
+        for (id, i) in &p.dirty_tasks {
+            if new.contains(id) {
+                continue;
+            }
+            if let Some(run) = self.runs.get(id) {
+                p.flush.batch.tasks.push(run.task_row(*i));
+            }
+        }
+        for id in &p.dirty_runs {
+            let Some(run) = self.runs.get(id) else {
+                continue;
+            };
+            let row = run.row();
+            let kind = if new.contains(id) {
+                "run_created"
+            } else {
+                "run_updated"
+            };
+            p.flush.live.push((
+                None,
+                None,
+                json!({"kind": kind, "run": views::run_summary(&row)}),
+            ));
+            if !new.contains(id) {
+                p.flush.batch.runs.push(row);
+            }
+        }
+        for id in &p.dirty_workers {
+            let Some(w) = self.workers.get(id) else {
+                continue;
+            };
+            let info = serde_json::to_value(&w.info).unwrap_or(Value::Null);
+            p.flush.live.push((None, None, json!({"kind": "worker", "worker": worker_view(&info, w.state, w.last_heartbeat_ms)})));
+            p.flush.batch.workers.push(WorkerRow {
+                id: id.clone(),
+                info,
+                state: w.state.to_owned(),
+                last_heartbeat_ms: w.last_heartbeat_ms,
+            });
+        }
+        for (reply, id) in p.replies {
+            match self.runs.get(&id) {
+                Some(run) => p.flush.replies.push((reply, run.row())),
+                None => {
+                    let _ = reply.send(Err(EngineError::RunNotFound(id.to_string())));
+                }
+            }
+        }
+        if p.flush.is_empty() {
+            return;
+        }
+        if self.flush_tx.send(p.flush).await.is_err() {
+            tracing::error!("the writer stopped; writes of this batch are lost from memory but not from the results stream");
+        }
+    }
+}
+
+/// A worker as the API shows it.
+pub fn worker_view(info: &Value, state: &str, last_heartbeat_ms: i64) -> Value {
+    let mut v = info.clone();
+    if let Value::Object(m) = &mut v {
+        m.insert("state".into(), state.into());
+        m.insert("last_heartbeat_ms".into(), last_heartbeat_ms.into());
+    }
+    v
+}
+
+/// The task message for one attempt, and the queue it goes to.
+fn task_message(run: &ActiveRun, task: u32, attempt: u32, now: i64) -> (String, String) {
+    let dag = run.machine.dag();
+    let spec = dag.task(task);
+    let upstream = dag
+        .parents(task)
+        .iter()
+        .map(|&p| {
+            (
+                dag.task(p).id.clone(),
+                run.machine.task(p).output.clone().unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    let queue = dag.queue_of(task).to_owned();
+    let msg = TaskMessage {
+        v: PROTOCOL_VERSION,
+        kind: TaskKind::Task,
+        run_id: run.id.to_string(),
+        task_id: spec.id.clone(),
+        attempt,
+        handler: spec.handler.clone(),
+        input: spec.input.clone(),
+        upstream,
+        queue: queue.clone(),
+        timeout_s: spec.timeout_s,
+        idempotency_key: TaskMessage::idempotency_key_for(&run.id, &spec.id, attempt),
+        priority: spec.priority,
+        enqueued_at_ms: now,
+    };
+    (
+        queue,
+        serde_json::to_string(&msg).expect("task message serialises"),
+    )
+}

@@ -1,0 +1,204 @@
+//! The async shell around the pure core: it feeds stimuli to each run's
+//! [`RunMachine`](crate::state_machine::RunMachine) and carries out what comes back.
+//!
+//! ```text
+//! API ──Input──▶ core loop ──Flush──▶ writer: store.apply ─▶ Redis pipeline ─▶ bus ─▶ replies
+//!                   ▲ (one task owns every active run; no locks)
+//! results reader ───┘ (XREADGROUP on the results stream, parsed, in batches)
+//! ```
+//!
+//! The core handles a batch of inputs, then hands one [`writer::Flush`] to the writer.
+//! The writer merges whatever flushes queued up meanwhile into one transaction (group
+//! commit), and only after it commits does it push tasks to Redis, acknowledge results
+//! and answer callers. So nothing is dispatched or acknowledged that the store does not
+//! know, and the engine keeps scheduling while the previous batch commits.
+
+mod active;
+mod core;
+mod reader;
+mod writer;
+
+pub use self::core::{worker_view, QueueStats};
+
+use crate::bus::Bus;
+use crate::dag::Dag;
+use crate::queue::RedisQueue;
+use crate::store::{RunRow, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use worker_protocol::WorkerMessage;
+
+/// Why the engine refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("run {0} not found")]
+    RunNotFound(String),
+    /// The request does not fit the run's state (e.g. cancelling a finished run).
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The engine is shutting down (or crashed).
+    #[error("the engine is not running")]
+    Stopped,
+}
+
+/// Settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Consumer name on the results stream.
+    pub consumer: String,
+    /// Results read per `XREADGROUP`.
+    pub read_batch: usize,
+    /// A worker silent for this long is marked lost.
+    pub worker_lost_after: Duration,
+    /// Finished runs stay in memory this long, so a retry needs no reload.
+    pub keep_finished: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            consumer: "orchestrator".into(),
+            read_batch: 2_000,
+            worker_lost_after: Duration::from_secs(10),
+            keep_finished: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Something for the core loop to handle.
+pub(crate) enum Input {
+    Submit {
+        dag: Arc<Dag>,
+        reply: oneshot::Sender<Result<RunRow, EngineError>>,
+    },
+    Cancel {
+        run_id: String,
+        reply: oneshot::Sender<Result<RunRow, EngineError>>,
+    },
+    Rerun {
+        run_id: String,
+        reply: oneshot::Sender<Result<RunRow, EngineError>>,
+    },
+    /// Entries read from the results stream: id and parsed message (or why not).
+    Worker(Vec<(String, Result<WorkerMessage, String>)>),
+    QueueStats {
+        reply: oneshot::Sender<Vec<QueueStats>>,
+    },
+    /// Progress of live tasks, which is not stored.
+    Progress {
+        run_id: String,
+        reply: oneshot::Sender<Vec<(String, Option<f64>, String)>>,
+    },
+}
+
+/// The API's handle on the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Input>,
+}
+
+impl EngineHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Input,
+    ) -> Result<T, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Starts a run of a validated DAG; answers once it is stored.
+    pub async fn submit(&self, dag: Dag) -> Result<RunRow, EngineError> {
+        self.ask(|reply| Input::Submit {
+            dag: Arc::new(dag),
+            reply,
+        })
+        .await?
+    }
+
+    /// Cancels a running run.
+    pub async fn cancel(&self, run_id: &str) -> Result<RunRow, EngineError> {
+        self.ask(|reply| Input::Cancel {
+            run_id: run_id.to_owned(),
+            reply,
+        })
+        .await?
+    }
+
+    /// Runs a finished run's failed, skipped and cancelled tasks again.
+    pub async fn rerun(&self, run_id: &str) -> Result<RunRow, EngineError> {
+        self.ask(|reply| Input::Rerun {
+            run_id: run_id.to_owned(),
+            reply,
+        })
+        .await?
+    }
+
+    /// Queued and running tasks per queue.
+    pub async fn queue_stats(&self) -> Result<Vec<QueueStats>, EngineError> {
+        self.ask(|reply| Input::QueueStats { reply }).await
+    }
+
+    /// Latest progress report of each task of a run that has one: `(task, fraction, message)`.
+    pub async fn progress(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<(String, Option<f64>, String)>, EngineError> {
+        self.ask(|reply| Input::Progress {
+            run_id: run_id.to_owned(),
+            reply,
+        })
+        .await
+    }
+}
+
+/// Recovers active runs from the store, then starts the core loop, the writer and the
+/// results reader. They stop when `shutdown` turns true.
+pub async fn start(
+    store: Arc<dyn Store>,
+    queue: Arc<RedisQueue>,
+    bus: Bus,
+    config: EngineConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(EngineHandle, tokio::task::JoinHandle<()>), EngineError> {
+    let (tx, rx) = mpsc::channel(1024);
+    let (flush_tx, flush_rx) = mpsc::channel(64);
+    let writer = tokio::spawn(writer::run(
+        Arc::clone(&store),
+        Arc::clone(&queue),
+        bus,
+        flush_rx,
+    ));
+    let mut core = core::Core::new(Arc::clone(&store), config.clone(), flush_tx);
+    core.recover().await?;
+    let reader = queue
+        .results_reader(&config.consumer)
+        .await
+        .map_err(|e| EngineError::Conflict(format!("cannot read the results stream: {e}")))?;
+    tokio::spawn(reader::run(
+        reader,
+        config.read_batch,
+        tx.clone(),
+        shutdown.clone(),
+    ));
+    let core_task = tokio::spawn(async move {
+        core.run(rx, shutdown).await;
+        drop(core); // closes the flush channel, so the writer drains and stops
+        let _ = writer.await;
+    });
+    Ok((EngineHandle { tx }, core_task))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

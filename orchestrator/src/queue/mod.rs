@@ -1,0 +1,256 @@
+//! Redis Streams transport (see `worker-protocol/PROTOCOL.md`).
+//!
+//! Redis only carries work: the store is the source of truth. Every write is pipelined
+//! in batches: one flush of the engine becomes one pipeline of `XADD`s (tasks, control
+//! messages) and `XACK` + `XDEL`s (task and result entries whose outcome is stored, so
+//! streams hold only work in flight).
+
+mod reader;
+
+pub use reader::{ResultsReader, WorkerEntry};
+
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Client, RedisError};
+use std::collections::HashSet;
+use std::time::Duration;
+use worker_protocol::keys::{ORCHESTRATOR_GROUP, WORKER_GROUP};
+use worker_protocol::{Keys, MESSAGE_FIELD};
+
+/// A Redis failure. Always transient from the engine's point of view: it retries.
+#[derive(Debug, thiserror::Error)]
+#[error("redis: {0}")]
+pub struct QueueError(#[from] pub RedisError);
+
+/// Writes one engine flush produces, sent in a single pipeline.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    /// `(queue, task message JSON)`.
+    pub tasks: Vec<(String, String)>,
+    /// Task entries whose attempt's outcome is stored: `(queue, entry id)`.
+    pub task_acks: Vec<(String, String)>,
+    /// Entries of the results stream that have been processed.
+    pub result_acks: Vec<String>,
+    /// Control messages (JSON).
+    pub controls: Vec<String>,
+    /// Messages nobody could parse (JSON of `{reason, raw, at_ms}`).
+    pub dead: Vec<String>,
+}
+
+impl Outgoing {
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+            && self.task_acks.is_empty()
+            && self.result_acks.is_empty()
+            && self.controls.is_empty()
+            && self.dead.is_empty()
+    }
+
+    /// Appends a later flush's writes, keeping their order.
+    pub fn merge(&mut self, later: Outgoing) {
+        self.tasks.extend(later.tasks);
+        self.task_acks.extend(later.task_acks);
+        self.result_acks.extend(later.result_acks);
+        self.controls.extend(later.controls);
+        self.dead.extend(later.dead);
+    }
+}
+
+/// Depth of one queue stream as Redis sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamDepth {
+    /// Entries not yet delivered to any worker.
+    pub waiting: u64,
+    /// Entries delivered and not yet acknowledged (in flight).
+    pub pending: u64,
+}
+
+/// The orchestrator's side of the Redis transport.
+pub struct RedisQueue {
+    client: Client,
+    conn: ConnectionManager,
+    keys: Keys,
+    /// Queue streams whose worker group exists; a mutex because it is touched once per
+    /// flush, briefly, and never across an await.
+    groups: Mutex<HashSet<String>>,
+}
+
+/// Longest a control stream grows before old entries are trimmed; workers only follow
+/// it live, so old entries have no reader.
+const CONTROL_MAXLEN: usize = 10_000;
+
+impl RedisQueue {
+    /// Connects to Redis at `url`, with keys under `keys`.
+    pub async fn connect(url: &str, keys: Keys) -> Result<Self, QueueError> {
+        let client = Client::open(url)?;
+        // Large pipelines (tens of thousands of XADDs) take longer than the default 500 ms.
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(30)))
+            .set_connection_timeout(Some(Duration::from_secs(5)));
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let q = Self {
+            client,
+            conn,
+            keys,
+            groups: Mutex::new(HashSet::new()),
+        };
+        q.create_group(&q.keys.results(), ORCHESTRATOR_GROUP)
+            .await?;
+        Ok(q)
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A reader of the results stream on its own connection (its reads block).
+    pub async fn results_reader(&self, consumer: &str) -> Result<ResultsReader, QueueError> {
+        ResultsReader::new(&self.client, self.keys.clone(), consumer).await
+    }
+
+    async fn create_group(&self, stream: &str, group: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        // From 0, not $: entries added before the group existed must not be skipped.
+        let r: Result<(), RedisError> = conn.xgroup_create_mkstream(stream, group, "0").await;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes sure the worker group of each queue exists before tasks are added to it.
+    async fn ensure_queues<'a>(
+        &self,
+        queues: impl Iterator<Item = &'a str>,
+    ) -> Result<(), QueueError> {
+        let missing: Vec<String> = {
+            let known = self.groups.lock();
+            queues
+                .filter(|q| !known.contains(*q))
+                .map(str::to_owned)
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        for q in missing {
+            self.create_group(&self.keys.queue(&q), WORKER_GROUP)
+                .await?;
+            self.groups.lock().insert(q);
+        }
+        Ok(())
+    }
+
+    /// Forgets which groups exist, so they are created again (after Redis lost its data).
+    pub fn forget_groups(&self) {
+        self.groups.lock().clear();
+    }
+
+    /// Sends one flush's writes in a single pipeline.
+    pub async fn send(&self, out: &Outgoing) -> Result<(), QueueError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.ensure_queues(out.tasks.iter().map(|(q, _)| q.as_str()))
+            .await?;
+        let mut pipe = redis::pipe();
+        for (queue, msg) in &out.tasks {
+            pipe.cmd("XADD")
+                .arg(self.keys.queue(queue))
+                .arg("*")
+                .arg(MESSAGE_FIELD)
+                .arg(msg)
+                .ignore();
+        }
+        for (queue, ids) in group_by_queue(&out.task_acks) {
+            let stream = self.keys.queue(queue);
+            pipe.cmd("XACK")
+                .arg(&stream)
+                .arg(WORKER_GROUP)
+                .arg(&ids)
+                .ignore();
+            pipe.cmd("XDEL").arg(&stream).arg(&ids).ignore();
+        }
+        if !out.result_acks.is_empty() {
+            let stream = self.keys.results();
+            pipe.cmd("XACK")
+                .arg(&stream)
+                .arg(ORCHESTRATOR_GROUP)
+                .arg(&out.result_acks)
+                .ignore();
+            pipe.cmd("XDEL").arg(&stream).arg(&out.result_acks).ignore();
+        }
+        for msg in &out.controls {
+            pipe.cmd("XADD")
+                .arg(self.keys.control())
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(CONTROL_MAXLEN)
+                .arg("*")
+                .arg(MESSAGE_FIELD)
+                .arg(msg)
+                .ignore();
+        }
+        for msg in &out.dead {
+            pipe.cmd("XADD")
+                .arg(self.keys.dead_letter())
+                .arg("*")
+                .arg(MESSAGE_FIELD)
+                .arg(msg)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Waiting and in-flight entries of a queue stream.
+    pub async fn depth(&self, queue: &str) -> Result<StreamDepth, QueueError> {
+        let stream = self.keys.queue(queue);
+        let mut conn = self.conn.clone();
+        let (len, pending): (u64, redis::Value) = redis::pipe()
+            .cmd("XLEN")
+            .arg(&stream)
+            .cmd("XPENDING")
+            .arg(&stream)
+            .arg(WORKER_GROUP)
+            .query_async(&mut conn)
+            .await
+            .or_else(|e| {
+                if e.code() == Some("NOGROUP") {
+                    Ok((0, redis::Value::Nil))
+                } else {
+                    Err(e)
+                }
+            })?;
+        let pending = match pending {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Int(n)) => *n as u64,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        Ok(StreamDepth {
+            waiting: len.saturating_sub(pending),
+            pending,
+        })
+    }
+
+    /// Round trip to Redis, for readiness.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(())
+    }
+}
+
+fn group_by_queue(acks: &[(String, String)]) -> Vec<(&str, Vec<&str>)> {
+    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (q, id) in acks {
+        match out.iter_mut().find(|(name, _)| *name == q.as_str()) {
+            Some((_, ids)) => ids.push(id),
+            None => out.push((q, vec![id])),
+        }
+    }
+    out
+}

@@ -1,0 +1,86 @@
+//! Persistence: the source of truth for runs, tasks, their event log and workers.
+//!
+//! The engine writes through [`Store::apply`] in batches (a group commit of everything a
+//! few milliseconds of scheduling produced), never one round trip per task. The API
+//! reads through the query methods. [`postgres::PgStore`] is the production store.
+
+pub mod postgres;
+mod rows;
+
+pub use rows::*;
+
+use async_trait::async_trait;
+
+/// A store failure, split by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached right now; try again later (HTTP 503).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database answered with an error.
+    #[error("store query failed: {0}")]
+    Query(#[source] sqlx::Error),
+    /// A stored row could not be decoded (a bug or a hand-edited row).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("running migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            other => StoreError::Query(other),
+        }
+    }
+}
+
+impl StoreError {
+    /// True when retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Filters of the run list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub state: Option<String>,
+    /// Only runs older than this run id (ids sort by creation time).
+    pub before: Option<String>,
+    pub limit: u32,
+}
+
+/// Where Apex keeps its state.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Writes one batch atomically: new runs with their tasks, task and run updates,
+    /// events, workers.
+    async fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError>;
+    /// Runs, newest first.
+    async fn list_runs(&self, q: &RunQuery) -> Result<Vec<RunRow>, StoreError>;
+    async fn get_run(&self, id: &str) -> Result<Option<RunRow>, StoreError>;
+    /// Every task of a run, in submission order.
+    async fn get_tasks(&self, run_id: &str) -> Result<Vec<StoredTask>, StoreError>;
+    async fn get_task(&self, run_id: &str, task_id: &str)
+        -> Result<Option<StoredTask>, StoreError>;
+    /// Stored events after `since`, in order, optionally of one task only.
+    async fn events(
+        &self,
+        run_id: &str,
+        since: u64,
+        task_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, StoreError>;
+    /// Runs still running: what the engine must resume after a restart.
+    async fn active_runs(&self) -> Result<Vec<RunRow>, StoreError>;
+    async fn list_workers(&self) -> Result<Vec<WorkerRow>, StoreError>;
+    /// Cheap round trip, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,417 @@
+//! The Postgres store. Batches are written with one statement per table, passing each
+//! column as an array and expanding it with `unnest`, so a batch of thousands of rows
+//! costs a handful of round trips.
+
+use super::*;
+use crate::dag::TaskSpec;
+use crate::state_machine::{RunState, TaskFailure, TaskState};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Postgres-backed [`Store`].
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+impl PgStore {
+    /// Connects (lazily: the server may start before Postgres) and runs migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(StoreError::Query)?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool (for tests and health).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn json_text(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).expect("values from JSON serialise")
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// Column arrays for task rows, shared by the insert of new runs and the update.
+#[derive(Default)]
+struct TaskColumns {
+    run_id: Vec<String>,
+    task_id: Vec<String>,
+    state: Vec<&'static str>,
+    attempt: Vec<i32>,
+    failures: Vec<i32>,
+    output: Vec<Option<String>>,
+    error: Vec<Option<String>>,
+    worker_id: Vec<Option<String>>,
+    queued_at: Vec<Option<i64>>,
+    started_at: Vec<Option<i64>>,
+    finished_at: Vec<Option<i64>>,
+}
+
+impl TaskColumns {
+    fn push(&mut self, t: &TaskRow) {
+        self.run_id.push(t.run_id.clone());
+        self.task_id.push(t.task_id.clone());
+        self.state.push(t.state.as_str());
+        self.attempt.push(t.attempt as i32);
+        self.failures.push(t.failures as i32);
+        self.output.push(t.output.as_ref().map(json_text));
+        self.error.push(t.error.as_ref().map(json_text));
+        self.worker_id.push(t.worker_id.clone());
+        self.queued_at.push(t.queued_at_ms);
+        self.started_at.push(t.started_at_ms);
+        self.finished_at.push(t.finished_at_ms);
+    }
+}
+
+fn run_columns(runs: &[&RunRow]) -> RunColumns {
+    let mut c = RunColumns::default();
+    for r in runs {
+        c.id.push(r.id.clone());
+        c.name.push(r.name.clone());
+        c.queue.push(r.queue.clone());
+        c.state.push(r.state.as_str());
+        c.task_count.push(r.task_count as i32);
+        c.counts.push(json_text(&counts_map(&r.counts)));
+        c.error.push(r.error.clone());
+        c.created_at.push(r.created_at_ms);
+        c.finished_at.push(r.finished_at_ms);
+        c.last_seq.push(r.last_seq as i64);
+    }
+    c
+}
+
+#[derive(Default)]
+struct RunColumns {
+    id: Vec<String>,
+    name: Vec<String>,
+    queue: Vec<String>,
+    state: Vec<&'static str>,
+    task_count: Vec<i32>,
+    counts: Vec<String>,
+    error: Vec<Option<String>>,
+    created_at: Vec<i64>,
+    finished_at: Vec<Option<i64>>,
+    last_seq: Vec<i64>,
+}
+
+fn run_from_row(row: &PgRow) -> Result<RunRow, StoreError> {
+    let state: String = row.get("state");
+    let counts: Value = row.get("counts");
+    Ok(RunRow {
+        id: row.get("id"),
+        name: row.get("name"),
+        queue: row.get("queue"),
+        state: RunState::parse(&state).ok_or_else(|| corrupt("run state", &state))?,
+        task_count: row.get::<i32, _>("task_count") as u32,
+        counts: counts_from_json(&counts),
+        error: row.get("error"),
+        created_at_ms: row.get("created_at_ms"),
+        finished_at_ms: row.get("finished_at_ms"),
+        last_seq: row.get::<i64, _>("last_seq") as u64,
+    })
+}
+
+fn task_from_row(row: &PgRow) -> Result<StoredTask, StoreError> {
+    let spec: Value = row.get("spec");
+    let state: String = row.get("state");
+    let error: Option<Value> = row.get("error");
+    Ok(StoredTask {
+        spec: serde_json::from_value::<TaskSpec>(spec).map_err(|e| corrupt("task spec", e))?,
+        row: TaskRow {
+            run_id: row.get("run_id"),
+            task_id: row.get("task_id"),
+            idx: row.get::<i32, _>("idx") as u32,
+            state: TaskState::parse(&state).ok_or_else(|| corrupt("task state", &state))?,
+            attempt: row.get::<i32, _>("attempt") as u32,
+            failures: row.get::<i32, _>("failures") as u32,
+            output: row.get("output"),
+            error: error
+                .map(serde_json::from_value::<TaskFailure>)
+                .transpose()
+                .map_err(|e| corrupt("task error", e))?,
+            worker_id: row.get("worker_id"),
+            queued_at_ms: row.get("queued_at_ms"),
+            started_at_ms: row.get("started_at_ms"),
+            finished_at_ms: row.get("finished_at_ms"),
+        },
+    })
+}
+
+const RUN_COLUMNS: &str =
+    "id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq";
+const TASK_COLUMNS: &str = "run_id, task_id, idx, spec, state, attempt, failures, output, error, \
+     worker_id, queued_at_ms, started_at_ms, finished_at_ms";
+
+#[async_trait]
+impl Store for PgStore {
+    async fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        if !batch.new_runs.is_empty() {
+            let runs: Vec<&RunRow> = batch.new_runs.iter().map(|n| &n.run).collect();
+            let c = run_columns(&runs);
+            sqlx::query(
+                "insert into runs (id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq)
+                 select id, name, queue, state, task_count, counts::jsonb, error, created_at_ms, finished_at_ms, last_seq
+                 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[], $7::text[], $8::int8[], $9::int8[], $10::int8[])
+                   as u(id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq)",
+            )
+            .bind(&c.id).bind(&c.name).bind(&c.queue).bind(&c.state).bind(&c.task_count)
+            .bind(&c.counts).bind(&c.error).bind(&c.created_at).bind(&c.finished_at).bind(&c.last_seq)
+            .execute(&mut *tx)
+            .await?;
+
+            let mut t = TaskColumns::default();
+            let mut idx = Vec::new();
+            let mut spec = Vec::new();
+            for n in &batch.new_runs {
+                for (s, row) in &n.tasks {
+                    t.push(row);
+                    idx.push(row.idx as i32);
+                    spec.push(json_text(s));
+                }
+            }
+            sqlx::query(
+                "insert into tasks (run_id, task_id, idx, spec, state, attempt, failures, output, error, worker_id, queued_at_ms, started_at_ms, finished_at_ms)
+                 select r, t, i, s::jsonb, st, a, f, o::jsonb, e::jsonb, w, q, sa, fa
+                 from unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::int4[], $7::int4[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[], $13::int8[])
+                   as u(r, t, i, s, st, a, f, o, e, w, q, sa, fa)",
+            )
+            .bind(&t.run_id).bind(&t.task_id).bind(&idx).bind(&spec).bind(&t.state)
+            .bind(&t.attempt).bind(&t.failures).bind(&t.output).bind(&t.error).bind(&t.worker_id)
+            .bind(&t.queued_at).bind(&t.started_at).bind(&t.finished_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !batch.tasks.is_empty() {
+            let mut t = TaskColumns::default();
+            batch.tasks.iter().for_each(|row| t.push(row));
+            sqlx::query(
+                "update tasks set state = u.st, attempt = u.a, failures = u.f, output = u.o::jsonb,
+                     error = u.e::jsonb, worker_id = u.w, queued_at_ms = u.q, started_at_ms = u.sa,
+                     finished_at_ms = u.fa
+                 from unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[])
+                   as u(r, t, st, a, f, o, e, w, q, sa, fa)
+                 where tasks.run_id = u.r and tasks.task_id = u.t",
+            )
+            .bind(&t.run_id).bind(&t.task_id).bind(&t.state).bind(&t.attempt).bind(&t.failures)
+            .bind(&t.output).bind(&t.error).bind(&t.worker_id).bind(&t.queued_at)
+            .bind(&t.started_at).bind(&t.finished_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !batch.events.is_empty() {
+            let n = batch.events.len();
+            let (
+                mut run_id,
+                mut seq,
+                mut task_id,
+                mut kind,
+                mut state,
+                mut attempt,
+                mut worker,
+                mut at,
+                mut data,
+            ) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for e in &batch.events {
+                run_id.push(e.run_id.as_str());
+                seq.push(e.seq as i64);
+                task_id.push(e.task_id.as_deref());
+                kind.push(e.kind.as_str());
+                state.push(e.state.as_deref());
+                attempt.push(e.attempt as i32);
+                worker.push(e.worker_id.as_deref());
+                at.push(e.at_ms);
+                data.push(e.data.as_ref().map(json_text));
+            }
+            sqlx::query(
+                "insert into task_events (run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data)
+                 select r, s, t, k, st, a, w, at, d::jsonb
+                 from unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::int8[], $9::text[])
+                   as u(r, s, t, k, st, a, w, at, d)
+                 on conflict (run_id, seq) do nothing",
+            )
+            .bind(&run_id).bind(&seq).bind(&task_id).bind(&kind).bind(&state)
+            .bind(&attempt).bind(&worker).bind(&at).bind(&data)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !batch.runs.is_empty() {
+            let runs: Vec<&RunRow> = batch.runs.iter().collect();
+            let c = run_columns(&runs);
+            sqlx::query(
+                "update runs set state = u.state, counts = u.counts::jsonb, error = u.error,
+                     finished_at_ms = u.finished_at_ms, last_seq = u.last_seq
+                 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[])
+                   as u(id, state, counts, error, finished_at_ms, last_seq)
+                 where runs.id = u.id",
+            )
+            .bind(&c.id)
+            .bind(&c.state)
+            .bind(&c.counts)
+            .bind(&c.error)
+            .bind(&c.finished_at)
+            .bind(&c.last_seq)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !batch.workers.is_empty() {
+            let id: Vec<&str> = batch.workers.iter().map(|w| w.id.as_str()).collect();
+            let info: Vec<String> = batch.workers.iter().map(|w| json_text(&w.info)).collect();
+            let state: Vec<&str> = batch.workers.iter().map(|w| w.state.as_str()).collect();
+            let hb: Vec<i64> = batch.workers.iter().map(|w| w.last_heartbeat_ms).collect();
+            sqlx::query(
+                "insert into workers (id, info, state, last_heartbeat_ms)
+                 select id, info::jsonb, state, hb from unnest($1::text[], $2::text[], $3::text[], $4::int8[]) as u(id, info, state, hb)
+                 on conflict (id) do update set info = excluded.info, state = excluded.state,
+                     last_heartbeat_ms = excluded.last_heartbeat_ms",
+            )
+            .bind(&id).bind(&info).bind(&state).bind(&hb)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_runs(&self, q: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "select {RUN_COLUMNS} from runs
+             where ($1::text is null or state = $1) and ($2::text is null or id < $2)
+             order by id desc limit $3"
+        ))
+        .bind(&q.state)
+        .bind(&q.before)
+        .bind(q.limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
+        let row = sqlx::query(&format!("select {RUN_COLUMNS} from runs where id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn get_tasks(&self, run_id: &str) -> Result<Vec<StoredTask>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "select {TASK_COLUMNS} from tasks where run_id = $1 order by idx"
+        ))
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn get_task(
+        &self,
+        run_id: &str,
+        task_id: &str,
+    ) -> Result<Option<StoredTask>, StoreError> {
+        let row = sqlx::query(&format!(
+            "select {TASK_COLUMNS} from tasks where run_id = $1 and task_id = $2"
+        ))
+        .bind(run_id)
+        .bind(task_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn events(
+        &self,
+        run_id: &str,
+        since: u64,
+        task_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(
+            "select run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data from task_events
+             where run_id = $1 and seq > $2 and ($3::text is null or task_id = $3)
+             order by seq limit $4",
+        )
+        .bind(run_id)
+        .bind(since as i64)
+        .bind(task_id)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRow {
+                run_id: r.get("run_id"),
+                seq: r.get::<i64, _>("seq") as u64,
+                task_id: r.get("task_id"),
+                kind: r.get("kind"),
+                state: r.get("state"),
+                attempt: r.get::<i32, _>("attempt") as u32,
+                worker_id: r.get("worker_id"),
+                at_ms: r.get("at_ms"),
+                data: r.get("data"),
+            })
+            .collect())
+    }
+
+    async fn active_runs(&self) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "select {RUN_COLUMNS} from runs where state = 'running' order by id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn list_workers(&self) -> Result<Vec<WorkerRow>, StoreError> {
+        let rows =
+            sqlx::query("select id, info, state, last_heartbeat_ms from workers order by id")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| WorkerRow {
+                id: r.get("id"),
+                info: r.get("info"),
+                state: r.get("state"),
+                last_heartbeat_ms: r.get("last_heartbeat_ms"),
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! Rows as the store reads and writes them.
+
+use crate::dag::TaskSpec;
+use crate::state_machine::{RunState, TaskFailure, TaskState, ALL_TASK_STATES};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A run's own row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub id: String,
+    pub name: String,
+    pub queue: String,
+    pub state: RunState,
+    pub task_count: u32,
+    /// Tasks per state, indexed by `TaskState as usize`.
+    pub counts: [u32; 8],
+    pub error: Option<String>,
+    pub created_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub last_seq: u64,
+}
+
+/// Tasks per state by name, as in the API.
+pub fn counts_map(counts: &[u32; 8]) -> BTreeMap<&'static str, u32> {
+    ALL_TASK_STATES
+        .iter()
+        .map(|s| (s.as_str(), counts[*s as usize]))
+        .collect()
+}
+
+/// Parses a counts object written by [`counts_map`].
+pub fn counts_from_json(v: &Value) -> [u32; 8] {
+    let mut out = [0u32; 8];
+    for s in ALL_TASK_STATES {
+        out[s as usize] = v.get(s.as_str()).and_then(Value::as_u64).unwrap_or(0) as u32;
+    }
+    out
+}
+
+/// A task's current state: everything that changes as it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRow {
+    pub run_id: String,
+    pub task_id: String,
+    pub idx: u32,
+    pub state: TaskState,
+    pub attempt: u32,
+    pub failures: u32,
+    pub output: Option<Value>,
+    pub error: Option<TaskFailure>,
+    pub worker_id: Option<String>,
+    pub queued_at_ms: Option<i64>,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+/// A task as stored: its spec and its current row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTask {
+    pub spec: TaskSpec,
+    pub row: TaskRow,
+}
+
+/// A run to insert with all its tasks.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub run: RunRow,
+    pub tasks: Vec<(TaskSpec, TaskRow)>,
+}
+
+/// One entry of a run's append-only event log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRow {
+    pub run_id: String,
+    pub seq: u64,
+    pub task_id: Option<String>,
+    /// `task`, `run` or `log`.
+    pub kind: String,
+    pub state: Option<String>,
+    pub attempt: u32,
+    pub worker_id: Option<String>,
+    pub at_ms: i64,
+    /// The error of a failed attempt, or `{level, message}` of a log line.
+    pub data: Option<Value>,
+}
+
+/// A worker as last heard from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRow {
+    pub id: String,
+    /// The worker's own description (`WorkerInfo` of the protocol).
+    pub info: Value,
+    /// `running`, `draining`, `stopped` or `lost`.
+    pub state: String,
+    pub last_heartbeat_ms: i64,
+}
+
+/// Everything one group commit writes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    pub new_runs: Vec<NewRun>,
+    /// Latest row image of tasks of existing runs; one per task.
+    pub tasks: Vec<TaskRow>,
+    pub events: Vec<EventRow>,
+    /// Latest row of runs that changed; one per run.
+    pub runs: Vec<RunRow>,
+    pub workers: Vec<WorkerRow>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.new_runs.is_empty()
+            && self.tasks.is_empty()
+            && self.events.is_empty()
+            && self.runs.is_empty()
+            && self.workers.is_empty()
+    }
+
+    /// Folds a later batch into this one, keeping only the latest image of each row.
+    pub fn merge(&mut self, later: WriteBatch) {
+        use std::collections::HashMap;
+        self.new_runs.extend(later.new_runs);
+        self.events.extend(later.events);
+        let mut tasks: HashMap<(String, String), usize> = self
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ((t.run_id.clone(), t.task_id.clone()), i))
+            .collect();
+        for t in later.tasks {
+            match tasks.get(&(t.run_id.clone(), t.task_id.clone())) {
+                Some(&i) => self.tasks[i] = t,
+                None => {
+                    tasks.insert((t.run_id.clone(), t.task_id.clone()), self.tasks.len());
+                    self.tasks.push(t);
+                }
+            }
+        }
+        for r in later.runs {
+            match self.runs.iter_mut().find(|x| x.id == r.id) {
+                Some(x) => *x = r,
+                None => self.runs.push(r),
+            }
+        }
+        for w in later.workers {
+            match self.workers.iter_mut().find(|x| x.id == w.id) {
+                Some(x) => *x = w,
+                None => self.workers.push(w),
+            }
+        }
+    }
+}

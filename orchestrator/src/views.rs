@@ -1,0 +1,72 @@
+//! How runs, tasks and events look in the API and on the event bus (docs/API.md).
+//! One place, so REST answers and live events cannot disagree.
+
+use crate::store::{counts_map, EventRow, RunRow, StoredTask};
+use serde_json::{json, Map, Value};
+
+/// A run without its tasks.
+pub fn run_summary(r: &RunRow) -> Value {
+    json!({
+        "id": r.id,
+        "name": r.name,
+        "queue": r.queue,
+        "state": r.state.as_str(),
+        "created_at_ms": r.created_at_ms,
+        "finished_at_ms": r.finished_at_ms,
+        "task_count": r.task_count,
+        "counts": counts_map(&r.counts),
+        "error": r.error,
+        "last_seq": r.last_seq,
+    })
+}
+
+/// A task: its spec and its current state.
+pub fn task(t: &StoredTask, run_queue: &str, progress: Option<(Option<f64>, &str)>) -> Value {
+    let s = &t.spec;
+    let r = &t.row;
+    json!({
+        "id": r.task_id,
+        "handler": s.handler,
+        "queue": s.queue_or(run_queue),
+        "input": s.input,
+        "depends_on": s.depends_on,
+        "trigger": s.trigger.as_str(),
+        "retries": s.retries,
+        "retry_backoff_s": s.retry_backoff_s,
+        "timeout_s": s.timeout_s,
+        "priority": s.priority,
+        "state": r.state.as_str(),
+        "attempt": r.attempt,
+        "output": r.output,
+        "error": r.error,
+        "worker_id": r.worker_id,
+        "queued_at_ms": r.queued_at_ms,
+        "started_at_ms": r.started_at_ms,
+        "finished_at_ms": r.finished_at_ms,
+        "progress": progress.and_then(|p| p.0),
+        "progress_message": progress.map(|p| p.1),
+    })
+}
+
+/// A stored event.
+pub fn event(e: &EventRow) -> Value {
+    let mut m = Map::new();
+    m.insert("seq".into(), e.seq.into());
+    m.insert("run_id".into(), e.run_id.clone().into());
+    m.insert("task_id".into(), e.task_id.clone().into());
+    m.insert("kind".into(), e.kind.clone().into());
+    m.insert("state".into(), e.state.clone().into());
+    m.insert("attempt".into(), e.attempt.into());
+    m.insert("at_ms".into(), e.at_ms.into());
+    m.insert("worker_id".into(), e.worker_id.clone().into());
+    if e.kind == "log" {
+        let data = e.data.as_ref();
+        let field = |k: &str| data.and_then(|d| d.get(k)).cloned().unwrap_or(Value::Null);
+        m.insert("level".into(), field("level"));
+        m.insert("message".into(), field("message"));
+        m.insert("error".into(), Value::Null);
+    } else {
+        m.insert("error".into(), e.data.clone().unwrap_or(Value::Null));
+    }
+    Value::Object(m)
+}
