@@ -26,38 +26,9 @@ async fn list_workers(State(state): State<AppState>) -> Result<Json<Value>, ApiE
 /// Queue depth, in-flight work and worker counts per queue.
 pub async fn queue_views(state: &AppState) -> Result<Vec<Value>, ApiError> {
     let stats = state.engine.queue_stats().await?;
-    let workers = state.store.list_workers().await?;
     Ok(stats
         .iter()
-        .map(|q| {
-            let serving: Vec<&Value> = workers
-                .iter()
-                .filter(|w| {
-                    w.state == "running"
-                        && w.info["queues"]
-                            .as_array()
-                            .is_some_and(|a| a.iter().any(|n| n == q.name.as_str()))
-                })
-                .map(|w| &w.info)
-                .collect();
-            let slots: u64 = serving
-                .iter()
-                .map(|w| w["concurrency"].as_u64().unwrap_or(1))
-                .sum();
-            let per_worker = if serving.is_empty() {
-                1
-            } else {
-                (slots / serving.len() as u64).max(1)
-            };
-            let work = q.queued + q.ready + q.running;
-            json!({
-                "name": q.name,
-                "depth": q.queued + q.ready,
-                "running": q.running,
-                "workers_active": serving.len(),
-                "workers_desired": work.div_ceil(per_worker),
-            })
-        })
+        .map(|q| serde_json::to_value(q).unwrap_or(Value::Null))
         .collect())
 }
 

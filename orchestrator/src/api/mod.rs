@@ -7,6 +7,7 @@ mod fleet;
 mod health;
 mod openapi;
 mod runs;
+mod ws;
 
 pub use health::prometheus;
 
@@ -44,7 +45,8 @@ pub fn app(state: AppState) -> Router {
         .merge(runs::router())
         .merge(fleet::router())
         .merge(health::router())
-        .merge(openapi::router());
+        .merge(openapi::router())
+        .merge(ws::router());
     if let Some(dir) = state
         .dashboard_dir
         .as_ref()

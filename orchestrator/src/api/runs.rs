@@ -99,18 +99,23 @@ async fn get_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    run_document(&state, &id).await.map(Json)
+}
+
+/// A run with all its tasks, as `GET /api/v1/runs/{id}` answers it.
+pub(super) async fn run_document(state: &AppState, id: &str) -> Result<Value, ApiError> {
     let run = state
         .store
-        .get_run(&id)
+        .get_run(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))?;
-    let tasks = state.store.get_tasks(&id).await?;
+    let tasks = state.store.get_tasks(id).await?;
     let progress: HashMap<String, (Option<f64>, String)> = if run.state.is_terminal() {
         HashMap::new()
     } else {
         state
             .engine
-            .progress(&id)
+            .progress(id)
             .await?
             .into_iter()
             .map(|(t, p, m)| (t, (p, m)))
@@ -127,7 +132,7 @@ async fn get_run(
             )
         })
         .collect();
-    Ok(Json(body))
+    Ok(body)
 }
 
 async fn get_task(

@@ -22,15 +22,18 @@ use worker_protocol::{
     ControlMessage, Outcome, TaskKind, TaskMessage, WorkerInfo, WorkerMessage, PROTOCOL_VERSION,
 };
 
-/// Tasks waiting, queued and running on one queue.
+/// Work and workers of one queue.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct QueueStats {
     pub name: String,
-    /// In `ready`: waiting for a backoff or a limit.
-    pub ready: u64,
-    /// Pushed to Redis, not yet started.
-    pub queued: u64,
+    /// Tasks waiting to be taken: queued in Redis, or `ready` (backoff, limits).
+    pub depth: u64,
+    /// Attempts in flight.
     pub running: u64,
+    /// Workers serving this queue.
+    pub workers_active: u64,
+    /// Workers the current work calls for: all of it in flight at once.
+    pub workers_desired: u64,
 }
 
 /// A worker as the engine last heard from it.
@@ -73,6 +76,8 @@ pub(super) struct Core {
     pending: Pending,
     /// Reused for every stimulus, to avoid allocating per task.
     out: Output,
+    /// Queue stats last published, to publish only changes.
+    last_queues: Vec<QueueStats>,
 }
 
 impl Core {
@@ -86,6 +91,7 @@ impl Core {
             workers: HashMap::new(),
             pending: Pending::default(),
             out: Output::default(),
+            last_queues: Vec::new(),
         }
     }
 
@@ -626,6 +632,14 @@ impl Core {
                 self.pending.dirty_workers.insert(id.clone());
             }
         }
+        let queues = self.queue_stats();
+        if queues != self.last_queues {
+            self.pending
+                .flush
+                .live
+                .push((None, None, json!({"kind": "queues", "queues": queues})));
+            self.last_queues = queues;
+        }
         let keep = self.config.keep_finished;
         self.runs
             .retain(|_, r| r.finished_at.is_none_or(|t| t.elapsed() < keep));
@@ -659,11 +673,28 @@ impl Core {
                     ..Default::default()
                 });
                 match t.state {
-                    TaskState::Ready => s.ready += 1,
-                    TaskState::Queued => s.queued += 1,
-                    _ => s.running += 1,
+                    TaskState::Running => s.running += 1,
+                    _ => s.depth += 1,
                 }
             }
+        }
+        for s in by_queue.values_mut() {
+            let serving: Vec<&WorkerSeen> = self
+                .workers
+                .values()
+                .filter(|w| w.state == "running" && w.info.queues.iter().any(|q| *q == s.name))
+                .collect();
+            let slots: u64 = serving
+                .iter()
+                .map(|w| w.info.concurrency.max(1) as u64)
+                .sum();
+            let per_worker = if serving.is_empty() {
+                1
+            } else {
+                (slots / serving.len() as u64).max(1)
+            };
+            s.workers_active = serving.len() as u64;
+            s.workers_desired = (s.depth + s.running).div_ceil(per_worker);
         }
         by_queue.into_values().collect()
     }

@@ -1,0 +1,304 @@
+//! `GET /api/v1/ws`: a snapshot, then every event as it happens (docs/API.md).
+//!
+//! With `?run=ID` the client follows one run: its stored events carry the run's
+//! sequence numbers, and `since` replays exactly what the client missed from the store.
+//! Without `run` it follows the fleet: run summaries, workers, queues; `since` replays
+//! from the bus's ring when the ring still holds everything after it.
+//!
+//! A client never slows anyone else: the bus drops what a lagging client has not read,
+//! and that client is told to resync and disconnected. Frames are coalesced: at most
+//! one every [`FRAME_INTERVAL`], carrying every event since the last one.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::bus::BusEvent;
+use crate::store::RunQuery;
+use crate::views;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+
+/// Shortest gap between two frames to one client; bursts within it share a frame.
+const FRAME_INTERVAL: Duration = Duration::from_millis(50);
+/// A client that takes longer than this to accept a frame is disconnected.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Stored events replayed per store read when catching up.
+const REPLAY_PAGE: u32 = 5_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/ws", get(subscribe))
+}
+
+#[derive(Deserialize)]
+struct Params {
+    run: Option<String>,
+    since: Option<u64>,
+    /// Read by the auth layer; accepted here so it is not an unknown parameter.
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+async fn subscribe(
+    State(state): State<AppState>,
+    params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if let Some(run) = &p.run {
+        if state.store.get_run(run).await?.is_none() {
+            return Err(ApiError::NotFound(format!("run {run} not found")));
+        }
+    }
+    Ok(ws.on_upgrade(move |socket| async move {
+        let result = match p.run {
+            Some(run) => follow_run(state, socket, run, p.since).await,
+            None => follow_fleet(state, socket, p.since).await,
+        };
+        if let Err(why) = result {
+            tracing::debug!(%why, "websocket closed");
+        }
+    }))
+}
+
+/// Why a connection ended.
+type Closed = String;
+
+async fn send(socket: &mut WebSocket, body: &Value) -> Result<(), Closed> {
+    let text = Utf8Bytes::from(body.to_string());
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("send failed: {e}")),
+        Err(_) => Err("client too slow to read".into()),
+    }
+}
+
+async fn follow_run(
+    state: AppState,
+    mut socket: WebSocket,
+    run_id: String,
+    since: Option<u64>,
+) -> Result<(), Closed> {
+    // Subscribe before reading the store: whatever commits after the read is published
+    // after this point, so it arrives here; duplicates are dropped by sequence number.
+    let (mut rx, _) = state.bus.subscribe_since(None);
+    let mut last_seq = match since {
+        Some(since) => replay_stored(&state, &mut socket, &run_id, since).await?,
+        None => {
+            let run = super::runs::run_document(&state, &run_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let seq = run["last_seq"].as_u64().unwrap_or(0);
+            send(
+                &mut socket,
+                &json!({"type": "snapshot", "run": run, "seq": seq}),
+            )
+            .await?;
+            seq
+        }
+    };
+    let run_id: Arc<str> = Arc::from(run_id.as_str());
+    stream(&mut socket, &mut rx, |ev, pending| {
+        if ev.run_id.as_deref() != Some(&*run_id) {
+            return;
+        }
+        match ev.run_seq {
+            Some(seq) if seq <= last_seq => {}
+            Some(seq) => {
+                last_seq = seq;
+                pending.push(ev.body.clone());
+            }
+            None => pending.push(ev.body.clone()),
+        }
+    })
+    .await
+}
+
+/// Sends stored events after `since`; returns the last sequence number sent.
+async fn replay_stored(
+    state: &AppState,
+    socket: &mut WebSocket,
+    run_id: &str,
+    since: u64,
+) -> Result<u64, Closed> {
+    let mut last = since;
+    loop {
+        let events = state
+            .store
+            .events(run_id, last, None, REPLAY_PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(tail) = events.last() else {
+            return Ok(last);
+        };
+        last = tail.seq;
+        let full = events.len() as u32 == REPLAY_PAGE;
+        let bodies: Vec<Value> = events.iter().map(views::event).collect();
+        send(socket, &json!({"type": "events", "events": bodies})).await?;
+        if !full {
+            return Ok(last);
+        }
+    }
+}
+
+async fn follow_fleet(
+    state: AppState,
+    mut socket: WebSocket,
+    since: Option<u64>,
+) -> Result<(), Closed> {
+    let (mut rx, replay) = state.bus.subscribe_since(since);
+    let mut last_seq = 0;
+    match replay {
+        Some(events) => {
+            let bodies: Vec<Value> = events
+                .iter()
+                .filter(|e| fleet_event(e))
+                .map(|e| e.body.clone())
+                .collect();
+            last_seq = events.last().map_or(since.unwrap_or(0), |e| e.seq);
+            if !bodies.is_empty() {
+                send(&mut socket, &json!({"type": "events", "events": bodies})).await?;
+            }
+        }
+        None => {
+            if since.is_some() {
+                send(&mut socket, &json!({"type": "resync", "reason": "events after that sequence are no longer kept"})).await?;
+            }
+            let snapshot = fleet_snapshot(&state).await.map_err(|e| e.to_string())?;
+            send(&mut socket, &snapshot).await?;
+        }
+    }
+    stream(&mut socket, &mut rx, |ev, pending| {
+        if ev.seq <= last_seq || !fleet_event(ev) {
+            return;
+        }
+        pending.push(ev.body.clone());
+    })
+    .await
+}
+
+/// The fleet stream carries run summaries, workers and queues, not every task event.
+fn fleet_event(ev: &BusEvent) -> bool {
+    ev.run_id.is_none()
+}
+
+async fn fleet_snapshot(state: &AppState) -> Result<Value, ApiError> {
+    let seq = state.bus.last_seq();
+    let runs = state
+        .store
+        .list_runs(&RunQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await?;
+    let workers = state.store.list_workers().await?;
+    let queues = super::fleet::queue_views(state).await?;
+    Ok(json!({
+        "type": "snapshot",
+        "seq": seq,
+        "runs": runs.iter().map(views::run_summary).collect::<Vec<_>>(),
+        "workers": workers.iter().map(|w| crate::engine::worker_view(&w.info, &w.state, w.last_heartbeat_ms)).collect::<Vec<_>>(),
+        "queues": queues,
+    }))
+}
+
+/// Relays bus events through `select` into coalesced frames until the client leaves,
+/// lags, or the server stops.
+async fn stream(
+    socket: &mut WebSocket,
+    rx: &mut tokio::sync::broadcast::Receiver<Arc<BusEvent>>,
+    mut select: impl FnMut(&BusEvent, &mut Vec<Value>),
+) -> Result<(), Closed> {
+    let mut pending: Vec<Value> = Vec::new();
+    let mut next_frame = Instant::now();
+    loop {
+        let flush_at = async {
+            if pending.is_empty() {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep_until(next_frame).await
+            }
+        };
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Ok(ev) => select(&ev, &mut pending),
+                Err(RecvError::Lagged(n)) => {
+                    let _ = send(socket, &json!({"type": "resync", "reason": format!("client fell behind by {n} events")})).await;
+                    let _ = socket.send(Message::Close(None)).await;
+                    return Err("lagged".into());
+                }
+                Err(RecvError::Closed) => return Ok(()),
+            },
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
+                Some(Ok(_)) => {}
+            },
+            _ = flush_at => {
+                let events = coalesce(std::mem::take(&mut pending));
+                send(socket, &json!({"type": "events", "events": events})).await?;
+                next_frame = Instant::now() + FRAME_INTERVAL;
+            }
+        }
+    }
+}
+
+/// Keeps only the latest summary of each run, worker and the queue list within a
+/// frame; transitions and logs are all kept, in order.
+fn coalesce(events: Vec<Value>) -> Vec<Value> {
+    let key = |e: &Value| -> Option<String> {
+        match e["kind"].as_str()? {
+            "run_updated" => Some(format!("run:{}", e["run"]["id"])),
+            "worker" => Some(format!("worker:{}", e["worker"]["id"])),
+            "queues" => Some("queues".into()),
+            "progress" => Some(format!("progress:{}:{}", e["run_id"], e["task_id"])),
+            _ => None,
+        }
+    };
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if let Some(k) = key(e) {
+            last.insert(k, i);
+        }
+    }
+    events
+        .into_iter()
+        .enumerate()
+        .filter(|(i, e)| key(e).is_none_or(|k| last.get(&k) == Some(i)))
+        .map(|(_, e)| e)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coalesce;
+    use serde_json::json;
+
+    #[test]
+    fn coalescing_keeps_the_latest_summary_and_every_transition() {
+        let events = vec![
+            json!({"kind": "run_updated", "run": {"id": "r", "n": 1}}),
+            json!({"kind": "task", "seq": 1}),
+            json!({"kind": "run_updated", "run": {"id": "r", "n": 2}}),
+            json!({"kind": "task", "seq": 2}),
+            json!({"kind": "run_created", "run": {"id": "s"}}),
+        ];
+        let out = coalesce(events);
+        assert_eq!(
+            out,
+            vec![
+                json!({"kind": "task", "seq": 1}),
+                json!({"kind": "run_updated", "run": {"id": "r", "n": 2}}),
+                json!({"kind": "task", "seq": 2}),
+                json!({"kind": "run_created", "run": {"id": "s"}}),
+            ]
+        );
+    }
+}

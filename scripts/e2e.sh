@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Browser end-to-end tests: a real orchestrator (fresh database, own Redis prefix) and
+# real workers, with the built dashboard, driven by Playwright in Debian's Chromium.
+# Screenshots land in test-output/e2e/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+db=apex_e2e_$$
+prefix=e2e$$
+port=$(free_port)
+out=${E2E_OUTPUT:-$PWD/test-output/e2e}
+mkdir -p "$out"
+createdb -h 127.0.0.1 -U postgres "$db"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  dropdb -h 127.0.0.1 -U postgres --if-exists "$db" || true
+  redis_del_prefix "$prefix"
+}
+trap cleanup EXIT
+
+target/debug/apex serve --bind "127.0.0.1:$port" \
+  --database-url "postgres://postgres@127.0.0.1:5432/$db" --redis-prefix "$prefix" \
+  --dashboard-dir dashboard/dist >"$out/server.log" 2>&1 &
+pids+=($!)
+for _ in 1 2; do
+  .venv/bin/apex-worker --queue default --redis-prefix "$prefix" --concurrency 50 >>"$out/workers.log" 2>&1 &
+  pids+=($!)
+done
+wait_http "http://127.0.0.1:$port/readyz"
+(cd dashboard && APEX_URL="http://127.0.0.1:$port" E2E_OUTPUT="$out" npm run --silent e2e)

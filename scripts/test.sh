@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite: lints, Rust unit and integration tests (real Postgres, Redis
+# and worker processes), Python tests, dashboard checks and browser end-to-end tests.
+# Installs and starts what it needs first (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+bash scripts/setup.sh --browser
+
+say "rust: fmt, clippy"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+say "rust: tests"
+cargo test --workspace --quiet
+
+say "python: ruff, pytest"
+.venv/bin/ruff check python-workers
+.venv/bin/ruff format --check python-workers
+.venv/bin/pytest -q python-workers/tests
+
+say "dashboard: typecheck, lint, unit tests"
+(cd dashboard && npm run --silent typecheck && npm run --silent lint && npm test --silent)
+
+say "dashboard: end to end in Chromium"
+bash scripts/e2e.sh
+
+say "all checks passed"
