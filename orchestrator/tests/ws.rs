@@ -3,7 +3,7 @@
 mod common;
 
 use common::TestSystem;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;

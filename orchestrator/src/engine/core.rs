@@ -4,10 +4,11 @@
 
 use super::active::{self, ActiveRun};
 use super::writer::Flush;
-use super::{now_ms, EngineConfig, EngineError, Input};
+use super::{now_ms, EngineConfig, EngineError, Input, RunReply};
 use crate::dag::Dag;
 use crate::state_machine::{
-    AttemptFailure, Command, EventKind, Output, Rejected, RunMachine, TaskFailure, TaskState,
+    AttemptFailure, AttemptSuccess, Command, EventKind, Output, Rejected, RunMachine, TaskFailure,
+    TaskState,
 };
 use crate::store::{EventRow, NewRun, Store, WorkerRow};
 use crate::views;
@@ -54,10 +55,7 @@ struct Pending {
     dirty_runs: HashSet<Arc<str>>,
     dirty_workers: HashSet<String>,
     /// Callers to answer with their run's row once this batch is stored.
-    replies: Vec<(
-        tokio::sync::oneshot::Sender<Result<crate::store::RunRow, EngineError>>,
-        Arc<str>,
-    )>,
+    replies: Vec<(RunReply, Arc<str>)>,
 }
 
 /// A retry due at `.0` (ms) for `(run, task, attempt)`.
@@ -330,15 +328,13 @@ impl Core {
                 let (run_id, task_id) = (a.run_id.clone(), a.task_id.clone());
                 let applied = match outcome {
                     Outcome::Succeeded => self.on_task(&run_id, &task_id, |m, i, o| {
-                        m.succeeded(
-                            i,
-                            attempt,
-                            r.output,
+                        let success = AttemptSuccess {
+                            output: r.output,
                             worker,
-                            r.started_at_ms,
-                            r.finished_at_ms,
-                            o,
-                        )
+                            started_at_ms: r.started_at_ms,
+                            finished_at_ms: r.finished_at_ms,
+                        };
+                        m.succeeded(i, attempt, success, o)
                     }),
                     Outcome::Failed => {
                         let e = r.error.unwrap_or(worker_protocol::TaskError {
@@ -682,7 +678,7 @@ impl Core {
             let serving: Vec<&WorkerSeen> = self
                 .workers
                 .values()
-                .filter(|w| w.state == "running" && w.info.queues.iter().any(|q| *q == s.name))
+                .filter(|w| w.state == "running" && w.info.queues.contains(&s.name))
                 .collect();
             let slots: u64 = serving
                 .iter()

@@ -68,19 +68,22 @@ impl Default for EngineConfig {
     }
 }
 
+/// Where the engine answers a request about a run, once its writes are stored.
+pub(crate) type RunReply = oneshot::Sender<Result<RunRow, EngineError>>;
+
 /// Something for the core loop to handle.
 pub(crate) enum Input {
     Submit {
         dag: Arc<Dag>,
-        reply: oneshot::Sender<Result<RunRow, EngineError>>,
+        reply: RunReply,
     },
     Cancel {
         run_id: String,
-        reply: oneshot::Sender<Result<RunRow, EngineError>>,
+        reply: RunReply,
     },
     Rerun {
         run_id: String,
-        reply: oneshot::Sender<Result<RunRow, EngineError>>,
+        reply: RunReply,
     },
     /// Entries read from the results stream: id and parsed message (or why not).
     Worker(Vec<(String, Result<WorkerMessage, String>)>),

@@ -53,7 +53,7 @@ pub(super) async fn run(
             }
             Err(e) => {
                 failures += 1;
-                if failures == 1 || failures % 30 == 0 {
+                if failures == 1 || failures.is_multiple_of(30) {
                     tracing::warn!(error = %e, "reading the results stream failed; retrying");
                 }
                 tokio::time::sleep(Duration::from_millis(200 * failures.min(10) as u64)).await;

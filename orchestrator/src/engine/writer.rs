@@ -6,12 +6,10 @@ use crate::store::{RunRow, Store, WriteBatch};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
-
-use super::EngineError;
+use tokio::sync::mpsc;
 
 /// An answer owed to a caller once its writes are stored.
-pub(super) type Reply = (oneshot::Sender<Result<RunRow, EngineError>>, RunRow);
+pub(super) type Reply = (super::RunReply, RunRow);
 
 /// Everything one batch of the core loop decided.
 #[derive(Default)]
@@ -91,7 +89,7 @@ where
                 attempt += 1;
                 metrics::counter!("apex_write_retries_total", "target" => what.to_owned())
                     .increment(1);
-                if attempt == 1 || attempt % 20 == 0 {
+                if attempt == 1 || attempt.is_multiple_of(20) {
                     tracing::warn!(what, error = %e, attempt, "write failed; retrying");
                 }
                 tokio::time::sleep(Duration::from_millis(

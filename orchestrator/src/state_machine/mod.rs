@@ -7,8 +7,8 @@ mod run;
 mod states;
 
 pub use run::{
-    AttemptFailure, Command, Event, EventKind, Output, Rejected, RunMachine, TaskFailure,
-    TaskRuntime,
+    AttemptFailure, AttemptSuccess, Command, Event, EventKind, Output, Rejected, RunMachine,
+    TaskFailure, TaskRuntime,
 };
 pub use states::{transition, IllegalTransition, RunState, Stimulus, TaskState, ALL_TASK_STATES};
 

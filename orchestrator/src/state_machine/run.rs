@@ -24,6 +24,15 @@ pub struct TaskFailure {
     pub traceback: Option<String>,
 }
 
+/// A successful attempt's report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptSuccess {
+    pub output: Value,
+    pub worker: Arc<str>,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+}
+
 /// A failed attempt's report, with what the handler wants done about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptFailure {
@@ -34,7 +43,6 @@ pub struct AttemptFailure {
 
 /// The live state of one task.
 #[derive(Debug, Clone, PartialEq)]
-#[allow(clippy::new_without_default)]
 pub struct TaskRuntime {
     pub state: TaskState,
     /// The current attempt (0 before the first dispatch). Results for other attempts are stale.
@@ -51,6 +59,12 @@ pub struct TaskRuntime {
     unresolved: u32,
     /// Some dependency ended other than succeeded.
     upstream_failed: bool,
+}
+
+impl Default for TaskRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl TaskRuntime {
@@ -289,12 +303,15 @@ impl RunMachine {
         &mut self,
         i: u32,
         attempt: u32,
-        output: Value,
-        worker: Arc<str>,
-        started_at_ms: i64,
-        finished_at_ms: i64,
+        success: AttemptSuccess,
         out: &mut Output,
     ) -> Result<(), Rejected> {
+        let AttemptSuccess {
+            output,
+            worker,
+            started_at_ms,
+            finished_at_ms,
+        } = success;
         self.check_current(i, attempt)?;
         self.set_state(i, Stimulus::Succeeded, out)?;
         let t = &mut self.tasks[i as usize];

@@ -12,6 +12,15 @@ fn w() -> Arc<str> {
     Arc::from("w1")
 }
 
+fn ok_report(output: Value, started_at_ms: i64, finished_at_ms: i64) -> AttemptSuccess {
+    AttemptSuccess {
+        output,
+        worker: w(),
+        started_at_ms,
+        finished_at_ms,
+    }
+}
+
 fn dispatched(out: &Output) -> Vec<u32> {
     out.commands
         .iter()
@@ -28,7 +37,8 @@ fn states(m: &RunMachine) -> Vec<&'static str> {
 
 fn ok(m: &mut RunMachine, i: u32, out: &mut Output) {
     let attempt = m.task(i).attempt;
-    m.succeeded(i, attempt, json!(1), w(), 0, 1, out).unwrap();
+    m.succeeded(i, attempt, ok_report(json!(1), 0, 1), out)
+        .unwrap();
 }
 
 fn fail(m: &mut RunMachine, i: u32, retryable: bool, out: &mut Output) {
@@ -229,11 +239,11 @@ fn stale_and_duplicate_results_are_rejected_without_effect() {
     let before = m.clone().tasks().to_vec();
     let mut out = Output::default();
     assert_eq!(
-        m.succeeded(0, 1, json!(2), w(), 0, 1, &mut out),
+        m.succeeded(0, 1, ok_report(json!(2), 0, 1), &mut out),
         Err(Rejected::AlreadyFinal(TaskState::Succeeded))
     );
     assert_eq!(
-        m.succeeded(1, 7, json!(2), w(), 0, 1, &mut out),
+        m.succeeded(1, 7, ok_report(json!(2), 0, 1), &mut out),
         Err(Rejected::StaleAttempt { got: 7, current: 1 })
     );
     assert!(out.commands.is_empty() && out.events.is_empty());
@@ -269,7 +279,9 @@ fn cancel_stops_running_attempts_and_ends_the_run_cancelled() {
     assert_eq!(states(&m), vec!["cancelled"; 4]);
     assert_eq!(m.state(), RunState::Cancelled);
     // A late result of the cancelled attempt changes nothing.
-    assert!(m.succeeded(0, 1, json!(1), w(), 0, 3, &mut out).is_err());
+    assert!(m
+        .succeeded(0, 1, ok_report(json!(1), 0, 3), &mut out)
+        .is_err());
     assert_eq!(
         m.cancel(3, &mut out),
         Err(Rejected::RunFinished(RunState::Cancelled))
