@@ -21,12 +21,30 @@ pub struct BusEvent {
     pub run_id: Option<Arc<str>>,
     /// The run's own event sequence number, for stored events.
     pub run_seq: Option<u64>,
-    /// The event as the API shows it (see docs/API.md).
+    /// The event as the API shows it (see docs/API.md); fleet events (no run) also
+    /// carry the bus `seq`, so a client can resume after them.
     pub body: Value,
+    /// `body` as JSON text, encoded once however many clients receive it.
+    pub json: String,
+    /// Events with the same key supersede each other within a frame (the latest
+    /// summary of a run, a worker, the queues, a task's progress); `None` for
+    /// transitions and logs, which are all delivered.
+    pub supersedes: Option<String>,
+}
+
+/// What a later event of the same kind makes redundant, if anything.
+fn supersede_key(body: &Value) -> Option<String> {
+    match body["kind"].as_str()? {
+        "run_updated" => Some(format!("run:{}", body["run"]["id"])),
+        "worker" => Some(format!("worker:{}", body["worker"]["id"])),
+        "queues" => Some("queues".into()),
+        "progress" => Some(format!("progress:{}:{}", body["run_id"], body["task_id"])),
+        _ => None,
+    }
 }
 
 /// Capacity of the replay ring and of each subscriber's buffer.
-const RING: usize = 16_384;
+const RING: usize = 65_536;
 
 /// A cheap-to-clone handle on the bus.
 #[derive(Clone)]
@@ -59,13 +77,22 @@ impl Bus {
         events: impl IntoIterator<Item = (Option<Arc<str>>, Option<u64>, Value)>,
     ) {
         let mut ring = self.ring.lock();
-        for (run_id, run_seq, body) in events {
+        for (run_id, run_seq, mut body) in events {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            if run_id.is_none() {
+                if let Value::Object(m) = &mut body {
+                    m.insert("seq".into(), seq.into());
+                }
+            }
+            let json = body.to_string();
+            let supersedes = supersede_key(&body);
             let ev = Arc::new(BusEvent {
                 seq,
                 run_id,
                 run_seq,
                 body,
+                json,
+                supersedes,
             });
             if ring.len() == RING {
                 ring.pop_front();

@@ -28,7 +28,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 /// Shortest gap between two frames to one client; bursts within it share a frame.
-const FRAME_INTERVAL: Duration = Duration::from_millis(50);
+const FRAME_INTERVAL: Duration = Duration::from_millis(10);
 /// A client that takes longer than this to accept a frame is disconnected.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Stored events replayed per store read when catching up.
@@ -73,7 +73,11 @@ async fn subscribe(
 type Closed = String;
 
 async fn send(socket: &mut WebSocket, body: &Value) -> Result<(), Closed> {
-    let text = Utf8Bytes::from(body.to_string());
+    send_text(socket, body.to_string()).await
+}
+
+async fn send_text(socket: &mut WebSocket, text: String) -> Result<(), Closed> {
+    let text = Utf8Bytes::from(text);
     match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("send failed: {e}")),
@@ -90,6 +94,20 @@ async fn follow_run(
     // Subscribe before reading the store: whatever commits after the read is published
     // after this point, so it arrives here; duplicates are dropped by sequence number.
     let (mut rx, _) = state.bus.subscribe_since(None);
+    let known = state
+        .store
+        .get_run(&run_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_or(0, |r| r.last_seq);
+    let since = match since {
+        Some(s) if s > known => {
+            let reason = format!("sequence {s} is beyond this run's last event {known}");
+            send(&mut socket, &json!({"type": "resync", "reason": reason})).await?;
+            None
+        }
+        other => other,
+    };
     let mut last_seq = match since {
         Some(since) => replay_stored(&state, &mut socket, &run_id, since).await?,
         None => {
@@ -114,9 +132,9 @@ async fn follow_run(
             Some(seq) if seq <= last_seq => {}
             Some(seq) => {
                 last_seq = seq;
-                pending.push(ev.body.clone());
+                pending.push(Arc::clone(ev));
             }
-            None => pending.push(ev.body.clone()),
+            None => pending.push(Arc::clone(ev)),
         }
     })
     .await
@@ -180,7 +198,7 @@ async fn follow_fleet(
         if ev.seq <= last_seq || !fleet_event(ev) {
             return;
         }
-        pending.push(ev.body.clone());
+        pending.push(Arc::clone(ev));
     })
     .await
 }
@@ -215,9 +233,9 @@ async fn fleet_snapshot(state: &AppState) -> Result<Value, ApiError> {
 async fn stream(
     socket: &mut WebSocket,
     rx: &mut tokio::sync::broadcast::Receiver<Arc<BusEvent>>,
-    mut select: impl FnMut(&BusEvent, &mut Vec<Value>),
+    mut select: impl FnMut(&Arc<BusEvent>, &mut Vec<Arc<BusEvent>>),
 ) -> Result<(), Closed> {
-    let mut pending: Vec<Value> = Vec::new();
+    let mut pending: Vec<Arc<BusEvent>> = Vec::new();
     let mut next_frame = Instant::now();
     loop {
         let flush_at = async {
@@ -231,7 +249,8 @@ async fn stream(
             ev = rx.recv() => match ev {
                 Ok(ev) => select(&ev, &mut pending),
                 Err(RecvError::Lagged(n)) => {
-                    let _ = send(socket, &json!({"type": "resync", "reason": format!("client fell behind by {n} events")})).await;
+                    let reason = format!("client fell behind by {n} events");
+                    let _ = send(socket, &json!({"type": "resync", "reason": reason})).await;
                     let _ = socket.send(Message::Close(None)).await;
                     return Err("lagged".into());
                 }
@@ -242,63 +261,100 @@ async fn stream(
                 Some(Ok(_)) => {}
             },
             _ = flush_at => {
-                let events = coalesce(std::mem::take(&mut pending));
-                send(socket, &json!({"type": "events", "events": events})).await?;
+                let frame = events_frame(&coalesce(std::mem::take(&mut pending)));
+                send_text(socket, frame).await?;
                 next_frame = Instant::now() + FRAME_INTERVAL;
             }
         }
     }
 }
 
-/// Keeps only the latest summary of each run, worker and the queue list within a
-/// frame; transitions and logs are all kept, in order.
-fn coalesce(events: Vec<Value>) -> Vec<Value> {
-    let key = |e: &Value| -> Option<String> {
-        match e["kind"].as_str()? {
-            "run_updated" => Some(format!("run:{}", e["run"]["id"])),
-            "worker" => Some(format!("worker:{}", e["worker"]["id"])),
-            "queues" => Some("queues".into()),
-            "progress" => Some(format!("progress:{}:{}", e["run_id"], e["task_id"])),
-            _ => None,
-        }
-    };
-    let mut last: HashMap<String, usize> = HashMap::new();
+/// An `events` frame from events already encoded as JSON: no event is encoded twice.
+fn events_frame(events: &[Arc<BusEvent>]) -> String {
+    let size = events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 32;
+    let mut frame = String::with_capacity(size);
+    frame.push_str(r#"{"type":"events","events":["#);
     for (i, e) in events.iter().enumerate() {
-        if let Some(k) = key(e) {
+        if i > 0 {
+            frame.push(',');
+        }
+        frame.push_str(&e.json);
+    }
+    frame.push_str("]}");
+    frame
+}
+
+/// Keeps only the latest of events that supersede each other; transitions and logs
+/// are all kept, in order.
+fn coalesce(events: Vec<Arc<BusEvent>>) -> Vec<Arc<BusEvent>> {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if let Some(k) = &e.supersedes {
             last.insert(k, i);
         }
     }
+    if last.is_empty() {
+        return events;
+    }
+    let keep: Vec<bool> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            e.supersedes
+                .as_deref()
+                .is_none_or(|k| last.get(k) == Some(&i))
+        })
+        .collect();
     events
         .into_iter()
-        .enumerate()
-        .filter(|(i, e)| key(e).is_none_or(|k| last.get(&k) == Some(i)))
-        .map(|(_, e)| e)
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|(e, _)| e)
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::coalesce;
-    use serde_json::json;
+    use super::{coalesce, events_frame};
+    use crate::bus::Bus;
+    use serde_json::{json, Value};
 
     #[test]
     fn coalescing_keeps_the_latest_summary_and_every_transition() {
-        let events = vec![
-            json!({"kind": "run_updated", "run": {"id": "r", "n": 1}}),
-            json!({"kind": "task", "seq": 1}),
-            json!({"kind": "run_updated", "run": {"id": "r", "n": 2}}),
-            json!({"kind": "task", "seq": 2}),
-            json!({"kind": "run_created", "run": {"id": "s"}}),
-        ];
-        let out = coalesce(events);
-        assert_eq!(
-            out,
-            vec![
-                json!({"kind": "task", "seq": 1}),
+        let bus = Bus::new();
+        let (mut rx, _) = bus.subscribe_since(None);
+        bus.publish([
+            (
+                None,
+                None,
+                json!({"kind": "run_updated", "run": {"id": "r", "n": 1}}),
+            ),
+            (Some("r".into()), Some(1), json!({"kind": "task", "seq": 1})),
+            (
+                None,
+                None,
                 json!({"kind": "run_updated", "run": {"id": "r", "n": 2}}),
-                json!({"kind": "task", "seq": 2}),
+            ),
+            (Some("r".into()), Some(2), json!({"kind": "task", "seq": 2})),
+            (
+                None,
+                None,
                 json!({"kind": "run_created", "run": {"id": "s"}}),
-            ]
+            ),
+        ]);
+        let mut all = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            all.push(e);
+        }
+        let frame: Value = serde_json::from_str(&events_frame(&coalesce(all))).unwrap();
+        assert_eq!(
+            frame,
+            json!({"type": "events", "events": [
+                {"kind": "task", "seq": 1},
+                {"kind": "run_updated", "run": {"id": "r", "n": 2}, "seq": 3},
+                {"kind": "task", "seq": 2},
+                {"kind": "run_created", "run": {"id": "s"}, "seq": 5},
+            ]})
         );
     }
 }

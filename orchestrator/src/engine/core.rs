@@ -357,6 +357,7 @@ impl Core {
                             },
                             retryable: e.retryable,
                             retry_after_s: e.retry_after_s,
+                            started_at_ms: Some(r.started_at_ms),
                         };
                         self.on_task(&run_id, &task_id, |m, i, o| {
                             m.failed(i, attempt, failure, Some(worker), r.finished_at_ms, o)

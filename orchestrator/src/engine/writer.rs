@@ -59,7 +59,15 @@ pub(super) async fn run(
         retry("store", || store.apply(&flush.batch)).await;
         retry("redis", || queue.send(&flush.outgoing)).await;
         metrics::histogram!("apex_commit_seconds").record(started.elapsed().as_secs_f64());
-        bus.publish(flush.live);
+        // Live events say when they became durable, so clients can measure delivery.
+        let stored_at_ms = super::now_ms();
+        let mut live = flush.live;
+        for (_, _, body) in &mut live {
+            if let Value::Object(m) = body {
+                m.insert("stored_at_ms".into(), stored_at_ms.into());
+            }
+        }
+        bus.publish(live);
         for (reply, run) in flush.replies {
             let _ = reply.send(Ok(run));
         }

@@ -37,6 +37,8 @@ pub struct AttemptSuccess {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptFailure {
     pub failure: TaskFailure,
+    /// When the attempt began, if it began at all (a lost attempt may not have).
+    pub started_at_ms: Option<i64>,
     pub retryable: bool,
     pub retry_after_s: Option<f64>,
 }
@@ -351,6 +353,9 @@ impl RunMachine {
         let t = &mut self.tasks[i as usize];
         t.failures += 1;
         t.error = Some(failure.failure.clone());
+        if failure.started_at_ms.is_some() {
+            t.started_at_ms = failure.started_at_ms;
+        }
         if worker.is_some() {
             t.worker_id = worker;
         }

@@ -52,6 +52,7 @@ fn fail(m: &mut RunMachine, i: u32, retryable: bool, out: &mut Output) {
         },
         retryable,
         retry_after_s: None,
+        started_at_ms: Some(0),
     };
     m.failed(i, attempt, failure, Some(w()), 1, out).unwrap();
 }
