@@ -1,0 +1,3 @@
+from apex_worker.cli import main
+
+raise SystemExit(main())

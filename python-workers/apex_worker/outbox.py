@@ -1,0 +1,159 @@
+"""Every write the worker makes goes through one outbox: messages queue here and one
+coroutine flushes them to Redis in a single pipeline (no transaction), a few milliseconds'
+worth at a time. A task therefore costs no Redis round trip of its own.
+
+Order is kept: commands run in the order they were queued, so a `result` always follows
+its `started`, and `worker_stopped` follows every result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from apex_worker.codec import dumps
+from apex_worker.protocol import MESSAGE_FIELD, Started
+
+log = logging.getLogger("apex_worker.outbox")
+
+# One queued command: (op, key, payload). `payload` is the encoded message for XADD,
+# a `Started` encoded only if still needed at flush time, or the entry id for XACK.
+_XADD, _XADD_STARTED, _XACK = 0, 1, 2
+_Command = tuple[int, str, Any]
+
+
+class Outbox:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        results_key: str,
+        group: str,
+        flush_interval_s: float = 0.002,
+        flush_batch: int = 200,
+    ) -> None:
+        self._redis = redis
+        self._results_key = results_key
+        self._group = group
+        self._linger = flush_interval_s
+        self._batch = flush_batch
+        # Commands waiting for the next flush; None marks a `started` dropped because its
+        # result arrived in the same batch.
+        self._queued: list[_Command | None] = []
+        # Where each still-queued `started` sits in `_queued`, by the attempt's key.
+        self._started_at: dict[object, int] = {}
+        # Set when the flusher has something to do: the first queued command, a full
+        # batch, or closing.
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        # Size of the batch being sent (it is out of `_queued` while Redis is retried).
+        self._flushing = 0
+        #: Commands sent so far (for tests and the shutdown log line).
+        self.sent = 0
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def send(self, payload: bytes, stream: str | None = None) -> None:
+        """Queues an encoded message for `stream` (the results stream by default)."""
+        self._push((_XADD, stream or self._results_key, payload))
+
+    def send_started(self, key: object, started: Started) -> None:
+        """Queues a `started`; encoded at flush time, and dropped if the attempt's result
+        (queued with the same `key`) makes it to the same batch."""
+        self._started_at[key] = len(self._queued)
+        self._push((_XADD_STARTED, self._results_key, started))
+
+    def send_result(self, key: object, payload: bytes) -> None:
+        index = self._started_at.pop(key, None)
+        if index is not None:
+            self._queued[index] = None
+        self._push((_XADD, self._results_key, payload))
+
+    def ack(self, stream: str, msg_id: str) -> None:
+        self._push((_XACK, stream, msg_id))
+
+    def _push(self, command: _Command) -> None:
+        queued = self._queued
+        queued.append(command)
+        if len(queued) == 1 or len(queued) >= self._batch:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="apex-outbox")
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queued:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if len(self._queued) < self._batch and not self._closing:
+                # Linger so the commands of many concurrent attempts share one pipeline.
+                self._wake.clear()
+                try:
+                    async with asyncio.timeout(self._linger):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+            batch, self._queued = self._queued, []
+            self._started_at.clear()
+            await self._flush(batch)
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Flushes everything queued, then stops. Gives up after `timeout_s` if Redis
+        stays unreachable, logging how much was lost."""
+        self._closing = True
+        self._wake.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+        except TimeoutError:
+            self._task.cancel()
+            lost = len(self._queued) + self._flushing
+            log.error("outbox: Redis unreachable at exit; %d messages lost", lost)
+
+    async def _flush(self, batch: list[_Command | None]) -> None:
+        commands = [c for c in batch if c is not None]
+        self._flushing = len(commands)
+        delay = 0.05
+        while True:
+            pipe = self._redis.pipeline(transaction=False)
+            for op, key, payload in commands:
+                if op == _XADD:
+                    pipe.execute_command("XADD", key, "*", MESSAGE_FIELD, payload)
+                elif op == _XADD_STARTED:
+                    pipe.execute_command("XADD", key, "*", MESSAGE_FIELD, dumps(payload.to_dict()))
+                else:
+                    pipe.execute_command("XACK", key, self._group, payload)
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                # Keep the batch and retry: a duplicate result is harmless (results are
+                # keyed by attempt), a lost one would leave the task running forever.
+                log.warning("outbox: Redis unavailable (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            except Exception:
+                # Anything else would fail again the same way; the outbox must live on.
+                log.exception("outbox: dropped a batch of %d commands", len(commands))
+                self._flushing = 0
+                return
+            errors = [r for r in replies if isinstance(r, Exception)]
+            if errors:
+                log.error(
+                    "outbox: %d of %d commands failed: %s", len(errors), len(commands), errors[0]
+                )
+            self.sent += len(commands)
+            self._flushing = 0
+            return

@@ -1,0 +1,3 @@
+"""The package version, reported in every heartbeat."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,164 @@
+"""The Python mirror of the wire contract agrees with the golden messages and the schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from support import EXAMPLES
+
+from apex_worker.codec import dumps, loads
+from apex_worker.protocol import (
+    AttemptRef,
+    Cancel,
+    Drain,
+    Heartbeat,
+    Keys,
+    LogLine,
+    MalformedMessage,
+    Progress,
+    Released,
+    Started,
+    TaskError,
+    TaskMessage,
+    TaskResult,
+    WorkerInfo,
+    WorkerStopped,
+    parse_message,
+    parse_task,
+)
+
+GOLDEN = sorted(EXAMPLES.glob("*.json"))
+
+
+def load(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def test_the_golden_examples_are_there() -> None:
+    assert len(GOLDEN) >= 13
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
+def test_golden_message_round_trips(path: Path) -> None:
+    original = load(path)
+    parsed = parse_message(original)
+    assert parsed.to_dict() == original
+    # Through the codec the worker sends with, byte-level JSON included.
+    assert loads(dumps(parsed.to_dict())) == original
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
+def test_golden_message_validates_against_the_schema(
+    path: Path, validator: jsonschema.Draft202012Validator
+) -> None:
+    validator.validate(load(path))
+
+
+def test_the_schema_is_valid_draft_2020_12(schema: dict[str, Any]) -> None:
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_every_message_type_has_a_golden_example() -> None:
+    types = {load(p)["type"] for p in GOLDEN}
+    assert types == {
+        "task",
+        "started",
+        "result",
+        "progress",
+        "log",
+        "released",
+        "heartbeat",
+        "worker_stopped",
+        "cancel",
+        "drain",
+    }
+
+
+def test_keys_live_under_their_prefix() -> None:
+    k = Keys("t1")
+    assert k.queue("default") == "t1:queue:default"
+    assert k.results() == "t1:results"
+    assert k.control() == "t1:control"
+    assert k.dead_letter() == "t1:dead"
+    assert Keys("").prefix == "apex"
+
+
+def test_minimal_task_gets_serde_defaults() -> None:
+    task = parse_task((EXAMPLES / "task_minimal.json").read_bytes())
+    assert task.upstream == {}
+    assert task.timeout_s is None
+    assert task.priority == 0
+    assert task.input is None
+
+
+def test_task_ignores_unknown_fields_like_serde() -> None:
+    msg = load(EXAMPLES / "task.json") | {"future_field": [1, 2]}
+    assert TaskMessage.from_dict(msg).task_id == "report"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"v": 2}, "unsupported protocol version 2"),
+        ({"v": True}, "unsupported protocol version True"),
+        ({"type": "result"}, "expected a `task` message"),
+        ({"attempt": True}, "field `attempt`"),
+        ({"attempt": -1}, "field `attempt`"),
+        ({"run_id": 7}, "field `run_id`"),
+        ({"upstream": None}, "field `upstream`"),
+        ({"timeout_s": "30"}, "field `timeout_s`"),
+        ({"priority": 2**31}, "field `priority`"),
+    ],
+)
+def test_malformed_task_names_its_problem(change: dict[str, Any], reason: str) -> None:
+    msg = load(EXAMPLES / "task.json") | change
+    with pytest.raises(MalformedMessage, match=reason.replace("`", ".")):
+        TaskMessage.from_dict(msg)
+
+
+def test_missing_fields_and_bad_json_are_malformed() -> None:
+    msg = load(EXAMPLES / "task.json")
+    del msg["input"]
+    with pytest.raises(MalformedMessage, match=r"missing field .input."):
+        TaskMessage.from_dict(msg)
+    with pytest.raises(MalformedMessage, match="not JSON"):
+        parse_task(b"{nope")
+    with pytest.raises(MalformedMessage, match="not a JSON object"):
+        parse_task(b"[1, 2]")
+
+
+def test_an_unknown_message_type_is_an_error(validator: jsonschema.Draft202012Validator) -> None:
+    bad = {"v": 1, "type": "explode"}
+    with pytest.raises(MalformedMessage, match="unknown worker message type"):
+        parse_message(bad)
+    assert not validator.is_valid(bad)
+
+
+def test_messages_the_worker_builds_validate_against_the_schema(
+    validator: jsonschema.Draft202012Validator,
+) -> None:
+    ref = AttemptRef("r", "t", 1, "w", "default", "1-0")
+    info = WorkerInfo("w", "h", 1, ["default"], 5, 0, "0.1.0", 1, "draining", 0.5)
+    built = [
+        Started(ref, 1),
+        TaskResult(ref, "succeeded", 1, 2, {"a": [1]}),
+        TaskResult(ref, "failed", 1, 2, None, TaskError("cancelled", "stop", retryable=False)),
+        TaskResult(ref, "failed", 1, 2, None, TaskError("exception", "x", "E", "tb", True, 2.0)),
+        Progress("r", "t", 1, "w", 3),
+        Progress("r", "t", 1, "w", 3, 0.5, "half"),
+        LogLine("r", "t", 1, "w", "warning", "careful", 3),
+        Released(ref, "worker shutting down", 3),
+        Heartbeat(info, 3),
+        WorkerStopped("w", 4),
+        Cancel("r", "t", 2),
+        Drain("*"),
+    ]
+    for message in built:
+        data = loads(dumps(message.to_dict()))
+        validator.validate(data)
+        assert parse_message(data).to_dict() == data
