@@ -1,0 +1,90 @@
+// REST client for docs/API.md. Relative URLs: the server serves the dashboard and the
+// API on one origin (and Vite proxies /api in development).
+
+import { getToken, markUnauthorized } from './auth';
+import type {
+  ErrorBody,
+  ErrorDetail,
+  Queue,
+  Run,
+  RunList,
+  RunState,
+  RunSummary,
+  TaskDetail,
+  Worker,
+} from './types';
+
+/** A non-2xx answer, carrying the API's error body when there was one. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly details: ErrorDetail[];
+
+  constructor(status: number, code: string, message: string, details: ErrorDetail[] = []) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+function isErrorBody(value: unknown): value is ErrorBody {
+  if (typeof value !== 'object' || value === null) return false;
+  const error = (value as { error?: unknown }).error;
+  return typeof error === 'object' && error !== null && typeof (error as { message?: unknown }).message === 'string';
+}
+
+async function toApiError(response: Response): Promise<ApiError> {
+  const text = await response.text();
+  try {
+    const body: unknown = JSON.parse(text);
+    if (isErrorBody(body)) {
+      const { code, message, details } = body.error;
+      return new ApiError(response.status, code ?? 'unknown', message, Array.isArray(details) ? details : []);
+    }
+  } catch {
+    // Not JSON (a proxy's error page, say): fall through and show the status and text.
+  }
+  const message = text.trim().slice(0, 300) || response.statusText || `HTTP ${response.status}`;
+  return new ApiError(response.status, `http_${response.status}`, message);
+}
+
+export async function request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  const headers: Record<string, string> = { Accept: 'application/json' };
+  const token = getToken();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let payload: string | undefined;
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    // A string is sent verbatim, so a pasted DAG reaches the server exactly as typed.
+    payload = typeof body === 'string' ? body : JSON.stringify(body);
+  }
+  const response = await fetch(path, { method, headers, body: payload, signal });
+  if (response.status === 401) markUnauthorized();
+  if (!response.ok) throw await toApiError(response);
+  if (response.status === 204) return undefined as T;
+  return (await response.json()) as T;
+}
+
+const enc = encodeURIComponent;
+
+export const api = {
+  listRuns(params: { state?: RunState | ''; limit?: number; before?: string | null }, signal?: AbortSignal) {
+    const query = new URLSearchParams();
+    if (params.state) query.set('state', params.state);
+    if (params.limit) query.set('limit', String(params.limit));
+    if (params.before) query.set('before', params.before);
+    const qs = query.toString();
+    return request<RunList>('GET', `/api/v1/runs${qs ? `?${qs}` : ''}`, undefined, signal);
+  },
+  getRun: (id: string, signal?: AbortSignal) => request<Run>('GET', `/api/v1/runs/${enc(id)}`, undefined, signal),
+  getTask: (runId: string, taskId: string, signal?: AbortSignal) =>
+    request<TaskDetail>('GET', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}`, undefined, signal),
+  submitRun: (spec: string) => request<Run>('POST', '/api/v1/runs', spec),
+  validate: (spec: string) => request<{ valid: boolean; tasks: number }>('POST', '/api/v1/validate', spec),
+  cancelRun: (id: string) => request<RunSummary>('POST', `/api/v1/runs/${enc(id)}/cancel`),
+  retryRun: (id: string) => request<RunSummary>('POST', `/api/v1/runs/${enc(id)}/retry`),
+  listWorkers: (signal?: AbortSignal) => request<{ workers: Worker[] }>('GET', '/api/v1/workers', undefined, signal),
+  listQueues: (signal?: AbortSignal) => request<{ queues: Queue[] }>('GET', '/api/v1/queues', undefined, signal),
+};

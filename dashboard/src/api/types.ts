@@ -1,0 +1,221 @@
+// The wire shapes of docs/API.md, v1. Field names follow the server's JSON exactly so
+// responses are used as they arrive, without a mapping layer.
+
+export const TASK_STATES = [
+  'pending',
+  'ready',
+  'queued',
+  'running',
+  'succeeded',
+  'failed',
+  'cancelled',
+  'skipped',
+] as const;
+export type TaskState = (typeof TASK_STATES)[number];
+
+export const TERMINAL_TASK_STATES: ReadonlySet<TaskState> = new Set([
+  'succeeded',
+  'failed',
+  'cancelled',
+  'skipped',
+]);
+
+export const RUN_STATES = ['running', 'succeeded', 'failed', 'cancelled'] as const;
+export type RunState = (typeof RUN_STATES)[number];
+
+export type StateCounts = Record<TaskState, number>;
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+export interface TaskError {
+  kind: string;
+  error_type?: string | null;
+  message?: string | null;
+  traceback?: string | null;
+}
+
+export interface RunSummary {
+  id: string;
+  name: string;
+  queue: string;
+  state: RunState;
+  created_at_ms: number;
+  finished_at_ms: number | null;
+  task_count: number;
+  counts: StateCounts;
+  error: string | TaskError | null;
+  last_seq: number;
+}
+
+export interface Task {
+  id: string;
+  handler: string;
+  queue: string;
+  input: Json;
+  depends_on: string[];
+  trigger: string;
+  retries: number;
+  retry_backoff_s: number | null;
+  timeout_s: number | null;
+  priority: number | null;
+  state: TaskState;
+  attempt: number;
+  output: Json;
+  error: TaskError | null;
+  worker_id: string | null;
+  queued_at_ms: number | null;
+  started_at_ms: number | null;
+  finished_at_ms: number | null;
+  progress: number | null;
+  progress_message: string | null;
+}
+
+export interface Run extends RunSummary {
+  tasks: Task[];
+}
+
+export interface Attempt {
+  attempt: number;
+  worker_id: string | null;
+  queued_at_ms: number | null;
+  started_at_ms: number | null;
+  finished_at_ms: number | null;
+  outcome: string | null;
+  error: TaskError | null;
+}
+
+export interface LogLine {
+  attempt: number;
+  level: string;
+  message: string;
+  at_ms: number;
+}
+
+export interface TaskDetail extends Task {
+  run_id: string;
+  upstream: Record<string, Json>;
+  attempts: Attempt[];
+  logs: LogLine[];
+  events: StoredEvent[];
+}
+
+export type WorkerState = 'running' | 'draining' | 'stopped' | 'lost';
+
+export interface Worker {
+  id: string;
+  host: string;
+  pid: number;
+  queues: string[];
+  concurrency: number;
+  in_flight: number;
+  handlers: string[];
+  version: string;
+  state: WorkerState;
+  started_at_ms: number;
+  last_heartbeat_ms: number;
+}
+
+export interface Queue {
+  name: string;
+  depth: number;
+  running: number;
+  workers_active: number;
+  workers_desired: number;
+}
+
+/** An event as stored: task transitions, run transitions and log lines, each with a per-run seq. */
+export interface StoredEvent {
+  seq: number;
+  run_id: string;
+  task_id: string | null;
+  kind: 'task' | 'run' | 'log';
+  state?: string | null;
+  attempt?: number | null;
+  at_ms: number;
+  worker_id?: string | null;
+  error?: TaskError | null;
+  message?: string | null;
+  level?: string | null;
+}
+
+export interface ProgressEvent {
+  kind: 'progress';
+  run_id: string;
+  task_id: string;
+  attempt: number;
+  progress: number | null;
+  message: string | null;
+  at_ms: number;
+}
+
+export interface RunCreatedEvent {
+  kind: 'run_created';
+  run: RunSummary;
+  seq: number;
+}
+
+export interface RunUpdatedEvent {
+  kind: 'run_updated';
+  run: RunSummary;
+  seq: number;
+}
+
+export interface WorkerEvent {
+  kind: 'worker';
+  worker: Worker;
+}
+
+export interface QueuesEvent {
+  kind: 'queues';
+  queues: Queue[];
+}
+
+export type LiveEvent =
+  | StoredEvent
+  | ProgressEvent
+  | RunCreatedEvent
+  | RunUpdatedEvent
+  | WorkerEvent
+  | QueuesEvent;
+
+export interface RunSnapshotFrame {
+  type: 'snapshot';
+  run: Run;
+  seq: number;
+}
+
+export interface OverviewSnapshotFrame {
+  type: 'snapshot';
+  runs: RunSummary[];
+  workers: Worker[];
+  queues: Queue[];
+  seq: number;
+}
+
+export interface EventsFrame {
+  type: 'events';
+  events: LiveEvent[];
+}
+
+export interface ResyncFrame {
+  type: 'resync';
+  reason?: string;
+}
+
+export type ServerFrame = RunSnapshotFrame | OverviewSnapshotFrame | EventsFrame | ResyncFrame;
+
+export interface ErrorDetail {
+  code: string;
+  message: string;
+  tasks?: string[];
+  [extra: string]: unknown;
+}
+
+export interface ErrorBody {
+  error: { code: string; message: string; details?: ErrorDetail[] };
+}
+
+export interface RunList {
+  runs: RunSummary[];
+  next: string | null;
+}

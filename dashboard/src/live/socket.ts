@@ -1,0 +1,155 @@
+// The one WebSocket client: connects to /api/v1/ws, hands snapshots and event batches to
+// its owner, reconnects with exponential backoff and resumes with `?since=<last seq>` so
+// no event is missed. A `resync` frame (we fell behind, or the server no longer has our
+// `since`) drops the cursor and reconnects at once, which yields a fresh snapshot.
+
+import type { LiveEvent, ServerFrame } from '../api/types';
+
+export type SocketStatus = 'connecting' | 'live' | 'reconnecting' | 'closed';
+
+/** The part of the browser WebSocket this module uses, so tests can drive a fake. */
+export interface SocketLike {
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: unknown) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  close(): void;
+}
+
+export interface LiveSocketOptions<Snapshot> {
+  /** Subscribe to one run's events; without it, the global stream. */
+  run?: string;
+  token?: string | null;
+  /** Which events move the resume cursor: each stream numbers a different kind. */
+  seqOf: (event: LiveEvent) => number | null;
+  onSnapshot: (frame: Snapshot) => void;
+  onEvents: (events: LiveEvent[]) => void;
+  onStatus?: (status: SocketStatus) => void;
+  /** Injection points for tests; default to the browser's. */
+  createSocket?: (url: string) => SocketLike;
+  schedule?: (fn: () => void, ms: number) => unknown;
+  cancelSchedule?: (handle: unknown) => void;
+  random?: () => number;
+  location?: { protocol: string; host: string };
+}
+
+export interface LiveSocket {
+  close(): void;
+}
+
+const BASE_DELAY_MS = 250;
+const MAX_DELAY_MS = 10_000;
+
+/** Full jitter around an exponential curve, so many tabs do not reconnect in lockstep. */
+export function backoffDelay(failures: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** Math.min(failures, 16));
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}
+
+export function socketUrl(
+  location: { protocol: string; host: string },
+  params: { run?: string; since?: number | null; token?: string | null },
+): string {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const query = new URLSearchParams();
+  if (params.run) query.set('run', params.run);
+  if (params.since !== null && params.since !== undefined) query.set('since', String(params.since));
+  if (params.token) query.set('token', params.token);
+  const qs = query.toString();
+  return `${scheme}//${location.host}/api/v1/ws${qs ? `?${qs}` : ''}`;
+}
+
+export function openLiveSocket<Snapshot>(options: LiveSocketOptions<Snapshot>): LiveSocket {
+  const createSocket = options.createSocket ?? ((url: string) => new WebSocket(url) as unknown as SocketLike);
+  const schedule = options.schedule ?? ((fn: () => void, ms: number) => setTimeout(fn, ms));
+  const cancelSchedule = options.cancelSchedule ?? ((handle: unknown) => clearTimeout(handle as number));
+  const random = options.random ?? Math.random;
+  const location = options.location ?? window.location;
+
+  let since: number | null = null;
+  let failures = 0;
+  let socket: SocketLike | null = null;
+  let timer: unknown = null;
+  let closed = false;
+
+  const setStatus = (status: SocketStatus) => options.onStatus?.(status);
+
+  const connect = () => {
+    timer = null;
+    if (closed) return;
+    setStatus(failures === 0 ? 'connecting' : 'reconnecting');
+    const ws = createSocket(socketUrl(location, { run: options.run, since, token: options.token }));
+    socket = ws;
+    ws.onmessage = (message) => {
+      if (socket !== ws || typeof message.data !== 'string') return;
+      let frame: ServerFrame;
+      try {
+        frame = JSON.parse(message.data) as ServerFrame;
+      } catch {
+        return;
+      }
+      handleFrame(ws, frame);
+    };
+    ws.onclose = () => {
+      if (socket !== ws) return;
+      socket = null;
+      if (closed) return;
+      setStatus('reconnecting');
+      timer = schedule(connect, backoffDelay(failures++, random));
+    };
+    ws.onerror = () => {
+      // A close event always follows; reconnecting happens there.
+    };
+  };
+
+  const handleFrame = (ws: SocketLike, frame: ServerFrame) => {
+    switch (frame.type) {
+      case 'snapshot':
+        since = frame.seq;
+        failures = 0;
+        setStatus('live');
+        options.onSnapshot(frame as Snapshot);
+        break;
+      case 'events': {
+        for (const event of frame.events) {
+          const seq = options.seqOf(event);
+          if (seq !== null && (since === null || seq > since)) since = seq;
+        }
+        failures = 0;
+        setStatus('live');
+        options.onEvents(frame.events);
+        break;
+      }
+      case 'resync':
+        since = null;
+        socket = null;
+        ws.close();
+        setStatus('reconnecting');
+        connect();
+        break;
+    }
+  };
+
+  connect();
+
+  return {
+    close() {
+      closed = true;
+      if (timer !== null) cancelSchedule(timer);
+      const ws = socket;
+      socket = null;
+      ws?.close();
+      setStatus('closed');
+    },
+  };
+}
+
+/** Cursor for a run's stream: its stored events (task, run, log) carry the run's seq. */
+export function runStreamSeq(event: LiveEvent): number | null {
+  return (event.kind === 'task' || event.kind === 'run' || event.kind === 'log') && typeof event.seq === 'number' ? event.seq : null;
+}
+
+/** Cursor for the global stream: only the bus-numbered kinds carry the bus seq. */
+export function busStreamSeq(event: LiveEvent): number | null {
+  return (event.kind === 'run_created' || event.kind === 'run_updated') && typeof event.seq === 'number' ? event.seq : null;
+}

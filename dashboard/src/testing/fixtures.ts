@@ -1,0 +1,75 @@
+// Builders for API shapes in unit tests: each fills every field with a plausible value
+// and takes the fields a test cares about.
+
+import type { Queue, Run, RunSummary, StoredEvent, Task, Worker } from '../api/types';
+
+export function task(id: string, fields: Partial<Task> = {}): Task {
+  return {
+    id,
+    handler: 'echo',
+    queue: 'default',
+    input: null,
+    depends_on: [],
+    trigger: 'all_success',
+    retries: 0,
+    retry_backoff_s: null,
+    timeout_s: null,
+    priority: null,
+    state: 'pending',
+    attempt: 0,
+    output: null,
+    error: null,
+    worker_id: null,
+    queued_at_ms: null,
+    started_at_ms: null,
+    finished_at_ms: null,
+    progress: null,
+    progress_message: null,
+    ...fields,
+  };
+}
+
+export function summary(id: string, fields: Partial<RunSummary> = {}): RunSummary {
+  return {
+    id,
+    name: 'test-run',
+    queue: 'default',
+    state: 'running',
+    created_at_ms: 1_000,
+    finished_at_ms: null,
+    task_count: 0,
+    counts: { pending: 0, ready: 0, queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0, skipped: 0 },
+    error: null,
+    last_seq: 0,
+    ...fields,
+  };
+}
+
+export function run(id: string, tasks: Task[], fields: Partial<RunSummary> = {}): Run {
+  return { ...summary(id, { task_count: tasks.length, ...fields }), tasks };
+}
+
+export function taskEvent(runId: string, seq: number, taskId: string, state: string, fields: Partial<StoredEvent> = {}): StoredEvent {
+  return { seq, run_id: runId, task_id: taskId, kind: 'task', state, attempt: 1, at_ms: 10_000 + seq, ...fields };
+}
+
+export function worker(id: string, fields: Partial<Worker> = {}): Worker {
+  return {
+    id,
+    host: 'host',
+    pid: 42,
+    queues: ['default'],
+    concurrency: 50,
+    in_flight: 0,
+    handlers: ['echo'],
+    version: '0.1.0',
+    state: 'running',
+    started_at_ms: 1,
+    last_heartbeat_ms: 2,
+    ...fields,
+  };
+}
+
+export function queue(name: string, fields: Partial<Queue> = {}): Queue {
+  return { name, depth: 0, running: 0, workers_active: 1, workers_desired: 1, ...fields };
+}
