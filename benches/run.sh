@@ -27,7 +27,7 @@ cleanup() {
   redis_del_prefix "$prefix"
 }
 trap cleanup EXIT
-APEX_LOG=warn target/release/apex serve --bind "127.0.0.1:$port" \
+APEX_LOG=warn target/release/apex serve --no-auth --bind "127.0.0.1:$port" \
   --database-url "postgres://postgres@127.0.0.1:5432/$db" --redis-prefix "$prefix" &
 pids+=($!)
 for _ in $(seq "$workers"); do

@@ -17,7 +17,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-target/debug/apex serve --bind "$bind" --database-url postgres://postgres@127.0.0.1:5432/apex &
+target/debug/apex serve --no-auth --bind "$bind" --database-url postgres://postgres@127.0.0.1:5432/apex &
 pids+=($!)
 for _ in 1 2; do .venv/bin/apex-worker --queue default --concurrency 100 & pids+=($!); done
 wait_http "http://$bind/readyz"

@@ -21,7 +21,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/debug/apex serve --bind "127.0.0.1:$port" \
+target/debug/apex serve --no-auth --bind "127.0.0.1:$port" \
   --database-url "postgres://postgres@127.0.0.1:5432/$db" --redis-prefix "$prefix" \
   --dashboard-dir dashboard/dist >"$out/server.log" 2>&1 &
 pids+=($!)

@@ -18,9 +18,12 @@ pub struct ServeConfig {
     /// Namespace of every Redis key, so deployments and tests can share one Redis.
     #[arg(long, env = "APEX_REDIS_PREFIX", default_value = "apex")]
     pub redis_prefix: String,
-    /// Bearer token the API requires; without one the API is open.
+    /// Bearer token the API and WebSocket require.
     #[arg(long, env = "APEX_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Serve without authentication; refused unless bound to a loopback address.
+    #[arg(long, env = "APEX_NO_AUTH")]
+    pub no_auth: bool,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "APEX_MAX_BODY_BYTES", default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
@@ -33,9 +36,34 @@ pub struct ServeConfig {
     /// Seconds without a heartbeat after which a worker is presumed lost.
     #[arg(long, env = "APEX_WORKER_LOST_AFTER_S", default_value_t = 10)]
     pub worker_lost_after_s: u64,
+    /// Seconds a running task may go without its worker renewing its lease before it
+    /// is taken over and run again elsewhere; must exceed the workers' --lease-interval.
+    #[arg(long, env = "APEX_LEASE_TIMEOUT_S", default_value_t = 7.0)]
+    pub lease_timeout_s: f64,
+}
+
+/// Settings that cannot work together.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("no API token: set APEX_API_TOKEN (or --api-token), or pass --no-auth to serve without authentication on a loopback address")]
+    MissingToken,
+    #[error(
+        "--no-auth is only allowed on a loopback address, not {0}: set APEX_API_TOKEN instead"
+    )]
+    NoAuthOffLoopback(SocketAddr),
 }
 
 impl ServeConfig {
+    /// The token the API requires, or `None` when auth is explicitly off on loopback.
+    pub fn auth(&self) -> Result<Option<String>, ConfigError> {
+        match self.api_token.as_deref().filter(|t| !t.is_empty()) {
+            Some(t) => Ok(Some(t.to_owned())),
+            None if self.no_auth && self.bind.ip().is_loopback() => Ok(None),
+            None if self.no_auth => Err(ConfigError::NoAuthOffLoopback(self.bind)),
+            None => Err(ConfigError::MissingToken),
+        }
+    }
+
     /// Settings for a server against these services, everything else default (tests).
     pub fn new(
         database_url: impl Into<String>,
@@ -48,10 +76,31 @@ impl ServeConfig {
             redis_url: redis_url.into(),
             redis_prefix: redis_prefix.into(),
             api_token: None,
+            no_auth: true,
             max_body_bytes: 64 << 20,
             max_tasks: 100_000,
             dashboard_dir: PathBuf::from("dashboard/dist"),
             worker_lost_after_s: 10,
+            lease_timeout_s: 7.0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_is_required_unless_explicitly_off_on_loopback() {
+        let mut c = ServeConfig::new("postgres://x", "redis://x", "p");
+        assert_eq!(c.auth(), Ok(None));
+        c.no_auth = false;
+        assert_eq!(c.auth(), Err(ConfigError::MissingToken));
+        c.api_token = Some("s3cret".into());
+        assert_eq!(c.auth(), Ok(Some("s3cret".into())));
+        c.api_token = None;
+        c.no_auth = true;
+        c.bind = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(c.auth(), Err(ConfigError::NoAuthOffLoopback(c.bind)));
     }
 }

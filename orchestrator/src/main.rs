@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(config) => {
             let server = apex::server::start(config).await?;
-            server.run_until(shutdown_signal()).await;
+            server.run_until(shutdown_signal()).await?;
         }
     }
     Ok(())

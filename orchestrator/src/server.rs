@@ -1,19 +1,27 @@
 //! Assembles the running server: store, Redis, engine, HTTP.
 
+use crate::api::error::ApiError;
 use crate::api::{self, AppState};
 use crate::bus::Bus;
 use crate::config::ServeConfig;
 use crate::dag::Limits;
 use crate::engine::{self, EngineConfig};
 use crate::queue::RedisQueue;
+use crate::store::leader::Leadership;
 use crate::store::postgres::PgStore;
 use crate::store::Store;
 use anyhow::Context;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tower::ServiceExt;
 use worker_protocol::Keys;
 
 /// A server running in this process.
@@ -23,6 +31,7 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     engine: JoinHandle<()>,
+    leadership: Leadership,
 }
 
 impl RunningServer {
@@ -31,18 +40,71 @@ impl RunningServer {
         let _ = self.shutdown.send(true);
         let _ = self.http.await;
         let _ = self.engine.await;
+        drop(self.leadership);
     }
 
-    /// Waits until the server stops on its own or `signal` fires, then stops it.
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
-        signal.await;
+    /// Serves until `signal` fires (a clean stop) or another orchestrator takes over
+    /// (an error: this one must not go on scheduling).
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let lost = tokio::select! {
+            _ = signal => false,
+            _ = self.leadership.lost() => true,
+        };
         tracing::info!("shutting down");
         self.stop().await;
+        if lost {
+            anyhow::bail!("another orchestrator took over the leader lock");
+        }
+        Ok(())
     }
 }
 
-/// Connects to the store and Redis, recovers running runs, and starts serving.
+/// The router requests go to: the full API once this process leads, health only before.
+type Slot = Arc<parking_lot::RwLock<Option<Router>>>;
+
+/// What a standby answers: alive, not ready, and no API.
+async fn standby(req: Request) -> Response {
+    match req.uri().path() {
+        "/healthz" => Json(json!({"status": "ok", "role": "standby"})).into_response(),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"role": "standby"})),
+        )
+            .into_response(),
+        _ => ApiError::Unavailable(
+            "this orchestrator is a standby; another one leads and serves the API".into(),
+        )
+        .into_response(),
+    }
+}
+
+/// Listens at once (answering as a standby), waits for the leader lock, recovers
+/// running runs, and starts serving the API.
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
+    let api_token = config.auth()?;
+    if api_token.is_none() {
+        tracing::warn!(
+            "authentication is off (--no-auth): anyone who can reach {} can use the API",
+            config.bind
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let slot: Slot = Arc::new(parking_lot::RwLock::new(None));
+    let http = serve(listener, Arc::clone(&slot), shutdown_rx.clone());
+
+    let leadership = Leadership::acquire(&config.database_url, || {
+        tracing::info!("another orchestrator leads; waiting as a standby")
+    })
+    .await?;
+    tracing::info!("this orchestrator leads");
+
     let store: Arc<dyn Store> = Arc::new(
         PgStore::connect(&config.database_url)
             .await
@@ -57,9 +119,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             .with_context(|| format!("cannot connect to Redis at {}", redact(&config.redis_url)))?,
     );
     let bus = Bus::new();
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let engine_config = EngineConfig {
         worker_lost_after: Duration::from_secs(config.worker_lost_after_s),
+        lease_timeout: Duration::from_secs_f64(config.lease_timeout_s),
         ..EngineConfig::default()
     };
     let (engine, engine_task) = engine::start(
@@ -67,7 +129,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         Arc::clone(&queue),
         bus.clone(),
         engine_config,
-        shutdown_rx.clone(),
+        shutdown_rx,
     )
     .await?;
     api::prometheus();
@@ -81,27 +143,41 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             ..Limits::default()
         },
         max_body_bytes: config.max_body_bytes,
-        api_token: config.api_token.clone().filter(|t| !t.is_empty()),
+        api_token,
         dashboard_dir: Some(config.dashboard_dir.clone()),
     };
-    let listener = tokio::net::TcpListener::bind(config.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.bind))?;
-    let addr = listener.local_addr()?;
-    let mut stop = shutdown_rx;
-    let http = tokio::spawn(async move {
-        axum::serve(listener, api::app(state))
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    *slot.write() = Some(api::app(state));
     tracing::info!(%addr, "apex is serving");
     Ok(RunningServer {
         addr,
         shutdown,
         http,
         engine: engine_task,
+        leadership,
+    })
+}
+
+fn serve(
+    listener: tokio::net::TcpListener,
+    slot: Slot,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    let route = tower::service_fn(move |req: Request| {
+        let router = slot.read().clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(match router {
+                Some(router) => router.oneshot(req).await.into_response(),
+                None => standby(req).await,
+            })
+        }
+    });
+    let app = Router::new().fallback_service(route);
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
     })
 }
 

@@ -34,6 +34,7 @@ pub fn task(t: &StoredTask, run_queue: &str, progress: Option<(Option<f64>, &str
         "retries": s.retries,
         "retry_backoff_s": s.retry_backoff_s,
         "timeout_s": s.timeout_s,
+        "idle_timeout_s": s.idle_timeout_s,
         "priority": s.priority,
         "state": r.state.as_str(),
         "attempt": r.attempt,

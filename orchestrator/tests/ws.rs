@@ -94,18 +94,21 @@ async fn a_client_gets_the_snapshot_then_every_transition_in_order() {
         .collect();
     assert_eq!(d.first(), Some(&"queued"));
     assert_eq!(d.last(), Some(&"succeeded"));
-    // The stream matches the stored log exactly.
+    // The stream matches the stored log exactly, plus when each event was stored.
     let (_, stored) = sys
         .get(&format!("/api/v1/runs/{id}/events?since={from}"))
         .await;
-    assert_eq!(
-        stored["events"].as_array().unwrap(),
-        &events
-            .iter()
-            .filter(|e| e["seq"].is_u64())
-            .cloned()
-            .collect::<Vec<_>>()
-    );
+    let live: Vec<Value> = events
+        .iter()
+        .filter(|e| e["seq"].is_u64())
+        .map(|e| {
+            let mut e = e.clone();
+            assert!(e["stored_at_ms"].as_i64().unwrap() >= e["at_ms"].as_i64().unwrap());
+            e.as_object_mut().unwrap().remove("stored_at_ms");
+            e
+        })
+        .collect();
+    assert_eq!(stored["events"].as_array().unwrap(), &live);
     sys.shutdown().await;
 }
 

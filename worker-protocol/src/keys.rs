@@ -45,6 +45,17 @@ impl Keys {
         format!("{}:control", self.prefix)
     }
 
+    /// Set of every queue name that has had tasks, so the orchestrator can find their
+    /// streams without scanning the keyspace.
+    pub fn queue_names(&self) -> String {
+        format!("{}:queues", self.prefix)
+    }
+
+    /// Random value the orchestrator sets once; if it vanishes, Redis lost its data.
+    pub fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
     /// Stream where messages that cannot be parsed or have an unknown version are kept.
     pub fn dead_letter(&self) -> String {
         format!("{}:dead", self.prefix)
@@ -68,6 +79,8 @@ mod tests {
         assert_eq!(k.results(), "t1:results");
         assert_eq!(k.control(), "t1:control");
         assert_eq!(k.dead_letter(), "t1:dead");
+        assert_eq!(k.queue_names(), "t1:queues");
+        assert_eq!(k.epoch(), "t1:epoch");
         assert_eq!(Keys::new("").prefix(), "apex");
     }
 }

@@ -63,6 +63,9 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(CorsLayer::permissive())
-        .layer(TraceLayer::new_for_http())
+        // Spans name the path only: a query string may carry the API token.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+        }))
         .with_state(state)
 }

@@ -42,6 +42,15 @@ async fn create_run(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let dag = parse_dag(&state, body)?;
+    // A run is accepted only when it can be stored now; otherwise the caller is told
+    // to come back rather than left waiting on an outage.
+    let reachable =
+        tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
+    if !matches!(reachable, Ok(Ok(()))) {
+        return Err(ApiError::Unavailable(
+            "the store is unavailable; try again shortly".into(),
+        ));
+    }
     let run = state.engine.submit(dag).await?;
     Ok((StatusCode::CREATED, Json(views::run_summary(&run))))
 }

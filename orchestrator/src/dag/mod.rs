@@ -11,7 +11,7 @@ mod validate;
 pub use graph::Dag;
 pub use limits::Limits;
 pub use spec::{RunSpec, TaskSpec, Trigger, DEFAULT_RETRY_BACKOFF_S};
-pub use validate::{validate, Problem, ProblemCode, ValidationErrors};
+pub use validate::{json_size, validate, Problem, ProblemCode, ValidationErrors};
 
 #[cfg(test)]
 mod tests;

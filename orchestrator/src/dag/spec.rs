@@ -36,6 +36,10 @@ pub struct TaskSpec {
     pub retry_backoff_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<f64>,
+    /// Fails a running attempt that reports no progress (started, progress, log) for
+    /// this long: a hung call, told apart from a slow one that is still talking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<f64>,
     #[serde(default)]
     pub priority: i32,
     #[serde(default)]

@@ -86,7 +86,8 @@ impl std::io::Write for ByteCounter {
     }
 }
 
-fn json_size(v: &Value) -> usize {
+/// Bytes of `v` encoded as JSON, counted without building the text.
+pub fn json_size(v: &Value) -> usize {
     let mut c = ByteCounter(0);
     // Writing a Value to a counter cannot fail.
     let _ = serde_json::to_writer(&mut c, v);
@@ -240,6 +241,18 @@ fn check_task_fields(task: &super::spec::TaskSpec, limits: &Limits, problems: &m
                 InvalidTimeout,
                 format!(
                     "task {:?} has timeout_s {}; it must be a positive number of seconds",
+                    task.id, t
+                ),
+                id(),
+            ));
+        }
+    }
+    if let Some(t) = task.idle_timeout_s {
+        if !(t.is_finite() && t > 0.0) {
+            problems.push(problem(
+                InvalidTimeout,
+                format!(
+                    "task {:?} has idle_timeout_s {}; it must be a positive number of seconds",
                     task.id, t
                 ),
                 id(),

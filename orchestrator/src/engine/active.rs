@@ -16,6 +16,12 @@ pub(super) struct ActiveRun {
     pub progress: HashMap<u32, (Option<f64>, String)>,
     /// When the run last became terminal, to evict it later.
     pub finished_at: Option<Instant>,
+    /// Where each task's current attempt waits in Redis: task → (attempt, queue, entry
+    /// id). Lets a cancel delete entries no worker has read yet.
+    pub entries: HashMap<u32, (u32, String, String)>,
+    /// Last sign of life (start, progress, log) of running attempts of tasks that set
+    /// `idle_timeout_s`: task → (attempt, ms).
+    pub activity: HashMap<u32, (u32, i64)>,
 }
 
 impl ActiveRun {
@@ -75,6 +81,7 @@ impl ActiveRun {
             state: t.state,
             attempt: t.attempt,
             failures: t.failures,
+            lost: t.lost,
             output: t.output.clone(),
             error: t.error.clone(),
             worker_id: t.worker_id.as_deref().map(str::to_owned),
@@ -115,6 +122,7 @@ pub(super) async fn load(store: &dyn Store, id: &str) -> Result<Option<ActiveRun
             rt.state = r.state;
             rt.attempt = r.attempt;
             rt.failures = r.failures;
+            rt.lost = r.lost;
             rt.output = r.output;
             rt.error = r.error;
             rt.worker_id = r.worker_id.map(Arc::from);
@@ -137,5 +145,7 @@ pub(super) async fn load(store: &dyn Store, id: &str) -> Result<Option<ActiveRun
         created_at_ms: run.created_at_ms,
         progress: HashMap::new(),
         finished_at: run.state.is_terminal().then(Instant::now),
+        entries: HashMap::new(),
+        activity: HashMap::new(),
     }))
 }

@@ -3,9 +3,10 @@
 //! run that is not in memory (recovery, a retry of an old run).
 
 use super::active::{self, ActiveRun};
-use super::writer::Flush;
+use super::writer::{Enqueued, Flush};
 use super::{now_ms, EngineConfig, EngineError, Input, RunReply};
 use crate::dag::Dag;
+use crate::queue::OutTask;
 use crate::state_machine::{
     AttemptFailure, AttemptSuccess, Command, EventKind, Output, Rejected, RunMachine, TaskFailure,
     TaskState,
@@ -76,10 +77,20 @@ pub(super) struct Core {
     out: Output,
     /// Queue stats last published, to publish only changes.
     last_queues: Vec<QueueStats>,
+    /// Entry ids of task messages, reported by the writer once Redis assigned them.
+    enqueued: mpsc::UnboundedReceiver<Enqueued>,
 }
 
+/// Attempts the store said were queued or running when the engine started.
+pub(super) type InFlight = Vec<(Arc<str>, u32, u32)>;
+
 impl Core {
-    pub fn new(store: Arc<dyn Store>, config: EngineConfig, flush_tx: mpsc::Sender<Flush>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: EngineConfig,
+        flush_tx: mpsc::Sender<Flush>,
+        enqueued: mpsc::UnboundedReceiver<Enqueued>,
+    ) -> Self {
         Self {
             store,
             config,
@@ -90,12 +101,15 @@ impl Core {
             pending: Pending::default(),
             out: Output::default(),
             last_queues: Vec::new(),
+            enqueued,
         }
     }
 
     /// Loads every running run and known worker from the store, and carries out what
-    /// was decided but not done before the last stop.
-    pub async fn recover(&mut self) -> Result<(), EngineError> {
+    /// was decided but not done before the last stop. Returns the attempts the store
+    /// says are queued or running, for [`Core::reconcile`].
+    pub async fn recover(&mut self) -> Result<InFlight, EngineError> {
+        let mut in_flight = Vec::new();
         for w in self.store.list_workers().await? {
             if let Ok(info) = serde_json::from_value::<WorkerInfo>(w.info) {
                 let state = match w.state.as_str() {
@@ -122,6 +136,11 @@ impl Core {
             match active::load(self.store.as_ref(), &run.id).await {
                 Ok(Some(r)) => {
                     let id = Arc::clone(&r.id);
+                    for (i, t) in r.machine.tasks().iter().enumerate() {
+                        if matches!(t.state, TaskState::Queued | TaskState::Running) {
+                            in_flight.push((Arc::clone(&id), i as u32, t.attempt));
+                        }
+                    }
                     self.runs.insert(Arc::clone(&id), r);
                     self.schedule_stranded_retries(&id, now);
                     let _ = self.apply(&id, |m, o| {
@@ -137,7 +156,43 @@ impl Core {
             tracing::info!(runs = active.len(), "recovered running runs from the store");
         }
         self.flush().await;
-        Ok(())
+        Ok(in_flight)
+    }
+
+    /// Queues again each attempt of `in_flight` whose message Redis does not hold.
+    pub async fn reconcile(
+        &mut self,
+        in_flight: InFlight,
+        present: &HashSet<(String, String, u32)>,
+    ) {
+        let now = now_ms();
+        let mut requeued = 0;
+        for (id, i, attempt) in in_flight {
+            let Some(run) = self.runs.get(&id) else {
+                continue;
+            };
+            let key = (
+                id.to_string(),
+                run.machine.dag().task(i).id.clone(),
+                attempt,
+            );
+            if present.contains(&key) {
+                continue;
+            }
+            if self
+                .apply(&id, |m, o| m.released(i, attempt, now, o))
+                .is_ok()
+            {
+                requeued += 1;
+            }
+        }
+        if requeued > 0 {
+            tracing::warn!(
+                tasks = requeued,
+                "queued again tasks the store had queued but Redis did not hold"
+            );
+        }
+        self.flush().await;
     }
 
     /// Tasks found in `ready` after a restart lost their backoff timer: retry them now.
@@ -182,6 +237,7 @@ impl Core {
                         }
                     }
                 }
+                Some(landed) = self.enqueued.recv() => self.on_enqueued(landed),
                 _ = timer => {}
                 _ = tick.tick() => self.housekeeping(),
             }
@@ -225,6 +281,15 @@ impl Core {
             Input::QueueStats { reply } => {
                 let _ = reply.send(self.queue_stats());
             }
+            Input::Reclaimed(entries) => self.on_reclaimed(entries),
+            Input::RedisReset => self.on_redis_reset(),
+            Input::DeadLetters(letters) => {
+                for letter in letters {
+                    metrics::counter!("apex_dead_letters_total").increment(1);
+                    let body = json!({"kind": "dead_letter", "letter": letter, "at_ms": now_ms()});
+                    self.pending.flush.live.push((None, None, body));
+                }
+            }
             Input::Progress { run_id, reply } => {
                 let out = self
                     .runs
@@ -250,6 +315,8 @@ impl Core {
             created_at_ms: now,
             progress: HashMap::new(),
             finished_at: None,
+            entries: HashMap::new(),
+            activity: HashMap::new(),
         };
         self.runs.insert(Arc::clone(&id), run);
         self.pending.new_runs.push(Arc::clone(&id));
@@ -313,6 +380,7 @@ impl Core {
                 self.on_task(&a.run_id, &a.task_id, |m, i, o| {
                     m.started(i, a.attempt, worker, s.at_ms, o)
                 });
+                self.touch(&a.run_id, &a.task_id, a.attempt);
             }
             WorkerMessage::Result(r) => {
                 let a = &r.attempt;
@@ -326,6 +394,24 @@ impl Core {
                 let attempt = a.attempt;
                 let outcome = r.outcome;
                 let (run_id, task_id) = (a.run_id.clone(), a.task_id.clone());
+                let too_large = outcome == Outcome::Succeeded
+                    && crate::dag::json_size(&r.output) > self.config.max_output_bytes;
+                let (outcome, error) = if too_large {
+                    let error = worker_protocol::TaskError {
+                        kind: worker_protocol::ErrorKind::InvalidOutput,
+                        error_type: None,
+                        message: format!(
+                            "the output is larger than the limit of {} bytes",
+                            self.config.max_output_bytes
+                        ),
+                        traceback: None,
+                        retryable: false,
+                        retry_after_s: None,
+                    };
+                    (Outcome::Failed, Some(error))
+                } else {
+                    (outcome, r.error)
+                };
                 let applied = match outcome {
                     Outcome::Succeeded => self.on_task(&run_id, &task_id, |m, i, o| {
                         let success = AttemptSuccess {
@@ -337,7 +423,7 @@ impl Core {
                         m.succeeded(i, attempt, success, o)
                     }),
                     Outcome::Failed => {
-                        let e = r.error.unwrap_or(worker_protocol::TaskError {
+                        let e = error.unwrap_or(worker_protocol::TaskError {
                             kind: worker_protocol::ErrorKind::Exception,
                             error_type: None,
                             message: "the worker reported a failure without an error".into(),
@@ -394,6 +480,11 @@ impl Core {
                     return;
                 };
                 run.progress.insert(i, (p.progress, p.message.clone()));
+                if let Some(seen) = run.activity.get_mut(&i) {
+                    if seen.0 == p.attempt {
+                        seen.1 = now_ms();
+                    }
+                }
                 let body = json!({
                     "kind": "progress", "run_id": p.run_id, "task_id": p.task_id, "attempt": p.attempt,
                     "progress": p.progress, "message": p.message, "at_ms": p.at_ms,
@@ -404,9 +495,11 @@ impl Core {
                     .push((Some(Arc::clone(&run.id)), None, body));
             }
             WorkerMessage::Log(l) => {
+                let (run_id, task_id, attempt) = (l.run_id.clone(), l.task_id.clone(), l.attempt);
                 self.on_task(&l.run_id, &l.task_id, |m, i, o| {
                     m.log(i, l.attempt, l.level, l.message, l.at_ms, o)
                 });
+                self.touch(&run_id, &task_id, attempt);
             }
             WorkerMessage::Heartbeat(h) => {
                 let state = match h.worker.state {
@@ -441,6 +534,145 @@ impl Core {
                     tracing::info!(worker = %w.worker_id, "worker stopped");
                     self.pending.dirty_workers.insert(w.worker_id);
                 }
+            }
+        }
+    }
+
+    /// Records a sign of life of a running attempt, for its idle timeout.
+    fn touch(&mut self, run_id: &str, task_id: &str, attempt: u32) {
+        let Some(run) = self.runs.get_mut(run_id) else {
+            return;
+        };
+        let Some(i) = run.machine.dag().index_of(task_id) else {
+            return;
+        };
+        if let Some(seen) = run.activity.get_mut(&i) {
+            if seen.0 == attempt {
+                seen.1 = now_ms();
+            }
+        }
+    }
+
+    /// The writer learnt where task messages landed in Redis.
+    fn on_enqueued(&mut self, landed: Enqueued) {
+        for ((run_id, task, attempt), queue, id) in landed {
+            let current = self.runs.get_mut(&run_id).filter(|r| {
+                let t = r.machine.task(task);
+                t.attempt == attempt && matches!(t.state, TaskState::Queued | TaskState::Running)
+            });
+            match current {
+                Some(run) => {
+                    run.entries.insert(task, (attempt, queue, id));
+                }
+                // Cancelled (or overtaken) before Redis even answered: no worker may start it.
+                None => self.pending.flush.outgoing.task_acks.push((queue, id)),
+            }
+        }
+    }
+
+    /// Entries whose worker stopped renewing them: the attempts are lost.
+    fn on_reclaimed(&mut self, entries: Vec<(String, crate::queue::WorkerEntry)>) {
+        let now = now_ms();
+        for (queue, entry) in entries {
+            self.pending
+                .flush
+                .outgoing
+                .task_acks
+                .push((queue, entry.id.clone()));
+            let Some(msg) = entry
+                .body
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<TaskMessage>(b).ok())
+            else {
+                continue;
+            };
+            let attempt = msg.attempt;
+            if self
+                .on_task(&msg.run_id, &msg.task_id, |m, i, o| {
+                    m.lost(i, attempt, now, o)
+                })
+                .is_some()
+            {
+                metrics::counter!("apex_attempts_lost_total").increment(1);
+                tracing::warn!(run = %msg.run_id, task = %msg.task_id, attempt, "attempt lost with its worker; queued again");
+            }
+        }
+    }
+
+    /// Redis lost everything: every queued or running attempt is queued again.
+    fn on_redis_reset(&mut self) {
+        let now = now_ms();
+        let ids: Vec<Arc<str>> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| !r.machine.state().is_terminal())
+            .map(|(id, _)| Arc::clone(id))
+            .collect();
+        let mut requeued = 0;
+        for id in ids {
+            let run = self.runs.get_mut(&id).expect("listed above");
+            run.entries.clear();
+            let live: Vec<(u32, u32)> = run
+                .machine
+                .tasks()
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| matches!(t.state, TaskState::Queued | TaskState::Running))
+                .map(|(i, t)| (i as u32, t.attempt))
+                .collect();
+            for (i, attempt) in live {
+                if self
+                    .apply(&id, |m, o| m.released(i, attempt, now, o))
+                    .is_ok()
+                {
+                    requeued += 1;
+                }
+            }
+        }
+        tracing::warn!(tasks = requeued, "queued again after Redis lost its data");
+    }
+
+    /// Fails running attempts that showed no sign of life within their idle timeout.
+    fn expire_idle(&mut self, now: i64) {
+        let mut expired = Vec::new();
+        for (id, run) in &self.runs {
+            for (&i, &(attempt, last)) in &run.activity {
+                let Some(limit) = run.machine.dag().task(i).idle_timeout_s else {
+                    continue;
+                };
+                if now - last > (limit * 1000.0) as i64 {
+                    expired.push((Arc::clone(id), i, attempt, limit));
+                }
+            }
+        }
+        for (id, i, attempt, limit) in expired {
+            let failure = AttemptFailure {
+                failure: TaskFailure {
+                    kind: "idle_timeout".into(),
+                    error_type: None,
+                    message: format!("no progress for {limit} s (idle_timeout_s)"),
+                    traceback: None,
+                },
+                retryable: true,
+                retry_after_s: None,
+                started_at_ms: None,
+            };
+            let task_id = self.runs[&id].machine.dag().task(i).id.clone();
+            if self
+                .apply(&id, |m, o| m.failed(i, attempt, failure, None, now, o))
+                .is_ok()
+            {
+                let msg = ControlMessage::Cancel {
+                    v: PROTOCOL_VERSION,
+                    run_id: id.to_string(),
+                    task_id,
+                    attempt,
+                };
+                self.pending
+                    .flush
+                    .outgoing
+                    .controls
+                    .push(serde_json::to_string(&msg).expect("control serialises"));
             }
         }
     }
@@ -516,8 +748,13 @@ impl Core {
         for c in &out.commands {
             match *c {
                 Command::Dispatch { task, attempt } => {
-                    let (queue, msg) = task_message(run, task, attempt, now);
-                    self.pending.flush.outgoing.tasks.push((queue, msg));
+                    let (queue, json) = task_message(run, task, attempt, now);
+                    let attempt = (Arc::clone(id), task, attempt);
+                    self.pending.flush.outgoing.tasks.push(OutTask {
+                        queue,
+                        json,
+                        attempt,
+                    });
                 }
                 Command::ScheduleRetry {
                     task,
@@ -531,6 +768,12 @@ impl Core {
                         .push(Reverse((due, Arc::clone(id), task, attempt)));
                 }
                 Command::CancelAttempt { task, attempt } => {
+                    // Not yet read by any worker: delete it, so none ever starts it.
+                    if let Some((_, queue, entry)) =
+                        run.entries.remove(&task).filter(|e| e.0 == attempt)
+                    {
+                        self.pending.flush.outgoing.task_acks.push((queue, entry));
+                    }
                     let msg = ControlMessage::Cancel {
                         v: PROTOCOL_VERSION,
                         run_id: id.to_string(),
@@ -599,6 +842,22 @@ impl Core {
         }
         for &t in &out.dirty {
             self.pending.dirty_tasks.insert((Arc::clone(id), t));
+            let task = run.machine.task(t);
+            match task.state {
+                TaskState::Queued => {}
+                TaskState::Running => {
+                    let attempt = task.attempt;
+                    if run.machine.dag().task(t).idle_timeout_s.is_some()
+                        && run.activity.get(&t).is_none_or(|a| a.0 != attempt)
+                    {
+                        run.activity.insert(t, (attempt, now));
+                    }
+                }
+                _ => {
+                    run.entries.remove(&t);
+                    run.activity.remove(&t);
+                }
+            }
         }
         if out.run_changed {
             self.pending.dirty_runs.insert(Arc::clone(id));
@@ -619,6 +878,7 @@ impl Core {
 
     fn housekeeping(&mut self) {
         let now = now_ms();
+        self.expire_idle(now);
         let lost_after = self.config.worker_lost_after.as_millis() as i64;
         for (id, w) in self.workers.iter_mut() {
             let silent_for = now - w.last_heartbeat_ms;

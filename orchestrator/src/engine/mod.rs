@@ -16,6 +16,7 @@
 mod active;
 mod core;
 mod reader;
+mod redis_watch;
 mod writer;
 
 pub use self::core::{worker_view, QueueStats};
@@ -55,6 +56,11 @@ pub struct EngineConfig {
     pub worker_lost_after: Duration,
     /// Finished runs stay in memory this long, so a retry needs no reload.
     pub keep_finished: Duration,
+    /// A task entry its worker has not renewed for this long is taken over and run
+    /// again: its worker is gone. Must exceed the workers' lease renewal interval.
+    pub lease_timeout: Duration,
+    /// Largest task output accepted, encoded as JSON; larger fails the attempt.
+    pub max_output_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +70,8 @@ impl Default for EngineConfig {
             read_batch: 2_000,
             worker_lost_after: Duration::from_secs(10),
             keep_finished: Duration::from_secs(300),
+            lease_timeout: Duration::from_secs(7),
+            max_output_bytes: 16 << 20,
         }
     }
 }
@@ -90,6 +98,12 @@ pub(crate) enum Input {
     QueueStats {
         reply: oneshot::Sender<Vec<QueueStats>>,
     },
+    /// Entries taken over from workers that stopped renewing them: `(queue, entry)`.
+    Reclaimed(Vec<(String, crate::queue::WorkerEntry)>),
+    /// Redis lost its data: everything queued or running must be queued again.
+    RedisReset,
+    /// Messages copied to the dead-letter stream, as stored there.
+    DeadLetters(Vec<serde_json::Value>),
     /// Progress of live tasks, which is not stored.
     Progress {
         run_id: String,
@@ -172,14 +186,22 @@ pub async fn start(
 ) -> Result<(EngineHandle, tokio::task::JoinHandle<()>), EngineError> {
     let (tx, rx) = mpsc::channel(1024);
     let (flush_tx, flush_rx) = mpsc::channel(64);
+    let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(writer::run(
         Arc::clone(&store),
         Arc::clone(&queue),
         bus,
         flush_rx,
+        enqueued_tx,
     ));
-    let mut core = core::Core::new(Arc::clone(&store), config.clone(), flush_tx);
-    core.recover().await?;
+    let mut core = core::Core::new(Arc::clone(&store), config.clone(), flush_tx, enqueued_rx);
+    let in_flight = core.recover().await?;
+    // Attempts the store says are queued or running but Redis does not hold were never
+    // pushed (a crash between commit and push) or were lost with Redis: queue them again.
+    let present = redis_watch::attempts_in_redis(&queue)
+        .await
+        .map_err(|e| EngineError::Conflict(format!("cannot read the queues: {e}")))?;
+    core.reconcile(in_flight, &present).await;
     let reader = queue
         .results_reader(&config.consumer)
         .await
@@ -187,6 +209,12 @@ pub async fn start(
     tokio::spawn(reader::run(
         reader,
         config.read_batch,
+        tx.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(redis_watch::run(
+        Arc::clone(&queue),
+        config.lease_timeout,
         tx.clone(),
         shutdown.clone(),
     ));

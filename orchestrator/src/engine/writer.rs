@@ -40,11 +40,17 @@ impl Flush {
 /// Most flushes merged into one commit; bounds the size of one transaction.
 const MAX_MERGE: usize = 32;
 
+/// Where each task message landed: `(run, task, attempt)`, queue, entry id.
+pub(super) type Enqueued = Vec<((Arc<str>, u32, u32), String, String)>;
+
 pub(super) async fn run(
     store: Arc<dyn Store>,
     queue: Arc<RedisQueue>,
     bus: Bus,
     mut rx: mpsc::Receiver<Flush>,
+    // Unbounded: the core may be waiting to hand this writer a flush, so a bounded
+    // channel back to it could deadlock.
+    enqueued: mpsc::UnboundedSender<Enqueued>,
 ) {
     while let Some(mut flush) = rx.recv().await {
         for _ in 1..MAX_MERGE {
@@ -57,7 +63,17 @@ pub(super) async fn run(
         // The store is the source of truth: nothing reaches Redis or a caller before it
         // is committed, and a commit is retried until it lands rather than dropped.
         retry("store", || store.apply(&flush.batch)).await;
-        retry("redis", || queue.send(&flush.outgoing)).await;
+        let ids = retry("redis", || queue.send(&flush.outgoing)).await;
+        if !ids.is_empty() {
+            let landed = flush
+                .outgoing
+                .tasks
+                .into_iter()
+                .zip(ids)
+                .map(|(t, id)| (t.attempt, t.queue, id))
+                .collect();
+            let _ = enqueued.send(landed);
+        }
         metrics::histogram!("apex_commit_seconds").record(started.elapsed().as_secs_f64());
         // Live events say when they became durable, so clients can measure delivery.
         let stored_at_ms = super::now_ms();
@@ -74,16 +90,16 @@ pub(super) async fn run(
     }
 }
 
-async fn retry<F, Fut, E>(what: &str, mut op: F)
+async fn retry<F, Fut, T, E>(what: &str, mut op: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), E>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
     let mut attempt = 0u32;
     loop {
         match op().await {
-            Ok(()) => {
+            Ok(value) => {
                 if attempt > 0 {
                     tracing::info!(
                         what,
@@ -91,7 +107,7 @@ where
                         "write succeeded after retrying"
                     );
                 }
-                return;
+                return value;
             }
             Err(e) => {
                 attempt += 1;

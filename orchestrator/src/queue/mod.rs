@@ -22,11 +22,19 @@ use worker_protocol::{Keys, MESSAGE_FIELD};
 #[error("redis: {0}")]
 pub struct QueueError(#[from] pub RedisError);
 
+/// A task message to add to a queue, and which attempt it carries.
+#[derive(Debug, Clone)]
+pub struct OutTask {
+    pub queue: String,
+    pub json: String,
+    /// `(run, task index, attempt)`, to learn the entry id the message gets.
+    pub attempt: (std::sync::Arc<str>, u32, u32),
+}
+
 /// Writes one engine flush produces, sent in a single pipeline.
 #[derive(Debug, Default)]
 pub struct Outgoing {
-    /// `(queue, task message JSON)`.
-    pub tasks: Vec<(String, String)>,
+    pub tasks: Vec<OutTask>,
     /// Task entries whose attempt's outcome is stored: `(queue, entry id)`.
     pub task_acks: Vec<(String, String)>,
     /// Entries of the results stream that have been processed.
@@ -74,6 +82,9 @@ pub struct RedisQueue {
     /// flush, briefly, and never across an await.
     groups: Mutex<HashSet<String>>,
 }
+
+/// Consumer name under which the orchestrator takes over entries of dead workers.
+const RECLAIMER: &str = "apex-reclaimer";
 
 /// Longest a control stream grows before old entries are trimmed; workers only follow
 /// it live, so old entries have no reader.
@@ -136,6 +147,8 @@ impl RedisQueue {
         for q in missing {
             self.create_group(&self.keys.queue(&q), WORKER_GROUP)
                 .await?;
+            let mut conn = self.conn.clone();
+            conn.sadd::<_, _, ()>(self.keys.queue_names(), &q).await?;
             self.groups.lock().insert(q);
         }
         Ok(())
@@ -146,21 +159,21 @@ impl RedisQueue {
         self.groups.lock().clear();
     }
 
-    /// Sends one flush's writes in a single pipeline.
-    pub async fn send(&self, out: &Outgoing) -> Result<(), QueueError> {
+    /// Sends one flush's writes in a single pipeline; returns the entry id of each task
+    /// message, in order.
+    pub async fn send(&self, out: &Outgoing) -> Result<Vec<String>, QueueError> {
         if out.is_empty() {
-            return Ok(());
+            return Ok(vec![]);
         }
-        self.ensure_queues(out.tasks.iter().map(|(q, _)| q.as_str()))
+        self.ensure_queues(out.tasks.iter().map(|t| t.queue.as_str()))
             .await?;
         let mut pipe = redis::pipe();
-        for (queue, msg) in &out.tasks {
+        for t in &out.tasks {
             pipe.cmd("XADD")
-                .arg(self.keys.queue(queue))
+                .arg(self.keys.queue(&t.queue))
                 .arg("*")
                 .arg(MESSAGE_FIELD)
-                .arg(msg)
-                .ignore();
+                .arg(&t.json);
         }
         for (queue, ids) in group_by_queue(&out.task_acks) {
             let stream = self.keys.queue(queue);
@@ -200,8 +213,111 @@ impl RedisQueue {
                 .ignore();
         }
         let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await?;
-        Ok(())
+        let ids: Vec<String> = pipe.query_async(&mut conn).await?;
+        Ok(ids)
+    }
+
+    /// Names of every queue that has had tasks, as registered in Redis.
+    pub async fn queues(&self) -> Result<Vec<String>, QueueError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.smembers(self.keys.queue_names()).await?)
+    }
+
+    /// Takes over entries of `queue` that no worker has renewed for `min_idle_ms`: their
+    /// worker is gone. Returns each entry's id and message text.
+    pub async fn reclaim(
+        &self,
+        queue: &str,
+        min_idle_ms: u64,
+    ) -> Result<Vec<WorkerEntry>, QueueError> {
+        let stream = self.keys.queue(queue);
+        let mut conn = self.conn.clone();
+        let mut cursor = "0-0".to_owned();
+        let mut out = Vec::new();
+        loop {
+            let reply: Result<redis::Value, RedisError> = redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(WORKER_GROUP)
+                .arg(RECLAIMER)
+                .arg(min_idle_ms)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await;
+            let reply = match reply {
+                Ok(r) => r,
+                Err(e) if e.code() == Some("NOGROUP") => return Ok(out),
+                Err(e) => return Err(e.into()),
+            };
+            let (next, entries) = reader::parse_autoclaim(reply);
+            out.extend(entries);
+            if next == "0-0" || out.len() >= 5_000 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Every entry still in a queue stream (queued or in flight), oldest first.
+    pub async fn scan(&self, queue: &str) -> Result<Vec<WorkerEntry>, QueueError> {
+        let stream = self.keys.queue(queue);
+        let mut conn = self.conn.clone();
+        let mut start = "-".to_owned();
+        let mut out = Vec::new();
+        loop {
+            let reply: redis::Value = redis::cmd("XRANGE")
+                .arg(&stream)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(1_000)
+                .query_async(&mut conn)
+                .await?;
+            let page = reader::parse_entry_list(reply);
+            let Some(last) = page.last() else {
+                return Ok(out);
+            };
+            start = format!("({}", last.id);
+            let full = page.len() == 1_000;
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Returns the epoch this Redis carried, then marks it with `epoch` if it carried
+    /// none. A Redis that restarted empty carries none, which tells that everything in
+    /// it was lost.
+    pub async fn epoch(&self, epoch: &str) -> Result<Option<String>, QueueError> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.epoch();
+        let (before,): (Option<String>,) = redis::pipe()
+            .cmd("GET")
+            .arg(&key)
+            .cmd("SET")
+            .arg(&key)
+            .arg(epoch)
+            .arg("NX")
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(before)
+    }
+
+    /// Dead letters added after entry `after` (`0` for all).
+    pub async fn dead_letters_after(&self, after: &str) -> Result<Vec<WorkerEntry>, QueueError> {
+        let mut conn = self.conn.clone();
+        let reply: redis::Value = redis::cmd("XRANGE")
+            .arg(self.keys.dead_letter())
+            .arg(format!("({after}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(&mut conn)
+            .await?;
+        Ok(reader::parse_entry_list(reply))
     }
 
     /// Waiting and in-flight entries of a queue stream.

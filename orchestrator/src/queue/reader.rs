@@ -91,6 +91,28 @@ impl ResultsReader {
     }
 }
 
+/// Parses an `XAUTOCLAIM` reply: `[next cursor, [[id, fields], …], [deleted ids]]`.
+pub(super) fn parse_autoclaim(reply: Value) -> (String, Vec<WorkerEntry>) {
+    let Value::Array(mut parts) = reply else {
+        return ("0-0".into(), vec![]);
+    };
+    if parts.len() < 2 {
+        return ("0-0".into(), vec![]);
+    }
+    let entries = parse_entry_list(parts.remove(1));
+    let next = match parts.remove(0) {
+        Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        Value::SimpleString(s) => s,
+        _ => "0-0".into(),
+    };
+    (next, entries)
+}
+
+/// Parses `[[id, [field, value, …]], …]`.
+pub(super) fn parse_entry_list(reply: Value) -> Vec<WorkerEntry> {
+    parse_entries(Value::Array(vec![Value::Array(vec![Value::Nil, reply])]))
+}
+
 /// Parses `[[stream, [[id, [field, value, …]], …]]]` without a map per entry.
 fn parse_entries(reply: Value) -> Vec<WorkerEntry> {
     let mut out = Vec::new();

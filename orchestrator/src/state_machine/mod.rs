@@ -8,7 +8,7 @@ mod states;
 
 pub use run::{
     AttemptFailure, AttemptSuccess, Command, Event, EventKind, Output, Rejected, RunMachine,
-    TaskFailure, TaskRuntime,
+    TaskFailure, TaskRuntime, MAX_LOST_ATTEMPTS,
 };
 pub use states::{transition, IllegalTransition, RunState, Stimulus, TaskState, ALL_TASK_STATES};
 

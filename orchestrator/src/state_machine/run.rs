@@ -51,6 +51,9 @@ pub struct TaskRuntime {
     pub attempt: u32,
     /// Failed attempts since the task was last (re)started; compared with `retries`.
     pub failures: u32,
+    /// Attempts lost with their worker since the task was last (re)started; these do
+    /// not use up retries, but only [`MAX_LOST_ATTEMPTS`] are allowed.
+    pub lost: u32,
     pub output: Option<Value>,
     pub error: Option<TaskFailure>,
     pub worker_id: Option<Arc<str>>,
@@ -76,6 +79,7 @@ impl TaskRuntime {
             state: TaskState::Pending,
             attempt: 0,
             failures: 0,
+            lost: 0,
             output: None,
             error: None,
             worker_id: None,
@@ -157,6 +161,10 @@ pub enum Rejected {
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
 }
+
+/// Attempts of one task that may be lost with their worker before the task fails: a
+/// task that kills every worker it lands on must not loop forever.
+pub const MAX_LOST_ATTEMPTS: u32 = 3;
 
 /// Backoffs never exceed an hour, however many failures.
 const MAX_BACKOFF_MS: u64 = 3_600_000;
@@ -444,6 +452,44 @@ impl RunMachine {
         Ok(())
     }
 
+    /// The worker running `attempt` of task `i` is gone: the attempt is recorded as lost
+    /// and a new one queued at once, without using up a retry. After
+    /// [`MAX_LOST_ATTEMPTS`] losses the task fails.
+    pub fn lost(
+        &mut self,
+        i: u32,
+        attempt: u32,
+        now_ms: i64,
+        out: &mut Output,
+    ) -> Result<(), Rejected> {
+        self.check_current(i, attempt)?;
+        let t = &self.tasks[i as usize];
+        let lost = t.lost + 1;
+        let failure = TaskFailure {
+            kind: "worker_lost".into(),
+            error_type: None,
+            message: format!("the worker running attempt {attempt} stopped renewing its lease ({lost} of {MAX_LOST_ATTEMPTS} allowed)"),
+            traceback: None,
+        };
+        if lost >= MAX_LOST_ATTEMPTS {
+            self.set_state(i, Stimulus::FailedFinal, out)?;
+        } else {
+            self.set_state(i, Stimulus::FailedWillRetry, out)?;
+        }
+        let t = &mut self.tasks[i as usize];
+        t.lost = lost;
+        t.error = Some(failure.clone());
+        t.finished_at_ms = Some(now_ms);
+        self.record_task(i, now_ms, Some(failure), out);
+        if lost >= MAX_LOST_ATTEMPTS {
+            self.propagate(i, now_ms, out);
+        } else {
+            self.set_state(i, Stimulus::Dispatched, out)?;
+            self.dispatch(i, now_ms, out);
+        }
+        Ok(())
+    }
+
     /// Cancels every unfinished task; running attempts are told to stop.
     pub fn cancel(&mut self, now_ms: i64, out: &mut Output) -> Result<(), Rejected> {
         if self.state.is_terminal() {
@@ -489,6 +535,7 @@ impl RunMachine {
                 self.set_state(i, Stimulus::Rerun, out)?;
                 let t = &mut self.tasks[i as usize];
                 t.failures = 0;
+                t.lost = 0;
                 t.output = None;
                 t.error = None;
                 t.worker_id = None;

@@ -349,3 +349,44 @@ fn restore_resumes_tasks_whose_dependencies_finished() {
     restored.resume(5, &mut out);
     assert_eq!(dispatched(&out), vec![1]);
 }
+
+#[test]
+fn a_lost_attempt_is_requeued_without_using_a_retry_until_the_cap() {
+    let mut m = machine(
+        json!({"tasks": [{"id": "a", "handler": "sleep"}, {"id": "b", "handler": "noop", "depends_on": ["a"]}]}),
+    );
+    let mut out = Output::default();
+    m.start(0, &mut out);
+    m.started(0, 1, w(), 1, &mut out).unwrap();
+    let mut out = Output::default();
+    m.lost(0, 1, 10, &mut out).unwrap();
+    assert_eq!(
+        out.commands,
+        vec![Command::Dispatch {
+            task: 0,
+            attempt: 2
+        }]
+    );
+    assert_eq!(
+        (m.task(0).state, m.task(0).failures, m.task(0).lost),
+        (TaskState::Queued, 0, 1)
+    );
+    let lost_event = out.events.iter().find(|e| e.error.is_some()).unwrap();
+    assert_eq!(lost_event.error.as_ref().unwrap().kind, "worker_lost");
+    assert_eq!(lost_event.attempt, 1);
+    // A report of the lost attempt arriving late is stale.
+    assert_eq!(
+        m.succeeded(0, 1, ok_report(json!(1), 0, 1), &mut out),
+        Err(Rejected::StaleAttempt { got: 1, current: 2 })
+    );
+    m.lost(0, 2, 20, &mut out).unwrap();
+    let mut out = Output::default();
+    m.lost(0, 3, 30, &mut out).unwrap();
+    assert_eq!(
+        m.task(0).state,
+        TaskState::Failed,
+        "the third loss fails the task"
+    );
+    assert_eq!(m.task(1).state, TaskState::Skipped);
+    assert_eq!(m.state(), RunState::Failed);
+}

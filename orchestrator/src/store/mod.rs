@@ -4,6 +4,7 @@
 //! few milliseconds of scheduling produced), never one round trip per task. The API
 //! reads through the query methods. [`postgres::PgStore`] is the production store.
 
+pub mod leader;
 pub mod postgres;
 mod rows;
 

@@ -66,6 +66,7 @@ struct TaskColumns {
     state: Vec<&'static str>,
     attempt: Vec<i32>,
     failures: Vec<i32>,
+    lost: Vec<i32>,
     output: Vec<Option<String>>,
     error: Vec<Option<String>>,
     worker_id: Vec<Option<String>>,
@@ -81,6 +82,7 @@ impl TaskColumns {
         self.state.push(t.state.as_str());
         self.attempt.push(t.attempt as i32);
         self.failures.push(t.failures as i32);
+        self.lost.push(t.lost as i32);
         self.output.push(t.output.as_ref().map(json_text));
         self.error.push(t.error.as_ref().map(json_text));
         self.worker_id.push(t.worker_id.clone());
@@ -151,6 +153,7 @@ fn task_from_row(row: &PgRow) -> Result<StoredTask, StoreError> {
             state: TaskState::parse(&state).ok_or_else(|| corrupt("task state", &state))?,
             attempt: row.get::<i32, _>("attempt") as u32,
             failures: row.get::<i32, _>("failures") as u32,
+            lost: row.get::<i32, _>("lost") as u32,
             output: row.get("output"),
             error: error
                 .map(serde_json::from_value::<TaskFailure>)
@@ -166,7 +169,8 @@ fn task_from_row(row: &PgRow) -> Result<StoredTask, StoreError> {
 
 const RUN_COLUMNS: &str =
     "id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq";
-const TASK_COLUMNS: &str = "run_id, task_id, idx, spec, state, attempt, failures, output, error, \
+const TASK_COLUMNS: &str =
+    "run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, \
      worker_id, queued_at_ms, started_at_ms, finished_at_ms";
 
 #[async_trait]
@@ -201,14 +205,14 @@ impl Store for PgStore {
                 }
             }
             sqlx::query(
-                "insert into tasks (run_id, task_id, idx, spec, state, attempt, failures, output, error, worker_id, queued_at_ms, started_at_ms, finished_at_ms)
-                 select r, t, i, s::jsonb, st, a, f, o::jsonb, e::jsonb, w, q, sa, fa
-                 from unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::int4[], $7::int4[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[], $13::int8[])
-                   as u(r, t, i, s, st, a, f, o, e, w, q, sa, fa)",
+                "insert into tasks (run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, worker_id, queued_at_ms, started_at_ms, finished_at_ms)
+                 select r, t, i, s::jsonb, st, a, f, l, o::jsonb, e::jsonb, w, q, sa, fa
+                 from unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::int4[], $7::int4[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[], $13::int8[], $14::int4[])
+                   as u(r, t, i, s, st, a, f, o, e, w, q, sa, fa, l)",
             )
             .bind(&t.run_id).bind(&t.task_id).bind(&idx).bind(&spec).bind(&t.state)
             .bind(&t.attempt).bind(&t.failures).bind(&t.output).bind(&t.error).bind(&t.worker_id)
-            .bind(&t.queued_at).bind(&t.started_at).bind(&t.finished_at)
+            .bind(&t.queued_at).bind(&t.started_at).bind(&t.finished_at).bind(&t.lost)
             .execute(&mut *tx)
             .await?;
         }
@@ -216,16 +220,16 @@ impl Store for PgStore {
             let mut t = TaskColumns::default();
             batch.tasks.iter().for_each(|row| t.push(row));
             sqlx::query(
-                "update tasks set state = u.st, attempt = u.a, failures = u.f, output = u.o::jsonb,
+                "update tasks set state = u.st, attempt = u.a, failures = u.f, lost = u.l, output = u.o::jsonb,
                      error = u.e::jsonb, worker_id = u.w, queued_at_ms = u.q, started_at_ms = u.sa,
                      finished_at_ms = u.fa
-                 from unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[])
-                   as u(r, t, st, a, f, o, e, w, q, sa, fa)
+                 from unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int4[])
+                   as u(r, t, st, a, f, o, e, w, q, sa, fa, l)
                  where tasks.run_id = u.r and tasks.task_id = u.t",
             )
             .bind(&t.run_id).bind(&t.task_id).bind(&t.state).bind(&t.attempt).bind(&t.failures)
             .bind(&t.output).bind(&t.error).bind(&t.worker_id).bind(&t.queued_at)
-            .bind(&t.started_at).bind(&t.finished_at)
+            .bind(&t.started_at).bind(&t.finished_at).bind(&t.lost)
             .execute(&mut *tx)
             .await?;
         }

@@ -48,6 +48,7 @@ pub struct TaskRow {
     pub state: TaskState,
     pub attempt: u32,
     pub failures: u32,
+    pub lost: u32,
     pub output: Option<Value>,
     pub error: Option<TaskFailure>,
     pub worker_id: Option<String>,
