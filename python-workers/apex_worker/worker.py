@@ -66,6 +66,8 @@ log = logging.getLogger("apex_worker")
 
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _MAX_CLAIM_IDS = 500
+# Bound on finished entries awaiting acknowledgement whose leases are still renewed.
+_MAX_UNACKED = 100_000
 #: At shutdown, how long cancelled attempts get to unwind before they are abandoned.
 _RELEASE_TIMEOUT_S = 5.0
 
@@ -109,6 +111,10 @@ class Worker:
         # Attempts in progress, by (stream, entry id): unique even if the same attempt is
         # delivered twice.
         self._in_flight: dict[tuple[str, str], Running] = {}
+        # Entries whose attempt ended here but which the orchestrator has not yet
+        # acknowledged: their leases are renewed too, or an orchestrator that is slow to
+        # read results (a burst, a store outage) would take them for a dead worker's.
+        self._unacked: set[tuple[str, str]] = set()
         self._started_at_ms = _now_ms()
         self._host = socket.gethostname()
         self._handler_names = self.registry.names()
@@ -402,8 +408,11 @@ class Worker:
 
     def _finish(self, running: Running) -> bool:
         """Frees the attempt's slot. False if shutdown already gave the attempt up."""
-        if self._in_flight.pop((running.stream, running.ref.msg_id), None) is None:
+        key = (running.stream, running.ref.msg_id)
+        if self._in_flight.pop(key, None) is None:
             return False
+        if len(self._unacked) < _MAX_UNACKED:
+            self._unacked.add(key)
         self._slots.give_back()
         if not self._in_flight and self._stopping.is_set():
             self._shutdown_wake.set()
@@ -483,21 +492,30 @@ class Worker:
                 log.warning("lease renewal failed (%s)", exc)
 
     async def _renew_leases(self) -> None:
-        """Re-claims every in-flight entry with min-idle 0, which resets its idle time:
-        the orchestrator reclaims only entries idle past its visibility timeout, so a
-        long attempt on a live worker is never taken for a dead one."""
+        """Re-claims every entry this worker holds with min-idle 0, which resets its idle
+        time: the orchestrator reclaims only entries idle past its lease timeout, so a
+        long attempt on a live worker is never taken for a dead one. Entries whose
+        attempt ended are held until the orchestrator acknowledges them; an entry the
+        claim no longer returns has been acknowledged and is forgotten."""
         assert self._redis is not None
-        by_stream: dict[str, list[Any]] = {}
-        for running in self._in_flight.values():
-            by_stream.setdefault(running.stream, []).append(running.ref.msg_id)
+        by_stream: dict[str, list[str]] = {}
+        for stream, msg_id in [*self._in_flight.keys(), *self._unacked]:
+            by_stream.setdefault(stream, []).append(msg_id)
         if not by_stream:
             return
         pipe = self._redis.pipeline(transaction=False)
+        chunks: list[tuple[str, list[str]]] = []
         for stream, ids in by_stream.items():
             for i in range(0, len(ids), _MAX_CLAIM_IDS):
                 chunk = ids[i : i + _MAX_CLAIM_IDS]
+                chunks.append((stream, chunk))
                 pipe.xclaim(stream, WORKER_GROUP, self.id, 0, chunk, justid=True)
-        await pipe.execute()
+        replies = await pipe.execute()
+        held: set[tuple[str, str]] = set()
+        for (stream, _), claimed in zip(chunks, replies, strict=True):
+            for c in claimed or ():
+                held.add((stream, c.decode() if isinstance(c, bytes) else str(c)))
+        self._unacked &= held
 
     async def _heartbeat_loop(self) -> None:
         while await self._sleep_unless_closing(self.config.heartbeat_interval_s):

@@ -243,6 +243,28 @@ async def test_lease_renewal_keeps_an_entry_fresh(r: Redis, prefix: str) -> None
     assert entry["times_delivered"] == 1
 
 
+async def test_a_finished_entry_keeps_its_lease_until_the_orchestrator_acks_it(
+    r: Redis, prefix: str
+) -> None:
+    # An orchestrator slow to read results must not take a finished attempt for a lost
+    # one: the entry stays fresh until acknowledged, and is then forgotten.
+    queue = f"{prefix}:queue:default"
+    await add_tasks(r, prefix, task_message("quick", "noop"))
+    results = Results(r, prefix)
+    async with running_worker(worker_config(prefix, lease_interval_s=0.1)) as worker:
+        await results.wait_results(1)
+        await asyncio.sleep(1.5)
+        [entry] = await r.xpending_range(queue, "workers", min="-", max="+", count=10)
+        assert entry["time_since_delivered"] < 1000
+        await r.xack(queue, "workers", entry["message_id"])
+        await r.xdel(queue, entry["message_id"])
+        await wait_until(lambda: _unacked_count(worker), 0)
+
+
+async def _unacked_count(worker: Any) -> int:
+    return len(worker._unacked)
+
+
 async def test_progress_and_logs_are_forwarded(
     r: Redis, prefix: str, validator: jsonschema.Draft202012Validator
 ) -> None:

@@ -228,3 +228,94 @@ fn unknown_fields_are_rejected_when_parsing() {
     .to_string();
     assert!(err.contains("unknown field `colour`"), "{err}");
 }
+
+mod properties {
+    use super::*;
+    use crate::state_machine::{
+        AttemptFailure, AttemptSuccess, Command, Output, RunMachine, RunState, TaskFailure,
+        TaskState,
+    };
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    /// A random DAG: task i depends on a random subset of tasks before it.
+    fn dag_spec() -> impl Strategy<Value = (RunSpec, Vec<bool>)> {
+        (1usize..40).prop_flat_map(|n| {
+            let deps = prop::collection::vec(prop::collection::vec(any::<prop::sample::Index>(), 0..4), n);
+            let triggers = prop::collection::vec(any::<bool>(), n);
+            let fails = prop::collection::vec(prop::bool::weighted(0.2), n);
+            (deps, triggers, fails).prop_map(move |(deps, triggers, fails)| {
+                let tasks: Vec<serde_json::Value> = (0..n)
+                    .map(|i| {
+                        let mut d: Vec<String> = if i == 0 { vec![] } else { deps[i].iter().map(|x| format!("t{}", x.index(i))).collect() };
+                        d.sort();
+                        d.dedup();
+                        let trigger = if triggers[i] { "all_done" } else { "all_success" };
+                        json!({"id": format!("t{i}"), "handler": "noop", "depends_on": d, "trigger": trigger})
+                    })
+                    .collect();
+                (serde_json::from_value(json!({"tasks": tasks})).unwrap(), fails)
+            })
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_json_never_panics_the_parser_or_validator(body in any::<Vec<u8>>()) {
+            if let Ok(spec) = serde_json::from_slice::<RunSpec>(&body) {
+                let _ = validate(spec, &Limits::default());
+            }
+        }
+
+        #[test]
+        fn an_acyclic_dag_always_runs_to_an_end_that_respects_its_triggers((spec, fails) in dag_spec()) {
+            let dag = Arc::new(validate(spec, &Limits::default()).expect("acyclic by construction"));
+            let mut m = RunMachine::new(Arc::clone(&dag));
+            let mut out = Output::default();
+            m.start(0, &mut out);
+            let mut dispatched = std::collections::HashSet::new();
+            while let Some(cmd) = out.commands.pop() {
+                let Command::Dispatch { task, attempt } = cmd else { continue };
+                prop_assert!(dispatched.insert(task), "task {} dispatched twice", task);
+                if fails[task as usize] {
+                    let failure = AttemptFailure {
+                        failure: TaskFailure { kind: "exception".into(), error_type: None, message: "x".into(), traceback: None },
+                        retryable: false,
+                        retry_after_s: None,
+                        started_at_ms: None,
+                    };
+                    m.failed(task, attempt, failure, None, 1, &mut out).unwrap();
+                } else {
+                    let ok = AttemptSuccess { output: json!(1), worker: Arc::from("w"), started_at_ms: 0, finished_at_ms: 1 };
+                    m.succeeded(task, attempt, ok, &mut out).unwrap();
+                }
+            }
+            prop_assert!(m.state().is_terminal());
+            for i in 0..dag.len() as u32 {
+                let t = m.task(i);
+                prop_assert!(t.state.is_terminal());
+                let parents_ok = dag.parents(i).iter().all(|&p| m.task(p).state == TaskState::Succeeded);
+                match t.state {
+                    TaskState::Skipped => prop_assert!(!parents_ok && dag.task(i).trigger == Trigger::AllSuccess),
+                    TaskState::Succeeded | TaskState::Failed => prop_assert!(parents_ok || dag.task(i).trigger == Trigger::AllDone),
+                    other => prop_assert!(false, "unexpected final state {}", other),
+                }
+            }
+            let all_ok = m.tasks().iter().all(|t| t.state == TaskState::Succeeded);
+            prop_assert_eq!(m.state() == RunState::Succeeded, all_ok);
+        }
+
+        #[test]
+        fn a_back_edge_is_reported_as_a_cycle_through_it(n in 2usize..30) {
+            // A chain t0 <- t1 <- ... <- t(n-1), plus t0 depending on the last one.
+            let mut tasks: Vec<serde_json::Value> = (0..n)
+                .map(|i| json!({"id": format!("t{i}"), "handler": "noop", "depends_on": if i == 0 { vec![] } else { vec![format!("t{}", i - 1)] }}))
+                .collect();
+            tasks[0]["depends_on"] = json!([format!("t{}", n - 1)]);
+            let errs = validate(spec(json!({"tasks": tasks})), &Limits::default()).unwrap_err().0;
+            prop_assert_eq!(errs.len(), 1);
+            prop_assert_eq!(errs[0].code, ProblemCode::Cycle);
+            prop_assert_eq!(errs[0].tasks.len(), n);
+        }
+    }
+}

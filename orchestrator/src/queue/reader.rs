@@ -16,7 +16,10 @@ pub struct WorkerEntry {
 
 /// Reads the results stream through the orchestrator's consumer group.
 pub struct ResultsReader {
-    conn: MultiplexedConnection,
+    client: Client,
+    /// `None` after a connection error, until reconnected: this connection does not
+    /// reconnect by itself (a restarted Redis would otherwise leave it dead for good).
+    conn: Option<MultiplexedConnection>,
     keys: Keys,
     consumer: String,
     /// First the entries this consumer was given before a restart and never
@@ -30,22 +33,46 @@ impl ResultsReader {
         keys: Keys,
         consumer: &str,
     ) -> Result<Self, QueueError> {
-        // Blocking reads must not be cut short by a response timeout.
-        let config = AsyncConnectionConfig::new().set_response_timeout(None);
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = Self::connect(client).await?;
         Ok(Self {
-            conn,
+            client: client.clone(),
+            conn: Some(conn),
             keys,
             consumer: consumer.to_owned(),
             backlog_done: false,
         })
     }
 
+    async fn connect(client: &Client) -> Result<MultiplexedConnection, QueueError> {
+        // Blocking reads must not be cut short by a response timeout.
+        let config = AsyncConnectionConfig::new().set_response_timeout(None);
+        Ok(client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    }
+
     /// Up to `count` entries, waiting at most `block_ms` for the first one.
     pub async fn read(
         &mut self,
+        count: usize,
+        block_ms: u64,
+    ) -> Result<Vec<WorkerEntry>, QueueError> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => Self::connect(&self.client).await?,
+        };
+        let result = self.read_on(&mut conn, count, block_ms).await;
+        match &result {
+            Err(QueueError(e))
+                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() => {}
+            _ => self.conn = Some(conn),
+        }
+        result
+    }
+
+    async fn read_on(
+        &mut self,
+        conn: &mut MultiplexedConnection,
         count: usize,
         block_ms: u64,
     ) -> Result<Vec<WorkerEntry>, QueueError> {
@@ -60,7 +87,7 @@ impl ResultsReader {
             cmd.arg("BLOCK").arg(block_ms);
         }
         cmd.arg("STREAMS").arg(self.keys.results()).arg(from);
-        let reply: Value = match cmd.query_async(&mut self.conn).await {
+        let reply: Value = match cmd.query_async(conn).await {
             Ok(v) => v,
             Err(e) if e.code() == Some("NOGROUP") => {
                 // Redis lost the stream (restarted empty): recreate the group and go on.
@@ -70,7 +97,7 @@ impl ResultsReader {
                     .arg(ORCHESTRATOR_GROUP)
                     .arg("0")
                     .arg("MKSTREAM")
-                    .query_async::<()>(&mut self.conn)
+                    .query_async::<()>(conn)
                     .await
                     .or_else(|e| {
                         if e.code() == Some("BUSYGROUP") {

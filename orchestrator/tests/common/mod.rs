@@ -34,6 +34,9 @@ pub fn worker_bin() -> PathBuf {
 
 pub struct TestSystem {
     pub server: Option<RunningServer>,
+    /// Orchestrators running as processes (fault tests), by port.
+    pub orchestrators: Vec<(u16, Child)>,
+    pub redis: String,
     pub base: String,
     pub db_name: String,
     pub db_url: String,
@@ -50,26 +53,36 @@ impl TestSystem {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> Self {
-        let db_name = unique("apex_test");
-        let admin = sqlx::PgPool::connect(PG_ADMIN)
+        let mut sys = Self::without_server(PG_ADMIN, REDIS).await;
+        tweak(&mut sys.config);
+        let server = apex::server::start(sys.config.clone())
             .await
-            .expect("Postgres at 127.0.0.1:5432");
+            .expect("server starts");
+        sys.base = format!("http://{}", server.addr);
+        sys.server = Some(server);
+        sys
+    }
+
+    /// A fresh database (on the Postgres `admin_url` points at) and Redis prefix, with no
+    /// orchestrator yet: start one in-process or as a process.
+    pub async fn without_server(admin_url: &str, redis: &str) -> Self {
+        let db_name = unique("apex_test");
+        let admin = sqlx::PgPool::connect(admin_url)
+            .await
+            .expect("Postgres is reachable");
         sqlx::query(&format!("create database {db_name}"))
             .execute(&admin)
             .await
             .unwrap();
         admin.close().await;
-        let db_url = format!("postgres://postgres@127.0.0.1:5432/{db_name}");
+        let db_url = format!("{}/{db_name}", admin_url.rsplit_once('/').unwrap().0);
         let prefix = unique("t");
-        let mut config = ServeConfig::new(&db_url, REDIS, &prefix);
-        tweak(&mut config);
-        let server = apex::server::start(config.clone())
-            .await
-            .expect("server starts");
-        let base = format!("http://{}", server.addr);
+        let config = ServeConfig::new(&db_url, redis, &prefix);
         Self {
-            server: Some(server),
-            base,
+            server: None,
+            orchestrators: vec![],
+            redis: redis.to_owned(),
+            base: String::new(),
             db_name,
             db_url,
             prefix,
@@ -79,11 +92,66 @@ impl TestSystem {
         }
     }
 
+    /// Starts the `apex serve` binary on `port` against this system's database and
+    /// Redis; `base` points at it.
+    pub fn spawn_orchestrator(&mut self, port: u16) {
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("{}-{port}.log", self.prefix)))
+                .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_apex"))
+            .args(["serve", "--no-auth", "--bind", &format!("127.0.0.1:{port}")])
+            .args([
+                "--database-url",
+                &self.db_url,
+                "--redis-url",
+                &self.redis,
+                "--redis-prefix",
+                &self.prefix,
+            ])
+            .env("APEX_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("apex serve starts");
+        self.orchestrators.push((port, child));
+        self.base = format!("http://127.0.0.1:{port}");
+    }
+
+    /// Kills the orchestrator process on `port` with SIGKILL.
+    pub fn kill_orchestrator(&mut self, port: u16) {
+        let i = self
+            .orchestrators
+            .iter()
+            .position(|(p, _)| *p == port)
+            .expect("known orchestrator");
+        let (_, mut child) = self.orchestrators.remove(i);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Waits until the server at `base` answers `/readyz` with 200.
+    pub async fn wait_ready(&self, base: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(r) = self.http.get(format!("{base}/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{base} not ready within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Starts an `apex-worker` process on `queue` with `concurrency` slots.
     pub fn spawn_worker(&mut self, queue: &str, concurrency: u32) -> &mut Child {
         let child = Command::new(worker_bin())
             .args(["--queue", queue, "--concurrency", &concurrency.to_string()])
-            .args(["--redis-url", REDIS, "--redis-prefix", &self.prefix])
+            .args(["--redis-url", &self.redis, "--redis-prefix", &self.prefix])
             .args(["--heartbeat-interval", "1", "--shutdown-grace", "5"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -202,15 +270,20 @@ impl TestSystem {
     }
 
     async fn cleanup(&mut self) {
-        for w in &mut self.workers {
+        for w in self
+            .workers
+            .iter_mut()
+            .chain(self.orchestrators.iter_mut().map(|(_, c)| c))
+        {
             let _ = w.kill();
             let _ = w.wait();
         }
         self.workers.clear();
+        self.orchestrators.clear();
         if let Some(s) = self.server.take() {
             s.stop().await;
         }
-        if let Ok(client) = redis::Client::open(REDIS) {
+        if let Ok(client) = redis::Client::open(self.redis.as_str()) {
             if let Ok(mut c) = client.get_multiplexed_async_connection().await {
                 let keys: Vec<String> = redis::cmd("KEYS")
                     .arg(format!("{}:*", self.prefix))
@@ -222,7 +295,8 @@ impl TestSystem {
                 }
             }
         }
-        if let Ok(admin) = sqlx::PgPool::connect(PG_ADMIN).await {
+        let admin_url = format!("{}/postgres", self.db_url.rsplit_once('/').unwrap().0);
+        if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
             let _ = sqlx::query(&format!(
                 "drop database if exists {} with (force)",
                 self.db_name
@@ -235,8 +309,12 @@ impl TestSystem {
 
 impl Drop for TestSystem {
     fn drop(&mut self) {
-        // A test that panicked still must not leave worker processes behind.
-        for w in &mut self.workers {
+        // A test that panicked still must not leave processes behind.
+        for w in self
+            .workers
+            .iter_mut()
+            .chain(self.orchestrators.iter_mut().map(|(_, c)| c))
+        {
             let _ = w.kill();
             let _ = w.wait();
         }
@@ -264,4 +342,13 @@ pub fn task<'a>(run: &'a Value, id: &str) -> &'a Value {
         .iter()
         .find(|t| t["id"] == id)
         .unwrap()
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
