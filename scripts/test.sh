@@ -23,6 +23,9 @@ say "python: ruff, pytest"
 say "dashboard: typecheck, lint, unit tests"
 (cd dashboard && npm run --silent typecheck && npm run --silent lint && npm test --silent)
 
+say "deploy: manifests, compose, alerts and dashboard validated offline"
+bash deploy/validate.sh
+
 say "dashboard: end to end in Chromium"
 bash scripts/e2e.sh
 

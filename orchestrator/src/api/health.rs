@@ -21,7 +21,12 @@ pub fn router() -> Router<AppState> {
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        // Histograms, not summaries: buckets aggregate across instances and over any
+        // window in PromQL.
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0])
+            .expect("bucket list is not empty")
+            .build_recorder();
         let handle = recorder.handle();
         // Another recorder may exist (several servers in one test process); then this
         // handle renders nothing, which is acceptable there.

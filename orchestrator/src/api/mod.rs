@@ -39,6 +39,22 @@ pub struct AppState {
     pub dashboard_dir: Option<PathBuf>,
 }
 
+/// Records `apex_http_request_duration_seconds` by method, route pattern and status.
+async fn record_latency(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = req.method().to_string();
+    // The route pattern, not the path: run ids would make a series per run.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("apex_http_request_duration_seconds", "method" => method, "route" => route, "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
@@ -57,10 +73,8 @@ pub fn app(state: AppState) -> Router {
         router = router.fallback_service(serve);
     }
     router
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ))
+        .layer(axum::middleware::from_fn(record_latency))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(CorsLayer::permissive())
         // Spans name the path only: a query string may carry the API token.
