@@ -26,6 +26,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("running migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database URL names a kind of store Apex does not have.
+    #[error("unsupported database URL scheme {0:?}: use postgres://…")]
+    UnsupportedUrl(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -56,6 +59,14 @@ pub struct RunQuery {
     /// Only runs older than this run id (ids sort by creation time).
     pub before: Option<String>,
     pub limit: u32,
+}
+
+/// Opens the store a URL names (`postgres://…`), running its migrations.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    match url.split_once("://").map(|(scheme, _)| scheme) {
+        Some("postgres" | "postgresql") => Ok(std::sync::Arc::new(postgres::PgStore::connect(url).await?)),
+        _ => Err(StoreError::UnsupportedUrl(url.split("://").next().unwrap_or(url).to_owned())),
+    }
 }
 
 /// Where Apex keeps its state.
