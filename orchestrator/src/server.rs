@@ -8,7 +8,6 @@ use crate::dag::Limits;
 use crate::engine::{self, EngineConfig};
 use crate::queue::RedisQueue;
 use crate::store::leader::Leadership;
-use crate::store::postgres::PgStore;
 use crate::store::Store;
 use anyhow::Context;
 use axum::extract::Request;
@@ -105,13 +104,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     .await?;
     tracing::info!("this orchestrator leads");
 
-    let store: Arc<dyn Store> = Arc::new(
-        PgStore::connect(&config.database_url)
-            .await
-            .with_context(|| {
-                format!("cannot open the store at {}", redact(&config.database_url))
-            })?,
-    );
+    let store: Arc<dyn Store> = crate::store::open(&config.database_url)
+        .await
+        .with_context(|| format!("cannot open the store at {}", redact(&config.database_url)))?;
     let keys = Keys::new(config.redis_prefix.clone());
     let queue = Arc::new(
         RedisQueue::connect(&config.redis_url, keys)
