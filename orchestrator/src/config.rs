@@ -40,6 +40,18 @@ pub struct ServeConfig {
     /// is taken over and run again elsewhere; must exceed the workers' --lease-interval.
     #[arg(long, env = "APEX_LEASE_TIMEOUT_S", default_value_t = 7.0)]
     pub lease_timeout_s: f64,
+    /// Fewest workers a queue should have, even when idle (`apex_workers_desired`).
+    #[arg(long, env = "APEX_AUTOSCALE_MIN", default_value_t = 0)]
+    pub autoscale_min: u32,
+    /// Most workers a queue should have, whatever its backlog.
+    #[arg(long, env = "APEX_AUTOSCALE_MAX", default_value_t = 100)]
+    pub autoscale_max: u32,
+    /// Seconds demand must stay lower before the desired worker count drops.
+    #[arg(long, env = "APEX_AUTOSCALE_COOLDOWN_S", default_value_t = 60.0)]
+    pub autoscale_cooldown_s: f64,
+    /// Slots per worker assumed while no worker of a queue reports its concurrency.
+    #[arg(long, env = "APEX_WORKER_SLOTS", default_value_t = 200)]
+    pub worker_slots: u32,
 }
 
 /// Settings that cannot work together.
@@ -54,6 +66,16 @@ pub enum ConfigError {
 }
 
 impl ServeConfig {
+    /// The autoscaling policy these settings describe.
+    pub fn autoscale(&self) -> crate::autoscale::Policy {
+        crate::autoscale::Policy {
+            min: self.autoscale_min,
+            max: self.autoscale_max,
+            slots_per_worker: self.worker_slots.max(1),
+            cooldown_ms: (self.autoscale_cooldown_s.max(0.0) * 1000.0) as i64,
+        }
+    }
+
     /// The token the API requires, or `None` when auth is explicitly off on loopback.
     pub fn auth(&self) -> Result<Option<String>, ConfigError> {
         match self.api_token.as_deref().filter(|t| !t.is_empty()) {
@@ -82,6 +104,10 @@ impl ServeConfig {
             dashboard_dir: PathBuf::from("dashboard/dist"),
             worker_lost_after_s: 10,
             lease_timeout_s: 7.0,
+            autoscale_min: 0,
+            autoscale_max: 100,
+            autoscale_cooldown_s: 60.0,
+            worker_slots: 200,
         }
     }
 }

@@ -12,9 +12,12 @@
 //! - [`store`]: persistence, the source of truth (Postgres).
 //! - [`bus`]: stored events published live to WebSocket clients.
 //! - [`api`]: the HTTP API (axum), one module per resource; [`views`] shapes its JSON.
+//! - [`autoscale`]: how many workers each queue's work calls for (pure policy).
+//! - [`up`]: `apex up`, the whole system on one machine (private Redis, local workers).
 //! - [`config`], [`server`]: settings and assembly of a running server.
 
 pub mod api;
+pub mod autoscale;
 pub mod bus;
 pub mod config;
 pub mod dag;
@@ -23,4 +26,5 @@ pub mod queue;
 pub mod server;
 pub mod state_machine;
 pub mod store;
+pub mod up;
 pub mod views;

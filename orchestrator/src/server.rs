@@ -5,7 +5,7 @@ use crate::api::{self, AppState};
 use crate::bus::Bus;
 use crate::config::ServeConfig;
 use crate::dag::Limits;
-use crate::engine::{self, EngineConfig};
+use crate::engine::{self, EngineConfig, EngineHandle};
 use crate::queue::RedisQueue;
 use crate::store::leader::Leadership;
 use crate::store::Store;
@@ -31,6 +31,10 @@ pub struct RunningServer {
     http: JoinHandle<std::io::Result<()>>,
     engine: JoinHandle<()>,
     leadership: Leadership,
+    /// The running engine, for in-process callers (`apex up`).
+    pub handle: EngineHandle,
+    /// The store it writes to.
+    pub store: Arc<dyn Store>,
 }
 
 impl RunningServer {
@@ -117,6 +121,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let engine_config = EngineConfig {
         worker_lost_after: Duration::from_secs(config.worker_lost_after_s),
         lease_timeout: Duration::from_secs_f64(config.lease_timeout_s),
+        autoscale: config.autoscale(),
         ..EngineConfig::default()
     };
     let (engine, engine_task) = engine::start(
@@ -129,8 +134,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     .await?;
     api::prometheus();
     let state = AppState {
-        engine,
-        store,
+        engine: engine.clone(),
+        store: Arc::clone(&store),
         queue,
         bus,
         limits: Limits {
@@ -149,6 +154,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         http,
         engine: engine_task,
         leadership,
+        handle: engine,
+        store,
     })
 }
 
@@ -174,6 +181,27 @@ fn serve(
             })
             .await
     })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 /// A URL with its password hidden, for messages.

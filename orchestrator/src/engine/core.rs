@@ -5,6 +5,7 @@
 use super::active::{self, ActiveRun};
 use super::writer::{Enqueued, Flush};
 use super::{now_ms, EngineConfig, EngineError, Input, RunReply};
+use crate::autoscale::Autoscaler;
 use crate::dag::Dag;
 use crate::queue::OutTask;
 use crate::state_machine::{
@@ -79,6 +80,8 @@ pub(super) struct Core {
     last_queues: Vec<QueueStats>,
     /// Entry ids of task messages, reported by the writer once Redis assigned them.
     enqueued: mpsc::UnboundedReceiver<Enqueued>,
+    /// Desired workers per queue, remembered between evaluations for their cooldowns.
+    autoscalers: HashMap<String, Autoscaler>,
 }
 
 /// Attempts the store said were queued or running when the engine started.
@@ -102,6 +105,7 @@ impl Core {
             out: Output::default(),
             last_queues: Vec::new(),
             enqueued,
+            autoscalers: HashMap::new(),
         }
     }
 
@@ -903,19 +907,30 @@ impl Core {
         metrics::gauge!("apex_runs_in_memory").set(self.runs.len() as f64);
     }
 
-    fn queue_stats(&self) -> Vec<QueueStats> {
-        let mut by_queue: BTreeMap<&str, QueueStats> = BTreeMap::new();
+    /// Work, workers and desired workers per queue. Evaluates each queue's autoscaler,
+    /// so it is called at least once a second (housekeeping) to let cooldowns pass.
+    fn queue_stats(&mut self) -> Vec<QueueStats> {
+        fn touch<'a>(
+            by_queue: &'a mut BTreeMap<String, QueueStats>,
+            q: &str,
+        ) -> &'a mut QueueStats {
+            by_queue.entry(q.to_owned()).or_insert_with(|| QueueStats {
+                name: q.to_owned(),
+                ..Default::default()
+            })
+        }
+        let mut by_queue: BTreeMap<String, QueueStats> = BTreeMap::new();
+        for q in self.autoscalers.keys() {
+            touch(&mut by_queue, q);
+        }
         for w in self.workers.values().filter(|w| w.state == "running") {
             for q in &w.info.queues {
-                by_queue.entry(q.as_str()).or_insert_with(|| QueueStats {
-                    name: q.clone(),
-                    ..Default::default()
-                });
+                touch(&mut by_queue, q);
             }
         }
+        let live = [TaskState::Ready, TaskState::Queued, TaskState::Running];
         for run in self.runs.values() {
             let c = run.machine.counts();
-            let live = [TaskState::Ready, TaskState::Queued, TaskState::Running];
             if live.iter().all(|s| c[*s as usize] == 0) {
                 continue;
             }
@@ -924,34 +939,32 @@ impl Core {
                 if !live.contains(&t.state) {
                     continue;
                 }
-                let q = dag.queue_of(i as u32);
-                let s = by_queue.entry(q).or_insert_with(|| QueueStats {
-                    name: q.to_owned(),
-                    ..Default::default()
-                });
+                let s = touch(&mut by_queue, dag.queue_of(i as u32));
                 match t.state {
                     TaskState::Running => s.running += 1,
                     _ => s.depth += 1,
                 }
             }
         }
+        let now = now_ms();
         for s in by_queue.values_mut() {
             let serving: Vec<&WorkerSeen> = self
                 .workers
                 .values()
                 .filter(|w| w.state == "running" && w.info.queues.contains(&s.name))
                 .collect();
-            let slots: u64 = serving
-                .iter()
-                .map(|w| w.info.concurrency.max(1) as u64)
-                .sum();
-            let per_worker = if serving.is_empty() {
-                1
-            } else {
-                (slots / serving.len() as u64).max(1)
-            };
+            // Size the fleet in units of the workers actually serving the queue.
+            let slots = (!serving.is_empty()).then(|| {
+                let total: u64 = serving.iter().map(|w| w.info.concurrency as u64).sum();
+                (total / serving.len() as u64) as u32
+            });
+            let policy = self.config.autoscale;
+            let scaler = self
+                .autoscalers
+                .entry(s.name.clone())
+                .or_insert_with(|| Autoscaler::new(policy));
             s.workers_active = serving.len() as u64;
-            s.workers_desired = (s.depth + s.running).div_ceil(per_worker);
+            s.workers_desired = scaler.observe(s.depth, s.running, slots, now) as u64;
         }
         by_queue.into_values().collect()
     }

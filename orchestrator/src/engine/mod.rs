@@ -61,6 +61,8 @@ pub struct EngineConfig {
     pub lease_timeout: Duration,
     /// Largest task output accepted, encoded as JSON; larger fails the attempt.
     pub max_output_bytes: usize,
+    /// How many workers each queue's work calls for.
+    pub autoscale: crate::autoscale::Policy,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +74,7 @@ impl Default for EngineConfig {
             keep_finished: Duration::from_secs(300),
             lease_timeout: Duration::from_secs(7),
             max_output_bytes: 16 << 20,
+            autoscale: crate::autoscale::Policy::default(),
         }
     }
 }
