@@ -765,6 +765,7 @@ impl Core {
                     attempt,
                     delay_ms,
                 } => {
+                    metrics::counter!("apex_task_retries_total").increment(1);
                     // Jitter spreads retries of tasks that failed together.
                     let jitter = 1.0 + rand::random::<f64>() * 0.2;
                     let due = now + (delay_ms as f64 * jitter) as i64;
