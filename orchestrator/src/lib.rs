@@ -15,10 +15,12 @@
 //! - [`autoscale`]: how many workers each queue's work calls for (pure policy).
 //! - [`up`]: `apex up`, the whole system on one machine (private Redis, local workers).
 //! - [`config`], [`server`]: settings and assembly of a running server.
+//! - [`cli`]: the client commands of the `apex` binary (submit, watch, inspect, …).
 
 pub mod api;
 pub mod autoscale;
 pub mod bus;
+pub mod cli;
 pub mod config;
 pub mod dag;
 pub mod engine;

@@ -40,7 +40,10 @@ pub struct AppState {
 }
 
 /// Records `apex_http_request_duration_seconds` by method, route pattern and status.
-async fn record_latency(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn record_latency(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let started = std::time::Instant::now();
     let method = req.method().to_string();
     // The route pattern, not the path: run ids would make a series per run.

@@ -1,0 +1,245 @@
+//! The HTTP and WebSocket client of a running orchestrator, and the one place where
+//! transport failures and error answers become [`CliError`]s.
+
+use super::error::CliError;
+use super::wire::ErrorBody;
+use serde_json::Value;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+/// Where the orchestrator is and how to authenticate to it; shared by every client command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// URL of the orchestrator.
+    #[arg(
+        long,
+        env = "APEX_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub server: String,
+    /// Bearer token the server requires, if it has one.
+    #[arg(
+        long,
+        env = "APEX_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub api_token: Option<String>,
+}
+
+/// A connection that never answers is as good as a dead server; say so in seconds.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Generous, since a submission may carry a large DAG.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A live WebSocket to the orchestrator.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A client of one orchestrator.
+pub struct Client {
+    http: reqwest::Client,
+    /// The server URL without a trailing slash, as the user gave it (for messages).
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for the server `conn` names; checks the URL before any request.
+    pub fn new(conn: &Connection) -> Result<Self, CliError> {
+        let base = conn.server.trim_end_matches('/').to_owned();
+        let invalid = |reason: &str| CliError::InvalidServer {
+            url: conn.server.clone(),
+            reason: reason.to_owned(),
+        };
+        let url = reqwest::Url::parse(&base).map_err(|e| invalid(&e.to_string()))?;
+        match url.scheme() {
+            "http" => {}
+            // Built without TLS on purpose (a small, dependency-light binary); put a
+            // TLS-terminating proxy in front and talk to it over plain HTTP locally.
+            "https" => return Err(invalid("this build speaks plain HTTP only")),
+            other => return Err(invalid(&format!("unsupported scheme {other:?}"))),
+        }
+        if url.host_str().is_none() {
+            return Err(invalid("the URL has no host"));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| invalid(&e.to_string()))?;
+        Ok(Self {
+            http,
+            base,
+            token: conn.api_token.clone().filter(|t| !t.is_empty()),
+        })
+    }
+
+    /// The server URL, for messages.
+    pub fn server(&self) -> &str {
+        &self.base
+    }
+
+    /// The failure for an answer that does not have the shape docs/API.md gives it.
+    pub fn unexpected(&self, message: String) -> CliError {
+        CliError::Server {
+            server: self.base.clone(),
+            message,
+        }
+    }
+
+    /// `GET path` (with its query), answered with JSON.
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    /// `POST path` with a JSON body (or none).
+    pub async fn post(&self, path: &str, body: Option<Vec<u8>>) -> Result<Value, CliError> {
+        let mut req = self.http.post(self.url(path));
+        if let Some(body) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        self.send(req).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<Value, CliError> {
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| CliError::Server {
+                server: self.base.clone(),
+                message: format!("the answer is not JSON ({e}); is this an Apex server?"),
+            });
+        }
+        Err(self.error_answer(status.as_u16(), &bytes))
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> CliError {
+        let reason = if e.is_timeout() {
+            "no answer in time".to_owned()
+        } else {
+            innermost(e)
+        };
+        CliError::Unreachable {
+            server: self.base.clone(),
+            reason,
+        }
+    }
+
+    /// The failure an error answer stands for (`{"error": {...}}`, docs/API.md).
+    pub fn error_answer(&self, status: u16, body: &[u8]) -> CliError {
+        let parsed: Option<ErrorBody> = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| serde_json::from_value(v.get("error")?.clone()).ok());
+        let server = self.base.clone();
+        let message = parsed
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_else(|| format!("unexpected answer: HTTP {status}"));
+        match status {
+            401 => CliError::Unauthorized {
+                server,
+                token_sent: self.token.is_some(),
+            },
+            404 => CliError::NotFound {
+                server,
+                message,
+                hint: "check the id; `apex runs` lists recent runs".into(),
+            },
+            409 => CliError::Conflict(message),
+            422 => match parsed {
+                Some(error) => CliError::InvalidDag {
+                    path: "the submitted file".into(),
+                    error,
+                },
+                None => CliError::BadRequest(message),
+            },
+            400..=499 => CliError::BadRequest(message),
+            502..=504 => CliError::Unavailable { server, message },
+            _ => CliError::Server { server, message },
+        }
+    }
+
+    /// Opens the live stream of one run, resuming after `since` when given.
+    pub async fn follow_run(&self, run: &str, since: Option<u64>) -> Result<Socket, CliError> {
+        let ws_base = self.base.replacen("http://", "ws://", 1);
+        let mut url = format!("{ws_base}/api/v1/ws?run={}", encode(run));
+        if let Some(s) = since {
+            url.push_str(&format!("&since={s}"));
+        }
+        let mut req = url.into_client_request().map_err(|e| self.ws_error(e))?;
+        if let Some(t) = &self.token {
+            // A header, not `?token=`: the token stays out of proxy and server logs.
+            let value = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+                CliError::BadRequest(
+                    "the API token contains characters a header cannot carry".into(),
+                )
+            })?;
+            req.headers_mut().insert("authorization", value);
+        }
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(req)).await {
+            Ok(Ok((socket, _))) => Ok(socket),
+            Ok(Err(e)) => Err(self.ws_error(e)),
+            Err(_) => Err(CliError::Unreachable {
+                server: self.base.clone(),
+                reason: "no answer in time".into(),
+            }),
+        }
+    }
+
+    fn ws_error(&self, e: tungstenite::Error) -> CliError {
+        match e {
+            tungstenite::Error::Http(resp) => {
+                let status = resp.status();
+                let body = resp.body().as_deref().unwrap_or_default();
+                self.error_answer(status.as_u16(), body)
+            }
+            tungstenite::Error::Io(io) => CliError::Unreachable {
+                server: self.base.clone(),
+                reason: innermost(&io),
+            },
+            other => CliError::Unreachable {
+                server: self.base.clone(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// The deepest cause of a transport error, the part that says what actually happened
+/// ("Connection refused"), without the OS error number.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    let text = cur.to_string();
+    text.split(" (os error").next().unwrap_or(&text).to_owned()
+}
+
+/// Percent-encodes a path segment or query value (ids are `[A-Za-z0-9_.:-]` in practice,
+/// but an id typed by a person may be anything).
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,115 @@
+//! The client CLI: `apex` commands that talk to a running orchestrator over REST and the
+//! WebSocket (docs/API.md), and `apex validate`, which checks a DAG offline with the
+//! server's own validation. Documented for users in docs/CLI.md.
+//!
+//! - [`client`]: HTTP and WebSocket to the server; transport failures and error answers
+//!   become [`CliError`]s there, and only there.
+//! - [`error`]: every failure, the line it prints and its exit code ([`Exit`]).
+//! - [`wire`]: the API's JSON as the CLI reads it for people (`--json` passes it through).
+//! - [`output`]: colour on terminals only, tables, times and durations.
+//! - [`submit`]: reading DAG files; `submit` and `validate`.
+//! - [`runs`]: `runs`, `run show`, `cancel`, `retry`.
+//! - [`task`]: `task show`.
+//! - [`fleet`]: `workers`, `queues`.
+//! - [`watch`]: following a run live (`watch`, `submit --watch`).
+//!
+//! Every command returns `Result<Exit, CliError>`; [`run`] is the one place that prints
+//! an error and turns it into the process's exit code.
+
+pub mod client;
+pub mod error;
+pub mod fleet;
+pub mod output;
+pub mod runs;
+pub mod submit;
+pub mod task;
+pub mod watch;
+pub mod wire;
+
+pub use error::{CliError, Exit};
+
+use clap::Subcommand;
+use std::process::ExitCode;
+
+/// The exit codes, for `apex --help` (the same table is in docs/CLI.md).
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success (for watch: the run succeeded)
+  1  the watched run failed or was cancelled
+  2  bad input: usage, missing or unreadable file, invalid JSON, invalid DAG
+  3  run or task not found
+  4  unauthorized: missing or wrong API token
+  5  server unreachable or unavailable
+  6  conflict with the run's state (e.g. cancelling a finished run)
+  7  the server failed or answered something unexpected";
+
+/// The client commands of `apex`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit a DAG (a JSON file, or `-` for standard input) and print the run id.
+    Submit(submit::SubmitArgs),
+    /// Check a DAG file offline, with the same errors the server gives.
+    Validate(submit::ValidateArgs),
+    /// List recent runs, newest first.
+    Runs(runs::ListArgs),
+    /// Inspect a run.
+    #[command(subcommand)]
+    Run(runs::RunCommand),
+    /// Inspect a task.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// Follow a run live until it finishes; the exit code tells how it ended.
+    Watch(watch::WatchArgs),
+    /// Cancel a running run: queued tasks are dropped, running ones are told to stop.
+    Cancel(runs::RunIdArgs),
+    /// Re-run the failed, cancelled and skipped tasks of a finished run.
+    Retry(runs::RunIdArgs),
+    /// List the worker fleet.
+    Workers(fleet::FleetArgs),
+    /// Show each queue's depth and the work in flight on it.
+    Queues(fleet::FleetArgs),
+}
+
+/// Arguments of `apex completions`.
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Writes the completion script for `shell` of the command `app` to standard output.
+pub fn print_completions(args: &CompletionsArgs, app: &mut clap::Command) {
+    let name = app.get_name().to_owned();
+    clap_complete::generate(args.shell, app, name, &mut std::io::stdout());
+}
+
+/// Runs a client command to the end: prints its output, or one line saying what went
+/// wrong, and answers the exit code.
+pub async fn run(command: Command) -> ExitCode {
+    let mut out = output::Printer::new();
+    match execute(command, &mut out).await {
+        Ok(exit) => exit.into(),
+        // The reader went away (`apex runs | head`): nothing left to say to anyone.
+        Err(e) if e.is_broken_pipe() => Exit::Ok.into(),
+        Err(e) => {
+            output::report_error(&e);
+            e.exit().into()
+        }
+    }
+}
+
+async fn execute(command: Command, out: &mut output::Printer) -> Result<Exit, CliError> {
+    match command {
+        Command::Submit(args) => submit::submit(args, out).await,
+        Command::Validate(args) => submit::validate(&args, out),
+        Command::Runs(args) => runs::list(&args, out).await,
+        Command::Run(runs::RunCommand::Show(args)) => runs::show(&args, out).await,
+        Command::Task(task::TaskCommand::Show(args)) => task::show(&args, out).await,
+        Command::Watch(args) => watch::watch_command(&args, out).await,
+        Command::Cancel(args) => runs::cancel(&args, out).await,
+        Command::Retry(args) => runs::retry(&args, out).await,
+        Command::Workers(args) => fleet::workers(&args, out).await,
+        Command::Queues(args) => fleet::queues(&args, out).await,
+    }
+}
