@@ -145,6 +145,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         max_body_bytes: config.max_body_bytes,
         api_token,
         dashboard_dir: Some(config.dashboard_dir.clone()),
+        shutdown: shutdown.subscribe(),
     };
     *slot.write() = Some(api::app(state));
     tracing::info!(%addr, "apex is serving");

@@ -317,6 +317,10 @@ async fn health_workers_queues_and_listing_answer() {
     assert_eq!(rest["next"], serde_json::Value::Null);
     let (status, body) = sys.get("/api/v1/runs?state=sideways").await;
     assert_eq!(status, 400, "{body}");
+    let first = page["runs"][0]["id"].as_str().unwrap();
+    let (_, summary) = sys.get(&format!("/api/v1/runs/{first}?tasks=false")).await;
+    assert_eq!(summary["id"], first);
+    assert!(summary.get("tasks").is_none(), "summary only: {summary}");
 
     let deadline = std::time::Instant::now() + LIMIT;
     let workers = loop {

@@ -203,3 +203,21 @@ async fn a_client_that_never_reads_does_not_stall_a_run() {
     }
     sys.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_are_told_when_the_server_stops() {
+    let mut sys = TestSystem::start().await;
+    let mut ws = connect(&sys, "").await;
+    assert_eq!(next_frame(&mut ws).await["type"], "snapshot");
+    sys.server.take().unwrap().stop().await;
+    let msg = tokio::time::timeout(LIMIT, ws.next())
+        .await
+        .expect("told in time");
+    match msg {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 1001, "going away")
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    sys.shutdown().await;
+}

@@ -37,6 +37,8 @@ pub struct AppState {
     pub api_token: Option<String>,
     /// Built dashboard assets, served at `/` when present.
     pub dashboard_dir: Option<PathBuf>,
+    /// Turns true when the server stops, so long-lived connections close too.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Records `apex_http_request_duration_seconds` by method, route pattern and status.

@@ -104,10 +104,27 @@ async fn list_runs(
     ))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunParams {
+    /// `false` answers the run's summary only: cheap for runs of 100,000 tasks.
+    tasks: Option<bool>,
+}
+
 async fn get_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    params: Result<Query<RunParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if p.tasks == Some(false) {
+        let run = state
+            .store
+            .get_run(&id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))?;
+        return Ok(Json(views::run_summary(&run)));
+    }
     run_document(&state, &id).await.map(Json)
 }
 

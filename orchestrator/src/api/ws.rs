@@ -14,7 +14,7 @@ use super::AppState;
 use crate::bus::BusEvent;
 use crate::store::RunQuery;
 use crate::views;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::get;
@@ -29,6 +29,9 @@ use tokio::time::Instant;
 
 /// Shortest gap between two frames to one client; bursts within it share a frame.
 const FRAME_INTERVAL: Duration = Duration::from_millis(10);
+/// Idle connections are pinged this often, so dead clients are noticed and proxies
+/// keep the connection open.
+const PING_EVERY: Duration = Duration::from_secs(20);
 /// A client that takes longer than this to accept a frame is disconnected.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Stored events replayed per store read when catching up.
@@ -77,8 +80,11 @@ async fn send(socket: &mut WebSocket, body: &Value) -> Result<(), Closed> {
 }
 
 async fn send_text(socket: &mut WebSocket, text: String) -> Result<(), Closed> {
-    let text = Utf8Bytes::from(text);
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text))).await {
+    send_raw(socket, Message::Text(Utf8Bytes::from(text))).await
+}
+
+async fn send_raw(socket: &mut WebSocket, msg: Message) -> Result<(), Closed> {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(msg)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("send failed: {e}")),
         Err(_) => Err("client too slow to read".into()),
@@ -124,19 +130,24 @@ async fn follow_run(
         }
     };
     let run_id: Arc<str> = Arc::from(run_id.as_str());
-    stream(&mut socket, &mut rx, |ev, pending| {
-        if ev.run_id.as_deref() != Some(&*run_id) {
-            return;
-        }
-        match ev.run_seq {
-            Some(seq) if seq <= last_seq => {}
-            Some(seq) => {
-                last_seq = seq;
-                pending.push(Arc::clone(ev));
+    stream(
+        &mut socket,
+        &mut rx,
+        state.shutdown.clone(),
+        |ev, pending| {
+            if ev.run_id.as_deref() != Some(&*run_id) {
+                return;
             }
-            None => pending.push(Arc::clone(ev)),
-        }
-    })
+            match ev.run_seq {
+                Some(seq) if seq <= last_seq => {}
+                Some(seq) => {
+                    last_seq = seq;
+                    pending.push(Arc::clone(ev));
+                }
+                None => pending.push(Arc::clone(ev)),
+            }
+        },
+    )
     .await
 }
 
@@ -194,12 +205,17 @@ async fn follow_fleet(
             send(&mut socket, &snapshot).await?;
         }
     }
-    stream(&mut socket, &mut rx, |ev, pending| {
-        if ev.seq <= last_seq || !fleet_event(ev) {
-            return;
-        }
-        pending.push(Arc::clone(ev));
-    })
+    stream(
+        &mut socket,
+        &mut rx,
+        state.shutdown.clone(),
+        |ev, pending| {
+            if ev.seq <= last_seq || !fleet_event(ev) {
+                return;
+            }
+            pending.push(Arc::clone(ev));
+        },
+    )
     .await
 }
 
@@ -233,10 +249,12 @@ async fn fleet_snapshot(state: &AppState) -> Result<Value, ApiError> {
 async fn stream(
     socket: &mut WebSocket,
     rx: &mut tokio::sync::broadcast::Receiver<Arc<BusEvent>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
     mut select: impl FnMut(&Arc<BusEvent>, &mut Vec<Arc<BusEvent>>),
 ) -> Result<(), Closed> {
     let mut pending: Vec<Arc<BusEvent>> = Vec::new();
     let mut next_frame = Instant::now();
+    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
     loop {
         let flush_at = async {
             if pending.is_empty() {
@@ -260,6 +278,13 @@ async fn stream(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
                 Some(Ok(_)) => {}
             },
+            _ = ping.tick() => send_raw(socket, Message::Ping(Default::default())).await?,
+            // A client must learn the server went away, not sit on a silent socket.
+            _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                let frame = CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() };
+                let _ = send_raw(socket, Message::Close(Some(frame))).await;
+                return Ok(());
+            }
             _ = flush_at => {
                 let frame = events_frame(&coalesce(std::mem::take(&mut pending)));
                 send_text(socket, frame).await?;
