@@ -59,7 +59,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Round trip to a dependency: `(ok, milliseconds, error)`.
-async fn probe<E: std::fmt::Display>(f: impl std::future::Future<Output = Result<(), E>>) -> (bool, f64, Option<String>) {
+async fn probe<E: std::fmt::Display>(
+    f: impl std::future::Future<Output = Result<(), E>>,
+) -> (bool, f64, Option<String>) {
     let started = std::time::Instant::now();
     let result = tokio::time::timeout(std::time::Duration::from_secs(2), f).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -85,7 +87,14 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
         "workers": {"running": count("running"), "draining": count("draining"), "lost": count("lost"), "stopped": count("stopped")},
         "queues": queues,
     });
-    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+    (
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
