@@ -7,6 +7,7 @@
 | sleep | awaits `input.seconds`, returns its input |
 | fail  | raises `input.message`; with `input.until_attempt: N` only attempts before N fail |
 | sum   | `input.value` (default 0) + the numeric upstream outputs + 1, mod `input.modulus` |
+| agent | calls the task's LLM agent (`apex_worker.agents`) |
 
 A malformed input is the caller's mistake, so it fails with `NoRetry`.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from apex_worker.agents import agent
 from apex_worker.context import Context
 from apex_worker.errors import NoRetry
 
@@ -67,7 +69,14 @@ async def sum_(input: Any, upstream: dict[str, Any], ctx: Context) -> int | floa
     return total % modulus if modulus is not None else total
 
 
-BUILTINS = {"noop": noop, "echo": echo, "sleep": sleep, "fail": fail, "sum": sum_}
+BUILTINS = {
+    "noop": noop,
+    "echo": echo,
+    "sleep": sleep,
+    "fail": fail,
+    "sum": sum_,
+    "agent": agent,
+}
 
 
 def register_builtins(registry: Registry) -> None:

@@ -40,6 +40,8 @@ class WorkerConfig:
     flush_interval_s: float = 0.002
     #: ... or flushes as soon as this many are waiting.
     flush_batch: int = 200
+    #: Streamed text of one attempt goes out at most this often, deltas joined.
+    text_interval_s: float = 0.1
 
     def validate(self) -> None:
         if not self.queues or any(not q for q in self.queues):
@@ -49,6 +51,8 @@ class WorkerConfig:
         for name in ("heartbeat_interval_s", "lease_interval_s", "flush_interval_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.text_interval_s < 0:
+            raise ValueError("text_interval_s must not be negative")
         if self.shutdown_grace_s < 0:
             raise ValueError("shutdown_grace_s must not be negative")
         if self.block_ms < 1:

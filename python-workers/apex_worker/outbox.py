@@ -4,6 +4,11 @@ worth at a time. A task therefore costs no Redis round trip of its own.
 
 Order is kept: commands run in the order they were queued, so a `result` always follows
 its `started`, and `worker_stopped` follows every result.
+
+Streamed text (progress messages with a `text_delta`) is coalesced per attempt: at most
+one such message every `text_interval_s`, carrying every delta since the previous one,
+so a model emitting 100 tokens a second costs ~10 messages, not 100. The attempt's last
+text is queued before its result.
 """
 
 from __future__ import annotations
@@ -17,14 +22,42 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from apex_worker.codec import dumps
-from apex_worker.protocol import MESSAGE_FIELD, Started
+from apex_worker.protocol import MESSAGE_FIELD, Progress, Started
 
 log = logging.getLogger("apex_worker.outbox")
 
 # One queued command: (op, key, payload). `payload` is the encoded message for XADD,
-# a `Started` encoded only if still needed at flush time, or the entry id for XACK.
-_XADD, _XADD_STARTED, _XACK = 0, 1, 2
+# a `Started` encoded only if still needed at flush time, a `_TextStream` whose queued
+# message is encoded at flush time, or the entry id for XACK.
+_XADD, _XADD_STARTED, _XADD_TEXT, _XACK = 0, 1, 2, 3
 _Command = tuple[int, str, Any]
+
+
+class _TextStream:
+    """The streamed text of one attempt on its way out."""
+
+    __slots__ = ("next_at", "pending", "queued", "timer")
+
+    def __init__(self) -> None:
+        # In `_queued`, not yet flushed: later deltas still join it.
+        self.queued: Progress | None = None
+        # Held back until `next_at` (loop time), when `timer` queues it.
+        self.pending: Progress | None = None
+        self.next_at = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def take_queued(self) -> Progress | None:
+        message, self.queued = self.queued, None
+        return message
+
+
+def _join(into: Progress, delta: Progress) -> None:
+    into.text_delta = (into.text_delta or "") + (delta.text_delta or "")
+    into.at_ms = delta.at_ms
+    if delta.message:
+        into.message = delta.message
+    if delta.progress is not None:
+        into.progress = delta.progress
 
 
 class Outbox:
@@ -36,12 +69,16 @@ class Outbox:
         group: str,
         flush_interval_s: float = 0.002,
         flush_batch: int = 200,
+        text_interval_s: float = 0.1,
     ) -> None:
         self._redis = redis
         self._results_key = results_key
         self._group = group
         self._linger = flush_interval_s
         self._batch = flush_batch
+        self._text_interval = text_interval_s
+        # Streamed text of attempts still running, by the attempt's key.
+        self._text: dict[object, _TextStream] = {}
         # Commands waiting for the next flush; None marks a `started` dropped because its
         # result arrived in the same batch.
         self._queued: list[_Command | None] = []
@@ -75,6 +112,47 @@ class Outbox:
         if index is not None:
             self._queued[index] = None
         self._push((_XADD, self._results_key, payload))
+
+    def send_text(self, key: object, progress: Progress) -> None:
+        """Queues a progress message with a `text_delta` for the attempt `key`, joined
+        with the attempt's other deltas so that at most one goes out per interval."""
+        text = self._text.get(key)
+        if text is None:
+            text = self._text[key] = _TextStream()
+        held = text.queued if text.queued is not None else text.pending
+        if held is not None:
+            _join(held, progress)
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now >= text.next_at:
+            self._queue_text(text, progress, now)
+        else:
+            text.pending = progress
+            text.timer = loop.call_at(text.next_at, self._release_text, key)
+
+    def end_text(self, key: object) -> None:
+        """The attempt `key` ended: its held-back text is queued now, ahead of its result."""
+        text = self._text.pop(key, None)
+        if text is None:
+            return
+        if text.timer is not None:
+            text.timer.cancel()
+        if text.pending is not None:
+            self._queue_text(text, text.pending, 0.0)
+            text.pending = None
+
+    def _release_text(self, key: object) -> None:
+        text = self._text.get(key)
+        if text is None or text.pending is None:
+            return
+        message, text.pending, text.timer = text.pending, None, None
+        self._queue_text(text, message, asyncio.get_running_loop().time())
+
+    def _queue_text(self, text: _TextStream, message: Progress, now: float) -> None:
+        text.queued = message
+        text.next_at = now + self._text_interval
+        self._push((_XADD_TEXT, self._results_key, text))
 
     def ack(self, stream: str, msg_id: str) -> None:
         self._push((_XACK, stream, msg_id))
@@ -112,6 +190,8 @@ class Outbox:
         """Flushes everything queued, then stops. Gives up after `timeout_s` if Redis
         stays unreachable, logging how much was lost."""
         self._closing = True
+        for key in list(self._text):
+            self.end_text(key)
         self._wake.set()
         if self._task is None:
             return
@@ -122,8 +202,26 @@ class Outbox:
             lost = len(self._queued) + self._flushing
             log.error("outbox: Redis unreachable at exit; %d messages lost", lost)
 
+    @staticmethod
+    def _encode(batch: list[_Command | None]) -> list[_Command]:
+        """The batch as plain XADD and XACK commands, messages encoded."""
+        commands: list[_Command] = []
+        for command in batch:
+            if command is None:
+                continue
+            op, key, payload = command
+            if op == _XADD_STARTED:
+                commands.append((_XADD, key, dumps(payload.to_dict())))
+            elif op == _XADD_TEXT:
+                message = payload.take_queued()
+                if message is not None:
+                    commands.append((_XADD, key, dumps(message.to_dict())))
+            else:
+                commands.append(command)
+        return commands
+
     async def _flush(self, batch: list[_Command | None]) -> None:
-        commands = [c for c in batch if c is not None]
+        commands = self._encode(batch)
         self._flushing = len(commands)
         delay = 0.05
         while True:
@@ -131,8 +229,6 @@ class Outbox:
             for op, key, payload in commands:
                 if op == _XADD:
                     pipe.execute_command("XADD", key, "*", MESSAGE_FIELD, payload)
-                elif op == _XADD_STARTED:
-                    pipe.execute_command("XADD", key, "*", MESSAGE_FIELD, dumps(payload.to_dict()))
                 else:
                     pipe.execute_command("XACK", key, self._group, payload)
             try:

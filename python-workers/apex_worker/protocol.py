@@ -36,6 +36,7 @@ _WORKER_STATES = frozenset(("running", "draining"))
 _U32_MAX = 2**32 - 1
 _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_U64_MAX = 2**64 - 1
 
 
 class Keys:
@@ -103,6 +104,10 @@ def _int(obj: dict[str, Any], key: str, lo: int, hi: int, default: int | None = 
 
 def _u32(obj: dict[str, Any], key: str) -> int:
     return _int(obj, key, 0, _U32_MAX)
+
+
+def _opt_u32(obj: dict[str, Any], key: str) -> int | None:
+    return None if obj.get(key) is None else _u32(obj, key)
 
 
 def _i64(obj: dict[str, Any], key: str) -> int:
@@ -184,6 +189,8 @@ class TaskMessage:
     upstream: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
     priority: int = 0
+    #: The agent that runs it (handler `agent`), resolved by the orchestrator.
+    agent: AgentConfig | None = None
 
     @classmethod
     def from_dict(cls, obj: object) -> TaskMessage:
@@ -205,6 +212,7 @@ class TaskMessage:
             upstream=upstream,
             timeout_s=_opt_float(msg, "timeout_s"),
             priority=_int(msg, "priority", _I32_MIN, _I32_MAX, default=0),
+            agent=None if msg.get("agent") is None else AgentConfig.from_dict(msg["agent"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,7 +232,87 @@ class TaskMessage:
         out["idempotency_key"] = self.idempotency_key
         out["priority"] = self.priority
         out["enqueued_at_ms"] = self.enqueued_at_ms
+        if self.agent is not None:
+            out["agent"] = self.agent.to_dict()
         return out
+
+
+@dataclass(slots=True, frozen=True)
+class Price:
+    """USD per million input and output tokens."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+    @classmethod
+    def from_dict(cls, obj: object) -> Price:
+        if type(obj) is not dict:
+            raise MalformedMessage("field `price` must be an object")
+        price = cast(dict[str, Any], obj)
+        return cls(_float(price, "input_per_mtok"), _float(price, "output_per_mtok"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_per_mtok": self.input_per_mtok, "output_per_mtok": self.output_per_mtok}
+
+
+@dataclass(slots=True, frozen=True)
+class AgentConfig:
+    """A named LLM agent: which model, how to reach it, how it behaves, what it costs.
+    Credentials never travel: `api_key_env` names the worker's environment variable.
+    Unknown fields are ignored, so a newer orchestrator can add some.
+    """
+
+    name: str
+    #: `openai` (any OpenAI-compatible chat-completions endpoint), `anthropic` or `mock`.
+    provider: str
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    system_prompt: str | None = None
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    #: Enforced by the orchestrator; the worker only carries it.
+    max_concurrency: int | None = None
+    price: Price | None = None
+
+    @classmethod
+    def from_dict(cls, obj: object) -> AgentConfig:
+        if type(obj) is not dict:
+            raise MalformedMessage("field `agent` must be an object")
+        agent = cast(dict[str, Any], obj)
+        price = agent.get("price")
+        return cls(
+            name=_str(agent, "name"),
+            provider=_str(agent, "provider"),
+            model=_str(agent, "model"),
+            base_url=_opt_str(agent, "base_url"),
+            api_key_env=_opt_str(agent, "api_key_env"),
+            system_prompt=_opt_str(agent, "system_prompt"),
+            temperature=_opt_float(agent, "temperature"),
+            max_output_tokens=_opt_u32(agent, "max_output_tokens"),
+            max_concurrency=_opt_u32(agent, "max_concurrency"),
+            price=None if price is None else Price.from_dict(price),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "provider": self.provider, "model": self.model}
+        for key in _AGENT_OPTIONAL:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.price is not None:
+            out["price"] = self.price.to_dict()
+        return out
+
+
+_AGENT_OPTIONAL = (
+    "base_url",
+    "api_key_env",
+    "system_prompt",
+    "temperature",
+    "max_output_tokens",
+    "max_concurrency",
+)
 
 
 def decode_json(raw: bytes | str) -> object:
@@ -332,6 +420,36 @@ class TaskError:
 
 
 @dataclass(slots=True)
+class Usage:
+    """Tokens and money one attempt used (LLM calls). Every field defaults to 0."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @classmethod
+    def from_dict(cls, obj: object) -> Usage:
+        if type(obj) is not dict:
+            raise MalformedMessage("field `usage` must be an object")
+        usage = cast(dict[str, Any], obj)
+        cost = usage.get("cost_usd", 0.0)
+        if type(cost) is not float and type(cost) is not int:
+            raise MalformedMessage("field `cost_usd` must be a number")
+        return cls(
+            input_tokens=_int(usage, "input_tokens", 0, _U64_MAX, default=0),
+            output_tokens=_int(usage, "output_tokens", 0, _U64_MAX, default=0),
+            cost_usd=float(cost),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": float(self.cost_usd),
+        }
+
+
+@dataclass(slots=True)
 class TaskResult:
     attempt: AttemptRef
     outcome: Outcome
@@ -339,10 +457,19 @@ class TaskResult:
     finished_at_ms: int
     output: Any = None
     error: TaskError | None = None
+    #: What the attempt spent, succeeded or not; None when it reported nothing.
+    usage: Usage | None = None
+    #: Tasks to add to the run under this one (dynamic fan-out), in the submission format.
+    children: list[Any] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, msg: dict[str, Any]) -> TaskResult:
         error = msg.get("error")
+        usage = msg.get("usage")
+        # `null` reads as none, like an absent field.
+        children = msg.get("children") or []
+        if type(children) is not list:
+            raise MalformedMessage("field `children` must be a list")
         return cls(
             attempt=AttemptRef.from_dict(msg),
             outcome=cast(Outcome, _choice(msg, "outcome", _OUTCOMES)),
@@ -350,6 +477,8 @@ class TaskResult:
             finished_at_ms=_i64(msg, "finished_at_ms"),
             output=msg.get("output"),
             error=None if error is None else TaskError.from_dict(error),
+            usage=None if usage is None else Usage.from_dict(usage),
+            children=children,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -360,6 +489,10 @@ class TaskResult:
             out["error"] = self.error.to_dict()
         out["started_at_ms"] = self.started_at_ms
         out["finished_at_ms"] = self.finished_at_ms
+        if self.usage is not None:
+            out["usage"] = self.usage.to_dict()
+        if self.children:
+            out["children"] = self.children
         return out
 
 
@@ -372,6 +505,8 @@ class Progress:
     at_ms: int
     progress: float | None = None
     message: str = ""
+    #: Text generated since the previous report (streamed LLM tokens).
+    text_delta: str | None = None
 
     @classmethod
     def from_dict(cls, msg: dict[str, Any]) -> Progress:
@@ -386,6 +521,7 @@ class Progress:
             at_ms=_i64(msg, "at_ms"),
             progress=_opt_float(msg, "progress"),
             message=message,
+            text_delta=_opt_str(msg, "text_delta"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -400,6 +536,8 @@ class Progress:
         if self.progress is not None:
             out["progress"] = self.progress
         out["message"] = self.message
+        if self.text_delta is not None:
+            out["text_delta"] = self.text_delta
         out["at_ms"] = self.at_ms
         return out
 

@@ -24,6 +24,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any, Literal
 
 from redis.asyncio import Redis
@@ -31,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from apex_worker.agents.transport import http_clients
 from apex_worker.codec import EncodeError, dumps
 from apex_worker.config import WorkerConfig
 from apex_worker.context import Context
@@ -60,6 +62,7 @@ from apex_worker.protocol import (
 )
 from apex_worker.registry import Registry, default_registry
 from apex_worker.slots import Slots
+from apex_worker.spawn import Spawn
 from apex_worker.version import __version__
 
 log = logging.getLogger("apex_worker")
@@ -183,6 +186,7 @@ class Worker:
                 group=WORKER_GROUP,
                 flush_interval_s=cfg.flush_interval_s,
                 flush_batch=cfg.flush_batch,
+                text_interval_s=cfg.text_interval_s,
             )
             self._outbox.start()
             self._send_heartbeat()
@@ -204,6 +208,7 @@ class Worker:
         finally:
             for client in (self._reader, self._control, self._redis):
                 await client.aclose()
+            await http_clients.aclose()
         if self._failed is not None:
             raise RuntimeError("worker stopped after an internal error") from self._failed
 
@@ -336,8 +341,10 @@ class Worker:
             attempt=task.attempt,
             idempotency_key=task.idempotency_key,
             worker_id=self.id,
-            emit=self._emit,
+            emit=partial(self._emit, running),
             loop=asyncio.get_running_loop(),
+            agent=task.agent,
+            timeout_s=task.timeout_s,
         )
         try:
             output, error = await execute(self.registry.get(task.handler), task, ctx)
@@ -346,7 +353,7 @@ class Worker:
             if running.cancel_reason is None:
                 raise  # not ours (the loop is going away): let it end the task
             if owned:
-                self._report_cancelled(running, started_at_ms)
+                self._report_cancelled(running, started_at_ms, ctx)
             return
         except BaseException:
             self._finish(running)
@@ -354,6 +361,9 @@ class Worker:
         if not self._finish(running):
             return  # it ignored its cancellation at shutdown and was released already
         # No await from here on: a cancel arriving now finds the attempt already finished.
+        children: list[Any] = []
+        if isinstance(output, Spawn):
+            output, children = output.output, output.children
         result = TaskResult(
             ref,
             "succeeded" if error is None else "failed",
@@ -361,6 +371,8 @@ class Worker:
             _now_ms(),
             output,
             error,
+            usage=ctx.usage,
+            children=children,
         )
         outbox.send_result(running, self._encode_result(result))
         if self._debug:
@@ -390,17 +402,20 @@ class Worker:
     def _invalid_output(result: TaskResult, message: str) -> bytes:
         result.outcome = "failed"
         result.output = None
+        result.children = []
         result.error = TaskError(kind="invalid_output", message=message, retryable=False)
         return dumps(result.to_dict())
 
-    def _report_cancelled(self, running: Running, started_at_ms: int) -> None:
+    def _report_cancelled(self, running: Running, started_at_ms: int, ctx: Context) -> None:
         assert self._outbox is not None
         now = _now_ms()
         if running.cancel_reason == "cancelled":
             error = TaskError(
                 kind="cancelled", message="cancelled by the orchestrator", retryable=False
             )
-            result = TaskResult(running.ref, "failed", started_at_ms, now, None, error)
+            result = TaskResult(
+                running.ref, "failed", started_at_ms, now, None, error, usage=ctx.usage
+            )
             self._outbox.send_result(running, dumps(result.to_dict()))
         else:
             released = Released(running.ref, "worker shutting down", now)
@@ -408,6 +423,8 @@ class Worker:
 
     def _finish(self, running: Running) -> bool:
         """Frees the attempt's slot. False if shutdown already gave the attempt up."""
+        assert self._outbox is not None
+        self._outbox.end_text(running)
         key = (running.stream, running.ref.msg_id)
         if self._in_flight.pop(key, None) is None:
             return False
@@ -418,8 +435,14 @@ class Worker:
             self._shutdown_wake.set()
         return True
 
-    def _emit(self, message: Progress | LogLine) -> None:
+    def _emit(self, running: Running, message: Progress | LogLine) -> None:
+        """Sends what a handler reported. Streamed text is coalesced per attempt, and
+        dropped once the attempt has ended (a sync handler's thread can outlive it)."""
         assert self._outbox is not None
+        if isinstance(message, Progress) and message.text_delta is not None:
+            if self._in_flight.get((running.stream, running.ref.msg_id)) is running:
+                self._outbox.send_text(running, message)
+            return
         self._outbox.send(dumps(message.to_dict()))
 
     # -- control stream ----------------------------------------------------------------
@@ -509,7 +532,7 @@ class Worker:
             for i in range(0, len(ids), _MAX_CLAIM_IDS):
                 chunk = ids[i : i + _MAX_CLAIM_IDS]
                 chunks.append((stream, chunk))
-                pipe.xclaim(stream, WORKER_GROUP, self.id, 0, chunk, justid=True)
+                pipe.xclaim(stream, WORKER_GROUP, self.id, 0, list[Any](chunk), justid=True)
         replies = await pipe.execute()
         held: set[tuple[str, str]] = set()
         for (stream, _), claimed in zip(chunks, replies, strict=True):
@@ -621,6 +644,7 @@ class Worker:
                 log.warning("attempt %s ignored cancellation; released anyway", running.ref)
                 self.abandoned += 1
                 released = Released(running.ref, "worker shutting down", _now_ms())
+                self._outbox.end_text(running)
                 self._outbox.send(dumps(released.to_dict()))
                 self._in_flight.pop((running.stream, running.ref.msg_id), None)
         self._outbox.send(dumps(WorkerStopped(self.id, _now_ms()).to_dict()))

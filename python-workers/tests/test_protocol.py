@@ -12,6 +12,7 @@ from support import EXAMPLES
 
 from apex_worker.codec import dumps, loads
 from apex_worker.protocol import (
+    AgentConfig,
     AttemptRef,
     Cancel,
     Drain,
@@ -25,6 +26,7 @@ from apex_worker.protocol import (
     TaskError,
     TaskMessage,
     TaskResult,
+    Usage,
     WorkerInfo,
     WorkerStopped,
     parse_message,
@@ -151,6 +153,9 @@ def test_messages_the_worker_builds_validate_against_the_schema(
         TaskResult(ref, "failed", 1, 2, None, TaskError("exception", "x", "E", "tb", True, 2.0)),
         Progress("r", "t", 1, "w", 3),
         Progress("r", "t", 1, "w", 3, 0.5, "half"),
+        Progress("r", "t", 1, "w", 3, None, "generating", "The moon"),
+        TaskResult(ref, "succeeded", 1, 2, "x", None, Usage(3, 4, 0.5), [{"id": "0"}]),
+        TaskResult(ref, "failed", 1, 2, None, TaskError("timeout", "slow"), Usage(1, 0, 0.0)),
         LogLine("r", "t", 1, "w", "warning", "careful", 3),
         Released(ref, "worker shutting down", 3),
         Heartbeat(info, 3),
@@ -162,3 +167,63 @@ def test_messages_the_worker_builds_validate_against_the_schema(
         data = loads(dumps(message.to_dict()))
         validator.validate(data)
         assert parse_message(data).to_dict() == data
+
+
+def test_agent_task_carries_its_configuration() -> None:
+    task = parse_task((EXAMPLES / "task_agent.json").read_bytes())
+    agent = task.agent
+    assert agent is not None
+    assert (agent.name, agent.provider, agent.model) == ("researcher", "openai", "gpt-4o-mini")
+    assert agent.api_key_env == "OPENAI_API_KEY"
+    assert agent.max_output_tokens == 512
+    assert agent.price is not None
+    assert (agent.price.input_per_mtok, agent.price.output_per_mtok) == (0.15, 0.6)
+    assert parse_task((EXAMPLES / "task.json").read_bytes()).agent is None
+
+
+def test_agent_config_ignores_fields_a_newer_orchestrator_adds() -> None:
+    # Rejecting them would dead-letter every agent task after an orchestrator upgrade.
+    msg = load(EXAMPLES / "task_agent.json")
+    msg["agent"]["top_p"] = 0.9
+    msg["agent"]["price"]["per_request"] = 1
+    agent = TaskMessage.from_dict(msg).agent
+    assert agent is not None
+    assert agent.model == "gpt-4o-mini"
+    assert "top_p" not in agent.to_dict()
+    minimal = AgentConfig.from_dict({"name": "a", "provider": "mock", "model": "m"})
+    assert minimal.to_dict() == {"name": "a", "provider": "mock", "model": "m"}
+    assert AgentConfig.from_dict(minimal.to_dict() | {"temperature": None}) == minimal
+
+
+def test_null_children_mean_none() -> None:
+    msg = load(EXAMPLES / "result_agent.json") | {"children": None}
+    assert TaskResult.from_dict(msg).children == []
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"usage": {"input_tokens": -1}}, "field `input_tokens`"),
+        ({"usage": {"cost_usd": "1"}}, "field `cost_usd`"),
+        ({"usage": []}, "field `usage`"),
+        ({"children": {"id": "0"}}, "field `children`"),
+    ],
+)
+def test_malformed_usage_or_children_is_named(change: dict[str, Any], reason: str) -> None:
+    msg = load(EXAMPLES / "result_agent.json") | change
+    with pytest.raises(MalformedMessage, match=reason.replace("`", ".")):
+        parse_message(msg)
+
+
+def test_usage_and_children_are_left_out_when_empty() -> None:
+    ref = AttemptRef("r", "t", 1, "w", "default", "1-0")
+    out = TaskResult(ref, "succeeded", 1, 2, None).to_dict()
+    assert "usage" not in out
+    assert "children" not in out
+    usage = parse_message(load(EXAMPLES / "result_agent.json") | {"usage": {}})
+    assert isinstance(usage, TaskResult)
+    assert usage.usage == Usage(0, 0, 0.0)
+    progress = parse_message(load(EXAMPLES / "progress.json"))
+    assert isinstance(progress, Progress)
+    assert progress.text_delta is None
+    assert "text_delta" not in progress.to_dict()

@@ -43,6 +43,58 @@ pub struct TaskMessage {
     pub priority: i32,
     /// Milliseconds since the Unix epoch when the orchestrator enqueued it.
     pub enqueued_at_ms: i64,
+    /// For tasks run by an agent (handler `agent`): its configuration, resolved by the
+    /// orchestrator from the run's inline agents or the registered ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentConfig>,
+}
+
+/// A named LLM agent: which model, how to reach it, how it behaves, what it costs.
+/// Credentials never travel: `api_key_env` names the worker's environment variable.
+/// Unknown fields are ignored, so a newer orchestrator can add some without older
+/// workers dead-lettering every agent task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    pub name: String,
+    /// `openai` (any OpenAI-compatible chat-completions endpoint), `anthropic`, or `mock`.
+    pub provider: String,
+    pub model: String,
+    /// Endpoint base, e.g. `http://127.0.0.1:11434/v1` for a local server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Environment variable on the worker that holds the API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    /// Attempts of this agent running at once, across runs (enforced by the orchestrator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Price in USD per million tokens; without it the worker's price table applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
+}
+
+/// USD per million input and output tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+/// Tokens and money one attempt used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cost_usd: f64,
 }
 
 /// The `type` tag of a [`TaskMessage`].
@@ -110,6 +162,14 @@ pub struct TaskResult {
     pub error: Option<TaskError>,
     pub started_at_ms: i64,
     pub finished_at_ms: i64,
+    /// Tokens and cost the attempt used (LLM calls), whether it succeeded or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// New tasks to add to the run under this one (dynamic fan-out), in the submission
+    /// format; their ids and dependencies are among themselves. Tasks that depended on
+    /// this one wait for them too and receive their outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_empty")]
+    pub children: Vec<Value>,
 }
 
 /// How an attempt ended.
@@ -140,6 +200,11 @@ pub struct TaskError {
 
 fn yes() -> bool {
     true
+}
+
+/// `null` reads as an empty list, like an absent field.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
+    Ok(Option::<Vec<Value>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// The class of a failure.
@@ -173,6 +238,9 @@ pub struct Progress {
     pub progress: Option<f64>,
     #[serde(default)]
     pub message: String,
+    /// Text generated since the last progress report (streamed LLM tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_delta: Option<String>,
     pub at_ms: i64,
 }
 

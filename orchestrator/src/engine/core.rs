@@ -1083,6 +1083,7 @@ fn task_message(run: &ActiveRun, task: u32, attempt: u32, now: i64) -> (String, 
         idempotency_key: TaskMessage::idempotency_key_for(&run.id, &spec.id, attempt),
         priority: spec.priority,
         enqueued_at_ms: now,
+        agent: None,
     };
     (
         queue,
