@@ -8,17 +8,25 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 bash scripts/setup.sh --browser
 
+say "quick start: apex up --demo on its embedded defaults"
+demo_dir=$(mktemp -d)
+APEX_BIND=127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') \
+  APEX_DATA_DIR="$demo_dir" bash scripts/demo.sh --exit-when-done
+rm -rf "$demo_dir"
+
 say "rust: fmt, clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 say "rust: tests"
-cargo test --workspace --quiet
+# Each suite is bounded, so a hang fails fast instead of eating the CI budget.
+timeout 1800 cargo test --workspace --quiet
+APEX_TEST_STORE=sqlite timeout 1200 cargo test -p apex --quiet --test spine --test ws --test security --test faults
 
 say "python: ruff, pytest"
 .venv/bin/ruff check python-workers
 .venv/bin/ruff format --check python-workers
-.venv/bin/pytest -q python-workers/tests
+timeout 600 .venv/bin/pytest -q python-workers/tests
 
 say "dashboard: typecheck, lint, unit tests"
 (cd dashboard && npm run --silent typecheck && npm run --silent lint && npm test --silent)
@@ -27,6 +35,6 @@ say "deploy: manifests, compose, alerts and dashboard validated offline"
 bash deploy/validate.sh
 
 say "dashboard: end to end in Chromium"
-bash scripts/e2e.sh
+timeout 900 bash scripts/e2e.sh
 
 say "all checks passed"

@@ -52,6 +52,14 @@ pub struct ServeConfig {
     /// Slots per worker assumed while no worker of a queue reports its concurrency.
     #[arg(long, env = "APEX_WORKER_SLOTS", default_value_t = 200)]
     pub worker_slots: u32,
+    /// Queues to report (and autoscale) from the start, before any task names them.
+    #[arg(
+        long = "queue",
+        env = "APEX_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
+    pub queues: Vec<String>,
 }
 
 /// Settings that cannot work together.
@@ -108,6 +116,7 @@ impl ServeConfig {
             autoscale_max: 100,
             autoscale_cooldown_s: 60.0,
             worker_slots: 200,
+            queues: vec!["default".into()],
         }
     }
 }

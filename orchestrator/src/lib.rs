@@ -9,7 +9,7 @@
 //! - [`engine`]: the async shell: owns active runs in memory, feeds them worker reports,
 //!   carries out their commands, and group-commits the results.
 //! - [`queue`]: Redis Streams transport to and from the workers (`worker-protocol`).
-//! - [`store`]: persistence, the source of truth (Postgres).
+//! - [`store`]: persistence, the source of truth (Postgres, or SQLite for `apex up`).
 //! - [`bus`]: stored events published live to WebSocket clients.
 //! - [`api`]: the HTTP API (axum), one module per resource; [`views`] shapes its JSON.
 //! - [`autoscale`]: how many workers each queue's work calls for (pure policy).

@@ -122,6 +122,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         worker_lost_after: Duration::from_secs(config.worker_lost_after_s),
         lease_timeout: Duration::from_secs_f64(config.lease_timeout_s),
         autoscale: config.autoscale(),
+        queues: config.queues.clone(),
         ..EngineConfig::default()
     };
     let (engine, engine_task) = engine::start(

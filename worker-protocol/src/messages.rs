@@ -168,7 +168,11 @@ pub struct TaskResult {
     /// New tasks to add to the run under this one (dynamic fan-out), in the submission
     /// format; their ids and dependencies are among themselves. Tasks that depended on
     /// this one wait for them too and receive their outputs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_empty"
+    )]
     pub children: Vec<Value>,
 }
 

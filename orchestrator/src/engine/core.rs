@@ -94,6 +94,11 @@ impl Core {
         flush_tx: mpsc::Sender<Flush>,
         enqueued: mpsc::UnboundedReceiver<Enqueued>,
     ) -> Self {
+        let autoscalers = config
+            .queues
+            .iter()
+            .map(|q| (q.clone(), Autoscaler::new(config.autoscale)))
+            .collect();
         Self {
             store,
             config,
@@ -105,7 +110,7 @@ impl Core {
             out: Output::default(),
             last_queues: Vec::new(),
             enqueued,
-            autoscalers: HashMap::new(),
+            autoscalers,
         }
     }
 

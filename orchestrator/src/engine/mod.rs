@@ -63,6 +63,9 @@ pub struct EngineConfig {
     pub max_output_bytes: usize,
     /// How many workers each queue's work calls for.
     pub autoscale: crate::autoscale::Policy,
+    /// Queues known from the start, so they report a desired worker count (at least
+    /// the policy's minimum) before any task or worker names them.
+    pub queues: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +78,7 @@ impl Default for EngineConfig {
             lease_timeout: Duration::from_secs(7),
             max_output_bytes: 16 << 20,
             autoscale: crate::autoscale::Policy::default(),
+            queues: Vec::new(),
         }
     }
 }

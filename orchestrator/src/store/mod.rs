@@ -2,11 +2,13 @@
 //!
 //! The engine writes through [`Store::apply`] in batches (a group commit of everything a
 //! few milliseconds of scheduling produced), never one round trip per task. The API
-//! reads through the query methods. [`postgres::PgStore`] is the production store.
+//! reads through the query methods. [`postgres::PgStore`] is the production store;
+//! [`sqlite::SqliteStore`], one file and no server, is the embedded default.
 
 pub mod leader;
 pub mod postgres;
 mod rows;
+pub mod sqlite;
 
 pub use rows::*;
 
@@ -27,8 +29,11 @@ pub enum StoreError {
     #[error("running migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The database URL names a kind of store Apex does not have.
-    #[error("unsupported database URL scheme {0:?}: use postgres://…")]
+    #[error("unsupported database URL scheme {0:?}: use postgres://… or sqlite://…")]
     UnsupportedUrl(String),
+    /// The database URL has a known scheme but cannot be used as written.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -61,11 +66,20 @@ pub struct RunQuery {
     pub limit: u32,
 }
 
-/// Opens the store a URL names (`postgres://…`), running its migrations.
+/// Opens the store a URL names, running its migrations: `postgres://…`, or
+/// `sqlite://path/to/file.db` (relative), `sqlite:///abs/path.db`, `sqlite:file.db`
+/// (the file and its directory are created if missing; `sqlite::memory:` is refused).
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    match url.split_once("://").map(|(scheme, _)| scheme) {
-        Some("postgres" | "postgresql") => Ok(std::sync::Arc::new(postgres::PgStore::connect(url).await?)),
-        _ => Err(StoreError::UnsupportedUrl(url.split("://").next().unwrap_or(url).to_owned())),
+    match url.split_once(':').map(|(scheme, _)| scheme) {
+        Some("postgres" | "postgresql") => {
+            Ok(std::sync::Arc::new(postgres::PgStore::connect(url).await?))
+        }
+        Some("sqlite") => Ok(std::sync::Arc::new(
+            sqlite::SqliteStore::connect(url).await?,
+        )),
+        _ => Err(StoreError::UnsupportedUrl(
+            url.split(':').next().unwrap_or(url).to_owned(),
+        )),
     }
 }
 

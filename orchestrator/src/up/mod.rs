@@ -82,10 +82,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             args.data_dir.display()
         )
     })?;
-    let worker = find_worker(args.worker_bin.as_deref()).context(
-        "apex-worker not found: run `bash scripts/setup.sh` (it installs the worker into .venv), \
-         or `pip install ./python-workers`, or pass --worker-bin",
-    )?;
+    let worker = match (find_worker(args.worker_bin.as_deref()), &args.worker_bin) {
+        (Some(w), _) => w,
+        (None, Some(given)) => anyhow::bail!(
+            "apex-worker not found at {}: run `bash scripts/setup.sh` (it installs the worker into .venv), \
+             or `pip install ./python-workers`, or fix --worker-bin / APEX_WORKER_BIN",
+            given.display()
+        ),
+        (None, None) => anyhow::bail!(
+            "apex-worker not found: run `bash scripts/setup.sh` (it installs the worker into .venv), \
+             or `pip install ./python-workers`, or pass --worker-bin"
+        ),
+    };
     let mut private_redis = None;
     let redis_url = match &args.redis_url {
         Some(url) => url.clone(),
@@ -169,6 +177,7 @@ fn serve_config(args: &UpArgs, database_url: String, redis_url: String) -> Serve
     c.autoscale_max = args.max_workers;
     c.autoscale_cooldown_s = args.cooldown_s;
     c.worker_slots = args.worker_concurrency;
+    c.queues = args.queues.clone();
     c.dashboard_dir = args.dashboard_dir.clone().unwrap_or_else(find_dashboard);
     c
 }

@@ -217,7 +217,8 @@ impl Drop for Supervisor {
 /// beside this binary's checkout), or `PATH`.
 pub fn find_worker(explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = explicit {
-        return Some(p.to_path_buf());
+        // A path that is not there is a mistake to report, not a reason to look elsewhere.
+        return p.exists().then(|| p.to_path_buf());
     }
     let mut candidates = vec![PathBuf::from(".venv/bin/apex-worker")];
     if let Ok(exe) = std::env::current_exe() {

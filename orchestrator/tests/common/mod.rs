@@ -1,6 +1,10 @@
-//! A whole Apex system per test: a fresh Postgres database, its own Redis key prefix,
-//! the orchestrator in-process, and real `apex-worker` processes. Dropped, it stops the
-//! workers and removes the database and the keys.
+//! A whole Apex system per test: a fresh store, its own Redis key prefix, the
+//! orchestrator in-process, and real `apex-worker` processes. Dropped, it stops the
+//! workers and removes the store and the keys.
+//!
+//! The store is the one `APEX_TEST_STORE` names: `postgres` (the default; a fresh
+//! database on [`PG_ADMIN`]) or `sqlite` (a fresh database file in a fresh temporary
+//! directory), so the whole suite runs against both.
 
 #![allow(dead_code)]
 
@@ -13,6 +17,41 @@ use std::time::{Duration, Instant};
 
 pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const REDIS: &str = "redis://127.0.0.1:6379";
+
+/// Which store a test system keeps its state in.
+#[derive(Debug, Clone)]
+pub enum TestStore {
+    /// A fresh database on the Postgres server `admin_url` points at.
+    Postgres { admin_url: String },
+    /// A fresh SQLite file in a fresh temporary directory.
+    Sqlite,
+}
+
+impl TestStore {
+    /// The suite's store, from `APEX_TEST_STORE`: `postgres` (default, on [`PG_ADMIN`])
+    /// or `sqlite`.
+    pub fn from_env() -> Self {
+        match std::env::var("APEX_TEST_STORE").as_deref() {
+            Err(std::env::VarError::NotPresent) | Ok("" | "postgres") => TestStore::Postgres {
+                admin_url: PG_ADMIN.to_owned(),
+            },
+            Ok("sqlite") => TestStore::Sqlite,
+            other => panic!("APEX_TEST_STORE must be `postgres` or `sqlite`, not {other:?}"),
+        }
+    }
+}
+
+/// Where a test system's store lives, to remove it afterwards.
+enum Database {
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
+    /// The temporary directory holding the SQLite file (and its WAL and lock files).
+    Sqlite {
+        dir: PathBuf,
+    },
+}
 
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
@@ -38,8 +77,9 @@ pub struct TestSystem {
     pub orchestrators: Vec<(u16, Child)>,
     pub redis: String,
     pub base: String,
-    pub db_name: String,
+    /// The store's URL, as orchestrators are given it.
     pub db_url: String,
+    database: Database,
     pub prefix: String,
     pub workers: Vec<Child>,
     pub http: reqwest::Client,
@@ -53,7 +93,7 @@ impl TestSystem {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> Self {
-        let mut sys = Self::without_server(PG_ADMIN, REDIS).await;
+        let mut sys = Self::without_server_on(TestStore::from_env(), REDIS).await;
         tweak(&mut sys.config);
         let server = apex::server::start(sys.config.clone())
             .await
@@ -63,19 +103,44 @@ impl TestSystem {
         sys
     }
 
-    /// A fresh database (on the Postgres `admin_url` points at) and Redis prefix, with no
-    /// orchestrator yet: start one in-process or as a process.
+    /// A fresh store and Redis prefix, with no orchestrator yet: start one in-process or
+    /// as a process. [`PG_ADMIN`] stands for the suite's store (`APEX_TEST_STORE`); any
+    /// other `admin_url` is a Postgres of the test's own, used whatever the environment
+    /// says.
     pub async fn without_server(admin_url: &str, redis: &str) -> Self {
-        let db_name = unique("apex_test");
-        let admin = sqlx::PgPool::connect(admin_url)
-            .await
-            .expect("Postgres is reachable");
-        sqlx::query(&format!("create database {db_name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        let db_url = format!("{}/{db_name}", admin_url.rsplit_once('/').unwrap().0);
+        let store = if admin_url == PG_ADMIN {
+            TestStore::from_env()
+        } else {
+            TestStore::Postgres {
+                admin_url: admin_url.to_owned(),
+            }
+        };
+        Self::without_server_on(store, redis).await
+    }
+
+    /// A fresh store of the kind given and a Redis prefix, with no orchestrator yet.
+    pub async fn without_server_on(store: TestStore, redis: &str) -> Self {
+        let (db_url, database) = match store {
+            TestStore::Postgres { admin_url } => {
+                let name = unique("apex_test");
+                let admin = sqlx::PgPool::connect(&admin_url)
+                    .await
+                    .expect("Postgres is reachable");
+                sqlx::query(&format!("create database {name}"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                admin.close().await;
+                let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+                (url, Database::Postgres { admin_url, name })
+            }
+            TestStore::Sqlite => {
+                // The orchestrator creates the directory and the file.
+                let dir = std::env::temp_dir().join(unique("apex-sqlite"));
+                let url = format!("sqlite://{}", dir.join("apex.db").display());
+                (url, Database::Sqlite { dir })
+            }
+        };
         let prefix = unique("t");
         let config = ServeConfig::new(&db_url, redis, &prefix);
         Self {
@@ -83,8 +148,8 @@ impl TestSystem {
             orchestrators: vec![],
             redis: redis.to_owned(),
             base: String::new(),
-            db_name,
             db_url,
+            database,
             prefix,
             workers: vec![],
             http: reqwest::Client::new(),
@@ -295,14 +360,17 @@ impl TestSystem {
                 }
             }
         }
-        let admin_url = format!("{}/postgres", self.db_url.rsplit_once('/').unwrap().0);
-        if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
-            let _ = sqlx::query(&format!(
-                "drop database if exists {} with (force)",
-                self.db_name
-            ))
-            .execute(&admin)
-            .await;
+        match &self.database {
+            Database::Postgres { admin_url, name } => {
+                if let Ok(admin) = sqlx::PgPool::connect(admin_url).await {
+                    let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
+                        .execute(&admin)
+                        .await;
+                }
+            }
+            Database::Sqlite { dir } => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 }
@@ -317,6 +385,11 @@ impl Drop for TestSystem {
         {
             let _ = w.kill();
             let _ = w.wait();
+        }
+        // A file store needs no server to remove it; the in-process orchestrator, if
+        // any, still has it open, which Unix allows.
+        if let Database::Sqlite { dir } = &self.database {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
