@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_and_websocket_require_the_token() {
@@ -213,6 +214,60 @@ async fn random_submissions_never_get_a_5xx_and_rejected_ones_store_nothing() {
         list["runs"].as_array().unwrap().len(),
         accepted,
         "only accepted runs are stored"
+    );
+    sys.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_is_refused_on_submit_and_never_stalls_the_store() {
+    let mut sys = TestSystem::start().await;
+    let (status, body) = sys
+        .post(
+            "/api/v1/runs",
+            &json!({"tasks": [{"id": "a", "handler": "echo", "input": "a\u{0}b"}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("NUL"));
+
+    // A worker may still report one: it is stored, and later writes go on.
+    sys.spawn_worker("default", 5);
+    let id = sys
+        .submit(&json!({"tasks": [{"id": "slow", "handler": "sleep", "input": {"seconds": 30}}]}))
+        .await;
+    sys.wait_until(&id, Duration::from_secs(60), |r| {
+        r["counts"]["running"] == 1
+    })
+    .await;
+    let forged = json!({"v": 1, "type": "result", "run_id": id, "task_id": "slow", "attempt": 1,
+        "worker_id": "w\u{0}x", "queue": "default", "msg_id": "1-1", "outcome": "succeeded",
+        "output": {"text": "x\u{0}y"}, "started_at_ms": 1, "finished_at_ms": 2});
+    let mut conn = redis::Client::open(common::REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{}:results", sys.prefix))
+        .arg("*")
+        .arg("m")
+        .arg(forged.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let run = sys.wait_run(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["state"], "succeeded");
+    assert_eq!(common::task(&run, "slow")["output"]["text"], "x\u{fffd}y");
+    let next = sys
+        .submit(&json!({"tasks": [{"id": "after", "handler": "noop"}]}))
+        .await;
+    assert_eq!(
+        sys.wait_run(&next, Duration::from_secs(60)).await["state"],
+        "succeeded"
     );
     sys.shutdown().await;
 }

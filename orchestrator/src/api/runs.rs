@@ -26,12 +26,27 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/validate", post(validate_dag))
 }
 
+/// True when JSON text holds the escape `\u0000` (a NUL character), as opposed to a
+/// literal backslash followed by `u0000`: an odd run of backslashes starts an escape.
+fn has_nul_escape(body: &[u8]) -> bool {
+    let needle = b"u0000";
+    (1..body.len().saturating_sub(needle.len() - 1)).any(|i| {
+        body[i..].starts_with(needle)
+            && body[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
+    })
+}
+
 /// Parses and validates a submitted DAG; nothing is stored for a rejected one.
 fn parse_dag(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Dag, ApiError> {
     let body = body.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(state.max_body_bytes),
         other => ApiError::BadRequest(other.body_text()),
     })?;
+    if has_nul_escape(&body) {
+        return Err(ApiError::BadRequest(
+            "the DAG contains a NUL character (\\u0000), which cannot be stored; remove it from names and inputs".into(),
+        ));
+    }
     let spec: RunSpec =
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     validate(spec, &state.limits).map_err(ApiError::InvalidDag)
@@ -296,4 +311,24 @@ async fn retry_run(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let run = state.engine.rerun(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(views::run_summary(&run))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul_escape;
+
+    #[test]
+    fn a_nul_escape_is_found_and_a_literal_backslash_is_not() {
+        assert!(has_nul_escape(br#"{"input": "a\u0000b"}"#));
+        assert!(
+            has_nul_escape(br#"{"x": "\\\u0000"}"#),
+            "an escaped backslash, then a NUL"
+        );
+        assert!(
+            !has_nul_escape(br#"{"x": "\\u0000"}"#),
+            "a backslash, then the text u0000"
+        );
+        assert!(!has_nul_escape(br#"{"x": "u0000"}"#));
+        assert!(!has_nul_escape(b""));
+    }
 }

@@ -50,8 +50,37 @@ impl PgStore {
     }
 }
 
+/// JSON text Postgres accepts: jsonb refuses the escape `\u0000`, and one refused row
+/// would fail every retry of its batch and stall all writes. A NUL from a worker's
+/// output or error is kept as U+FFFD instead.
 fn json_text(v: &impl serde::Serialize) -> String {
-    serde_json::to_string(v).expect("values from JSON serialise")
+    let text = serde_json::to_string(v).expect("values from JSON serialise");
+    if !text.contains("\\u0000") {
+        return text;
+    }
+    // Rare: rewrite the strings themselves, so a literal backslash-u0000 is left alone.
+    fn clean(v: &mut Value) {
+        match v {
+            Value::String(s) => *s = pg_text(s),
+            Value::Array(items) => items.iter_mut().for_each(clean),
+            Value::Object(map) => {
+                let entries = std::mem::take(map);
+                for (k, mut item) in entries {
+                    clean(&mut item);
+                    map.insert(pg_text(&k), item);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(v).expect("values from JSON serialise");
+    clean(&mut value);
+    value.to_string()
+}
+
+/// Text Postgres accepts: its text type refuses NUL bytes.
+fn pg_text(s: &str) -> String {
+    s.replace('\0', "\u{fffd}")
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -85,7 +114,7 @@ impl TaskColumns {
         self.lost.push(t.lost as i32);
         self.output.push(t.output.as_ref().map(json_text));
         self.error.push(t.error.as_ref().map(json_text));
-        self.worker_id.push(t.worker_id.clone());
+        self.worker_id.push(t.worker_id.as_deref().map(pg_text));
         self.queued_at.push(t.queued_at_ms);
         self.started_at.push(t.started_at_ms);
         self.finished_at.push(t.finished_at_ms);
@@ -263,7 +292,7 @@ impl Store for PgStore {
                 kind.push(e.kind.as_str());
                 state.push(e.state.as_deref());
                 attempt.push(e.attempt as i32);
-                worker.push(e.worker_id.as_deref());
+                worker.push(e.worker_id.as_deref().map(pg_text));
                 at.push(e.at_ms);
                 data.push(e.data.as_ref().map(json_text));
             }
@@ -299,7 +328,7 @@ impl Store for PgStore {
             .await?;
         }
         if !batch.workers.is_empty() {
-            let id: Vec<&str> = batch.workers.iter().map(|w| w.id.as_str()).collect();
+            let id: Vec<String> = batch.workers.iter().map(|w| pg_text(&w.id)).collect();
             let info: Vec<String> = batch.workers.iter().map(|w| json_text(&w.info)).collect();
             let state: Vec<&str> = batch.workers.iter().map(|w| w.state.as_str()).collect();
             let hb: Vec<i64> = batch.workers.iter().map(|w| w.last_heartbeat_ms).collect();
@@ -426,5 +455,26 @@ impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("select 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{json_text, pg_text};
+    use serde_json::json;
+
+    #[test]
+    fn nul_never_reaches_postgres_and_literal_escapes_survive() {
+        let v = json!({"out\u{0}put": "a\u{0}b", "literal": "\\u0000", "n": [1, "\u{0}"]});
+        let text = json_text(&v);
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(!back.to_string().contains('\u{0}'), "{text}");
+        assert_eq!(back["out\u{fffd}put"], "a\u{fffd}b");
+        assert_eq!(
+            back["literal"], "\\u0000",
+            "a backslash followed by u0000 is not a NUL"
+        );
+        assert_eq!(back["n"][1], "\u{fffd}");
+        assert_eq!(pg_text("w\u{0}1"), "w\u{fffd}1");
     }
 }
