@@ -34,6 +34,16 @@ export interface TaskError {
   traceback?: string | null;
 }
 
+/**
+ * LLM tokens and their price, summed over a task's attempts (or a run's tasks). Absent
+ * from servers without agent support; may be all zero for tasks that call no model.
+ */
+export interface Usage {
+  input_tokens: number;
+  output_tokens: number;
+  cost_usd: number;
+}
+
 export interface RunSummary {
   id: string;
   name: string;
@@ -45,6 +55,7 @@ export interface RunSummary {
   counts: StateCounts;
   error: string | TaskError | null;
   last_seq: number;
+  usage?: Usage | null;
 }
 
 export interface Task {
@@ -68,6 +79,11 @@ export interface Task {
   finished_at_ms: number | null;
   progress: number | null;
   progress_message: string | null;
+  /** The agent that runs this task (agent handler only). */
+  agent?: string | null;
+  /** The task that spawned this one by dynamic fan-out; its id is `PARENT.CHILD`. */
+  parent?: string | null;
+  usage?: Usage | null;
 }
 
 export interface Run extends RunSummary {
@@ -145,6 +161,8 @@ export interface ProgressEvent {
   attempt: number;
   progress: number | null;
   message: string | null;
+  /** Streamed model text: the attempt's answer so far is the concatenation of its deltas. */
+  text_delta?: string | null;
   at_ms: number;
 }
 

@@ -7,7 +7,7 @@ import { Background, Controls, MiniMap, ReactFlow, useReactFlow, useStore, type 
 import '@xyflow/react/dist/style.css';
 import type { Task, TaskState } from '../api/types';
 import type { GraphModel } from './grouping';
-import { dominantState, memberCounts } from './groupState';
+import { dominantState, memberCounts, memberUsage } from './groupState';
 import { layoutGraph, nodeSize } from './layout';
 import { nodeTypes, type DagFlowNode } from './nodes';
 
@@ -59,7 +59,17 @@ function buildFlowNodes(
         position,
         width,
         height,
-        data: { label: spec.label, handler: spec.handler, members: spec.members, counts, state, selected },
+        data: {
+          label: spec.label,
+          handler: spec.handler,
+          members: spec.members,
+          counts,
+          state,
+          selected,
+          usage: memberUsage(spec.members, tasks),
+          agents: spec.agents,
+          spawnedBy: spec.spawnedBy?.label ?? null,
+        },
       });
     }
   }
@@ -86,16 +96,20 @@ const FIT_OPTIONS = { padding: 0.15, maxZoom: 1.2 };
 const MINIMAP_MAX_NODES = 1_000;
 
 /**
- * Refits the graph when its pane changes size (the side panel opens or closes), until the
- * user pans or zooms: from then on the viewport is theirs.
+ * Refits the graph when its pane changes size (the side panel opens or closes) or the graph
+ * grows (spawned tasks appear, a group is expanded), until the user pans or zooms: from
+ * then on the viewport is theirs.
  */
-function RefitOnResize({ userMoved }: { userMoved: RefObject<boolean> }) {
+function RefitOnChange({ userMoved, model }: { userMoved: RefObject<boolean>; model: GraphModel }) {
   const { fitView } = useReactFlow();
   const width = useStore((s) => s.width);
   const height = useStore((s) => s.height);
   useEffect(() => {
-    if (!userMoved.current && width > 0 && height > 0) void fitView(FIT_OPTIONS);
-  }, [width, height, fitView, userMoved]);
+    if (userMoved.current || width <= 0 || height <= 0) return;
+    // After xyflow has measured the new nodes, or the fit would ignore them.
+    const frame = requestAnimationFrame(() => void fitView(FIT_OPTIONS));
+    return () => cancelAnimationFrame(frame);
+  }, [width, height, model, fitView, userMoved]);
   return null;
 }
 
@@ -130,7 +144,7 @@ export function DagView({ model, tasks, selection, onSelect }: Props) {
         }
         onPaneClick={() => onSelect(null)}
       >
-        <RefitOnResize userMoved={userMoved} />
+        <RefitOnChange userMoved={userMoved} model={model} />
         <Background gap={24} />
         <Controls showInteractive={false} />
         {/* The minimap draws every node, unculled: worth it for mid-sized graphs only. */}

@@ -1,8 +1,9 @@
-// What a group node shows: per-state counts of its members, and the one state that
-// colours it — activity first, then anything unfinished, then the worst outcome.
+// What a group node shows: per-state counts of its members, their summed usage, and the
+// one state that colours it — activity first, then anything unfinished, then the worst outcome.
 
-import type { StateCounts, Task, TaskState } from '../api/types';
+import type { StateCounts, Task, TaskState, Usage } from '../api/types';
 import { zeroCounts } from '../live/runReducer';
+import { addUsage, ZERO_USAGE } from '../usage';
 
 export function memberCounts(members: string[], tasks: Record<string, Task>): StateCounts {
   const counts = zeroCounts();
@@ -11,6 +12,12 @@ export function memberCounts(members: string[], tasks: Record<string, Task>): St
     if (task) counts[task.state] += 1;
   }
   return counts;
+}
+
+export function memberUsage(members: string[], tasks: Record<string, Task>): Usage {
+  let total = ZERO_USAGE;
+  for (const id of members) total = addUsage(total, tasks[id]?.usage);
+  return total;
 }
 
 const PRECEDENCE: TaskState[] = ['running', 'queued', 'ready', 'pending', 'failed', 'cancelled', 'skipped', 'succeeded'];

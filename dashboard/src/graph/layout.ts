@@ -19,13 +19,17 @@ export interface Point {
 
 export const TASK_SIZE: Size = { width: 190, height: 52 };
 export const GROUP_SIZE: Size = { width: 220, height: 78 };
+/** Agent nodes have one more line, for usage; the size depends on the spec only, so usage arriving moves nothing. */
+export const AGENT_TASK_SIZE: Size = { width: 190, height: 68 };
+export const AGENT_GROUP_SIZE: Size = { width: 220, height: 94 };
 export const DAGRE_MAX_NODES = 600;
 
 const RANK_GAP = 70;
 const NODE_GAP = 24;
 
 export function nodeSize(node: NodeSpec): Size {
-  return node.kind === 'group' ? GROUP_SIZE : TASK_SIZE;
+  if (node.kind === 'group') return node.agents ? AGENT_GROUP_SIZE : GROUP_SIZE;
+  return node.agent ? AGENT_TASK_SIZE : TASK_SIZE;
 }
 
 export function layoutGraph(model: GraphModel): Map<string, Point> {
@@ -101,8 +105,14 @@ export function layeredLayout(model: GraphModel): Map<string, Point> {
   }
 
   const sizes = new Map(model.nodes.map((n) => [n.id, nodeSize(n)]));
-  const columnWidth = Math.max(TASK_SIZE.width, GROUP_SIZE.width) + RANK_GAP;
-  const rowHeight = Math.max(TASK_SIZE.height, GROUP_SIZE.height) + NODE_GAP;
+  let widest = Math.max(TASK_SIZE.width, GROUP_SIZE.width);
+  let highest = Math.max(TASK_SIZE.height, GROUP_SIZE.height);
+  for (const size of sizes.values()) {
+    widest = Math.max(widest, size.width);
+    highest = Math.max(highest, size.height);
+  }
+  const columnWidth = widest + RANK_GAP;
+  const rowHeight = highest + NODE_GAP;
   const tallest = columns.reduce((most, c) => Math.max(most, c?.length ?? 0), 0);
   const positions = new Map<string, Point>();
   columns.forEach((column, r) => {

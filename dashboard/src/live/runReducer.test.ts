@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { doneCount, emptyRunView, runReducer, type RunView } from './runReducer';
+import { doneCount, emptyRunView, MAX_ANSWER_CHARS, runReducer, type RunView } from './runReducer';
 import { run, summary, task, taskEvent } from '../testing/fixtures';
-import type { LiveEvent } from '../api/types';
+import type { LiveEvent, ProgressEvent, Task } from '../api/types';
 
 const diamond = () =>
   run('r1', [
@@ -153,5 +153,196 @@ describe('runReducer summary', () => {
     const view = runReducer(loaded(3), events({ seq: 4, run_id: 'r1', task_id: null, kind: 'run', state: 'cancelled', at_ms: 1 }));
     const next = runReducer(view, { type: 'summary', run: summary('r1', { state: 'running', last_seq: 3 }) });
     expect(next.summary?.state).toBe('cancelled');
+  });
+});
+
+/** plan spawns plan.0 and plan.1 at seq 5; report now waits on them too. */
+function swarm(planState: Task['state'] = 'succeeded') {
+  return run('r1', [
+    task('plan', { handler: 'agent', agent: 'planner', state: planState, attempt: 1 }),
+    task('report', { handler: 'agent', agent: 'writer', depends_on: ['plan'] }),
+  ]);
+}
+
+function grown(lastSeq: number, fields: Partial<Task> = {}) {
+  const spawned = run('r1', [
+    task('plan', { handler: 'agent', agent: 'planner', state: 'succeeded', attempt: 1 }),
+    task('report', { handler: 'agent', agent: 'writer', depends_on: ['plan', 'plan.0', 'plan.1'] }),
+    task('plan.0', { handler: 'agent', agent: 'researcher', parent: 'plan', depends_on: ['plan'], ...fields }),
+    task('plan.1', { handler: 'agent', agent: 'researcher', parent: 'plan', depends_on: ['plan'], ...fields }),
+  ]);
+  return { ...spawned, last_seq: lastSeq };
+}
+
+const delta = (taskId: string, attempt: number, text: string, fields: Partial<ProgressEvent> = {}): ProgressEvent => ({
+  kind: 'progress', run_id: 'r1', task_id: taskId, attempt, progress: null, message: null, text_delta: text, at_ms: 1, ...fields,
+});
+
+describe('runReducer spawned tasks', () => {
+  const start = () => runReducer(emptyRunView, { type: 'snapshot', run: swarm(), seq: 4 });
+
+  it('keeps events of an unknown task aside and asks for a refetch once', () => {
+    const view = runReducer(start(), events(taskEvent('r1', 5, 'plan.0', 'pending'), taskEvent('r1', 6, 'plan.1', 'pending')));
+    expect(view.tasks['plan.0']).toBeUndefined();
+    expect(view.orphans.map((e) => e.seq)).toEqual([5, 6]);
+    expect(view.unknown).toEqual({ 'plan.0': 5, 'plan.1': 6 });
+    expect(view.refetchWanted).toBe(2);
+    expect(view.lastSeq).toBe(6);
+    // Further events of a task already asked about ask nothing more.
+    const later = runReducer(view, events(taskEvent('r1', 7, 'plan.0', 'queued')));
+    expect(later.refetchWanted).toBe(2);
+    expect(later.orphans).toHaveLength(3);
+  });
+
+  it('merges a refetch that is behind the socket, replaying what it missed', () => {
+    let view = runReducer(
+      start(),
+      events(
+        taskEvent('r1', 5, 'plan.0', 'pending'),
+        taskEvent('r1', 6, 'plan.1', 'pending'),
+        taskEvent('r1', 7, 'plan.0', 'queued', { at_ms: 700 }),
+        taskEvent('r1', 8, 'plan.0', 'running', { at_ms: 800, worker_id: 'w1' }),
+      ),
+    );
+    const specsBefore = view.specs;
+    // The answer was taken at seq 6: it has the children, both still pending.
+    view = runReducer(view, { type: 'refetched', run: grown(6) });
+    expect(view.order).toEqual(['plan', 'report', 'plan.0', 'plan.1']);
+    expect(view.tasks['plan.0']).toMatchObject({ state: 'running', parent: 'plan', worker_id: 'w1', started_at_ms: 800 });
+    expect(view.tasks['plan.1']!.state).toBe('pending');
+    expect(view.tasks.report!.depends_on).toEqual(['plan', 'plan.0', 'plan.1']);
+    expect(view.summary).toMatchObject({ task_count: 4 });
+    expect(view.summary?.counts).toMatchObject({ succeeded: 1, running: 1, pending: 2 });
+    expect(view.specs).not.toBe(specsBefore);
+    expect(view.specs.find((s) => s.id === 'plan.1')).toMatchObject({ parent: 'plan', agent: 'researcher' });
+    expect(view.orphans).toEqual([]);
+    expect(view.unknown).toEqual({});
+    expect(view.lastSeq).toBe(8);
+  });
+
+  it('takes a refetch that is ahead of the socket as a snapshot', () => {
+    let view = runReducer(start(), events(taskEvent('r1', 5, 'plan.0', 'pending')));
+    view = runReducer(view, { type: 'refetched', run: grown(9, { state: 'queued' }) });
+    expect(view.tasks['plan.1']!.state).toBe('queued');
+    expect(view.lastSeq).toBe(9);
+    expect(view.unknown).toEqual({});
+  });
+
+  it('asks again when the answer predates the spawn, and gives up on ids it should have had', () => {
+    let view = runReducer(start(), events(taskEvent('r1', 5, 'plan.0', 'pending'), taskEvent('r1', 9, 'ghost', 'pending')));
+    const asked = view.refetchWanted;
+    // Taken at seq 4: before either appeared.
+    view = runReducer(view, { type: 'refetched', run: { ...swarm(), last_seq: 4 } });
+    expect(view.unknown).toEqual({ 'plan.0': 5, ghost: 9 });
+    expect(view.refetchWanted).toBe(asked + 1);
+    // Taken at seq 8 (the socket is at 9): plan.0 is there; ghost (seq 9) is still to come.
+    view = runReducer(view, events(taskEvent('r1', 10, 'plan', 'succeeded')));
+    view = runReducer(view, { type: 'refetched', run: grown(8) });
+    expect(view.tasks['plan.0']).toBeDefined();
+    expect(view.unknown).toEqual({ ghost: 9 });
+    // Taken at seq 9 without it: it should have been there, so stop asking.
+    view = runReducer(view, { type: 'refetched', run: grown(9) });
+    expect(view.unknown).toEqual({});
+    expect(view.orphans).toEqual([]);
+  });
+
+  it('keeps the spec array when a refetch brings nothing new', () => {
+    const view = start();
+    const again = runReducer(view, events(taskEvent('r1', 5, 'report', 'queued')));
+    const merged = runReducer(again, { type: 'refetched', run: { ...swarm(), last_seq: 4 } });
+    expect(merged.specs).toBe(view.specs);
+    expect(merged.tasks.report!.state).toBe('queued');
+    expect(merged.tasks.plan).toBe(again.tasks.plan);
+  });
+
+  it('ignores a refetch of another run', () => {
+    const view = start();
+    expect(runReducer(view, { type: 'refetched', run: run('r2', [task('x')]) })).toBe(view);
+  });
+});
+
+describe('runReducer streamed answers', () => {
+  const start = () => runReducer(emptyRunView, { type: 'snapshot', run: swarm('running'), seq: 4 });
+
+  it('concatenates the deltas of the current attempt', () => {
+    let view = runReducer(start(), events(delta('plan', 1, 'Tides are '), delta('plan', 1, 'caused by')));
+    view = runReducer(view, events(delta('plan', 1, ' the moon.')));
+    expect(view.answers.plan).toEqual({ attempt: 1, text: 'Tides are caused by the moon.' });
+  });
+
+  it('starts over on a new attempt and ignores deltas of an older one', () => {
+    let view = runReducer(start(), events(delta('plan', 1, 'first try')));
+    view = runReducer(view, events(taskEvent('r1', 5, 'plan', 'queued', { attempt: 2 })));
+    expect(view.answers.plan).toBeUndefined();
+    view = runReducer(view, events(delta('plan', 1, 'late'), delta('plan', 2, 'second'), delta('plan', 2, ' try')));
+    expect(view.answers.plan).toEqual({ attempt: 2, text: 'second try' });
+  });
+
+  it('drops the answer when the task finishes: its output takes over', () => {
+    let view = runReducer(start(), events(delta('plan', 1, 'done soon')));
+    view = runReducer(view, events(taskEvent('r1', 5, 'plan', 'succeeded')));
+    expect(view.answers.plan).toBeUndefined();
+  });
+
+  it('keeps progress when a delta carries none, and takes it when it does', () => {
+    let view = runReducer(start(), events({ kind: 'progress', run_id: 'r1', task_id: 'plan', attempt: 1, progress: 0.5, message: 'thinking', at_ms: 1 }));
+    const before = view.tasks.plan;
+    view = runReducer(view, events(delta('plan', 1, 'abc')));
+    expect(view.tasks.plan).toBe(before);
+    view = runReducer(view, events(delta('plan', 1, 'd', { progress: 0.7 })));
+    expect(view.tasks.plan).toMatchObject({ progress: 0.7, progress_message: 'thinking' });
+    expect(view.answers.plan!.text).toBe('abcd');
+  });
+
+  it('keeps deltas of a task not known yet', () => {
+    const view = runReducer(start(), events(delta('plan.0', 1, 'early')));
+    expect(view.answers['plan.0']).toEqual({ attempt: 1, text: 'early' });
+  });
+
+  it('keeps only the tail of a very long answer', () => {
+    const chunk = 'x'.repeat(MAX_ANSWER_CHARS / 2);
+    const view = runReducer(start(), events(delta('plan', 1, 'head'), delta('plan', 1, chunk), delta('plan', 1, chunk), delta('plan', 1, 'tail')));
+    expect(view.answers.plan!.text).toHaveLength(MAX_ANSWER_CHARS);
+    expect(view.answers.plan!.text.endsWith('tail')).toBe(true);
+  });
+});
+
+describe('runReducer usage', () => {
+  const usage = (input_tokens: number, output_tokens: number, cost_usd: number) => ({ input_tokens, output_tokens, cost_usd });
+
+  it('asks for a refetch when an agent task finishes, not when a plain one does', () => {
+    const agents = runReducer(emptyRunView, { type: 'snapshot', run: swarm('running'), seq: 4 });
+    expect(runReducer(agents, events(taskEvent('r1', 5, 'plan', 'succeeded'))).refetchWanted).toBe(1);
+    expect(runReducer(agents, events(taskEvent('r1', 5, 'report', 'queued'))).refetchWanted).toBe(0);
+    expect(runReducer(loaded(), events(taskEvent('r1', 4, 'a', 'succeeded'))).refetchWanted).toBe(0);
+  });
+
+  it('takes task and run usage from a refetch, never an older reading', () => {
+    const view = runReducer(emptyRunView, {
+      type: 'snapshot',
+      run: run('r1', [task('plan', { agent: 'planner', usage: usage(100, 20, 0.002) })], { usage: usage(100, 20, 0.002) }),
+      seq: 4,
+    });
+    const ahead = runReducer(view, events(taskEvent('r1', 5, 'plan', 'running')));
+    const newer = runReducer(ahead, {
+      type: 'refetched',
+      run: { ...run('r1', [task('plan', { agent: 'planner', usage: usage(300, 60, 0.006) })], { usage: usage(300, 60, 0.006) }), last_seq: 4 },
+    });
+    expect(newer.tasks.plan!.usage).toEqual(usage(300, 60, 0.006));
+    expect(newer.tasks.plan!.state).toBe('running');
+    expect(newer.summary?.usage).toEqual(usage(300, 60, 0.006));
+    const older = runReducer(newer, {
+      type: 'refetched',
+      run: { ...run('r1', [task('plan', { agent: 'planner', usage: usage(100, 20, 0.002) })], { usage: usage(100, 20, 0.002) }), last_seq: 4 },
+    });
+    expect(older.tasks.plan!.usage).toEqual(usage(300, 60, 0.006));
+    expect(older.summary?.usage).toEqual(usage(300, 60, 0.006));
+  });
+
+  it('reads a run without usage fields as it always did', () => {
+    const view = loaded();
+    expect(view.summary?.usage).toBeUndefined();
+    expect(view.tasks.a!.usage).toBeUndefined();
+    expect(view.specs[0]).toEqual({ id: 'a', handler: 'echo', depends_on: [], parent: null, agent: null });
   });
 });

@@ -2,6 +2,11 @@
 // A snapshot replaces everything; an `events` frame (one coalesced burst) is applied in a
 // single step, copying each touched collection once per batch rather than once per event,
 // so a 5,000-task run under load stays cheap.
+//
+// Runs grow while they run: a task that spawns children (dynamic fan-out) adds tasks the
+// snapshot never had. Their events arrive before their specs, so the reducer keeps them
+// aside (`orphans`), asks for a refetch of the run (`refetchWanted`), and merges the
+// answer (`refetched`), replaying the kept events the answer is too old to include.
 
 import {
   TASK_STATES,
@@ -15,12 +20,22 @@ import {
   type Task,
   type TaskState,
 } from '../api/types';
+import { hasUsage, laterUsage } from '../usage';
 
 /** What the graph is drawn from: changes only when the run's task set does. */
 export interface TaskSpec {
   id: string;
   handler: string;
   depends_on: string[];
+  /** The task that spawned this one; its children are drawn as one group under it. */
+  parent?: string | null;
+  agent?: string | null;
+}
+
+/** The text a task's current attempt has streamed so far. */
+export interface LiveAnswer {
+  attempt: number;
+  text: string;
 }
 
 export interface RunView {
@@ -34,15 +49,44 @@ export interface RunView {
   lastSeq: number;
   /** Per task, bumped by each of its stored events (transitions, logs): a detail view refetches on change. */
   touched: Record<string, number>;
+  /** Streamed answers of running tasks, dropped when the task finishes (its output takes over). */
+  answers: Record<string, LiveAnswer>;
+  /** Task events for tasks not known yet (spawned children), in order, until a refetch brings their specs. */
+  orphans: StoredEvent[];
+  /** Unknown task id → seq of the first event that named it. */
+  unknown: Record<string, number>;
+  /**
+   * Bumped when the run should be fetched again: a task appeared that we have no spec for,
+   * or an agent task finished (its usage, and the run's, only come over REST).
+   */
+  refetchWanted: number;
 }
 
 export type RunAction =
   | { type: 'snapshot'; run: Run; seq: number }
   | { type: 'events'; events: LiveEvent[] }
   /** A RunSummary from a cancel/retry answer: may move the run's state ahead of its events. */
-  | { type: 'summary'; run: RunSummary };
+  | { type: 'summary'; run: RunSummary }
+  /** The run fetched again on `refetchWanted`: merged, never moving a known task backwards. */
+  | { type: 'refetched'; run: Run };
 
-export const emptyRunView: RunView = { summary: null, tasks: {}, order: [], specs: [], lastSeq: -1, touched: {} };
+export const emptyRunView: RunView = {
+  summary: null,
+  tasks: {},
+  order: [],
+  specs: [],
+  lastSeq: -1,
+  touched: {},
+  answers: {},
+  orphans: [],
+  unknown: {},
+  refetchWanted: 0,
+};
+
+/** A task's live answer keeps at most this much of its latest text, so a chatty model cannot eat the tab. */
+export const MAX_ANSWER_CHARS = 200_000;
+/** Events kept for unknown tasks; past this the oldest go (a refetch answer then stands as it is). */
+export const MAX_ORPHANS = 50_000;
 
 const TASK_STATE_SET: ReadonlySet<string> = new Set(TASK_STATES);
 const RUN_STATE_SET: ReadonlySet<string> = new Set(['running', 'succeeded', 'failed', 'cancelled']);
@@ -57,6 +101,10 @@ export function countStates(tasks: Iterable<Task>): StateCounts {
   return counts;
 }
 
+function specOf(task: Task): TaskSpec {
+  return { id: task.id, handler: task.handler, depends_on: task.depends_on ?? [], parent: task.parent ?? null, agent: task.agent ?? null };
+}
+
 function sameSpecs(a: TaskSpec[], b: Task[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
@@ -64,29 +112,138 @@ function sameSpecs(a: TaskSpec[], b: Task[]): boolean {
     const y = b[i]!;
     const deps = y.depends_on ?? [];
     if (x.id !== y.id || x.handler !== y.handler || x.depends_on.length !== deps.length) return false;
+    if ((x.parent ?? null) !== (y.parent ?? null) || (x.agent ?? null) !== (y.agent ?? null)) return false;
     for (let j = 0; j < deps.length; j++) if (x.depends_on[j] !== deps[j]) return false;
   }
   return true;
 }
 
+function sameList(a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Optional fields may be left out on the wire; the views rely on these being there. */
+function normalized(task: Task): Task {
+  return { ...task, depends_on: task.depends_on ?? [], progress: task.progress ?? null };
+}
+
+/**
+ * The unknown ids still to come after an answer taken at `seq`, and their kept events.
+ * Ids the answer brought are known now; ids an event at or before `seq` named should have
+ * been in it, so asking again could loop: they are given up (their next event asks anew).
+ */
+function settleUnknown(state: RunView, known: (id: string) => boolean, seq: number) {
+  const unknown: Record<string, number> = {};
+  let pending = false;
+  for (const [id, firstSeq] of Object.entries(state.unknown)) {
+    if (known(id) || firstSeq <= seq) continue;
+    unknown[id] = firstSeq;
+    pending = true;
+  }
+  const orphans = state.orphans.filter((e) => e.task_id !== null && e.task_id in unknown);
+  return { unknown, orphans, pending };
+}
+
 function applySnapshot(state: RunView, run: Run, seq: number): RunView {
+  const sameRun = state.summary?.id === run.id;
   // A snapshot older than what we have (a slow REST answer racing the socket) would undo events.
-  if (state.summary?.id === run.id && seq < state.lastSeq) return state;
+  if (sameRun && seq < state.lastSeq) return state;
   const { tasks: taskList, ...summary } = run;
   const tasks: Record<string, Task> = {};
-  // Optional fields may be left out on the wire; the views rely on these two being there.
-  for (const task of taskList) tasks[task.id] = { ...task, depends_on: task.depends_on ?? [], progress: task.progress ?? null };
-  const keepSpecs = state.summary?.id === run.id && sameSpecs(state.specs, taskList);
-  const specs = keepSpecs
-    ? state.specs
-    : taskList.map((t) => ({ id: t.id, handler: t.handler, depends_on: t.depends_on ?? [] }));
+  for (const task of taskList) tasks[task.id] = normalized(task);
+  const keepSpecs = sameRun && sameSpecs(state.specs, taskList);
+  const specs = keepSpecs ? state.specs : taskList.map(specOf);
+  const base = sameRun ? state : emptyRunView;
+  const { unknown, orphans, pending } = settleUnknown(base, (id) => id in tasks, seq);
   return {
     summary: { ...summary, counts: countStates(taskList), last_seq: seq },
     tasks,
     order: keepSpecs ? state.order : taskList.map((t) => t.id),
     specs,
     lastSeq: seq,
-    touched: state.summary?.id === run.id ? state.touched : {},
+    touched: base.touched,
+    answers: dropFinishedAnswers(base.answers, tasks),
+    orphans,
+    unknown,
+    refetchWanted: base.refetchWanted + (pending ? 1 : 0),
+  };
+}
+
+function dropFinishedAnswers(answers: Record<string, LiveAnswer>, tasks: Record<string, Task>): Record<string, LiveAnswer> {
+  let kept = answers;
+  for (const id of Object.keys(answers)) {
+    const task = tasks[id];
+    if (task && TERMINAL_TASK_STATES.has(task.state)) {
+      if (kept === answers) kept = { ...answers };
+      delete kept[id];
+    }
+  }
+  return kept;
+}
+
+/**
+ * Merges a run fetched on `refetchWanted` into a view that may already be ahead of it.
+ * New tasks come in with the fetched state plus the kept events the answer is too old to
+ * include; known tasks keep their live state and take the fetched spec (a spawn adds
+ * dependencies to the parent's dependents) and usage.
+ */
+function applyRefetched(state: RunView, run: Run): RunView {
+  if (state.summary?.id !== run.id) return state;
+  const seq = run.last_seq;
+  if (seq >= state.lastSeq) return applySnapshot(state, run, seq);
+
+  const tasks: Record<string, Task> = { ...state.tasks };
+  const fetchedIds = new Set<string>();
+  const added = new Set<string>();
+  for (const fetched of run.tasks) {
+    fetchedIds.add(fetched.id);
+    const ours = tasks[fetched.id];
+    if (!ours) {
+      tasks[fetched.id] = normalized(fetched);
+      added.add(fetched.id);
+    } else {
+      const update = {
+        depends_on: fetched.depends_on ?? ours.depends_on,
+        parent: fetched.parent ?? ours.parent ?? null,
+        agent: fetched.agent ?? ours.agent ?? null,
+        usage: laterUsage(ours.usage, fetched.usage) ?? null,
+      };
+      // Untouched tasks stay the same objects, so their nodes do not redraw.
+      const same =
+        update.parent === (ours.parent ?? null) &&
+        update.agent === (ours.agent ?? null) &&
+        update.usage === (ours.usage ?? null) &&
+        sameList(update.depends_on, ours.depends_on);
+      if (!same) tasks[fetched.id] = { ...ours, ...update };
+    }
+  }
+  for (const event of state.orphans) {
+    const id = event.task_id!;
+    if (!added.has(id) || event.seq <= seq || !event.state || !TASK_STATE_SET.has(event.state)) continue;
+    tasks[id] = transitionTask(tasks[id]!, event);
+  }
+
+  const order = run.tasks.map((t) => t.id);
+  for (const id of state.order) if (!fetchedIds.has(id)) order.push(id);
+  const ordered = order.map((id) => tasks[id]!);
+  const specs = sameSpecs(state.specs, ordered) ? state.specs : ordered.map(specOf);
+  const { unknown, orphans, pending } = settleUnknown(state, (id) => id in tasks, seq);
+  const summary = state.summary;
+  return {
+    ...state,
+    summary: {
+      ...summary,
+      counts: countStates(ordered),
+      task_count: Math.max(run.task_count, order.length),
+      usage: laterUsage(summary.usage, run.usage) ?? null,
+    },
+    tasks,
+    order: specs === state.specs ? state.order : order,
+    specs,
+    answers: dropFinishedAnswers(state.answers, tasks),
+    orphans,
+    unknown,
+    refetchWanted: state.refetchWanted + (pending ? 1 : 0),
   };
 }
 
@@ -126,17 +283,27 @@ export function transitionTask(task: Task, event: StoredEvent): Task {
   return moved;
 }
 
+/** Whether a task's finish can change usage: only agent tasks (or ones that reported usage) call models. */
+function bearsUsage(task: Task): boolean {
+  return !!task.agent || hasUsage(task.usage);
+}
+
 function applyEvents(state: RunView, events: LiveEvent[]): RunView {
   const summary0 = state.summary;
   if (!summary0) return state;
   let summary = summary0;
   let tasks = state.tasks;
   let touched = state.touched;
+  let answers = state.answers;
+  let unknown = state.unknown;
+  let orphans = state.orphans;
   let counts = summary0.counts;
   let lastSeq = state.lastSeq;
+  let refetchWanted = state.refetchWanted;
   let changed = false;
   let tasksCopied = false;
   let touchedCopied = false;
+  let answersCopied = false;
   let countsCopied = false;
 
   const writableTasks = () => {
@@ -145,6 +312,13 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
       tasksCopied = true;
     }
     return tasks;
+  };
+  const writableAnswers = () => {
+    if (!answersCopied) {
+      answers = { ...answers };
+      answersCopied = true;
+    }
+    return answers;
   };
   const touch = (taskId: string) => {
     if (!touchedCopied) {
@@ -162,13 +336,40 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
     counts[from] -= 1;
     counts[to] += 1;
   };
+  const keepOrphan = (event: StoredEvent) => {
+    if (orphans === state.orphans) orphans = orphans.slice();
+    orphans.push(event);
+    if (orphans.length > MAX_ORPHANS) orphans.splice(0, orphans.length - MAX_ORPHANS);
+    if (!(event.task_id! in unknown)) {
+      unknown = { ...unknown, [event.task_id!]: event.seq };
+      refetchWanted += 1;
+    }
+  };
 
   for (const event of events) {
     if (event.kind === 'progress') {
       if (event.run_id !== summary0.id) continue;
       const task = tasks[event.task_id];
-      if (!task || event.attempt < task.attempt) continue;
-      writableTasks()[event.task_id] = { ...task, progress: event.progress, progress_message: event.message };
+      if (task && event.attempt < task.attempt) continue;
+      const delta = event.text_delta;
+      if (delta) {
+        // Kept even for a task not known yet: a spawned child may stream before its spec arrives.
+        const answer = answers[event.task_id];
+        if (!answer || event.attempt >= answer.attempt) {
+          const text = answer && answer.attempt === event.attempt ? answer.text + delta : delta;
+          writableAnswers()[event.task_id] = {
+            attempt: event.attempt,
+            text: text.length > MAX_ANSWER_CHARS ? text.slice(text.length - MAX_ANSWER_CHARS) : text,
+          };
+          changed = true;
+        }
+      }
+      if (!task) continue;
+      // A delta alone says nothing about progress: keep what the task last reported.
+      const progress = delta ? (event.progress ?? task.progress) : event.progress;
+      const message = delta ? (event.message ?? task.progress_message) : event.message;
+      if (progress === task.progress && message === task.progress_message) continue;
+      writableTasks()[event.task_id] = { ...task, progress, progress_message: message };
       changed = true;
       continue;
     }
@@ -183,15 +384,35 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
     if (!event.task_id) continue;
     touch(event.task_id);
     if (event.kind === 'log') continue;
+    if (!event.state || !TASK_STATE_SET.has(event.state)) continue;
     const task = tasks[event.task_id];
-    if (!task || !event.state || !TASK_STATE_SET.has(event.state)) continue;
+    if (!task) {
+      // A task we have no spec for: a child spawned while we watch (it starts `pending`).
+      keepOrphan(event);
+      continue;
+    }
     const moved = transitionTask(task, event);
     moveCount(task.state, moved.state);
     writableTasks()[event.task_id] = moved;
+    const answer = answers[event.task_id];
+    if (answer && (TERMINAL_TASK_STATES.has(moved.state) || moved.state === 'pending' || moved.attempt > answer.attempt)) {
+      delete writableAnswers()[event.task_id];
+    }
+    if (TERMINAL_TASK_STATES.has(moved.state) && !TERMINAL_TASK_STATES.has(task.state) && bearsUsage(task)) refetchWanted += 1;
   }
 
   if (!changed) return state;
-  return { ...state, summary: { ...summary, counts, last_seq: Math.max(summary.last_seq, lastSeq) }, tasks, touched, lastSeq };
+  return {
+    ...state,
+    summary: { ...summary, counts, last_seq: Math.max(summary.last_seq, lastSeq) },
+    tasks,
+    touched,
+    answers,
+    orphans,
+    unknown,
+    lastSeq,
+    refetchWanted,
+  };
 }
 
 function runMoved(summary: RunSummary, next: RunState, at: number): RunSummary {
@@ -221,6 +442,8 @@ export function runReducer(state: RunView, action: RunAction): RunView {
       return applyEvents(state, action.events);
     case 'summary':
       return applySummary(state, action.run);
+    case 'refetched':
+      return applyRefetched(state, action.run);
   }
 }
 

@@ -7,25 +7,49 @@ import { LiveIndicator } from '../components/LiveIndicator';
 import { StateBadge } from '../components/StateBadge';
 import { formatDuration, formatTime, span } from '../format';
 import { DagView, type Selection } from '../graph/DagView';
-import { buildGraph, DEFAULT_MIN_GROUP, type GroupNodeSpec } from '../graph/grouping';
-import { doneCount } from '../live/runReducer';
+import { buildGraph, DEFAULT_MIN_GROUP, isSpawnedGroupId, type GroupNodeSpec } from '../graph/grouping';
+import { doneCount, type TaskSpec } from '../live/runReducer';
 import { useRunLive } from '../live/useRunLive';
 import { GroupPanel } from '../run/GroupPanel';
 import { TaskPanel } from '../run/TaskPanel';
 import { Link } from '../router';
+import { formatUsage, formatUsageLong, hasUsage, sumUsage } from '../usage';
+
+/** Spawned task ids by the id of the task that spawned them, in submission order. */
+function childrenByParent(specs: TaskSpec[]): Map<string, string[]> {
+  const children = new Map<string, string[]>();
+  for (const spec of specs) {
+    if (!spec.parent) continue;
+    let list = children.get(spec.parent);
+    if (!list) children.set(spec.parent, (list = []));
+    list.push(spec.id);
+  }
+  return children;
+}
 
 export function RunPage({ runId }: { runId: string }) {
   const { view, status, error, dispatch } = useRunLive(runId);
   const [selection, setSelection] = useState<Selection>(null);
   const [collapse, setCollapse] = useState(true);
+  /** Nodes whose spawned children are drawn one by one instead of as a group. */
+  const [expanded, setExpanded] = useState<ReadonlySet<string>>(() => new Set());
   const now = useNow();
   const summary = view.summary;
-  const model = useMemo(() => buildGraph(view.specs, { collapse, minGroupSize: DEFAULT_MIN_GROUP }), [view.specs, collapse]);
+  const model = useMemo(
+    () => buildGraph(view.specs, { collapse, minGroupSize: DEFAULT_MIN_GROUP, expanded }),
+    [view.specs, collapse, expanded],
+  );
+  const children = useMemo(() => childrenByParent(view.specs), [view.specs]);
   const selectedGroup = useMemo(() => {
     if (selection?.kind !== 'group') return null;
     const node = model.nodes.find((n) => n.id === selection.nodeId);
     return node?.kind === 'group' ? (node as GroupNodeSpec) : null;
   }, [model, selection]);
+  // The summary's total when the server sends one; else what the tasks we hold add up to.
+  const runUsage = useMemo(
+    () => (hasUsage(summary?.usage) ? summary.usage : sumUsage(Object.values(view.tasks).map((t) => t.usage))),
+    [summary, view.tasks],
+  );
 
   const act = useCallback(
     async (call: (id: string) => Promise<RunSummary>) => {
@@ -52,6 +76,19 @@ export function RunPage({ runId }: { runId: string }) {
   const done = doneCount(summary.counts);
   const selectTask = (taskId: string) => setSelection({ kind: 'task', taskId });
   const selectedTask = selection?.kind === 'task' ? view.tasks[selection.taskId] : undefined;
+  const setChildrenExpanded = (parentNode: string, open: boolean) =>
+    setExpanded((current) => {
+      const next = new Set(current);
+      if (open) next.add(parentNode);
+      else next.delete(parentNode);
+      return next;
+    });
+  // The key under which a task's spawned children are expanded: the node that draws it.
+  // A task drawn inside a spawned group takes its children along: no key of its own.
+  const spawnKey = (taskId: string) => {
+    const node = model.nodeOf.get(taskId);
+    return collapse && node && !isSpawnedGroupId(node) ? node : null;
+  };
 
   return (
     <div className="run-page">
@@ -76,6 +113,11 @@ export function RunPage({ runId }: { runId: string }) {
             done
           </span>
           {summary.counts.failed > 0 && <span className="text-failed">{summary.counts.failed} failed</span>}
+          {hasUsage(runUsage) && (
+            <span data-testid="run-usage" title={formatUsageLong(runUsage)}>
+              {formatUsage(runUsage)}
+            </span>
+          )}
           <span>created {formatTime(summary.created_at_ms)}</span>
           <span>{formatDuration(span(summary.created_at_ms, summary.finished_at_ms, now))}</span>
           <div className="run-progress-bar">
@@ -95,7 +137,7 @@ export function RunPage({ runId }: { runId: string }) {
                 onChange={(e) => setCollapse(e.target.checked)}
                 data-testid="collapse-toggle"
               />{' '}
-              Group fan-outs
+              Group fan-outs and spawned tasks
             </label>
           )}
           {/* A new layout (collapse toggled, another DAG) deserves a fresh fit to view. */}
@@ -107,6 +149,13 @@ export function RunPage({ runId }: { runId: string }) {
             runId={runId}
             task={selectedTask}
             touched={view.touched[selectedTask.id] ?? 0}
+            answer={view.answers[selectedTask.id] ?? null}
+            spawned={children.get(selectedTask.id) ?? []}
+            spawnedExpanded={spawnKey(selectedTask.id) === null ? null : expanded.has(spawnKey(selectedTask.id)!)}
+            onExpandSpawned={(open) => {
+              const key = spawnKey(selectedTask.id);
+              if (key) setChildrenExpanded(key, open);
+            }}
             now={now}
             onClose={() => setSelection(null)}
             onSelectTask={selectTask}
@@ -117,6 +166,18 @@ export function RunPage({ runId }: { runId: string }) {
             label={selectedGroup.label}
             members={selectedGroup.members}
             tasks={view.tasks}
+            spawnedBy={selectedGroup.spawnedBy?.label ?? null}
+            onExpand={
+              selectedGroup.spawnedBy
+                ? () => {
+                    const parent = selectedGroup.spawnedBy!;
+                    setChildrenExpanded(parent.node, true);
+                    // The group is gone once expanded; its parent's panel can fold it back.
+                    const node = model.nodes.find((n) => n.id === parent.node);
+                    setSelection(node?.kind === 'task' ? { kind: 'task', taskId: node.taskId } : null);
+                  }
+                : null
+            }
             onClose={() => setSelection(null)}
             onSelectTask={selectTask}
           />

@@ -10,6 +10,7 @@ import { sortRuns } from '../live/overviewReducer';
 import { useOverview } from '../live/OverviewProvider';
 import { doneCount } from '../live/runReducer';
 import { Link, runPath } from '../router';
+import { formatUsage, formatUsageLong, hasUsage } from '../usage';
 
 const PAGE_SIZE = 100;
 
@@ -56,6 +57,8 @@ export function RunsPage() {
         (!needle || run.name.toLowerCase().includes(needle) || run.id.toLowerCase().includes(needle)),
     );
   }, [overview.runs, stateFilter, nameFilter]);
+  // Only servers with agents report usage; elsewhere the column would be all dashes.
+  const showUsage = useMemo(() => Object.values(overview.runs).some((run) => hasUsage(run.usage)), [overview.runs]);
 
   return (
     <div className="page">
@@ -96,6 +99,7 @@ export function RunsPage() {
             <th>State</th>
             <th>Progress</th>
             <th>Failures</th>
+            {showUsage && <th>Usage</th>}
             <th>Created</th>
             <th>Duration</th>
             <th>ID</th>
@@ -117,6 +121,11 @@ export function RunsPage() {
                 </span>
               </td>
               <td className={run.counts.failed > 0 ? 'text-failed' : 'muted'}>{run.counts.failed}</td>
+              {showUsage && (
+                <td className="usage-cell" title={formatUsageLong(run.usage)} data-testid={`run-usage-${run.id}`}>
+                  {formatUsage(run.usage) || <span className="muted">—</span>}
+                </td>
+              )}
               <td>{formatTime(run.created_at_ms)}</td>
               <td>{formatDuration(span(run.created_at_ms, run.finished_at_ms, now))}</td>
               <td className="mono muted ellipsis">{run.id}</td>

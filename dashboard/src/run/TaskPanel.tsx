@@ -1,22 +1,34 @@
-// Side panel for one task: the live task (state, progress, timings) from the run's stream,
-// merged with its fetched detail (input, upstream outputs, output, attempts, logs).
+// Side panel for one task: the live task (state, progress, timings, streamed answer) from
+// the run's stream, merged with its fetched detail (input, upstream outputs, output,
+// attempts, logs, usage).
 
+import { useLayoutEffect, useRef } from 'react';
 import type { Task, TaskDetail } from '../api/types';
 import { JsonBlock } from '../components/JsonBlock';
 import { StateBadge } from '../components/StateBadge';
 import { formatDuration, formatTime, span } from '../format';
+import type { LiveAnswer } from '../live/runReducer';
+import { formatUsageLong, hasUsage, laterUsage } from '../usage';
 import { useTaskDetail } from './useTaskDetail';
 
 interface Props {
   runId: string;
   task: Task;
   touched: number;
+  /** What the task's current attempt has streamed so far, if anything. */
+  answer: LiveAnswer | null;
+  /** Ids of the tasks this one spawned. */
+  spawned: string[];
+  /** Whether those are drawn one by one; null when they cannot be toggled from here. */
+  spawnedExpanded: boolean | null;
+  onExpandSpawned: (expand: boolean) => void;
   now: number;
   onClose: () => void;
   onSelectTask: (taskId: string) => void;
 }
 
-export function TaskPanel({ runId, task, touched, now, onClose, onSelectTask }: Props) {
+export function TaskPanel(props: Props) {
+  const { runId, task, touched, answer, now, onClose, onSelectTask } = props;
   // Keyed on the task so switching tasks never shows the previous one's detail.
   const { detail: fetched, error } = useTaskDetail(runId, task.id, touched);
   const detail = fetched?.id === task.id ? fetched : null;
@@ -24,6 +36,10 @@ export function TaskPanel({ runId, task, touched, now, onClose, onSelectTask }: 
   // Fast attempts can go queued → succeeded with no stored `running` event in between, so
   // the live task may lack a start time; a detail fetched at the same point has them all.
   const timed = detail && detail.state === task.state && detail.attempt === task.attempt ? detail : task;
+  const usage = laterUsage(task.usage, detail?.usage);
+  const agent = task.agent ?? detail?.agent ?? null;
+  const parent = task.parent ?? detail?.parent ?? null;
+  const streaming = task.state === 'running' && (!!agent || !!answer);
 
   return (
     <aside className="side-panel" data-testid="task-panel" data-task={task.id}>
@@ -31,7 +47,14 @@ export function TaskPanel({ runId, task, touched, now, onClose, onSelectTask }: 
         <div>
           <h2 className="mono">{task.id}</h2>
           <div className="muted">
-            {task.handler} on <span className="mono">{task.queue}</span> · trigger {task.trigger}
+            {agent ? (
+              <>
+                agent <b data-testid="task-agent">{agent}</b>
+              </>
+            ) : (
+              task.handler
+            )}{' '}
+            on <span className="mono">{task.queue}</span> · trigger {task.trigger}
           </div>
         </div>
         <button type="button" className="icon-button" onClick={onClose} aria-label="Close" data-testid="panel-close">
@@ -58,9 +81,29 @@ export function TaskPanel({ runId, task, touched, now, onClose, onSelectTask }: 
         <dd>{formatTime(timed.finished_at_ms)}</dd>
         <dt>Ran for</dt>
         <dd>{formatDuration(span(timed.started_at_ms, timed.finished_at_ms, now))}</dd>
+        {hasUsage(usage) && (
+          <>
+            <dt>Usage</dt>
+            <dd data-testid="task-usage">{formatUsageLong(usage)}</dd>
+          </>
+        )}
+        {parent && (
+          <>
+            <dt>Spawned by</dt>
+            <dd>
+              <button type="button" className="link-button mono" onClick={() => onSelectTask(parent)} data-testid="task-parent">
+                {parent}
+              </button>
+            </dd>
+          </>
+        )}
+        <Spawned {...props} />
       </dl>
 
-      {task.state === 'running' && (
+      {streaming && <LiveAnswerView text={answer?.text ?? ''} />}
+
+      {/* A streaming task shows its answer; a bar saying only "running" would add nothing. */}
+      {task.state === 'running' && (!streaming || typeof task.progress === 'number' || !!task.progress_message) && (
         <section data-testid="task-progress">
           <h3>Progress</h3>
           <div className="progress">
@@ -118,6 +161,52 @@ export function TaskPanel({ runId, task, touched, now, onClose, onSelectTask }: 
       {detail && <Attempts detail={detail} now={now} />}
       {detail && <Logs detail={detail} />}
     </aside>
+  );
+}
+
+function Spawned({ spawned, spawnedExpanded, onExpandSpawned }: Props) {
+  if (spawned.length === 0) return null;
+  return (
+    <>
+      <dt>Spawned</dt>
+      <dd data-testid="task-spawned" data-count={spawned.length}>
+        {spawned.length} {spawned.length === 1 ? 'task' : 'tasks'}
+        {spawnedExpanded !== null && (
+          <>
+            {' · '}
+            <button type="button" className="link-button" onClick={() => onExpandSpawned(!spawnedExpanded)} data-testid="toggle-spawned">
+              {spawnedExpanded ? 'group them' : 'show each'}
+            </button>
+          </>
+        )}
+      </dd>
+    </>
+  );
+}
+
+/** The streamed answer, kept scrolled to its end unless the reader scrolled up. */
+function LiveAnswerView({ text }: { text: string }) {
+  const box = useRef<HTMLPreElement>(null);
+  const pinned = useRef(true);
+  useLayoutEffect(() => {
+    const el = box.current;
+    if (el && pinned.current) el.scrollTop = el.scrollHeight;
+  }, [text]);
+  return (
+    <section>
+      <h3>Answer (live)</h3>
+      <pre
+        ref={box}
+        className="live-answer"
+        data-testid="task-answer"
+        onScroll={(e) => {
+          const el = e.currentTarget;
+          pinned.current = el.scrollHeight - el.scrollTop - el.clientHeight < 24;
+        }}
+      >
+        {text || <span className="muted">waiting for the model…</span>}
+      </pre>
+    </section>
   );
 }
 

@@ -3,6 +3,7 @@
 //! durations written for people.
 
 use super::error::CliError;
+use super::wire::Usage;
 use anstyle::{AnsiColor, Style};
 use serde_json::Value;
 use std::io::{IsTerminal, Write};
@@ -267,6 +268,78 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// A count with thousands separated: `12,345`.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A count of tokens, short: `850`, `1.2k`, `12k`, `4.1M`.
+pub fn tokens(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..10_000 => format!("{:.1}k", n as f64 / 1e3),
+        10_000..1_000_000 => format!("{:.0}k", n as f64 / 1e3),
+        1_000_000..10_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        _ => format!("{:.0}M", n as f64 / 1e6),
+    }
+}
+
+/// Dollars with the digits that matter: `$12.40`, `$0.25`, `$0.042`, `$0.000042`.
+pub fn cost(usd: f64) -> String {
+    if usd <= 0.0 || !usd.is_finite() {
+        "$0".into()
+    } else if usd >= 100.0 {
+        format!("${usd:.0}")
+    } else if usd >= 1.0 {
+        format!("${usd:.2}")
+    } else if usd < 0.000_001 {
+        "<$0.000001".into()
+    } else {
+        // Two significant digits, at least cents, written out without trailing zeros.
+        let decimals = (1 - usd.log10().floor() as i64).clamp(2, 6) as usize;
+        let text = format!("{usd:.decimals$}");
+        let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+        let mut fraction = fraction.trim_end_matches('0').to_owned();
+        while fraction.len() < 2 {
+            fraction.push('0');
+        }
+        format!("${whole}.{fraction}")
+    }
+}
+
+/// Usage in a table cell: `160 tok · $0.000042`, `-` when there is none.
+pub fn usage_cell(usage: Option<&Usage>) -> String {
+    match usage {
+        Some(u) if !u.is_zero() => {
+            let tok = format!("{} tok", tokens(u.tokens()));
+            if u.cost_usd > 0.0 {
+                format!("{tok} · {}", cost(u.cost_usd))
+            } else {
+                tok
+            }
+        }
+        _ => "-".into(),
+    }
+}
+
+/// Usage spelled out: `120 in + 40 out tokens · $0.000042`.
+pub fn usage_long(u: &Usage) -> String {
+    format!(
+        "{} in + {} out tokens · {}",
+        grouped(u.input_tokens),
+        grouped(u.output_tokens),
+        cost(u.cost_usd)
+    )
+}
+
 /// Compact JSON up to this many characters stays on one line.
 const ONE_LINE_JSON: usize = 72;
 
@@ -304,6 +377,52 @@ mod tests {
             "2025-11-22 08:00:00.120Z"
         );
         assert_eq!(timestamp(Some(951_782_400_000)), "2000-02-29 00:00:00.000Z");
+    }
+
+    #[test]
+    fn usage_reads_short_in_cells_and_in_full_elsewhere() {
+        let u = Usage {
+            input_tokens: 120,
+            output_tokens: 40,
+            cost_usd: 0.000_042,
+        };
+        assert_eq!(usage_cell(Some(&u)), "160 tok · $0.000042");
+        assert_eq!(usage_long(&u), "120 in + 40 out tokens · $0.000042");
+        assert_eq!(usage_cell(None), "-");
+        assert_eq!(usage_cell(Some(&Usage::default())), "-");
+        let tokens_only = Usage {
+            input_tokens: 9_000,
+            output_tokens: 3_400,
+            cost_usd: 0.0,
+        };
+        assert_eq!(usage_cell(Some(&tokens_only)), "12k tok");
+        assert_eq!(
+            usage_long(&Usage {
+                input_tokens: 1_234_567,
+                output_tokens: 0,
+                cost_usd: 12.4
+            }),
+            "1,234,567 in + 0 out tokens · $12.40"
+        );
+    }
+
+    #[test]
+    fn costs_keep_the_digits_that_matter() {
+        assert_eq!(cost(0.0), "$0");
+        assert_eq!(cost(0.0042), "$0.0042");
+        assert_eq!(cost(0.042), "$0.042");
+        assert_eq!(cost(0.25), "$0.25");
+        assert_eq!(cost(0.5), "$0.50");
+        assert_eq!(cost(0.0001), "$0.0001");
+        assert_eq!(cost(0.0123), "$0.012");
+        assert_eq!(cost(3.5), "$3.50");
+        assert_eq!(cost(250.0), "$250");
+        assert_eq!(cost(1e-9), "<$0.000001");
+        assert_eq!(tokens(999), "999");
+        assert_eq!(tokens(1_234), "1.2k");
+        assert_eq!(tokens(4_100_000), "4.1M");
+        assert_eq!(grouped(1_000), "1,000");
+        assert_eq!(grouped(999), "999");
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Runs: `apex runs` (the recent ones), `apex run show` (one, with its tasks ordered by
-//! DAG depth), `apex cancel` and `apex retry`.
+//! DAG depth, spawned tasks nested under the task that spawned them), `apex cancel` and
+//! `apex retry`.
 
 use super::client::{encode, Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Cell, Printer, Table};
-use super::wire::{self, Run, RunSummary, Task};
+use super::wire::{self, Run, RunSummary, Task, Usage};
+use anstyle::Style;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Run states, as `--state` accepts them.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -50,8 +52,19 @@ pub struct ListArgs {
 /// `apex run …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum RunCommand {
-    /// Show a run and its tasks: state, attempts, duration and worker, by DAG depth.
-    Show(RunIdArgs),
+    /// Show a run and its tasks: state, attempts, duration, usage and worker, by DAG
+    /// depth, with spawned tasks under the task that spawned them.
+    Show(ShowArgs),
+}
+
+/// Arguments of `apex run show`.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub run: RunIdArgs,
+    /// List every spawned task, instead of a count past the first few.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Arguments of commands about one run.
@@ -89,12 +102,27 @@ pub async fn list(args: &ListArgs, out: &mut Printer) -> Result<Exit, CliError> 
         out.line("no runs yet; submit one with `apex submit FILE`")?;
         return Ok(Exit::Ok);
     }
-    let mut table = Table::new(&[
-        "ID", "NAME", "STATE", "DONE", "FAILED", "CREATED", "DURATION",
-    ]);
-    for r in &runs {
+    out.block(&runs_table(&runs))?;
+    if let Some(next) = body["next"].as_str() {
+        out.line(&output::dim(&format!(
+            "older runs: apex runs --before {next}"
+        )))?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// The `apex runs` table; a COST column appears when any run reports usage.
+fn runs_table(runs: &[RunSummary]) -> String {
+    let costs = runs.iter().any(|r| r.usage.is_some_and(|u| !u.is_zero()));
+    let mut headers = vec!["ID", "NAME", "STATE", "DONE", "FAILED"];
+    if costs {
+        headers.push("COST");
+    }
+    headers.extend(["CREATED", "DURATION"]);
+    let mut table = Table::new(&headers);
+    for r in runs {
         let failed = r.count("failed");
-        table.row(vec![
+        let mut row = vec![
             Cell::plain(&r.id),
             Cell::plain(&r.name),
             Cell::state(&r.state),
@@ -104,50 +132,211 @@ pub async fn list(args: &ListArgs, out: &mut Printer) -> Result<Exit, CliError> 
             } else {
                 Cell::plain("0")
             },
-            Cell::plain(output::ago(r.created_at_ms)),
-            Cell::plain(output::span(r.created_at_ms, r.finished_at_ms)),
-        ]);
+        ];
+        if costs {
+            row.push(Cell::plain(match r.usage {
+                Some(u) if !u.is_zero() => output::cost(u.cost_usd),
+                _ => "-".into(),
+            }));
+        }
+        row.push(Cell::plain(output::ago(r.created_at_ms)));
+        row.push(Cell::plain(output::span(r.created_at_ms, r.finished_at_ms)));
+        table.row(row);
     }
-    out.block(&table.render())?;
-    if let Some(next) = body["next"].as_str() {
-        out.line(&output::dim(&format!(
-            "older runs: apex runs --before {next}"
-        )))?;
-    }
-    Ok(Exit::Ok)
+    table.render()
 }
 
 /// Each task's depth in the DAG: 0 without dependencies, else one more than its deepest
-/// dependency. Unknown dependencies are ignored and a cycle (which the server never
-/// accepts) cannot loop: a task is given a depth before its dependencies are followed.
+/// dependency. Unknown dependencies are ignored.
 pub fn depths(tasks: &[Task]) -> Vec<usize> {
-    let index: HashMap<&str, usize> = tasks
+    let index = id_index(tasks);
+    let deps: Vec<Vec<usize>> = tasks
+        .iter()
+        .map(|t| {
+            t.depends_on
+                .iter()
+                .filter_map(|d| index.get(d.as_str()).copied())
+                .collect()
+        })
+        .collect();
+    depths_of(&deps)
+}
+
+fn id_index(tasks: &[Task]) -> HashMap<&str, usize> {
+    tasks
         .iter()
         .enumerate()
         .map(|(i, t)| (t.id.as_str(), i))
-        .collect();
-    let mut depth: Vec<Option<usize>> = vec![None; tasks.len()];
-    for start in 0..tasks.len() {
+        .collect()
+}
+
+/// Depths over dependency lists given by position. A cycle (which the server never
+/// accepts) cannot loop: a node is given a depth before its dependencies are followed.
+fn depths_of(deps: &[Vec<usize>]) -> Vec<usize> {
+    let mut depth: Vec<Option<usize>> = vec![None; deps.len()];
+    for start in 0..deps.len() {
         // Iterative depth-first walk: a deep chain must not overflow the stack.
         let mut stack = vec![(start, false)];
         while let Some((i, expanded)) = stack.pop() {
             if depth[i].is_some() {
                 continue;
             }
-            let deps = tasks[i]
-                .depends_on
-                .iter()
-                .filter_map(|d| index.get(d.as_str()).copied());
             if expanded {
-                let d = deps.map(|j| depth[j].map_or(0, |d| d + 1)).max();
+                let d = deps[i].iter().map(|&j| depth[j].map_or(0, |d| d + 1)).max();
                 depth[i] = Some(d.unwrap_or(0));
             } else {
                 stack.push((i, true));
-                stack.extend(deps.filter(|&j| depth[j].is_none()).map(|j| (j, false)));
+                stack.extend(
+                    deps[i]
+                        .iter()
+                        .filter(|&&j| depth[j].is_none())
+                        .map(|&j| (j, false)),
+                );
             }
         }
     }
     depth.into_iter().map(|d| d.unwrap_or(0)).collect()
+}
+
+/// Who spawned whom: each task's spawning parent (when it is in the run) and the top-level
+/// task (one nobody spawned) it descends from.
+struct Lineage {
+    parent: Vec<Option<usize>>,
+    root: Vec<usize>,
+    /// Spawned tasks by parent, in submission order.
+    children: Vec<Vec<usize>>,
+}
+
+/// Deeper spawn chains than this are taken for a loop in the data and cut: the server
+/// allows far fewer generations.
+const MAX_SPAWN_CHAIN: usize = 64;
+
+impl Lineage {
+    fn of(tasks: &[Task]) -> Self {
+        let index = id_index(tasks);
+        let mut parent: Vec<Option<usize>> = tasks
+            .iter()
+            .map(|t| t.parent.as_deref().and_then(|p| index.get(p).copied()))
+            .collect();
+        let mut root: Vec<usize> = (0..tasks.len()).collect();
+        for i in 0..tasks.len() {
+            let mut at = i;
+            let mut steps = 0;
+            while let Some(p) = parent[at] {
+                at = p;
+                steps += 1;
+                if steps > MAX_SPAWN_CHAIN {
+                    break;
+                }
+            }
+            if steps > MAX_SPAWN_CHAIN {
+                // A loop of parents: show the task at the top level rather than nowhere.
+                parent[i] = None;
+            } else {
+                root[i] = at;
+            }
+        }
+        let mut children = vec![Vec::new(); tasks.len()];
+        for (i, p) in parent.iter().enumerate() {
+            if let Some(p) = *p {
+                children[p].push(i);
+            }
+        }
+        Self {
+            parent,
+            root,
+            children,
+        }
+    }
+
+    /// The task that spawned `i`, the one that spawned that one, and so on.
+    fn ancestors(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        std::iter::successors(self.parent[i], |&p| self.parent[p]).take(MAX_SPAWN_CHAIN)
+    }
+}
+
+/// One row of `run show`'s task table.
+#[derive(Debug, PartialEq)]
+pub enum Row {
+    /// The task at this position, its name drawn after `prefix`.
+    Task { index: usize, prefix: String },
+    /// Spawned tasks left out (with their own descendants), counted on one line.
+    More { prefix: String, hidden: Vec<usize> },
+}
+
+/// A parent with more spawned tasks than this lists only the first few and a count.
+pub const CHILDREN_LISTED: usize = 10;
+/// How many are listed when there are too many to list.
+pub const CHILDREN_SHOWN_WHEN_MANY: usize = 3;
+
+/// The rows of `run show`: top-level tasks by depth (a dependency on a spawned task counts
+/// as one on the task that spawned it, so the submitted DAG keeps its shape), indented as
+/// a tree; each followed by the tasks it spawned, indented under it, or a count of them
+/// when there are many (unless `all`).
+pub fn task_rows(tasks: &[Task], all: bool) -> Vec<Row> {
+    let lineage = Lineage::of(tasks);
+    let index = id_index(tasks);
+    let deps: Vec<Vec<usize>> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.depends_on
+                .iter()
+                .filter_map(|d| index.get(d.as_str()).map(|&j| lineage.root[j]))
+                .filter(|&j| j != lineage.root[i])
+                .collect()
+        })
+        .collect();
+    let depth = depths_of(&deps);
+    let mut top: Vec<usize> = (0..tasks.len())
+        .filter(|&i| lineage.parent[i].is_none())
+        .collect();
+    top.sort_by_key(|&i| (depth[i], i));
+
+    let mut rows = Vec::with_capacity(tasks.len());
+    for i in top {
+        let prefix = match depth[i] {
+            0 => String::new(),
+            d => format!("{}└ ", "  ".repeat(d - 1)),
+        };
+        let column = prefix.chars().count();
+        rows.push(Row::Task { index: i, prefix });
+        spawned_rows(&lineage, i, column + 2, all, &mut rows);
+    }
+    rows
+}
+
+/// Rows for the tasks `parent` spawned, their arrows at `column`.
+fn spawned_rows(lineage: &Lineage, parent: usize, column: usize, all: bool, rows: &mut Vec<Row>) {
+    // Iterative: each entry is (parent, its children's column, how many are listed).
+    let mut stack: Vec<(usize, usize, usize)> = vec![(parent, column, 0)];
+    while let Some((p, col, next)) = stack.pop() {
+        let children = &lineage.children[p];
+        let shown = if all || children.len() <= CHILDREN_LISTED {
+            children.len()
+        } else {
+            CHILDREN_SHOWN_WHEN_MANY
+        };
+        let prefix = format!("{}↳ ", " ".repeat(col));
+        if next < shown {
+            let child = children[next];
+            stack.push((p, col, next + 1));
+            rows.push(Row::Task {
+                index: child,
+                prefix,
+            });
+            stack.push((child, col + 2, 0));
+        } else if shown < children.len() {
+            let mut hidden = Vec::new();
+            let mut pending: Vec<usize> = children[shown..].to_vec();
+            while let Some(h) = pending.pop() {
+                hidden.push(h);
+                pending.extend(&lineage.children[h]);
+            }
+            hidden.sort_unstable();
+            rows.push(Row::More { prefix, hidden });
+        }
+    }
 }
 
 /// The tasks' positions ordered by depth, then by submission order.
@@ -158,16 +347,17 @@ fn by_depth(depth: &[usize]) -> Vec<usize> {
 }
 
 /// `apex run show ID`.
-pub async fn show(args: &RunIdArgs, out: &mut Printer) -> Result<Exit, CliError> {
+pub async fn show(show: &ShowArgs, out: &mut Printer) -> Result<Exit, CliError> {
+    let args = &show.run;
     let client = Client::new(&args.conn)?;
     let mut body = client
         .get(&format!("/api/v1/runs/{}", encode(&args.id)))
         .await
         .map_err(|e| e.with_not_found_hint("check the id; `apex runs` lists recent runs"))?;
     let run: Run = wire::parse(&body, "run").map_err(|m| client.unexpected(m))?;
-    let depth = depths(&run.tasks);
-    let order = by_depth(&depth);
     if args.json {
+        let depth = depths(&run.tasks);
+        let order = by_depth(&depth);
         if let Some(tasks) = body.get_mut("tasks").and_then(Value::as_array_mut) {
             let mut sorted: Vec<Value> = order
                 .iter()
@@ -182,14 +372,15 @@ pub async fn show(args: &RunIdArgs, out: &mut Printer) -> Result<Exit, CliError>
         out.json(&body)?;
         return Ok(Exit::Ok);
     }
-    out.block(&render_run(&run, &depth, &order))?;
+    out.block(&render_run(&run, show.all))?;
     Ok(Exit::Ok)
 }
 
-fn render_run(run: &Run, depth: &[usize], order: &[usize]) -> String {
+/// What `apex run show` prints.
+pub fn render_run(run: &Run, all: bool) -> String {
     let r = &run.summary;
     let mut text = format!(
-        "run {}  {}  {}\n  created {} · took {} · {} tasks: {}\n\n",
+        "run {}  {}  {}\n  created {} · took {} · {} tasks: {}\n",
         output::bold(&r.id),
         r.name,
         output::state(&r.state),
@@ -198,33 +389,18 @@ fn render_run(run: &Run, depth: &[usize], order: &[usize]) -> String {
         r.task_count,
         counts_line(r),
     );
-    let mut table = Table::new(&[
-        "TASK",
-        "STATE",
-        "ATTEMPT",
-        "DURATION",
-        "WORKER",
-        "DEPENDS ON",
-    ]);
-    for &i in order {
-        let t = &run.tasks[i];
-        let name = match depth[i] {
-            0 => t.id.clone(),
-            d => format!("{}└ {}", "  ".repeat(d - 1), t.id),
-        };
-        table.row(vec![
-            Cell::plain(name),
-            Cell::state(&t.state),
-            Cell::plain(format!("{}/{}", t.attempt, t.retries + 1)),
-            Cell::plain(output::span(t.started_at_ms, t.finished_at_ms)),
-            Cell::plain(t.worker_id.as_deref().unwrap_or("-")),
-            Cell::plain(dependency_list(&t.depends_on)),
-        ]);
+    let usage = run_usage(run);
+    if !usage.is_zero() {
+        text.push_str(&format!("  usage: {}\n", output::usage_long(&usage)));
     }
-    text.push_str(&table.render());
-    let failed: Vec<&Task> = order
+    text.push('\n');
+    text.push_str(&tasks_table(&run.tasks, all));
+    let failed: Vec<&Task> = task_rows(&run.tasks, true)
         .iter()
-        .map(|&i| &run.tasks[i])
+        .filter_map(|row| match row {
+            Row::Task { index, .. } => Some(&run.tasks[*index]),
+            Row::More { .. } => None,
+        })
         .filter(|t| t.state == "failed")
         .collect();
     if !failed.is_empty() {
@@ -248,19 +424,104 @@ fn render_run(run: &Run, depth: &[usize], order: &[usize]) -> String {
     text
 }
 
+/// The run's usage as the server sums it, or as its tasks add up when it sends no sum.
+pub fn run_usage(run: &Run) -> Usage {
+    match run.summary.usage {
+        Some(u) if !u.is_zero() => u,
+        _ => Usage::sum(run.tasks.iter().map(|t| t.usage.as_ref())),
+    }
+}
+
+/// The task table of `run show`. AGENT and USAGE columns appear only for runs with agents
+/// or usage, so plain runs read as they always did.
+fn tasks_table(tasks: &[Task], all: bool) -> String {
+    let agents = tasks.iter().any(|t| t.agent.is_some());
+    let usage = tasks.iter().any(|t| t.usage.is_some_and(|u| !u.is_zero()));
+    let mut headers = vec!["TASK", "STATE"];
+    if agents {
+        headers.push("AGENT");
+    }
+    headers.extend(["ATTEMPT", "DURATION"]);
+    if usage {
+        headers.push("USAGE");
+    }
+    headers.extend(["WORKER", "DEPENDS ON"]);
+    let lineage = Lineage::of(tasks);
+    let index = id_index(tasks);
+    let mut table = Table::new(&headers);
+    for row in task_rows(tasks, all) {
+        let mut cells = Vec::with_capacity(headers.len());
+        match row {
+            Row::Task { index: i, prefix } => {
+                let t = &tasks[i];
+                cells.push(Cell::plain(format!("{prefix}{}", t.id)));
+                cells.push(Cell::state(&t.state));
+                if agents {
+                    cells.push(Cell::plain(t.agent.as_deref().unwrap_or("-")));
+                }
+                cells.push(Cell::plain(format!("{}/{}", t.attempt, t.retries + 1)));
+                cells.push(Cell::plain(output::span(t.started_at_ms, t.finished_at_ms)));
+                if usage {
+                    cells.push(Cell::plain(output::usage_cell(t.usage.as_ref())));
+                }
+                cells.push(Cell::plain(t.worker_id.as_deref().unwrap_or("-")));
+                cells.push(Cell::plain(dependency_list(
+                    &t.depends_on,
+                    &index,
+                    &lineage,
+                )));
+            }
+            Row::More { prefix, hidden } => {
+                let hidden_tasks = || hidden.iter().map(|&h| &tasks[h]);
+                cells.push(Cell::plain(format!(
+                    "{prefix}… {} more spawned",
+                    hidden.len()
+                )));
+                cells.push(Cell::plain(state_counts(hidden_tasks())));
+                if agents {
+                    cells.push(Cell::plain(""));
+                }
+                cells.extend([Cell::plain(""), Cell::plain("")]);
+                if usage {
+                    let sum = Usage::sum(hidden_tasks().map(|t| t.usage.as_ref()));
+                    cells.push(Cell::plain(output::usage_cell(Some(&sum))));
+                }
+                cells.push(Cell::styled("--all lists them", Style::new().dimmed()));
+            }
+        }
+        table.row(cells);
+    }
+    table.render()
+}
+
+/// `45 succeeded, 2 failed`: how a set of tasks stands, most telling first.
+fn state_counts<'a>(tasks: impl Iterator<Item = &'a Task>) -> String {
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for t in tasks {
+        *counts.entry(t.state.as_str()).or_default() += 1;
+    }
+    STATE_ORDER
+        .iter()
+        .filter_map(|s| counts.get(s).map(|n| format!("{n} {s}")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Task states, most telling first.
+const STATE_ORDER: [&str; 8] = [
+    "succeeded",
+    "failed",
+    "skipped",
+    "cancelled",
+    "running",
+    "queued",
+    "ready",
+    "pending",
+];
+
 /// `2 succeeded, 1 failed, 1 skipped`: the non-zero task counts, most telling first.
 pub fn counts_line(r: &RunSummary) -> String {
-    let order = [
-        "succeeded",
-        "failed",
-        "skipped",
-        "cancelled",
-        "running",
-        "queued",
-        "ready",
-        "pending",
-    ];
-    let parts: Vec<String> = order
+    let parts: Vec<String> = STATE_ORDER
         .iter()
         .filter(|s| r.count(s) > 0)
         .map(|s| format!("{} {}", r.count(s), output::state(s)))
@@ -272,11 +533,32 @@ pub fn counts_line(r: &RunSummary) -> String {
     }
 }
 
-/// At most three dependencies by name, then how many more.
-fn dependency_list(deps: &[String]) -> String {
-    match deps.len() {
-        0..=3 => deps.join(", "),
-        n => format!("{}, +{} more", deps[..3].join(", "), n - 3),
+/// At most three dependencies by name, then how many more. Dependencies on tasks spawned
+/// by another dependency are folded into it: `plan (+6 spawned)`.
+fn dependency_list(deps: &[String], index: &HashMap<&str, usize>, lineage: &Lineage) -> String {
+    let positions: Vec<Option<usize>> = deps
+        .iter()
+        .map(|d| index.get(d.as_str()).copied())
+        .collect();
+    let among: HashSet<usize> = positions.iter().flatten().copied().collect();
+    let mut folded: HashMap<usize, usize> = HashMap::new();
+    let mut listed: Vec<(&str, Option<usize>)> = Vec::new();
+    for (dep, &pos) in deps.iter().zip(&positions) {
+        match pos.and_then(|p| lineage.ancestors(p).find(|a| among.contains(a))) {
+            Some(a) => *folded.entry(a).or_default() += 1,
+            None => listed.push((dep.as_str(), pos)),
+        }
+    }
+    let names: Vec<String> = listed
+        .iter()
+        .map(|&(dep, pos)| match pos.and_then(|p| folded.get(&p)) {
+            Some(k) => format!("{dep} (+{k} spawned)"),
+            None => dep.to_owned(),
+        })
+        .collect();
+    match names.len() {
+        0..=3 => names.join(", "),
+        n => format!("{}, +{} more", names[..3].join(", "), n - 3),
     }
 }
 
@@ -354,6 +636,196 @@ mod tests {
         assert_eq!(depth, vec![2, 1, 0, 1, 0]);
         let ids: Vec<&str> = by_depth(&depth).iter().map(|&i| t[i].id.as_str()).collect();
         assert_eq!(ids, ["a", "e", "b", "c", "d"]);
+    }
+
+    fn plain(text: &str) -> String {
+        anstream::adapter::strip_str(text).to_string()
+    }
+
+    fn run(tasks: Value, summary: Value) -> Run {
+        let mut body = summary;
+        body["id"] = "r_1".into();
+        body["name"] = "swarm".into();
+        body["state"] = "succeeded".into();
+        body["tasks"] = tasks;
+        serde_json::from_value(body).unwrap()
+    }
+
+    fn usage(input: u64, output: u64, cost: f64) -> Value {
+        json!({"input_tokens": input, "output_tokens": output, "cost_usd": cost})
+    }
+
+    /// plan spawned `n` researchers; critique waited on plan, and so on all of them.
+    fn swarm(n: usize) -> Run {
+        let kids: Vec<String> = (0..n).map(|i| format!("plan.{i}")).collect();
+        let mut critique_deps = vec!["plan".to_string()];
+        critique_deps.extend(kids.iter().cloned());
+        let mut tasks = vec![
+            json!({"id": "plan", "agent": "planner", "state": "succeeded", "usage": usage(100, 20, 0.001)}),
+            json!({"id": "critique", "agent": "critic", "depends_on": critique_deps, "state": "succeeded"}),
+            json!({"id": "report", "agent": "writer", "depends_on": ["critique"], "state": "succeeded"}),
+        ];
+        for (i, id) in kids.iter().enumerate() {
+            let state = if i == n - 1 { "failed" } else { "succeeded" };
+            tasks.push(json!({"id": id, "agent": "researcher", "parent": "plan",
+                              "depends_on": ["plan"], "state": state, "usage": usage(10, 5, 0.0001)}));
+        }
+        run(
+            Value::Array(tasks),
+            json!({"usage": usage(1_100, 520, 0.0123)}),
+        )
+    }
+
+    fn names(rows: &[Row], tasks: &[Task]) -> Vec<String> {
+        rows.iter()
+            .map(|row| match row {
+                Row::Task { index, prefix } => format!("{prefix}{}", tasks[*index].id),
+                Row::More { prefix, hidden } => format!("{prefix}+{}", hidden.len()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn spawned_tasks_nest_under_their_parent_and_the_dag_keeps_its_shape() {
+        let r = swarm(2);
+        // critique depends on plan.0 and plan.1 too, yet stays one level under plan.
+        assert_eq!(
+            names(&task_rows(&r.tasks, false), &r.tasks),
+            [
+                "plan",
+                "  ↳ plan.0",
+                "  ↳ plan.1",
+                "└ critique",
+                "  └ report"
+            ]
+        );
+    }
+
+    #[test]
+    fn grandchildren_nest_one_level_deeper() {
+        let t: Vec<Task> = serde_json::from_value(json!([
+            {"id": "a"},
+            {"id": "b", "depends_on": ["a"]},
+            {"id": "b.x", "parent": "b", "depends_on": ["b"]},
+            {"id": "b.x.y", "parent": "b.x", "depends_on": ["b.x"]},
+            {"id": "b.z", "parent": "b", "depends_on": ["b"]},
+        ]))
+        .unwrap();
+        assert_eq!(
+            names(&task_rows(&t, false), &t),
+            ["a", "└ b", "    ↳ b.x", "      ↳ b.x.y", "    ↳ b.z"]
+        );
+    }
+
+    #[test]
+    fn many_spawned_tasks_are_counted_unless_all_are_asked_for() {
+        let r = swarm(40);
+        let rows = task_rows(&r.tasks, false);
+        assert_eq!(
+            names(&rows, &r.tasks),
+            [
+                "plan",
+                "  ↳ plan.0",
+                "  ↳ plan.1",
+                "  ↳ plan.2",
+                "  ↳ +37",
+                "└ critique",
+                "  └ report"
+            ]
+        );
+        assert_eq!(task_rows(&r.tasks, true).len(), 43);
+
+        let text = plain(&render_run(&r, false));
+        let more = text.lines().find(|l| l.contains("more spawned")).unwrap();
+        assert!(more.starts_with("  ↳ … 37 more spawned"), "{text}");
+        assert!(more.contains("36 succeeded, 1 failed"), "{text}");
+        assert!(more.contains("555 tok · $0.0037"), "{text}");
+        assert!(more.ends_with("--all lists them"), "{text}");
+        // A failed task hidden in the count is still listed with its error.
+        assert!(
+            text.contains("failed tasks:\n  plan.39 (attempt 0/1)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn run_show_prints_usage_and_agents_and_folds_spawned_dependencies() {
+        let text = plain(&render_run(&swarm(2), false));
+        assert!(
+            text.contains("\n  usage: 1,100 in + 520 out tokens · $0.012\n"),
+            "{text}"
+        );
+        let header = text.lines().find(|l| l.starts_with("TASK")).unwrap();
+        let columns: Vec<&str> = header.split_whitespace().collect();
+        assert_eq!(
+            columns,
+            ["TASK", "STATE", "AGENT", "ATTEMPT", "DURATION", "USAGE", "WORKER", "DEPENDS", "ON"]
+        );
+        let plan = text.lines().find(|l| l.starts_with("plan ")).unwrap();
+        assert!(
+            plan.contains("planner") && plan.contains("120 tok · $0.001 "),
+            "{plan}"
+        );
+        let child = text.lines().find(|l| l.starts_with("  ↳ plan.0")).unwrap();
+        assert!(
+            child.contains("researcher") && child.contains("15 tok · $0.0001 "),
+            "{child}"
+        );
+        let critique = text.lines().find(|l| l.starts_with("└ critique")).unwrap();
+        assert!(critique.ends_with("plan (+2 spawned)"), "{critique}");
+    }
+
+    #[test]
+    fn a_run_without_agents_or_usage_reads_as_before() {
+        let r = run(
+            json!([{"id": "a", "state": "succeeded"}, {"id": "b", "depends_on": ["a"]}]),
+            json!({"task_count": 2, "usage": usage(0, 0, 0.0)}),
+        );
+        let text = plain(&render_run(&r, false));
+        assert!(!text.contains("usage"), "{text}");
+        let header = text.lines().find(|l| l.starts_with("TASK")).unwrap();
+        assert_eq!(
+            header.split_whitespace().collect::<Vec<_>>(),
+            ["TASK", "STATE", "ATTEMPT", "DURATION", "WORKER", "DEPENDS", "ON"]
+        );
+    }
+
+    #[test]
+    fn the_run_total_falls_back_to_the_sum_of_its_tasks() {
+        let mut r = swarm(2);
+        r.summary.usage = None;
+        assert_eq!(
+            run_usage(&r),
+            Usage {
+                input_tokens: 120,
+                output_tokens: 30,
+                cost_usd: 0.001 + 0.0002
+            }
+        );
+    }
+
+    #[test]
+    fn the_runs_table_has_a_cost_column_only_when_a_run_has_usage() {
+        let summaries = |usages: Vec<Value>| -> Vec<RunSummary> {
+            usages
+                .into_iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    serde_json::from_value(json!({"id": format!("r_{i}"), "usage": u})).unwrap()
+                })
+                .collect()
+        };
+        let plain_runs = plain(&runs_table(&summaries(vec![Value::Null, usage(0, 0, 0.0)])));
+        assert!(!plain_runs.contains("COST"), "{plain_runs}");
+        let with_cost = plain(&runs_table(&summaries(vec![
+            usage(10, 5, 0.25),
+            Value::Null,
+        ])));
+        let lines: Vec<&str> = with_cost.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(header[4..7], ["FAILED", "COST", "CREATED"], "{with_cost}");
+        assert!(lines[1].contains("$0.25 "), "{with_cost}");
+        assert!(lines[2].contains(" -  "), "{with_cost}");
     }
 
     #[test]

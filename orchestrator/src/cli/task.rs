@@ -5,7 +5,7 @@
 use super::client::{encode, Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Cell, Printer, Table};
-use super::wire::{self, TaskDetail};
+use super::wire::{self, Task, TaskDetail};
 
 /// `apex task …`.
 #[derive(Debug, clap::Subcommand)]
@@ -89,12 +89,33 @@ fn header(d: &TaskDetail) -> String {
         output::timestamp(t.started_at_ms),
         output::span(t.started_at_ms, t.finished_at_ms),
     ));
+    text.push_str(&swarm_lines(t));
     if !t.depends_on.is_empty() {
         text.push_str(&format!("  depends on: {}\n", t.depends_on.join(", ")));
     }
     if let Some(p) = t.progress {
         let msg = t.progress_message.as_deref().unwrap_or("");
         text.push_str(&format!("  progress: {:.0}% {msg}\n", p * 100.0));
+    }
+    text
+}
+
+/// Agent, parent and usage: one line for who ran it and who spawned it, one for usage;
+/// nothing for a plain task.
+pub fn swarm_lines(t: &Task) -> String {
+    let mut text = String::new();
+    let mut who = Vec::new();
+    if let Some(agent) = &t.agent {
+        who.push(format!("agent {}", output::bold(agent)));
+    }
+    if let Some(parent) = &t.parent {
+        who.push(format!("spawned by {parent}"));
+    }
+    if !who.is_empty() {
+        text.push_str(&format!("  {}\n", who.join(" · ")));
+    }
+    if let Some(u) = t.usage.filter(|u| !u.is_zero()) {
+        text.push_str(&format!("  usage: {}\n", output::usage_long(&u)));
     }
     text
 }
@@ -190,4 +211,34 @@ fn logs(d: &TaskDetail, show: bool) -> String {
         ));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn lines_of(task: serde_json::Value) -> String {
+        let t: Task = serde_json::from_value(task).unwrap();
+        anstream::adapter::strip_str(&swarm_lines(&t)).to_string()
+    }
+
+    #[test]
+    fn an_agent_task_says_who_ran_it_who_spawned_it_and_what_it_cost() {
+        let text = lines_of(json!({
+            "id": "plan.0", "agent": "researcher", "parent": "plan",
+            "usage": {"input_tokens": 120, "output_tokens": 40, "cost_usd": 0.000042}
+        }));
+        assert_eq!(
+            text,
+            "  agent researcher · spawned by plan\n  usage: 120 in + 40 out tokens · $0.000042\n"
+        );
+    }
+
+    #[test]
+    fn a_plain_task_has_no_swarm_lines() {
+        assert_eq!(lines_of(json!({"id": "a"})), "");
+        let zero = json!({"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0});
+        assert_eq!(lines_of(json!({"id": "a", "usage": zero})), "");
+    }
 }

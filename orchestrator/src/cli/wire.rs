@@ -45,6 +45,9 @@ pub struct RunSummary {
     pub error: Option<Value>,
     #[serde(default)]
     pub last_seq: u64,
+    /// Tokens and cost over the run's tasks; absent from servers without agents.
+    #[serde(default)]
+    pub usage: Option<Usage>,
 }
 
 impl RunSummary {
@@ -111,6 +114,49 @@ pub struct Task {
     pub progress: Option<f64>,
     #[serde(default)]
     pub progress_message: Option<String>,
+    /// The agent that runs the task (the `agent` handler only).
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// The task that spawned this one (dynamic fan-out); its id is `PARENT.CHILD`.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Tokens and cost, summed over the task's attempts.
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+/// LLM tokens and their price in US dollars.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cost_usd: f64,
+}
+
+impl Usage {
+    /// Whether there is anything to show: some tokens or some cost.
+    pub fn is_zero(&self) -> bool {
+        self.input_tokens == 0 && self.output_tokens == 0 && self.cost_usd <= 0.0
+    }
+
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+
+    /// The sum of some usages; missing ones count as zero.
+    pub fn sum<'a>(usages: impl IntoIterator<Item = Option<&'a Usage>>) -> Usage {
+        usages
+            .into_iter()
+            .flatten()
+            .fold(Usage::default(), |t, u| Usage {
+                input_tokens: t.input_tokens + u.input_tokens,
+                output_tokens: t.output_tokens + u.output_tokens,
+                cost_usd: t.cost_usd + u.cost_usd,
+            })
+    }
 }
 
 /// Why an attempt or a task failed.
