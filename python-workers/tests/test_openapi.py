@@ -1,0 +1,227 @@
+"""The OpenAPI document the orchestrator serves is valid and describes every route.
+
+The routes are read from the axum routers in `orchestrator/src/api/*.rs`, so a route
+added there without documenting it in `orchestrator/openapi.json` fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from openapi_spec_validator import validate
+
+REPO = Path(__file__).resolve().parents[2]
+OPENAPI = REPO / "orchestrator" / "openapi.json"
+API_SRC = REPO / "orchestrator" / "src" / "api"
+EXAMPLES_DIR = REPO / "examples"
+
+HTTP_METHODS = ("get", "post", "put", "patch", "delete", "head", "options", "trace")
+METHOD_CALL = re.compile(r"\b(" + "|".join(HTTP_METHODS) + r")\s*\(")
+ROUTE_CALL = re.compile(r"\.route\(\s*\"([^\"]+)\"\s*,")
+#: Routes that need no token (outside `/api/`, see `api/auth.rs`).
+PUBLIC = {"/healthz", "/readyz", "/metrics"}
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(OPENAPI.read_text())
+    return loaded
+
+
+def _call_args(text: str, start: int) -> str:
+    """The text from `start` up to the parenthesis that closes the call open before it."""
+    depth = 1
+    in_str = False
+    i = start
+    while i < len(text):
+        c = text[i]
+        if in_str:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_str = False
+        elif c == '"':
+            in_str = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+        i += 1
+    raise AssertionError(f"unbalanced .route( call at offset {start}")
+
+
+def _top_level_methods(args: str) -> set[str]:
+    """Method routers (`get(h)`, `post(h).get(h2)`) at the top nesting level of `args`."""
+    methods = set()
+    for m in METHOD_CALL.finditer(args):
+        prefix = args[: m.start()]
+        if prefix.count("(") - prefix.count(")") == 0:
+            methods.add(m.group(1))
+    return methods
+
+
+def registered_routes() -> set[tuple[str, str]]:
+    """`(path, method)` of every `.route("PATH", METHOD(...)...)` in the API modules."""
+    routes = set()
+    for source in sorted(API_SRC.glob("*.rs")):
+        text = source.read_text()
+        for m in ROUTE_CALL.finditer(text):
+            methods = _top_level_methods(_call_args(text, m.end()))
+            assert methods, f"{source.name}: no method router found for route {m.group(1)}"
+            routes.update((m.group(1), method) for method in methods)
+    return routes
+
+
+def documented_routes(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (path, method)
+        for path, item in doc["paths"].items()
+        for method in item
+        if method in HTTP_METHODS
+    }
+
+
+def test_the_document_is_valid_openapi_3_1(doc: dict[str, Any]) -> None:
+    assert doc["openapi"].startswith("3.1")
+    validate(doc)
+
+
+def test_the_route_parser_finds_the_known_routes() -> None:
+    routes = registered_routes()
+    # Guards against a parser that finds nothing and so passes vacuously.
+    for known in [
+        ("/api/v1/runs", "post"),
+        ("/api/v1/runs", "get"),
+        ("/api/v1/runs/{id}/tasks/{task_id}", "get"),
+        ("/api/v1/ws", "get"),
+        ("/metrics", "get"),
+    ]:
+        assert known in routes
+    assert len(routes) >= 16
+
+
+def test_every_registered_route_is_documented(doc: dict[str, Any]) -> None:
+    missing = registered_routes() - documented_routes(doc)
+    assert not missing, f"routes missing from orchestrator/openapi.json: {sorted(missing)}"
+
+
+def test_every_documented_route_exists(doc: dict[str, Any]) -> None:
+    stale = documented_routes(doc) - registered_routes()
+    assert not stale, f"documented routes the server does not have: {sorted(stale)}"
+
+
+def test_operations_are_complete(doc: dict[str, Any]) -> None:
+    ids = set()
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            where = f"{method.upper()} {path}"
+            assert op.get("operationId") not in ids, f"{where}: duplicate operationId"
+            ids.add(op["operationId"])
+            assert any(s.startswith("2") or s == "101" for s in op["responses"]), where
+            if path.startswith("/api/"):
+                assert "401" in op["responses"], f"{where}: needs the token, so may answer 401"
+                assert "503" in op["responses"], f"{where}: a standby answers 503"
+            if path in PUBLIC:
+                assert op.get("security") == [], f"{where}: needs no token"
+            else:
+                assert "security" not in op or op["security"], f"{where}: needs the token"
+            for name in re.findall(r"\{(\w+)\}", path):
+                params = [p.get("name") or p["$ref"].rsplit("/", 1)[-1] for p in op["parameters"]]
+                resolved = [
+                    doc["components"]["parameters"][p]["name"]
+                    if p in doc["components"]["parameters"]
+                    else p
+                    for p in params
+                ]
+                assert name in resolved, f"{where}: path parameter {name} undocumented"
+    assert doc["security"] == [{"bearerAuth": []}]
+
+
+def test_error_responses_use_the_error_schema(doc: dict[str, Any]) -> None:
+    def schema_refs(schema: dict[str, Any]) -> set[str]:
+        refs = {schema["$ref"]} if "$ref" in schema else set()
+        for alt in schema.get("anyOf", []) + schema.get("oneOf", []):
+            refs |= schema_refs(alt)
+        return refs
+
+    shared = doc["components"]["responses"]
+    for path, item in doc["paths"].items():
+        if not path.startswith("/api/"):
+            continue  # `/readyz` answers 503 with its own probe body.
+        for method, op in item.items():
+            for status, response in op["responses"].items():
+                if int(status) < 400:
+                    continue
+                if "$ref" in response:
+                    response = shared[response["$ref"].rsplit("/", 1)[-1]]
+                json_body = response.get("content", {}).get("application/json")
+                if json_body is None:
+                    continue
+                assert "#/components/schemas/Error" in schema_refs(json_body["schema"]), (
+                    f"{method.upper()} {path} {status}"
+                )
+
+
+def test_error_codes_match_the_server(doc: dict[str, Any]) -> None:
+    source = (API_SRC / "error.rs").read_text()
+    codes = set(re.findall(r"StatusCode::\w+,\s*\"(\w+)\"\)", source))
+    assert codes, "no error codes parsed from error.rs"
+    assert set(doc["components"]["schemas"]["ErrorCode"]["enum"]) == codes
+
+
+def test_documented_problem_codes_exist(doc: dict[str, Any]) -> None:
+    source = (REPO / "orchestrator" / "src" / "dag" / "validate.rs").read_text()
+    body = re.search(r"pub enum ProblemCode \{(.*?)\}", source, re.S)
+    assert body is not None
+    variants = re.findall(r"^\s*([A-Z]\w*),", body.group(1), re.M)
+    codes = {re.sub(r"(?<!^)([A-Z])", r"_\1", v).lower() for v in variants}
+    documented = set(doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
+    assert documented <= codes, f"documented codes the server lacks: {documented - codes}"
+
+
+def _run_spec_validator(doc: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    schema = {"$ref": "#/components/schemas/RunSpec", "components": doc["components"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _example_dags(doc: dict[str, Any]) -> list[Path]:
+    has_agents = "agents" in doc["components"]["schemas"]["RunSpec"]["properties"]
+    return [
+        p
+        for p in sorted(EXAMPLES_DIR.glob("*.json"))
+        if has_agents or not p.name.startswith("swarm")
+    ]
+
+
+def test_there_are_example_dags_to_check(doc: dict[str, Any]) -> None:
+    assert len(_example_dags(doc)) >= 3
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES_DIR.glob("*.json")), ids=lambda p: p.name)
+def test_example_dags_match_the_run_spec_schema(doc: dict[str, Any], path: Path) -> None:
+    if path not in _example_dags(doc):
+        pytest.skip("uses `agents`, which this RunSpec does not have")
+    _run_spec_validator(doc).validate(json.loads(path.read_text()))
+
+
+def test_the_run_spec_schema_rejects_what_the_server_rejects(doc: dict[str, Any]) -> None:
+    validator = _run_spec_validator(doc)
+    assert validator.is_valid({"tasks": [{"id": "a", "handler": "echo"}]})
+    for bad in [
+        {},
+        {"tasks": []},
+        {"tasks": [{"id": "a"}]},
+        {"tasks": [{"id": "a", "handler": "echo", "bogus": 1}]},
+        {"tasks": [{"id": "a", "handler": "echo"}], "bogus": 1},
+        {"tasks": [{"id": "a b", "handler": "echo"}]},
+        {"tasks": [{"id": "a", "handler": "echo", "trigger": "sometimes"}]},
+        {"tasks": [{"id": "a", "handler": "echo", "retries": -1}]},
+    ]:
+        assert not validator.is_valid(bad), bad
