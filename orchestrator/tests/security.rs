@@ -50,6 +50,17 @@ async fn the_api_and_websocket_require_the_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let r = sys
+        .http
+        .get(format!("{runs}?token=s3cret-token&limit=5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the query token works wherever the auth layer reads it"
+    );
     assert_eq!(r.json::<Value>().await.unwrap()["runs"], json!([]));
     // Health stays open for probes.
     assert_eq!(

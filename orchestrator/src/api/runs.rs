@@ -81,6 +81,9 @@ async fn validate_dag(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
+    /// Read by the auth layer (`?token=`); accepted so it is not an unknown parameter.
+    #[allow(dead_code)]
+    token: Option<String>,
     state: Option<String>,
     before: Option<String>,
     limit: Option<u32>,
@@ -122,6 +125,9 @@ async fn list_runs(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RunParams {
+    /// Read by the auth layer (`?token=`); accepted so it is not an unknown parameter.
+    #[allow(dead_code)]
+    token: Option<String>,
     /// `false` answers the run's summary only: cheap for runs of 100,000 tasks.
     tasks: Option<bool>,
 }
@@ -270,6 +276,9 @@ fn attempts(task: &StoredTask, events: &[EventRow]) -> Vec<Value> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventParams {
+    /// Read by the auth layer (`?token=`); accepted so it is not an unknown parameter.
+    #[allow(dead_code)]
+    token: Option<String>,
     since: Option<u64>,
     limit: Option<u32>,
 }
