@@ -9,6 +9,7 @@ pub mod leader;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+mod text;
 
 pub use rows::*;
 

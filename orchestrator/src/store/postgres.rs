@@ -2,6 +2,7 @@
 //! column as an array and expanding it with `unnest`, so a batch of thousands of rows
 //! costs a handful of round trips.
 
+use super::text::{json_text, without_nul as pg_text};
 use super::*;
 use crate::dag::TaskSpec;
 use crate::state_machine::{RunState, TaskFailure, TaskState};
@@ -48,39 +49,6 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
-}
-
-/// JSON text Postgres accepts: jsonb refuses the escape `\u0000`, and one refused row
-/// would fail every retry of its batch and stall all writes. A NUL from a worker's
-/// output or error is kept as U+FFFD instead.
-fn json_text(v: &impl serde::Serialize) -> String {
-    let text = serde_json::to_string(v).expect("values from JSON serialise");
-    if !text.contains("\\u0000") {
-        return text;
-    }
-    // Rare: rewrite the strings themselves, so a literal backslash-u0000 is left alone.
-    fn clean(v: &mut Value) {
-        match v {
-            Value::String(s) => *s = pg_text(s),
-            Value::Array(items) => items.iter_mut().for_each(clean),
-            Value::Object(map) => {
-                let entries = std::mem::take(map);
-                for (k, mut item) in entries {
-                    clean(&mut item);
-                    map.insert(pg_text(&k), item);
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut value = serde_json::to_value(v).expect("values from JSON serialise");
-    clean(&mut value);
-    value.to_string()
-}
-
-/// Text Postgres accepts: its text type refuses NUL bytes.
-fn pg_text(s: &str) -> String {
-    s.replace('\0', "\u{fffd}")
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -460,7 +428,7 @@ impl Store for PgStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{json_text, pg_text};
+    use super::super::text::{json_text, without_nul as pg_text};
     use serde_json::json;
 
     #[test]

@@ -163,9 +163,7 @@ fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
-fn json_text(v: &impl serde::Serialize) -> String {
-    serde_json::to_string(v).expect("values from JSON serialise")
-}
+use super::text::json_text;
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
@@ -362,7 +360,7 @@ fn bind_task_state<'q>(q: SqliteQuery<'q>, t: &'q TaskRow) -> SqliteQuery<'q> {
         .bind(i64::from(t.lost))
         .bind(t.output.as_ref().map(json_text))
         .bind(t.error.as_ref().map(json_text))
-        .bind(t.worker_id.as_deref())
+        .bind(t.worker_id.as_deref().map(super::text::without_nul))
         .bind(t.queued_at_ms)
         .bind(t.started_at_ms)
         .bind(t.finished_at_ms)
@@ -426,7 +424,7 @@ impl Store for SqliteStore {
                         .bind(e.kind.as_str())
                         .bind(e.state.as_deref())
                         .bind(i64::from(e.attempt))
-                        .bind(e.worker_id.as_deref())
+                        .bind(e.worker_id.as_deref().map(super::text::without_nul))
                         .bind(e.at_ms)
                         .bind(e.data.as_ref().map(json_text))
                 })
