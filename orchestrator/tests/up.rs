@@ -10,6 +10,26 @@ use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// An `apex up` child that is stopped (SIGTERM, as Ctrl-C would) when dropped, so a
+/// failing test does not leave it, its workers and its Redis running.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Processes whose command line mentions `marker`.
 fn processes_mentioning(marker: &str) -> Vec<String> {
     let out = Command::new("pgrep")
@@ -131,7 +151,7 @@ async fn a_burst_scales_local_workers_to_the_max_and_back_to_the_min_without_int
     let prefix = unique("up");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut up = up_command(&dir, port, &prefix)
+    let mut up = Up(up_command(&dir, port, &prefix)
         .args([
             "--min-workers",
             "1",
@@ -145,7 +165,7 @@ async fn a_burst_scales_local_workers_to_the_max_and_back_to_the_min_without_int
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("apex up starts");
+        .expect("apex up starts"));
     let http = reqwest::Client::new();
     wait_for("one idle worker", async || {
         queue(&http, &base).await["workers_active"] == 1
@@ -211,11 +231,11 @@ async fn a_burst_scales_local_workers_to_the_max_and_back_to_the_min_without_int
     }
 
     let _ = Command::new("kill")
-        .args(["-TERM", &up.id().to_string()])
+        .args(["-TERM", &up.0.id().to_string()])
         .status();
     let deadline = Instant::now() + LIMIT;
     let status = loop {
-        if let Some(s) = up.try_wait().unwrap() {
+        if let Some(s) = up.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "apex up did not stop on SIGTERM");
