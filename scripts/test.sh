@@ -21,7 +21,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "rust: tests"
 # Each suite is bounded, so a hang fails fast instead of eating the CI budget.
 timeout 1800 cargo test --workspace --quiet
-APEX_TEST_STORE=sqlite timeout 1200 cargo test -p apex --quiet --test spine --test ws --test security --test faults
+APEX_TEST_STORE=sqlite timeout 1200 cargo test -p apex --quiet --test spine --test ws --test security --test faults --test swarm
 
 say "python: ruff, pytest"
 .venv/bin/ruff check python-workers

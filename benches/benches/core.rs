@@ -46,6 +46,8 @@ fn drive(machine: &mut RunMachine) {
             worker: Arc::clone(&worker),
             started_at_ms: 1,
             finished_at_ms: 2,
+            usage: None,
+            children: vec![],
         };
         machine.succeeded(task, attempt, success, &mut out).unwrap();
     }

@@ -17,6 +17,9 @@ pub fn run_summary(r: &RunRow) -> Value {
         "counts": counts_map(&r.counts),
         "error": r.error,
         "last_seq": r.last_seq,
+        "usage": r.usage,
+        "budget": r.options.budget,
+        "max_parallel": r.options.max_parallel,
     })
 }
 
@@ -36,6 +39,11 @@ pub fn task(t: &StoredTask, run_queue: &str, progress: Option<(Option<f64>, &str
         "timeout_s": s.timeout_s,
         "idle_timeout_s": s.idle_timeout_s,
         "priority": s.priority,
+        "agent": s.agent,
+        "parent": s.parent,
+        "concurrency_key": s.concurrency_key,
+        "budget": s.budget,
+        "usage": r.usage,
         "state": r.state.as_str(),
         "attempt": r.attempt,
         "output": r.output,

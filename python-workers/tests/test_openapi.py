@@ -25,6 +25,8 @@ METHOD_CALL = re.compile(r"\b(" + "|".join(HTTP_METHODS) + r")\s*\(")
 ROUTE_CALL = re.compile(r"\.route\(\s*\"([^\"]+)\"\s*,")
 #: Routes that need no token (outside `/api/`, see `api/auth.rs`).
 PUBLIC = {"/healthz", "/readyz", "/metrics"}
+#: The smallest valid agent spec.
+MOCK_AGENT = {"provider": "mock", "model": "m"}
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +178,7 @@ def test_error_codes_match_the_server(doc: dict[str, Any]) -> None:
     assert set(doc["components"]["schemas"]["ErrorCode"]["enum"]) == codes
 
 
-def test_documented_problem_codes_exist(doc: dict[str, Any]) -> None:
+def test_problem_codes_match_the_server(doc: dict[str, Any]) -> None:
     source = (REPO / "orchestrator" / "src" / "dag" / "validate.rs").read_text()
     body = re.search(r"pub enum ProblemCode \{(.*?)\}", source, re.S)
     assert body is not None
@@ -184,6 +186,7 @@ def test_documented_problem_codes_exist(doc: dict[str, Any]) -> None:
     codes = {re.sub(r"(?<!^)([A-Z])", r"_\1", v).lower() for v in variants}
     documented = set(doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
     assert documented <= codes, f"documented codes the server lacks: {documented - codes}"
+    assert codes <= documented, f"server codes missing from the document: {codes - documented}"
 
 
 def _run_spec_validator(doc: dict[str, Any]) -> jsonschema.Draft202012Validator:
@@ -191,24 +194,48 @@ def _run_spec_validator(doc: dict[str, Any]) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
-def _example_dags(doc: dict[str, Any]) -> list[Path]:
-    has_agents = "agents" in doc["components"]["schemas"]["RunSpec"]["properties"]
-    return [
-        p
-        for p in sorted(EXAMPLES_DIR.glob("*.json"))
-        if has_agents or not p.name.startswith("swarm")
-    ]
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*.json"))
 
 
-def test_there_are_example_dags_to_check(doc: dict[str, Any]) -> None:
-    assert len(_example_dags(doc)) >= 3
+def test_there_are_example_dags_to_check() -> None:
+    assert len(EXAMPLES) >= 3
+    # The swarm examples exercise agents and fan-out, the parts of RunSpec most likely to drift.
+    assert any(p.name.startswith("swarm") for p in EXAMPLES)
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES_DIR.glob("*.json")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_dags_match_the_run_spec_schema(doc: dict[str, Any], path: Path) -> None:
-    if path not in _example_dags(doc):
-        pytest.skip("uses `agents`, which this RunSpec does not have")
     _run_spec_validator(doc).validate(json.loads(path.read_text()))
+
+
+def _schema_validator(doc: dict[str, Any], name: str) -> jsonschema.Draft202012Validator:
+    schema = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_schema_examples_match_their_schemas(doc: dict[str, Any]) -> None:
+    checked = 0
+    for name, schema in doc["components"]["schemas"].items():
+        if "example" in schema:
+            _schema_validator(doc, name).validate(schema["example"])
+            checked += 1
+    assert checked >= 10
+
+
+def test_request_examples_match_their_schemas(doc: dict[str, Any]) -> None:
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            media = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if media is None:
+                continue
+            examples = [media["example"]] if "example" in media else []
+            examples += [e["value"] for e in media.get("examples", {}).values()]
+            assert examples, f"{method.upper()} {path}: no request example"
+            validator = jsonschema.Draft202012Validator(
+                {**media["schema"], "components": doc["components"]}
+            )
+            for example in examples:
+                validator.validate(example)
 
 
 def test_the_run_spec_schema_rejects_what_the_server_rejects(doc: dict[str, Any]) -> None:
@@ -223,5 +250,72 @@ def test_the_run_spec_schema_rejects_what_the_server_rejects(doc: dict[str, Any]
         {"tasks": [{"id": "a b", "handler": "echo"}]},
         {"tasks": [{"id": "a", "handler": "echo", "trigger": "sometimes"}]},
         {"tasks": [{"id": "a", "handler": "echo", "retries": -1}]},
+        # Only the orchestrator sets `parent`, on spawned tasks (`invalid_parent`).
+        {"tasks": [{"id": "a", "handler": "echo", "parent": "b"}]},
+        {"tasks": [{"id": "a", "handler": "echo", "agent": "a b"}]},
+        {"tasks": [{"id": "a", "handler": "echo", "budget": {"max_cost_usd": -1}}]},
+        {"tasks": [{"id": "a", "handler": "echo", "budget": {"bogus": 1}}]},
+        {"tasks": [{"id": "a", "handler": "echo"}], "max_parallel": 0},
+        # An agent needs a model; its provider must be one the workers can call.
+        {"tasks": [{"id": "a", "handler": "echo"}], "agents": {"w": {"provider": "mock"}}},
+        {
+            "tasks": [{"id": "a", "handler": "echo"}],
+            "agents": {"w": {**MOCK_AGENT, "provider": "x"}},
+        },
+        {
+            "tasks": [{"id": "a", "handler": "echo"}],
+            "agents": {"w": {**MOCK_AGENT, "temperature": 3}},
+        },
+        {
+            "tasks": [{"id": "a", "handler": "echo"}],
+            "agents": {"w": {**MOCK_AGENT, "colour": "red"}},
+        },
+        {
+            "tasks": [{"id": "a", "handler": "echo"}],
+            "agents": {"w": {**MOCK_AGENT, "max_concurrency": 0}},
+        },
+        {"tasks": [{"id": "a", "handler": "echo"}], "agents": {"a b": MOCK_AGENT}},
+        {"tasks": [{"id": "a", "handler": "echo"}], "concurrency_limits": {"k": {"rpm": 0}}},
+        {"tasks": [{"id": "a", "handler": "echo"}], "concurrency_limits": {"k": {"bogus": 1}}},
+        {"tasks": [{"id": "a", "handler": "echo"}], "concurrency_limits": {"a b": {}}},
+    ]:
+        assert not validator.is_valid(bad), bad
+
+
+def test_the_run_spec_schema_accepts_swarm_options(doc: dict[str, Any]) -> None:
+    spec = {
+        "agents": {
+            "w": {
+                **MOCK_AGENT,
+                "max_output_tokens": 50,
+                "price": {"input_per_mtok": 0.1, "output_per_mtok": 0.4},
+            }
+        },
+        "budget": {"max_tokens": 1000, "max_cost_usd": 0.5},
+        "max_parallel": 2,
+        "concurrency_limits": {"provider:mock": {"max_concurrency": 2, "rpm": 60, "tpm": 10000}},
+        "tasks": [
+            {
+                "id": "a",
+                "handler": "agent",
+                "agent": "w",
+                "concurrency_key": "provider:mock",
+                "budget": {"max_tokens": 100},
+            },
+        ],
+    }
+    _run_spec_validator(doc).validate(spec)
+
+
+def test_the_agent_schema_rejects_what_the_server_rejects(doc: dict[str, Any]) -> None:
+    validator = _schema_validator(doc, "AgentSpec")
+    assert validator.is_valid(MOCK_AGENT)
+    for bad in [
+        {"provider": "mock"},
+        {**MOCK_AGENT, "provider": "nope"},
+        {**MOCK_AGENT, "temperature": -0.1},
+        {**MOCK_AGENT, "max_output_tokens": 0},
+        {**MOCK_AGENT, "price": {"input_per_mtok": -1, "output_per_mtok": 0}},
+        {**MOCK_AGENT, "colour": "red"},
     ]:
         assert not validator.is_valid(bad), bad

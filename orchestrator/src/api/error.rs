@@ -17,6 +17,9 @@ pub enum ApiError {
     InvalidJson(String),
     #[error("{0}")]
     InvalidDag(ValidationErrors),
+    #[error("{}", agent_message(.0))]
+    InvalidAgent(ValidationErrors),
+
     #[error("{0}")]
     BadRequest(String),
     #[error("the request body is larger than the limit of {0} bytes")]
@@ -38,6 +41,7 @@ impl ApiError {
         match self {
             ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             ApiError::InvalidDag(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_dag"),
+            ApiError::InvalidAgent(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_agent"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -56,7 +60,7 @@ impl IntoResponse for ApiError {
             tracing::error!(%detail, "internal error answering a request");
         }
         let mut body = json!({"error": {"code": code, "message": self.to_string()}});
-        if let ApiError::InvalidDag(errors) = &self {
+        if let ApiError::InvalidDag(errors) | ApiError::InvalidAgent(errors) = &self {
             let details: Vec<&Problem> = errors.0.iter().collect();
             body["error"]["details"] = json!(details);
         }
@@ -84,5 +88,13 @@ impl From<EngineError> for ApiError {
                 ApiError::Unavailable("the orchestrator is shutting down".into())
             }
         }
+    }
+}
+
+/// The message of a rejected agent: its one problem, or how many it has.
+fn agent_message(errors: &ValidationErrors) -> String {
+    match errors.0.as_slice() {
+        [one] => one.message.clone(),
+        many => format!("{} problems in the agent", many.len()),
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP API (docs/API.md): one module per resource, errors mapped in [`error`].
 //! [`app`] builds the whole router from state, so tests need no process.
 
+mod agents;
 mod auth;
 pub mod error;
 mod fleet;
@@ -64,6 +65,7 @@ async fn record_latency(
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(runs::router())
+        .merge(agents::router())
         .merge(fleet::router())
         .merge(health::router())
         .merge(openapi::router())

@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::dag::{validate, Dag, RunSpec};
+use crate::dag::{validate_submission, Dag, RunSpec};
 use crate::store::{EventRow, RunQuery, StoredTask};
 use crate::views;
 use axum::body::Bytes;
@@ -37,7 +37,7 @@ fn has_nul_escape(body: &[u8]) -> bool {
 }
 
 /// Parses and validates a submitted DAG; nothing is stored for a rejected one.
-fn parse_dag(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Dag, ApiError> {
+async fn parse_dag(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Dag, ApiError> {
     let body = body.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(state.max_body_bytes),
         other => ApiError::BadRequest(other.body_text()),
@@ -47,16 +47,17 @@ fn parse_dag(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Da
             "the DAG contains a NUL character (\\u0000), which cannot be stored; remove it from names and inputs".into(),
         ));
     }
-    let spec: RunSpec =
+    let mut spec: RunSpec =
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    validate(spec, &state.limits).map_err(ApiError::InvalidDag)
+    super::agents::resolve_registered(state.store.as_ref(), &mut spec).await?;
+    validate_submission(spec, &state.limits).map_err(ApiError::InvalidDag)
 }
 
 async fn create_run(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let dag = parse_dag(&state, body)?;
+    let dag = parse_dag(&state, body).await?;
     // A run is accepted only when it can be stored now; otherwise the caller is told
     // to come back rather than left waiting on an outage.
     let reachable =
@@ -74,7 +75,7 @@ async fn validate_dag(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let dag = parse_dag(&state, body)?;
+    let dag = parse_dag(&state, body).await?;
     Ok(Json(json!({"valid": true, "tasks": dag.len()})))
 }
 
@@ -169,6 +170,10 @@ pub(super) async fn run_document(state: &AppState, id: &str) -> Result<Value, Ap
             .collect()
     };
     let mut body = views::run_summary(&run);
+    // The agents and limits the run was submitted with (registered ones resolved).
+    body["agents"] = json!(run.options.agents);
+    body["concurrency_limits"] = json!(run.options.concurrency_limits);
+
     body["tasks"] = tasks
         .iter()
         .map(|t| {

@@ -3,7 +3,7 @@
 //! dependency resolves. The engine walks it on every task completion, so children and
 //! parents are flat slices (compressed rows), not hash lookups.
 
-use super::spec::{RunSpec, TaskSpec};
+use super::spec::{RunOptions, RunSpec, TaskSpec};
 use std::collections::HashMap;
 
 /// Adjacency lists stored as one flat array with offsets.
@@ -42,6 +42,9 @@ impl Csr {
 pub struct Dag {
     pub name: String,
     pub queue: String,
+    /// Agents (resolved at submission: a snapshot, so later changes to registered
+    /// agents do not reach a running run), budget and limits.
+    pub options: RunOptions,
     tasks: Vec<TaskSpec>,
     index: HashMap<String, u32>,
     parents: Csr,
@@ -70,6 +73,12 @@ impl Dag {
         Self {
             name: spec.name,
             queue: spec.queue,
+            options: RunOptions {
+                agents: spec.agents,
+                budget: spec.budget,
+                max_parallel: spec.max_parallel,
+                concurrency_limits: spec.concurrency_limits,
+            },
             tasks: spec.tasks,
             index,
             parents,
@@ -125,10 +134,11 @@ impl Dag {
 
     /// Back to the spec it was sealed from.
     pub fn to_spec(&self) -> RunSpec {
-        RunSpec {
-            name: self.name.clone(),
-            queue: self.queue.clone(),
-            tasks: self.tasks.clone(),
-        }
+        RunSpec::from_parts(
+            self.name.clone(),
+            self.queue.clone(),
+            self.tasks.clone(),
+            self.options.clone(),
+        )
     }
 }

@@ -3,15 +3,22 @@
 //! `spec` → [`validate`] → [`Dag`]. Validation reports every problem at once; a `Dag`
 //! exists only for a valid spec. No I/O, no async.
 
+mod fan_out;
 mod graph;
 mod limits;
 mod spec;
 mod validate;
 
+pub use fan_out::{grow, MAX_CHILDREN, MAX_SPAWN_DEPTH};
 pub use graph::Dag;
 pub use limits::Limits;
-pub use spec::{RunSpec, TaskSpec, Trigger, DEFAULT_RETRY_BACKOFF_S};
-pub use validate::{json_size, validate, Problem, ProblemCode, ValidationErrors};
+pub use spec::{
+    AgentSpec, Budget, KeyLimit, RunOptions, RunSpec, TaskSpec, Trigger, DEFAULT_RETRY_BACKOFF_S,
+};
+pub use validate::{
+    json_size, validate, validate_agent, validate_submission, Problem, ProblemCode,
+    ValidationErrors,
+};
 
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
+pub use worker_protocol::{AgentConfig, Price};
 
 /// A run as submitted: a name, a default queue and its tasks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,6 +15,115 @@ pub struct RunSpec {
     #[serde(default = "default_queue")]
     pub queue: String,
     pub tasks: Vec<TaskSpec>,
+    /// Agents defined for this run, by name; they win over registered agents.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents: BTreeMap<String, AgentSpec>,
+    /// Tokens and money the whole run may spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// Most of this run's tasks queued or running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    /// Limits per concurrency key (a task's `concurrency_key`), counted across every
+    /// run that uses the key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub concurrency_limits: BTreeMap<String, KeyLimit>,
+}
+
+/// What a concurrency key allows: attempts in flight at once, requests and tokens per
+/// minute. Unset parts do not limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyLimit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Attempts dispatched per rolling minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    /// Tokens (input + output) per rolling minute: estimated at dispatch, then corrected
+    /// by what the attempt reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+}
+
+/// What a run sets besides its tasks: agents, budget and limits. Stored with the run,
+/// so a recovered run keeps the agents it was submitted with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunOptions {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents: BTreeMap<String, AgentSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub concurrency_limits: BTreeMap<String, KeyLimit>,
+}
+
+impl RunSpec {
+    /// A spec from its parts.
+    pub fn from_parts(name: String, queue: String, tasks: Vec<TaskSpec>, o: RunOptions) -> Self {
+        Self {
+            name,
+            queue,
+            tasks,
+            agents: o.agents,
+            budget: o.budget,
+            max_parallel: o.max_parallel,
+            concurrency_limits: o.concurrency_limits,
+        }
+    }
+}
+
+/// An agent as written in a DAG or registered over REST: an [`AgentConfig`] without its
+/// name, which is the key it is filed under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    pub provider: String,
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
+}
+
+impl AgentSpec {
+    /// The configuration sent to workers with each task of this agent.
+    pub fn config(&self, name: &str) -> AgentConfig {
+        AgentConfig {
+            name: name.to_owned(),
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            base_url: self.base_url.clone(),
+            api_key_env: self.api_key_env.clone(),
+            system_prompt: self.system_prompt.clone(),
+            temperature: self.temperature,
+            max_output_tokens: self.max_output_tokens,
+            max_concurrency: self.max_concurrency,
+            price: self.price,
+        }
+    }
+}
+
+/// A spending limit: tokens (input + output) and US dollars.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
 }
 
 /// One task of a submitted run.
@@ -44,6 +155,18 @@ pub struct TaskSpec {
     pub priority: i32,
     #[serde(default)]
     pub trigger: Trigger,
+    /// The agent that runs this task (handler `agent`), by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Tokens and money this task's attempts may spend together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// Tasks sharing a key share its limit in `concurrency_limits` (e.g. `provider:openai`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// Set by the orchestrator on tasks a handler spawned: the task that spawned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// When a task whose dependencies are all finished may run.

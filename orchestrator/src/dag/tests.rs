@@ -283,10 +283,11 @@ mod properties {
                         retryable: false,
                         retry_after_s: None,
                         started_at_ms: None,
+        usage: None,
                     };
                     m.failed(task, attempt, failure, None, 1, &mut out).unwrap();
                 } else {
-                    let ok = AttemptSuccess { output: json!(1), worker: Arc::from("w"), started_at_ms: 0, finished_at_ms: 1 };
+                    let ok = AttemptSuccess { output: json!(1), worker: Arc::from("w"), started_at_ms: 0, finished_at_ms: 1, usage: None, children: vec![] };
                     m.succeeded(task, attempt, ok, &mut out).unwrap();
                 }
             }

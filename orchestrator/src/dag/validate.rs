@@ -32,6 +32,12 @@ pub enum ProblemCode {
     InvalidTimeout,
     InvalidBackoff,
     Cycle,
+    UnknownAgent,
+    InvalidAgent,
+    InvalidBudget,
+    InvalidLimit,
+    /// A submitted task sets `parent`, which only the orchestrator sets (on spawned tasks).
+    InvalidParent,
 }
 
 /// One thing wrong with a submission.
@@ -110,6 +116,7 @@ pub fn validate(spec: RunSpec, limits: &Limits) -> Result<Dag, ValidationErrors>
     for task in &spec.tasks {
         check_task_fields(task, limits, &mut problems);
     }
+    check_agents(&spec, limits, &mut problems);
     let edges = check_dependencies(&spec, &index, limits, &mut problems);
     // A cycle is only meaningful once every id and dependency resolves.
     if problems.is_empty() {
@@ -147,6 +154,194 @@ fn check_run_fields(spec: &RunSpec, limits: &Limits, problems: &mut Vec<Problem>
         problems.push(problem(
             InvalidQueue,
             format!("queue {:?} is not a valid queue name (letters, digits, _ - . : only, at most {} characters)", spec.queue, limits.max_id_len),
+            vec![],
+        ));
+    }
+}
+
+/// Providers a worker can call.
+const PROVIDERS: [&str; 3] = ["openai", "anthropic", "mock"];
+
+fn check_budget(
+    budget: &super::spec::Budget,
+    whose: &str,
+    tasks: Vec<String>,
+    problems: &mut Vec<Problem>,
+) {
+    if budget
+        .max_cost_usd
+        .is_some_and(|c| !(c.is_finite() && c >= 0.0))
+    {
+        problems.push(problem(
+            ProblemCode::InvalidBudget,
+            format!("{whose} has a max_cost_usd that is not a non-negative number"),
+            tasks,
+        ));
+    }
+}
+
+/// Checks an agent to be registered under `name`.
+pub fn validate_agent(
+    name: &str,
+    agent: &super::spec::AgentSpec,
+    limits: &Limits,
+) -> Result<(), ValidationErrors> {
+    let mut problems = Vec::new();
+    check_agent(name, agent, limits, &mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(problems))
+    }
+}
+
+/// Validates a run as submitted by a user, who may not set what only the orchestrator
+/// sets (`parent`, on spawned tasks).
+pub fn validate_submission(spec: RunSpec, limits: &Limits) -> Result<Dag, ValidationErrors> {
+    let reserved: Vec<Problem> = spec
+        .tasks
+        .iter()
+        .filter(|t| t.parent.is_some())
+        .map(|t| {
+            problem(
+                ProblemCode::InvalidParent,
+                format!(
+                    "task {:?} sets \"parent\"; only the orchestrator sets it, on tasks a handler spawns",
+                    t.id
+                ),
+                vec![t.id.clone()],
+            )
+        })
+        .collect();
+    match validate(spec, limits) {
+        Ok(dag) if reserved.is_empty() => Ok(dag),
+        Ok(_) => Err(ValidationErrors(reserved)),
+        Err(mut e) => {
+            e.0.extend(reserved);
+            Err(e)
+        }
+    }
+}
+
+fn check_agents(spec: &RunSpec, limits: &Limits, problems: &mut Vec<Problem>) {
+    for (name, agent) in &spec.agents {
+        check_agent(name, agent, limits, problems);
+    }
+    if let Some(b) = &spec.budget {
+        check_budget(b, "the run", vec![], problems);
+    }
+    if spec.max_parallel == Some(0) {
+        problems.push(problem(
+            ProblemCode::InvalidLimit,
+            "max_parallel is 0; no task could ever run".into(),
+            vec![],
+        ));
+    }
+    for (key, limit) in &spec.concurrency_limits {
+        if !is_valid_id(key, limits.max_id_len) {
+            problems.push(problem(
+                ProblemCode::InvalidLimit,
+                format!("concurrency key {key:?} is not valid: use letters, digits or _ - . :"),
+                vec![],
+            ));
+        }
+        let zero = [
+            ("max_concurrency", limit.max_concurrency == Some(0)),
+            ("rpm", limit.rpm == Some(0)),
+            ("tpm", limit.tpm == Some(0)),
+        ];
+        for (what, is_zero) in zero {
+            if is_zero {
+                problems.push(problem(
+                    ProblemCode::InvalidLimit,
+                    format!("concurrency key {key:?} sets {what} 0; its tasks could never run"),
+                    vec![],
+                ));
+            }
+        }
+    }
+
+    for task in &spec.tasks {
+        if let Some(agent) = &task.agent {
+            if !spec.agents.contains_key(agent) {
+                problems.push(problem(
+                    ProblemCode::UnknownAgent,
+                    format!("task {:?} uses agent {agent:?}, which is neither defined in the run's \"agents\" nor registered", task.id),
+                    vec![task.id.clone()],
+                ));
+            }
+        }
+        if let Some(key) = &task.concurrency_key {
+            if !is_valid_id(key, limits.max_id_len) {
+                problems.push(problem(
+                    ProblemCode::InvalidLimit,
+                    format!("task {:?} has concurrency_key {key:?}, which is not valid: use letters, digits or _ - . :", task.id),
+                    vec![task.id.clone()],
+                ));
+            }
+        }
+        if let Some(b) = &task.budget {
+            check_budget(
+                b,
+                &format!("task {:?}", task.id),
+                vec![task.id.clone()],
+                problems,
+            );
+        }
+    }
+}
+
+fn check_agent(
+    name: &str,
+    agent: &super::spec::AgentSpec,
+    limits: &Limits,
+    problems: &mut Vec<Problem>,
+) {
+    if !is_valid_id(name, limits.max_id_len) {
+        problems.push(problem(
+            ProblemCode::InvalidAgent,
+            format!("agent name {name:?} is not valid: use letters, digits or _ - . :"),
+            vec![],
+        ));
+    }
+    if !PROVIDERS.contains(&agent.provider.as_str()) {
+        problems.push(problem(
+            ProblemCode::InvalidAgent,
+            format!("agent {name:?} names provider {:?}; use one of openai (any OpenAI-compatible endpoint), anthropic, mock", agent.provider),
+            vec![],
+        ));
+    }
+    if agent.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+        problems.push(problem(
+            ProblemCode::InvalidAgent,
+            format!("agent {name:?} has a temperature outside 0..2"),
+            vec![],
+        ));
+    }
+    if agent.max_concurrency == Some(0) {
+        problems.push(problem(
+            ProblemCode::InvalidAgent,
+            format!("agent {name:?} has max_concurrency 0; it could never run"),
+            vec![],
+        ));
+    }
+    if agent.max_output_tokens == Some(0) {
+        problems.push(problem(
+            ProblemCode::InvalidAgent,
+            format!("agent {name:?} has max_output_tokens 0; it could never answer"),
+            vec![],
+        ));
+    }
+    if agent.price.is_some_and(|p| {
+        ![p.input_per_mtok, p.output_per_mtok]
+            .iter()
+            .all(|x| x.is_finite() && *x >= 0.0)
+    }) {
+        problems.push(problem(
+            ProblemCode::InvalidAgent,
+            format!(
+                "agent {name:?} has a price that is not a non-negative number per million tokens"
+            ),
             vec![],
         ));
     }

@@ -40,6 +40,8 @@ impl ActiveRun {
             created_at_ms: self.created_at_ms,
             finished_at_ms: m.finished_at_ms(),
             last_seq: m.seq(),
+            options: dag.options.clone(),
+            usage: m.usage(),
         }
     }
 
@@ -47,6 +49,9 @@ impl ActiveRun {
     fn error(&self) -> Option<String> {
         if self.machine.state() != RunState::Failed {
             return None;
+        }
+        if let Some(why) = self.machine.exhausted() {
+            return Some(why.to_owned());
         }
         let dag = self.machine.dag();
         let failed: Vec<&str> = self
@@ -88,6 +93,7 @@ impl ActiveRun {
             queued_at_ms: t.queued_at_ms,
             started_at_ms: t.started_at_ms,
             finished_at_ms: t.finished_at_ms,
+            usage: t.usage,
         }
     }
 }
@@ -98,11 +104,12 @@ pub(super) async fn load(store: &dyn Store, id: &str) -> Result<Option<ActiveRun
         return Ok(None);
     };
     let stored = store.get_tasks(id).await?;
-    let spec = RunSpec {
-        name: run.name.clone(),
-        queue: run.queue.clone(),
-        tasks: stored.iter().map(|t| t.spec.clone()).collect(),
-    };
+    let spec = RunSpec::from_parts(
+        run.name.clone(),
+        run.queue.clone(),
+        stored.iter().map(|t| t.spec.clone()).collect(),
+        run.options.clone(),
+    );
     // A stored run was valid when submitted; limits may have been lowered since, and
     // must not strand it.
     let unlimited = Limits {
@@ -129,6 +136,7 @@ pub(super) async fn load(store: &dyn Store, id: &str) -> Result<Option<ActiveRun
             rt.queued_at_ms = r.queued_at_ms;
             rt.started_at_ms = r.started_at_ms;
             rt.finished_at_ms = r.finished_at_ms;
+            rt.usage = r.usage;
             rt
         })
         .collect();

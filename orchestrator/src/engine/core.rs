@@ -3,14 +3,15 @@
 //! run that is not in memory (recovery, a retry of an old run).
 
 use super::active::{self, ActiveRun};
+use super::limiter::Limiter;
 use super::writer::{Enqueued, Flush};
 use super::{now_ms, EngineConfig, EngineError, Input, RunReply};
 use crate::autoscale::Autoscaler;
-use crate::dag::Dag;
+use crate::dag::{Dag, KeyLimit};
 use crate::queue::OutTask;
 use crate::state_machine::{
-    AttemptFailure, AttemptSuccess, Command, EventKind, Output, Rejected, RunMachine, TaskFailure,
-    TaskState,
+    budget, AttemptFailure, AttemptSuccess, Command, EventKind, Gate, Output, Rejected, RunMachine,
+    TaskFailure, TaskState,
 };
 use crate::store::{EventRow, NewRun, Store, WorkerRow};
 use crate::views;
@@ -56,6 +57,9 @@ struct Pending {
     dirty_tasks: HashSet<(Arc<str>, u32)>,
     dirty_runs: HashSet<Arc<str>>,
     dirty_workers: HashSet<String>,
+    /// Tasks spawned into runs already stored, and tasks whose spec a spawn changed.
+    new_tasks: Vec<(Arc<str>, u32)>,
+    respecced: HashSet<(Arc<str>, u32)>,
     /// Callers to answer with their run's row once this batch is stored.
     replies: Vec<(RunReply, Arc<str>)>,
 }
@@ -82,6 +86,34 @@ pub(super) struct Core {
     enqueued: mpsc::UnboundedReceiver<Enqueued>,
     /// Desired workers per queue, remembered between evaluations for their cooldowns.
     autoscalers: HashMap<String, Autoscaler>,
+    /// Limits shared by every run (agents, concurrency keys).
+    limiter: Limiter,
+    /// Runs with tasks waiting in `ready` for a limit or budget.
+    waiting_runs: HashSet<Arc<str>>,
+    /// Something changed that may let a waiting task go: try admitting at the batch end.
+    admit_due: bool,
+    /// When a rate limit frees up next.
+    admit_wake_ms: Option<i64>,
+}
+
+/// The core's [`Gate`]: the shared limiter, asked on behalf of one run.
+struct SharedLimits<'a> {
+    limiter: &'a mut Limiter,
+    run: &'a Arc<str>,
+    now_ms: i64,
+}
+
+impl Gate for SharedLimits<'_> {
+    fn try_acquire(
+        &mut self,
+        task: u32,
+        attempt: u32,
+        keys: &[(String, KeyLimit)],
+        tokens: u64,
+    ) -> bool {
+        self.limiter
+            .try_acquire(self.run, task, attempt, keys, tokens, self.now_ms)
+    }
 }
 
 /// Attempts the store said were queued or running when the engine started.
@@ -111,6 +143,10 @@ impl Core {
             last_queues: Vec::new(),
             enqueued,
             autoscalers,
+            limiter: Limiter::default(),
+            waiting_runs: HashSet::new(),
+            admit_due: true,
+            admit_wake_ms: None,
         }
     }
 
@@ -148,6 +184,9 @@ impl Core {
                     for (i, t) in r.machine.tasks().iter().enumerate() {
                         if matches!(t.state, TaskState::Queued | TaskState::Running) {
                             in_flight.push((Arc::clone(&id), i as u32, t.attempt));
+                            // Attempts still out count against shared limits as before.
+                            let keys = r.machine.limit_keys(i as u32);
+                            self.limiter.hold(&id, i as u32, &keys);
                         }
                     }
                     self.runs.insert(Arc::clone(&id), r);
@@ -164,6 +203,7 @@ impl Core {
         if !active.is_empty() {
             tracing::info!(runs = active.len(), "recovered running runs from the store");
         }
+        self.admit_waiting();
         self.flush().await;
         Ok(in_flight)
     }
@@ -223,7 +263,10 @@ impl Core {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let next_timer = self.timers.peek().map(|Reverse(t)| t.0);
+            let next_timer = match (self.timers.peek().map(|Reverse(t)| t.0), self.admit_wake_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let timer = async {
                 match next_timer {
                     Some(due) => {
@@ -251,6 +294,7 @@ impl Core {
                 _ = tick.tick() => self.housekeeping(),
             }
             self.fire_timers();
+            self.admit_waiting();
             self.flush().await;
         }
         self.flush().await;
@@ -403,6 +447,9 @@ impl Core {
                 let attempt = a.attempt;
                 let outcome = r.outcome;
                 let (run_id, task_id) = (a.run_id.clone(), a.task_id.clone());
+                if let Some(u) = &r.usage {
+                    self.report_tokens(&run_id, &task_id, attempt, budget::tokens(u));
+                }
                 let too_large = outcome == Outcome::Succeeded
                     && crate::dag::json_size(&r.output) > self.config.max_output_bytes;
                 let (outcome, error) = if too_large {
@@ -428,6 +475,8 @@ impl Core {
                             worker,
                             started_at_ms: r.started_at_ms,
                             finished_at_ms: r.finished_at_ms,
+                            usage: r.usage,
+                            children: r.children,
                         };
                         m.succeeded(i, attempt, success, o)
                     }),
@@ -453,6 +502,7 @@ impl Core {
                             retryable: e.retryable,
                             retry_after_s: e.retry_after_s,
                             started_at_ms: Some(r.started_at_ms),
+                            usage: r.usage,
                         };
                         self.on_task(&run_id, &task_id, |m, i, o| {
                             m.failed(i, attempt, failure, Some(worker), r.finished_at_ms, o)
@@ -665,6 +715,7 @@ impl Core {
                 retryable: true,
                 retry_after_s: None,
                 started_at_ms: None,
+                usage: None,
             };
             let task_id = self.runs[&id].machine.dag().task(i).id.clone();
             if self
@@ -745,6 +796,8 @@ impl Core {
         self.out.commands.clear();
         self.out.events.clear();
         self.out.dirty.clear();
+        self.out.new_tasks.clear();
+        self.out.respecced.clear();
         self.out.run_changed = false;
         result
     }
@@ -866,8 +919,23 @@ impl Core {
                 _ => {
                     run.entries.remove(&t);
                     run.activity.remove(&t);
+                    if self.limiter.holds(id, t) {
+                        self.limiter.release(id, t);
+                        // A freed slot may be what a task of any run waits for.
+                        self.admit_due = true;
+                    }
                 }
             }
+        }
+        if !out.dirty.is_empty() && run.machine.has_waiting() {
+            self.waiting_runs.insert(Arc::clone(id));
+            self.admit_due = true;
+        }
+        for &t in &out.new_tasks {
+            self.pending.new_tasks.push((Arc::clone(id), t));
+        }
+        for &t in &out.respecced {
+            self.pending.respecced.insert((Arc::clone(id), t));
         }
         if out.run_changed {
             self.pending.dirty_runs.insert(Arc::clone(id));
@@ -876,6 +944,10 @@ impl Core {
 
     fn fire_timers(&mut self) {
         let now = now_ms();
+        if self.admit_wake_ms.is_some_and(|w| w <= now) {
+            self.admit_wake_ms = None;
+            self.admit_due = true;
+        }
         while let Some(Reverse((due, _, _, _))) = self.timers.peek() {
             if *due > now {
                 break;
@@ -883,6 +955,45 @@ impl Core {
             let Reverse((_, id, task, attempt)) = self.timers.pop().expect("peeked");
             // A timer whose attempt was overtaken (cancel, rerun) is simply stale.
             let _ = self.apply(&id, |m, o| m.retry_due(task, attempt, now, o));
+        }
+    }
+
+    /// Dispatches what waiting tasks their runs' limits, budgets and the shared limits
+    /// now allow.
+    fn admit_waiting(&mut self) {
+        if !std::mem::take(&mut self.admit_due) {
+            return;
+        }
+        let runs: Vec<Arc<str>> = self.waiting_runs.iter().cloned().collect();
+        for id in runs {
+            let now = now_ms();
+            // Out of `self` while the run's machine asks it: `apply` borrows `self`.
+            let mut limiter = std::mem::take(&mut self.limiter);
+            let _ = self.apply(&id, |m, o| {
+                let mut gate = SharedLimits {
+                    limiter: &mut limiter,
+                    run: &id,
+                    now_ms: now,
+                };
+                m.admit(now, &mut gate, o);
+                Ok(())
+            });
+            self.limiter = limiter;
+            if !self.runs.get(&id).is_some_and(|r| r.machine.has_waiting()) {
+                self.waiting_runs.remove(&id);
+            }
+        }
+        if let Some(at) = self.limiter.take_wake() {
+            self.admit_wake_ms = Some(self.admit_wake_ms.map_or(at, |w| w.min(at)));
+        }
+    }
+
+    /// Counts what an attempt reported against the token windows of its keys.
+    fn report_tokens(&mut self, run_id: &str, task_id: &str, attempt: u32, tokens: u64) {
+        if let Some((id, run)) = self.runs.get_key_value(run_id) {
+            if let Some(i) = run.machine.dag().index_of(task_id) {
+                self.limiter.report_tokens(id, i, attempt, tokens);
+            }
         }
     }
 
@@ -942,7 +1053,8 @@ impl Core {
             }
             let dag = run.machine.dag();
             for (i, t) in run.machine.tasks().iter().enumerate() {
-                if !live.contains(&t.state) {
+                // Tasks held back by a limit or budget would not run on more workers.
+                if !live.contains(&t.state) || run.machine.is_waiting(i as u32) {
                     continue;
                 }
                 let s = touch(&mut by_queue, dag.queue_of(i as u32));
@@ -991,6 +1103,24 @@ impl Core {
                 run: run.row(),
                 tasks,
             });
+        }
+        for (id, i) in &p.new_tasks {
+            if new.contains(id) {
+                continue;
+            }
+            if let Some(run) = self.runs.get(id) {
+                let spec = run.machine.dag().task(*i).clone();
+                p.flush.batch.new_tasks.push((spec, run.task_row(*i)));
+            }
+        }
+        for (id, i) in &p.respecced {
+            if new.contains(id) {
+                continue;
+            }
+            if let Some(run) = self.runs.get(id) {
+                let spec = run.machine.dag().task(*i).clone();
+                p.flush.batch.specs.push((id.to_string(), spec));
+            }
         }
         for (id, i) in &p.dirty_tasks {
             if new.contains(id) {
@@ -1088,7 +1218,10 @@ fn task_message(run: &ActiveRun, task: u32, attempt: u32, now: i64) -> (String, 
         idempotency_key: TaskMessage::idempotency_key_for(&run.id, &spec.id, attempt),
         priority: spec.priority,
         enqueued_at_ms: now,
-        agent: None,
+        agent: spec
+            .agent
+            .as_ref()
+            .and_then(|a| dag.options.agents.get(a).map(|s| s.config(a))),
     };
     (
         queue,

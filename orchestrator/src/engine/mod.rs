@@ -15,6 +15,7 @@
 
 mod active;
 mod core;
+mod limiter;
 mod reader;
 mod redis_watch;
 mod writer;

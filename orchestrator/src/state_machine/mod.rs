@@ -3,12 +3,14 @@
 //! the run was cancelled) and returns commands (dispatch, schedule a retry, cancel an
 //! attempt) plus the numbered events to store and publish. No I/O, no async, no clock.
 
+pub mod budget;
 mod run;
+
 mod states;
 
 pub use run::{
-    AttemptFailure, AttemptSuccess, Command, Event, EventKind, Output, Rejected, RunMachine,
-    TaskFailure, TaskRuntime, MAX_LOST_ATTEMPTS,
+    AttemptFailure, AttemptSuccess, Command, Event, EventKind, Gate, Open, Output, Rejected,
+    RunMachine, TaskFailure, TaskRuntime, Usage, BUDGET_EXCEEDED, MAX_LOST_ATTEMPTS,
 };
 pub use states::{transition, IllegalTransition, RunState, Stimulus, TaskState, ALL_TASK_STATES};
 

@@ -4,13 +4,17 @@
 //! yet terminal), so a task's completion costs O(its children). It does no I/O and reads
 //! no clock: callers pass `now_ms`, and carry out the [`Command`]s it returns.
 
+use super::budget::{self, estimate, limit_keys, shortfall};
 use super::states::{
     transition, IllegalTransition, RunState, Stimulus, TaskState, ALL_TASK_STATES,
 };
-use crate::dag::{Dag, Trigger, DEFAULT_RETRY_BACKOFF_S};
+use crate::dag::{grow, Dag, KeyLimit, Limits, Trigger, DEFAULT_RETRY_BACKOFF_S};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+pub use worker_protocol::Usage;
 
 /// Why an attempt failed, as recorded on the task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +35,9 @@ pub struct AttemptSuccess {
     pub worker: Arc<str>,
     pub started_at_ms: i64,
     pub finished_at_ms: i64,
+    pub usage: Option<Usage>,
+    /// Tasks the handler spawned (dynamic fan-out), in the submission format.
+    pub children: Vec<Value>,
 }
 
 /// A failed attempt's report, with what the handler wants done about it.
@@ -41,6 +48,7 @@ pub struct AttemptFailure {
     pub started_at_ms: Option<i64>,
     pub retryable: bool,
     pub retry_after_s: Option<f64>,
+    pub usage: Option<Usage>,
 }
 
 /// The live state of one task.
@@ -56,6 +64,8 @@ pub struct TaskRuntime {
     pub lost: u32,
     pub output: Option<Value>,
     pub error: Option<TaskFailure>,
+    /// Tokens and money all attempts used so far.
+    pub usage: Usage,
     pub worker_id: Option<Arc<str>>,
     pub queued_at_ms: Option<i64>,
     pub started_at_ms: Option<i64>,
@@ -82,6 +92,7 @@ impl TaskRuntime {
             lost: 0,
             output: None,
             error: None,
+            usage: Usage::default(),
             worker_id: None,
             queued_at_ms: None,
             started_at_ms: None,
@@ -140,6 +151,10 @@ pub struct Output {
     pub events: Vec<Event>,
     /// Tasks whose row changed, possibly repeated.
     pub dirty: Vec<u32>,
+    /// Tasks added to the run (spawned children): their rows must be inserted.
+    pub new_tasks: Vec<u32>,
+    /// Tasks whose spec changed (a spawn made them wait on new children too).
+    pub respecced: Vec<u32>,
     /// The run's own row changed (state, sequence).
     pub run_changed: bool,
 }
@@ -180,6 +195,39 @@ pub struct RunMachine {
     /// Last event sequence number used.
     seq: u64,
     finished_at_ms: Option<i64>,
+    /// True when any task may have to wait in `ready` for a limit or budget; a run
+    /// without any dispatches straight from `pending`.
+    gated: bool,
+    /// Ready tasks waiting to be admitted, highest priority first, then in order.
+    waiting: BTreeSet<(Reverse<i32>, u32)>,
+    /// What attempts in flight are expected to spend, reserved against the budget.
+    reserved: HashMap<u32, Usage>,
+    /// What finished attempts spent.
+    spent: Usage,
+    /// Why the run stopped dispatching: its budget would be exceeded.
+    exhausted: Option<String>,
+}
+
+/// What admitting one task must also pass, beyond the run's own limits: limits shared
+/// with other runs (keys, agents), decided by whoever holds them.
+pub trait Gate {
+    /// Takes the keys' slots for `attempt` of `task` if every limit allows it now.
+    fn try_acquire(
+        &mut self,
+        task: u32,
+        attempt: u32,
+        keys: &[(String, KeyLimit)],
+        tokens: u64,
+    ) -> bool;
+}
+
+/// A gate with nothing shared to limit.
+pub struct Open;
+
+impl Gate for Open {
+    fn try_acquire(&mut self, _: u32, _: u32, _: &[(String, KeyLimit)], _: u64) -> bool {
+        true
+    }
 }
 
 impl RunMachine {
@@ -194,6 +242,7 @@ impl RunMachine {
             .collect();
         let mut counts = [0u32; 8];
         counts[TaskState::Pending as usize] = tasks.len() as u32;
+        let gated = needs_gate(&dag, 0);
         Self {
             dag,
             tasks,
@@ -201,6 +250,11 @@ impl RunMachine {
             counts,
             seq: 0,
             finished_at_ms: None,
+            gated,
+            waiting: BTreeSet::new(),
+            reserved: HashMap::new(),
+            spent: Usage::default(),
+            exhausted: None,
         }
     }
 
@@ -212,6 +266,7 @@ impl RunMachine {
         seq: u64,
         finished_at_ms: Option<i64>,
     ) -> Self {
+        let gated = needs_gate(&dag, 0);
         let mut m = Self {
             dag,
             tasks,
@@ -219,12 +274,118 @@ impl RunMachine {
             counts: [0; 8],
             seq,
             finished_at_ms,
+            gated,
+            waiting: BTreeSet::new(),
+            reserved: HashMap::new(),
+            spent: Usage::default(),
+            exhausted: None,
         };
-        for t in &m.tasks {
+        for (i, t) in m.tasks.iter().enumerate() {
             m.counts[t.state as usize] += 1;
+            budget::add(&mut m.spent, &t.usage);
+            if t.state == TaskState::Skipped
+                && t.error.as_ref().is_some_and(|e| e.kind == BUDGET_EXCEEDED)
+            {
+                m.exhausted = t.error.as_ref().map(|e| e.message.clone());
+            }
+            if m.gated && !state.is_terminal() {
+                match t.state {
+                    // Waiting out a backoff or a limit: either way, admission decides.
+                    TaskState::Ready => {
+                        m.waiting.insert(m.waiting_key(i as u32));
+                    }
+                    TaskState::Queued | TaskState::Running => {
+                        let est = m.estimate(i as u32);
+                        m.reserved.insert(i as u32, est);
+                    }
+                    _ => {}
+                }
+            }
         }
         m.recompute_dependencies();
         m
+    }
+
+    /// True when tasks wait in `ready` for [`RunMachine::admit`].
+    pub fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// True when task `i` waits for admission (a limit or budget), not a backoff.
+    pub fn is_waiting(&self, i: u32) -> bool {
+        self.waiting.contains(&self.waiting_key(i))
+    }
+
+    /// The keys task `i` holds while in flight (see [`Gate`]).
+    pub fn limit_keys(&self, i: u32) -> Vec<(String, KeyLimit)> {
+        limit_keys(&self.dag, i)
+    }
+
+    /// Why the run stopped dispatching, when its budget ran out.
+    pub fn exhausted(&self) -> Option<&str> {
+        self.exhausted.as_deref()
+    }
+
+    /// Dispatches waiting tasks, best first, while the run's limits, its budget and
+    /// `gate` allow. A task its own budget cannot cover fails; once the run's budget
+    /// cannot cover the next task even with nothing else in flight, no more are
+    /// dispatched: those left are skipped and the run fails once running ones finish.
+    pub fn admit(&mut self, now_ms: i64, gate: &mut dyn Gate, out: &mut Output) {
+        if self.state.is_terminal() {
+            self.waiting.clear();
+            return;
+        }
+        let max_parallel = self.dag.options.max_parallel.map(|m| m as usize);
+        let run_budget = self.dag.options.budget;
+        let candidates: Vec<(Reverse<i32>, u32)> = self.waiting.iter().copied().collect();
+        for key in candidates {
+            let i = key.1;
+            if self.exhausted.is_some() {
+                break;
+            }
+            let in_flight = self.counts[TaskState::Queued as usize] as usize
+                + self.counts[TaskState::Running as usize] as usize;
+            if max_parallel.is_some_and(|m| in_flight >= m) {
+                break;
+            }
+            let est = self.estimate(i);
+            if let Some(b) = &self.dag.task(i).budget {
+                if let Some(why) = shortfall(b, &self.tasks[i as usize].usage, &est) {
+                    self.waiting.remove(&key);
+                    self.over_budget(i, why, now_ms, out);
+                    continue;
+                }
+            }
+            if let Some(b) = &run_budget {
+                if let Some(why) = shortfall(b, &self.spent, &est) {
+                    let id = &self.dag.task(i).id;
+                    self.exhausted = Some(format!(
+                        "budget exceeded: the run's {why} (for task {id:?}); no more tasks are dispatched"
+                    ));
+                    break;
+                }
+                let mut committed = self.spent;
+                self.reserved
+                    .values()
+                    .for_each(|r| budget::add(&mut committed, r));
+                if shortfall(b, &committed, &est).is_some() {
+                    // What is in flight may spend less than reserved: wait for it.
+                    break;
+                }
+            }
+            let attempt = self.tasks[i as usize].attempt + 1;
+            let keys = limit_keys(&self.dag, i);
+            if !gate.try_acquire(i, attempt, &keys, budget::tokens(&est)) {
+                continue;
+            }
+            self.waiting.remove(&key);
+            self.reserved.insert(i, est);
+            let _ = self.set_state(i, Stimulus::Dispatched, out);
+            self.dispatch(i, now_ms, out);
+        }
+        if self.exhausted.is_some() {
+            self.skip_unstarted(now_ms, out);
+        }
     }
 
     /// The graph this run executes.
@@ -321,8 +482,35 @@ impl RunMachine {
             worker,
             started_at_ms,
             finished_at_ms,
+            usage,
+            children,
         } = success;
+        // Before anything else: a duplicate report must not spawn the children twice.
         self.check_current(i, attempt)?;
+        if !children.is_empty() {
+            if let Err(problems) = self.spawn(i, &children, finished_at_ms, out) {
+                // A bad child spec is the handler's bug: retrying would spawn it again.
+                let failure = AttemptFailure {
+                    failure: TaskFailure {
+                        kind: "invalid_children".into(),
+                        error_type: None,
+                        message: problems
+                            .0
+                            .iter()
+                            .map(|p| p.message.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                        traceback: None,
+                    },
+                    retryable: false,
+                    retry_after_s: None,
+                    started_at_ms: Some(started_at_ms),
+                    usage,
+                };
+                return self.failed(i, attempt, failure, Some(worker), finished_at_ms, out);
+            }
+        }
+        self.settle(i, usage);
         self.set_state(i, Stimulus::Succeeded, out)?;
         let t = &mut self.tasks[i as usize];
         t.output = Some(output);
@@ -358,6 +546,7 @@ impl RunMachine {
             Stimulus::FailedFinal
         };
         self.set_state(i, stimulus, out)?;
+        self.settle(i, failure.usage);
         let t = &mut self.tasks[i as usize];
         t.failures += 1;
         t.error = Some(failure.failure.clone());
@@ -401,6 +590,14 @@ impl RunMachine {
                 stimulus: Stimulus::Dispatched,
             }));
         }
+        if self.gated {
+            // The next attempt waits its turn like any other; marked dirty so the
+            // caller knows to run admission.
+            self.waiting.insert(self.waiting_key(i));
+            out.dirty.push(i);
+            return Ok(());
+        }
+
         self.set_state(i, Stimulus::Dispatched, out)?;
         self.dispatch(i, now_ms, out);
         Ok(())
@@ -517,6 +714,8 @@ impl RunMachine {
             });
             self.record_task(i, now_ms, None, out);
         }
+        self.waiting.clear();
+        self.reserved.clear();
         self.finish_run(RunState::Cancelled, now_ms, out);
         Ok(())
     }
@@ -547,10 +746,116 @@ impl RunMachine {
         }
         self.state = RunState::Running;
         self.finished_at_ms = None;
+        self.exhausted = None;
         self.record_run(now_ms, out);
         self.recompute_dependencies();
         self.resume(now_ms, out);
         Ok(())
+    }
+
+    /// Adds `children` of task `i` to the run: the graph grows, each child starts
+    /// pending, and the tasks that waited on `i` now wait on the children too.
+    fn spawn(
+        &mut self,
+        i: u32,
+        children: &[Value],
+        now_ms: i64,
+        out: &mut Output,
+    ) -> Result<(), crate::dag::ValidationErrors> {
+        let (grown, added) = grow(&self.dag, i, children, &Limits::default())?;
+        let dependents: Vec<u32> = self.dag.children(i).to_vec();
+        self.dag = Arc::new(grown);
+        for &c in &added {
+            let mut t = TaskRuntime::new();
+            t.unresolved = self.dag.parents(c).len() as u32;
+            self.tasks.push(t);
+            self.counts[TaskState::Pending as usize] += 1;
+            out.new_tasks.push(c);
+            self.record_task(c, now_ms, None, out);
+        }
+        for d in dependents {
+            out.respecced.push(d);
+            if self.tasks[d as usize].state == TaskState::Pending {
+                self.tasks[d as usize].unresolved += added.len() as u32;
+            }
+        }
+        self.gated |= needs_gate(&self.dag, added.first().copied().unwrap_or(0));
+        Ok(())
+    }
+
+    /// Task `i`'s attempt ended having spent `usage`: its reservation gives way to it.
+    fn settle(&mut self, i: u32, usage: Option<Usage>) {
+        self.reserved.remove(&i);
+        if let Some(u) = usage {
+            budget::add(&mut self.tasks[i as usize].usage, &u);
+            budget::add(&mut self.spent, &u);
+        }
+    }
+
+    /// Task `i`'s own budget cannot cover another attempt: it fails without one.
+    fn over_budget(&mut self, i: u32, why: String, now_ms: i64, out: &mut Output) {
+        let failure = TaskFailure {
+            kind: BUDGET_EXCEEDED.into(),
+            error_type: None,
+            message: format!("budget exceeded: the task's {why}"),
+            traceback: None,
+        };
+        let _ = self.set_state(i, Stimulus::OverBudget, out);
+        let t = &mut self.tasks[i as usize];
+        t.error = Some(failure.clone());
+        t.finished_at_ms = Some(now_ms);
+        self.record_task(i, now_ms, Some(failure), out);
+        self.propagate(i, now_ms, out);
+    }
+
+    /// The run's budget is spent: every task waiting to be dispatched is skipped.
+    fn skip_unstarted(&mut self, now_ms: i64, out: &mut Output) {
+        let waiting: Vec<u32> = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect();
+        let mut todo = Vec::new();
+        for i in waiting {
+            self.skip_for_budget(i, now_ms, out);
+            self.release_children(i, now_ms, &mut todo);
+        }
+        self.resolve(todo, now_ms, out);
+        self.complete_if_done(now_ms, out);
+    }
+
+    fn skip_for_budget(&mut self, i: u32, now_ms: i64, out: &mut Output) {
+        let failure = TaskFailure {
+            kind: BUDGET_EXCEEDED.into(),
+            error_type: None,
+            message: self.exhausted.clone().unwrap_or_default(),
+            traceback: None,
+        };
+        let _ = self.set_state(i, Stimulus::BudgetExhausted, out);
+        let t = &mut self.tasks[i as usize];
+        t.error = Some(failure.clone());
+        t.finished_at_ms = Some(now_ms);
+        self.record_task(i, now_ms, Some(failure), out);
+    }
+
+    /// What the next attempt of task `i` is expected to spend.
+    fn estimate(&self, i: u32) -> Usage {
+        let upstream: usize = self
+            .dag
+            .parents(i)
+            .iter()
+            .filter_map(|&p| self.tasks[p as usize].output.as_ref())
+            .map(crate::dag::json_size)
+            .sum();
+        estimate(&self.dag, i, upstream)
+    }
+
+    fn waiting_key(&self, i: u32) -> (Reverse<i32>, u32) {
+        (Reverse(self.dag.task(i).priority), i)
+    }
+
+    /// Tokens and money the whole run used so far.
+    pub fn usage(&self) -> Usage {
+        self.spent
     }
 
     fn check_current(&self, i: u32, attempt: u32) -> Result<(), Rejected> {
@@ -601,12 +906,20 @@ impl RunMachine {
             let t = &self.tasks[i as usize];
             debug_assert_eq!(t.unresolved, 0);
             let skip = t.upstream_failed && self.dag.task(i).trigger == Trigger::AllSuccess;
-            if skip {
+            if self.exhausted.is_some() {
+                // Whatever its upstream did, the budget is why it never runs.
+                self.skip_for_budget(i, now_ms, out);
+                self.release_children(i, now_ms, &mut todo);
+            } else if skip {
                 // Legal by construction: only pending tasks are resolved.
                 let _ = self.set_state(i, Stimulus::UpstreamFailed, out);
                 self.tasks[i as usize].finished_at_ms = Some(now_ms);
                 self.record_task(i, now_ms, None, out);
                 self.release_children(i, now_ms, &mut todo);
+            } else if self.gated {
+                let _ = self.set_state(i, Stimulus::DepsMetGated, out);
+                self.record_task(i, now_ms, None, out);
+                self.waiting.insert(self.waiting_key(i));
             } else {
                 let _ = self.set_state(i, Stimulus::DepsMet, out);
                 self.dispatch(i, now_ms, out);
@@ -716,6 +1029,20 @@ impl RunMachine {
         });
         out.run_changed = true;
     }
+}
+
+/// The error kind of tasks stopped by a budget.
+pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
+
+/// True when the run has limits or a budget, or tasks from `from` on might have to wait.
+fn needs_gate(dag: &Dag, from: u32) -> bool {
+    let o = &dag.options;
+    o.max_parallel.is_some()
+        || o.budget.is_some()
+        || (from..dag.len() as u32).any(|i| {
+            let t = dag.task(i);
+            t.budget.is_some() || t.concurrency_key.is_some() || t.agent.is_some()
+        })
 }
 
 /// Exponential backoff: `base * 2^(failures-1)`, capped.

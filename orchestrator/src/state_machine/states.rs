@@ -9,6 +9,7 @@
 //!    ▼ upstream failed (all_success)   │    │                  ├──▶ failed
 //! skipped                   released ──┘────┴──────────────────┘
 //! any non-terminal ── cancel ──▶ cancelled;  failed | skipped | cancelled ── rerun ──▶ pending
+//! ready ── over its budget ──▶ failed;  pending | ready ── run budget spent ──▶ skipped
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -151,6 +152,10 @@ pub enum Stimulus {
     Cancel,
     /// The run is retried: the task goes back to waiting on its dependencies.
     Rerun,
+    /// The task's own budget cannot cover another attempt.
+    OverBudget,
+    /// The run's budget is spent: tasks not yet dispatched never will be.
+    BudgetExhausted,
 }
 
 /// A stimulus that is not legal in the task's current state.
@@ -178,6 +183,8 @@ pub fn transition(from: TaskState, stimulus: Stimulus) -> Result<TaskState, Ille
         (T::Queued | T::Running, S::Released) => T::Queued,
         (T::Pending | T::Ready | T::Queued | T::Running, S::Cancel) => T::Cancelled,
         (T::Failed | T::Skipped | T::Cancelled, S::Rerun) => T::Pending,
+        (T::Ready, S::OverBudget) => T::Failed,
+        (T::Pending | T::Ready, S::BudgetExhausted) => T::Skipped,
         (from, stimulus) => return Err(IllegalTransition { from, stimulus }),
     };
     Ok(to)

@@ -2,6 +2,7 @@ use super::*;
 use crate::dag::{validate, Limits, RunSpec};
 use serde_json::{json, Value};
 use std::sync::Arc;
+use worker_protocol::Usage;
 
 fn machine(spec: Value) -> RunMachine {
     let spec: RunSpec = serde_json::from_value(spec).unwrap();
@@ -18,6 +19,8 @@ fn ok_report(output: Value, started_at_ms: i64, finished_at_ms: i64) -> AttemptS
         worker: w(),
         started_at_ms,
         finished_at_ms,
+        usage: None,
+        children: vec![],
     }
 }
 
@@ -53,6 +56,7 @@ fn fail(m: &mut RunMachine, i: u32, retryable: bool, out: &mut Output) {
         retryable,
         retry_after_s: None,
         started_at_ms: Some(0),
+        usage: None,
     };
     m.failed(i, attempt, failure, Some(w()), 1, out).unwrap();
 }
@@ -389,4 +393,324 @@ fn a_lost_attempt_is_requeued_without_using_a_retry_until_the_cap() {
     );
     assert_eq!(m.task(1).state, TaskState::Skipped);
     assert_eq!(m.state(), RunState::Failed);
+}
+
+fn spawn_report(children: Value, usage: Option<Usage>) -> AttemptSuccess {
+    AttemptSuccess {
+        output: json!({"text": "plan"}),
+        worker: w(),
+        started_at_ms: 0,
+        finished_at_ms: 1,
+        usage,
+        children: children.as_array().unwrap().clone(),
+    }
+}
+
+fn ids(m: &RunMachine) -> Vec<String> {
+    m.dag().tasks().iter().map(|t| t.id.clone()).collect()
+}
+
+#[test]
+fn spawned_children_run_before_the_parents_dependents_and_feed_them() {
+    // plan spawns a, b (and c after both); report depended on plan and now on them too.
+    let mut m = machine(json!({"tasks": [
+        {"id": "plan", "handler": "agent"},
+        {"id": "report", "handler": "echo", "depends_on": ["plan"]},
+    ]}));
+    let mut out = Output::default();
+    m.start(0, &mut out);
+    let mut out = Output::default();
+    let children = json!([
+        {"id": "a", "handler": "sum"},
+        {"id": "b", "handler": "sum"},
+        {"id": "c", "handler": "sum", "depends_on": ["a", "b"]},
+    ]);
+    m.succeeded(
+        0,
+        1,
+        spawn_report(
+            children,
+            Some(Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                cost_usd: 0.5,
+            }),
+        ),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        ids(&m),
+        vec!["plan", "report", "plan.a", "plan.b", "plan.c"]
+    );
+    assert_eq!(out.new_tasks, vec![2, 3, 4]);
+    let mut d = dispatched(&out);
+    d.sort();
+    assert_eq!(d, vec![2, 3], "root children start at once; report waits");
+    assert_eq!(m.dag().task(2).parent.as_deref(), Some("plan"));
+    assert_eq!(
+        m.dag().parents(1),
+        &[0, 2, 3, 4],
+        "report waits on every child"
+    );
+    for i in [2, 3] {
+        let mut o = Output::default();
+        ok(&mut m, i, &mut o);
+    }
+    let mut o = Output::default();
+    ok(&mut m, 4, &mut o);
+    assert_eq!(
+        dispatched(&o),
+        vec![1],
+        "report runs once all children are done"
+    );
+    ok(&mut m, 1, &mut o);
+    assert_eq!(m.state(), RunState::Succeeded);
+    assert_eq!(
+        m.usage(),
+        Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            cost_usd: 0.5
+        }
+    );
+}
+
+#[test]
+fn a_child_spec_with_a_cycle_fails_its_parent_with_a_clear_error() {
+    let mut m = machine(
+        json!({"tasks": [{"id": "plan", "handler": "agent"}, {"id": "after", "handler": "noop", "depends_on": ["plan"]}]}),
+    );
+    let mut out = Output::default();
+    m.start(0, &mut out);
+    let children = json!([
+        {"id": "x", "handler": "noop", "depends_on": ["y"]},
+        {"id": "y", "handler": "noop", "depends_on": ["x"]},
+    ]);
+    let mut out = Output::default();
+    m.succeeded(0, 1, spawn_report(children, None), &mut out)
+        .unwrap();
+    let t = m.task(0);
+    assert_eq!(t.state, TaskState::Failed);
+    let err = t.error.as_ref().unwrap();
+    assert_eq!(err.kind, "invalid_children");
+    assert_eq!(
+        err.message,
+        r#"children of task "plan": cycle: plan.x -> plan.y -> plan.x (remove one of these dependencies)"#
+    );
+    assert_eq!(ids(&m), vec!["plan", "after"], "nothing was added");
+    assert_eq!(m.task(1).state, TaskState::Skipped);
+}
+
+#[test]
+fn usage_of_failed_attempts_counts_too() {
+    let mut m = machine(json!({"tasks": [{"id": "a", "handler": "agent", "retries": 1}]}));
+    let mut out = Output::default();
+    m.start(0, &mut out);
+    let failure = AttemptFailure {
+        failure: TaskFailure {
+            kind: "exception".into(),
+            error_type: None,
+            message: "429".into(),
+            traceback: None,
+        },
+        retryable: true,
+        retry_after_s: Some(1.0),
+        started_at_ms: Some(0),
+        usage: Some(Usage {
+            input_tokens: 7,
+            output_tokens: 0,
+            cost_usd: 0.1,
+        }),
+    };
+    let mut out = Output::default();
+    m.failed(0, 1, failure, Some(w()), 1, &mut out).unwrap();
+    assert_eq!(
+        out.commands,
+        vec![Command::ScheduleRetry {
+            task: 0,
+            attempt: 1,
+            delay_ms: 1000
+        }]
+    );
+    assert_eq!(m.task(0).usage.input_tokens, 7);
+}
+
+fn admit(m: &mut RunMachine, out: &mut Output) {
+    m.admit(0, &mut Open, out);
+}
+
+fn report(m: &mut RunMachine, i: u32, tokens: u64, out: &mut Output) {
+    let attempt = m.task(i).attempt;
+    let usage = Usage {
+        input_tokens: tokens,
+        output_tokens: 0,
+        cost_usd: 0.0,
+    };
+    let mut success = ok_report(json!("ok"), 0, 1);
+    success.usage = Some(usage);
+    m.succeeded(i, attempt, success, out).unwrap();
+}
+
+const AGENT: &str = r#"{"provider": "mock", "model": "m", "max_output_tokens": 100}"#;
+
+fn agent_chain(n: usize, budget: Value) -> RunMachine {
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| {
+            let deps: Vec<String> = (i > 0).then(|| format!("t{}", i - 1)).into_iter().collect();
+            json!({"id": format!("t{i}"), "handler": "agent", "agent": "w", "depends_on": deps})
+        })
+        .collect();
+    let agent: Value = serde_json::from_str(AGENT).unwrap();
+    machine(json!({"tasks": tasks, "agents": {"w": agent}, "budget": budget}))
+}
+
+#[test]
+fn max_parallel_keeps_tasks_ready_until_a_slot_frees() {
+    let tasks: Vec<Value> = (0..5)
+        .map(|i| json!({"id": format!("t{i}"), "handler": "noop"}))
+        .collect();
+    let mut m = machine(json!({"tasks": tasks, "max_parallel": 2}));
+    let mut out = Output::default();
+    m.start(0, &mut out);
+    assert!(dispatched(&out).is_empty(), "admission decides, not start");
+    assert_eq!(m.counts()[TaskState::Ready as usize], 5);
+    admit(&mut m, &mut out);
+    assert_eq!(dispatched(&out), vec![0, 1]);
+    assert!(m.is_waiting(2) && !m.is_waiting(0));
+    admit(&mut m, &mut out);
+    assert_eq!(dispatched(&out), vec![0, 1], "no slot, no dispatch");
+    let mut out = Output::default();
+    ok(&mut m, 0, &mut out);
+    admit(&mut m, &mut out);
+    assert_eq!(dispatched(&out), vec![2]);
+}
+
+#[test]
+fn a_run_budget_stops_dispatching_at_the_task_that_would_exceed_it() {
+    // Each task reserves ~104 tokens (prompt + 100 output) and reports 300.
+    let mut m = agent_chain(5, json!({"max_tokens": 1000}));
+    let mut out = Output::default();
+    m.start(0, &mut out);
+    for i in 0..3 {
+        admit(&mut m, &mut out);
+        assert_eq!(m.task(i).state, TaskState::Queued, "t{i} fits the budget");
+        report(&mut m, i, 300, &mut out);
+    }
+    // 900 spent: t3's ~106 more would exceed 1000.
+    admit(&mut m, &mut out);
+    assert_eq!(
+        states(&m),
+        vec!["succeeded", "succeeded", "succeeded", "skipped", "skipped"]
+    );
+    assert_eq!(m.state(), RunState::Failed);
+    let why = m.exhausted().unwrap();
+    assert!(
+        why.starts_with("budget exceeded: the run's max_tokens 1000: 900 used")
+            && why.contains("\"t3\""),
+        "{why}"
+    );
+    assert_eq!(m.task(3).error.as_ref().unwrap().kind, BUDGET_EXCEEDED);
+    assert_eq!(m.task(4).error.as_ref().unwrap().kind, BUDGET_EXCEEDED);
+
+    assert_eq!(m.usage().input_tokens, 900);
+}
+
+#[test]
+fn reservations_in_flight_make_tasks_wait_not_fail() {
+    let agent: Value = serde_json::from_str(AGENT).unwrap();
+    let mut m = machine(json!({
+        "tasks": [
+            {"id": "a", "handler": "agent", "agent": "w"},
+            {"id": "b", "handler": "agent", "agent": "w"},
+        ],
+        "agents": {"w": agent},
+        "budget": {"max_tokens": 150},
+    }));
+    let mut out = Output::default();
+    m.start(0, &mut out);
+    admit(&mut m, &mut out);
+    assert_eq!(dispatched(&out), vec![0], "b would overrun a's reservation");
+    assert!(m.exhausted().is_none());
+    report(&mut m, 0, 20, &mut out);
+    admit(&mut m, &mut out);
+    assert_eq!(dispatched(&out), vec![0, 1], "a spent 20: b fits");
+}
+
+#[test]
+fn a_task_its_own_budget_cannot_cover_fails_without_running() {
+    let agent: Value = serde_json::from_str(AGENT).unwrap();
+    let mut m = machine(json!({
+        "tasks": [
+            {"id": "a", "handler": "agent", "agent": "w", "budget": {"max_tokens": 50}},
+            {"id": "b", "handler": "noop", "depends_on": ["a"]},
+        ],
+        "agents": {"w": agent},
+    }));
+    let mut out = Output::default();
+    m.start(0, &mut out);
+    admit(&mut m, &mut out);
+    assert!(dispatched(&out).is_empty());
+    assert_eq!(states(&m), vec!["failed", "skipped"]);
+    let err = m.task(0).error.as_ref().unwrap();
+    assert_eq!(err.kind, BUDGET_EXCEEDED);
+    assert!(
+        err.message.contains("the task's max_tokens 50"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn a_spawned_child_may_depend_only_on_its_siblings() {
+    let mut m = machine(json!({"tasks": [
+        {"id": "other", "handler": "noop"},
+        {"id": "plan", "handler": "agent"},
+    ]}));
+    let mut out = Output::default();
+    m.start(0, &mut out);
+    let children = json!([{"id": "x", "handler": "noop", "depends_on": ["other"]}]);
+    m.succeeded(1, 1, spawn_report(children, None), &mut out)
+        .unwrap();
+    let err = m.task(1).error.as_ref().unwrap();
+    assert_eq!(err.kind, "invalid_children");
+    assert!(err.message.contains("\"other\""), "{}", err.message);
+}
+
+#[test]
+fn a_restored_gated_run_waits_for_admission_again() {
+    let mut m = agent_chain(2, json!({"max_tokens": 10000}));
+    let mut out = Output::default();
+    m.start(0, &mut out);
+    assert_eq!(m.task(0).state, TaskState::Ready);
+    let restored = RunMachine::restore(
+        Arc::clone(m.dag()),
+        m.tasks().to_vec(),
+        m.state(),
+        m.seq(),
+        None,
+    );
+    let mut m = restored;
+    assert!(m.has_waiting());
+    let mut out = Output::default();
+    admit(&mut m, &mut out);
+    assert_eq!(dispatched(&out), vec![0]);
+}
+
+#[test]
+fn a_retry_in_a_gated_run_waits_for_admission_and_says_so() {
+    let mut m = machine(
+        json!({"max_parallel": 1, "tasks": [{"id": "a", "handler": "noop", "retries": 1}]}),
+    );
+    let mut out = Output::default();
+    m.start(0, &mut out);
+    admit(&mut m, &mut out);
+    fail(&mut m, 0, true, &mut out);
+    let mut out = Output::default();
+    m.retry_due(0, 1, 5, &mut out).unwrap();
+    assert!(dispatched(&out).is_empty());
+    assert!(m.is_waiting(0) && out.dirty.contains(&0));
+    admit(&mut m, &mut out);
+    assert_eq!(dispatched(&out), vec![0]);
+    assert_eq!(m.task(0).attempt, 2);
 }

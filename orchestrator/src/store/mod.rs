@@ -110,4 +110,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_workers(&self) -> Result<Vec<WorkerRow>, StoreError>;
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Registered agents, by name.
+    async fn list_agents(&self) -> Result<Vec<AgentRow>, StoreError>;
+    async fn get_agent(&self, name: &str) -> Result<Option<AgentRow>, StoreError>;
+    /// Registers or replaces an agent; true when it is new.
+    async fn put_agent(&self, agent: &AgentRow) -> Result<bool, StoreError>;
+    /// Removes an agent; false when there was none.
+    async fn delete_agent(&self, name: &str) -> Result<bool, StoreError>;
 }

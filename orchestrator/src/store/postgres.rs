@@ -70,6 +70,7 @@ struct TaskColumns {
     queued_at: Vec<Option<i64>>,
     started_at: Vec<Option<i64>>,
     finished_at: Vec<Option<i64>>,
+    usage: Vec<Option<String>>,
 }
 
 impl TaskColumns {
@@ -86,6 +87,8 @@ impl TaskColumns {
         self.queued_at.push(t.queued_at_ms);
         self.started_at.push(t.started_at_ms);
         self.finished_at.push(t.finished_at_ms);
+        self.usage
+            .push(usage_json(&t.usage).as_ref().map(json_text));
     }
 }
 
@@ -102,6 +105,8 @@ fn run_columns(runs: &[&RunRow]) -> RunColumns {
         c.created_at.push(r.created_at_ms);
         c.finished_at.push(r.finished_at_ms);
         c.last_seq.push(r.last_seq as i64);
+        c.options.push(json_text(&r.options));
+        c.usage.push(usage_json(&r.usage).as_ref().map(json_text));
     }
     c
 }
@@ -118,11 +123,14 @@ struct RunColumns {
     created_at: Vec<i64>,
     finished_at: Vec<Option<i64>>,
     last_seq: Vec<i64>,
+    options: Vec<String>,
+    usage: Vec<Option<String>>,
 }
 
 fn run_from_row(row: &PgRow) -> Result<RunRow, StoreError> {
     let state: String = row.get("state");
     let counts: Value = row.get("counts");
+    let options: Option<Value> = row.get("options");
     Ok(RunRow {
         id: row.get("id"),
         name: row.get("name"),
@@ -134,6 +142,12 @@ fn run_from_row(row: &PgRow) -> Result<RunRow, StoreError> {
         created_at_ms: row.get("created_at_ms"),
         finished_at_ms: row.get("finished_at_ms"),
         last_seq: row.get::<i64, _>("last_seq") as u64,
+        options: options
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| corrupt("run options", e))?
+            .unwrap_or_default(),
+        usage: usage_from_json(row.get("usage")),
     })
 }
 
@@ -160,15 +174,56 @@ fn task_from_row(row: &PgRow) -> Result<StoredTask, StoreError> {
             queued_at_ms: row.get("queued_at_ms"),
             started_at_ms: row.get("started_at_ms"),
             finished_at_ms: row.get("finished_at_ms"),
+            usage: usage_from_json(row.get("usage")),
         },
     })
 }
 
-const RUN_COLUMNS: &str =
-    "id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq";
+const RUN_COLUMNS: &str = "id, name, queue, state, task_count, counts, error, created_at_ms, \
+     finished_at_ms, last_seq, options, usage";
 const TASK_COLUMNS: &str =
     "run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, \
-     worker_id, queued_at_ms, started_at_ms, finished_at_ms";
+     worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage";
+
+/// Inserts tasks with their specs: those of new runs, and those spawned into running ones.
+async fn insert_tasks<'a>(
+    tx: &mut sqlx::PgConnection,
+    tasks: impl Iterator<Item = &'a (TaskSpec, TaskRow)>,
+) -> Result<(), StoreError> {
+    let mut t = TaskColumns::default();
+    let mut idx = Vec::new();
+    let mut spec = Vec::new();
+    for (s, row) in tasks {
+        t.push(row);
+        idx.push(row.idx as i32);
+        spec.push(json_text(s));
+    }
+    if idx.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "insert into tasks (run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage)
+         select r, t, i, s::jsonb, st, a, f, l, o::jsonb, e::jsonb, w, q, sa, fa, us::jsonb
+         from unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::int4[], $7::int4[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[], $13::int8[], $14::int4[], $15::text[])
+           as u(r, t, i, s, st, a, f, o, e, w, q, sa, fa, l, us)",
+    )
+    .bind(&t.run_id).bind(&t.task_id).bind(&idx).bind(&spec).bind(&t.state)
+    .bind(&t.attempt).bind(&t.failures).bind(&t.output).bind(&t.error).bind(&t.worker_id)
+    .bind(&t.queued_at).bind(&t.started_at).bind(&t.finished_at).bind(&t.lost).bind(&t.usage)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+fn agent_from_row(row: &PgRow) -> Result<AgentRow, StoreError> {
+    let spec: Value = row.get("spec");
+    Ok(AgentRow {
+        name: row.get("name"),
+        spec: serde_json::from_value(spec).map_err(|e| corrupt("agent spec", e))?,
+        created_at_ms: row.get("created_at_ms"),
+        updated_at_ms: row.get("updated_at_ms"),
+    })
+}
 
 #[async_trait]
 impl Store for PgStore {
@@ -181,35 +236,31 @@ impl Store for PgStore {
             let runs: Vec<&RunRow> = batch.new_runs.iter().map(|n| &n.run).collect();
             let c = run_columns(&runs);
             sqlx::query(
-                "insert into runs (id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq)
-                 select id, name, queue, state, task_count, counts::jsonb, error, created_at_ms, finished_at_ms, last_seq
-                 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[], $7::text[], $8::int8[], $9::int8[], $10::int8[])
-                   as u(id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq)",
+                "insert into runs (id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq, options, usage)
+                 select id, name, queue, state, task_count, counts::jsonb, error, created_at_ms, finished_at_ms, last_seq, options::jsonb, usage::jsonb
+                 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[], $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[])
+                   as u(id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq, options, usage)",
             )
             .bind(&c.id).bind(&c.name).bind(&c.queue).bind(&c.state).bind(&c.task_count)
             .bind(&c.counts).bind(&c.error).bind(&c.created_at).bind(&c.finished_at).bind(&c.last_seq)
+            .bind(&c.options).bind(&c.usage)
             .execute(&mut *tx)
             .await?;
-
-            let mut t = TaskColumns::default();
-            let mut idx = Vec::new();
-            let mut spec = Vec::new();
-            for n in &batch.new_runs {
-                for (s, row) in &n.tasks {
-                    t.push(row);
-                    idx.push(row.idx as i32);
-                    spec.push(json_text(s));
-                }
-            }
+            insert_tasks(&mut tx, batch.new_runs.iter().flat_map(|n| n.tasks.iter())).await?;
+        }
+        insert_tasks(&mut tx, batch.new_tasks.iter()).await?;
+        if !batch.specs.is_empty() {
+            let run: Vec<&str> = batch.specs.iter().map(|(r, _)| r.as_str()).collect();
+            let task: Vec<&str> = batch.specs.iter().map(|(_, s)| s.id.as_str()).collect();
+            let spec: Vec<String> = batch.specs.iter().map(|(_, s)| json_text(s)).collect();
             sqlx::query(
-                "insert into tasks (run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, worker_id, queued_at_ms, started_at_ms, finished_at_ms)
-                 select r, t, i, s::jsonb, st, a, f, l, o::jsonb, e::jsonb, w, q, sa, fa
-                 from unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::int4[], $7::int4[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[], $13::int8[], $14::int4[])
-                   as u(r, t, i, s, st, a, f, o, e, w, q, sa, fa, l)",
+                "update tasks set spec = u.s::jsonb
+                 from unnest($1::text[], $2::text[], $3::text[]) as u(r, t, s)
+                 where tasks.run_id = u.r and tasks.task_id = u.t",
             )
-            .bind(&t.run_id).bind(&t.task_id).bind(&idx).bind(&spec).bind(&t.state)
-            .bind(&t.attempt).bind(&t.failures).bind(&t.output).bind(&t.error).bind(&t.worker_id)
-            .bind(&t.queued_at).bind(&t.started_at).bind(&t.finished_at).bind(&t.lost)
+            .bind(&run)
+            .bind(&task)
+            .bind(&spec)
             .execute(&mut *tx)
             .await?;
         }
@@ -219,14 +270,14 @@ impl Store for PgStore {
             sqlx::query(
                 "update tasks set state = u.st, attempt = u.a, failures = u.f, lost = u.l, output = u.o::jsonb,
                      error = u.e::jsonb, worker_id = u.w, queued_at_ms = u.q, started_at_ms = u.sa,
-                     finished_at_ms = u.fa
-                 from unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int4[])
-                   as u(r, t, st, a, f, o, e, w, q, sa, fa, l)
+                     finished_at_ms = u.fa, usage = u.us::jsonb
+                 from unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int4[], $13::text[])
+                   as u(r, t, st, a, f, o, e, w, q, sa, fa, l, us)
                  where tasks.run_id = u.r and tasks.task_id = u.t",
             )
             .bind(&t.run_id).bind(&t.task_id).bind(&t.state).bind(&t.attempt).bind(&t.failures)
             .bind(&t.output).bind(&t.error).bind(&t.worker_id).bind(&t.queued_at)
-            .bind(&t.started_at).bind(&t.finished_at).bind(&t.lost)
+            .bind(&t.started_at).bind(&t.finished_at).bind(&t.lost).bind(&t.usage)
             .execute(&mut *tx)
             .await?;
         }
@@ -281,9 +332,9 @@ impl Store for PgStore {
             let c = run_columns(&runs);
             sqlx::query(
                 "update runs set state = u.state, counts = u.counts::jsonb, error = u.error,
-                     finished_at_ms = u.finished_at_ms, last_seq = u.last_seq
-                 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[])
-                   as u(id, state, counts, error, finished_at_ms, last_seq)
+                     finished_at_ms = u.finished_at_ms, last_seq = u.last_seq, usage = u.usage::jsonb
+                 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::text[])
+                   as u(id, state, counts, error, finished_at_ms, last_seq, usage)
                  where runs.id = u.id",
             )
             .bind(&c.id)
@@ -292,6 +343,7 @@ impl Store for PgStore {
             .bind(&c.error)
             .bind(&c.finished_at)
             .bind(&c.last_seq)
+            .bind(&c.usage)
             .execute(&mut *tx)
             .await?;
         }
@@ -423,6 +475,49 @@ impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("select 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRow>, StoreError> {
+        let rows = sqlx::query(
+            "select name, spec, created_at_ms, updated_at_ms from agents order by name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn get_agent(&self, name: &str) -> Result<Option<AgentRow>, StoreError> {
+        let row = sqlx::query(
+            "select name, spec, created_at_ms, updated_at_ms from agents where name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn put_agent(&self, a: &AgentRow) -> Result<bool, StoreError> {
+        // `xmax = 0` only on a row this statement inserted: tells created from replaced.
+        let created: bool = sqlx::query_scalar(
+            "insert into agents (name, spec, created_at_ms, updated_at_ms)
+             values ($1, $2::text::jsonb, $3, $3)
+             on conflict (name) do update set spec = excluded.spec, updated_at_ms = excluded.updated_at_ms
+             returning (xmax = 0)",
+        )
+        .bind(pg_text(&a.name))
+        .bind(json_text(&a.spec))
+        .bind(a.updated_at_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(created)
+    }
+
+    async fn delete_agent(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("delete from agents where name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Rows as the store reads and writes them.
 
-use crate::dag::TaskSpec;
-use crate::state_machine::{RunState, TaskFailure, TaskState, ALL_TASK_STATES};
+use crate::dag::{AgentSpec, RunOptions, TaskSpec};
+use crate::state_machine::{RunState, TaskFailure, TaskState, Usage, ALL_TASK_STATES};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -20,6 +20,30 @@ pub struct RunRow {
     pub created_at_ms: i64,
     pub finished_at_ms: Option<i64>,
     pub last_seq: u64,
+    /// Agents, budget and limits the run was submitted with; written once.
+    pub options: RunOptions,
+    /// Tokens and money its tasks used so far.
+    pub usage: Usage,
+}
+
+/// A registered agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRow {
+    pub name: String,
+    pub spec: AgentSpec,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// Usage as stored: nothing for none, so the many tasks that call no model cost no bytes.
+pub fn usage_json(u: &Usage) -> Option<Value> {
+    (*u != Usage::default()).then(|| serde_json::to_value(u).unwrap_or(Value::Null))
+}
+
+/// Reads a stored usage column; a missing or unreadable one is no usage.
+pub fn usage_from_json(v: Option<Value>) -> Usage {
+    v.and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
 }
 
 /// Tasks per state by name, as in the API.
@@ -55,6 +79,7 @@ pub struct TaskRow {
     pub queued_at_ms: Option<i64>,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    pub usage: Usage,
 }
 
 /// A task as stored: its spec and its current row.
@@ -108,6 +133,11 @@ pub struct WriteBatch {
     /// Latest row of runs that changed; one per run.
     pub runs: Vec<RunRow>,
     pub workers: Vec<WorkerRow>,
+    /// Tasks added to existing runs (spawned by a handler), with their specs.
+    pub new_tasks: Vec<(TaskSpec, TaskRow)>,
+    /// Specs of existing tasks that changed (a spawn adds dependencies to the parent's
+    /// dependents): (run id, spec).
+    pub specs: Vec<(String, TaskSpec)>,
 }
 
 impl WriteBatch {
@@ -117,6 +147,8 @@ impl WriteBatch {
             && self.events.is_empty()
             && self.runs.is_empty()
             && self.workers.is_empty()
+            && self.new_tasks.is_empty()
+            && self.specs.is_empty()
     }
 
     /// Folds a later batch into this one, keeping only the latest image of each row.
@@ -124,6 +156,18 @@ impl WriteBatch {
         use std::collections::HashMap;
         self.new_runs.extend(later.new_runs);
         self.events.extend(later.events);
+        self.new_tasks.extend(later.new_tasks);
+        for (run, spec) in later.specs {
+            match self
+                .specs
+                .iter_mut()
+                .find(|(r, s)| *r == run && s.id == spec.id)
+            {
+                Some(x) => x.1 = spec,
+                None => self.specs.push((run, spec)),
+            }
+        }
+
         let mut tasks: HashMap<(String, String), usize> = self
             .tasks
             .iter()

@@ -204,6 +204,12 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRow, StoreError> {
         created_at_ms: get(row, "created_at_ms")?,
         finished_at_ms: get(row, "finished_at_ms")?,
         last_seq: get_int(row, "last_seq")?,
+        options: get_json(row, "options")?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| corrupt("run options", e))?
+            .unwrap_or_default(),
+        usage: usage_from_json(get_json(row, "usage")?),
     })
 }
 
@@ -229,6 +235,7 @@ fn task_from_row(row: &SqliteRow) -> Result<StoredTask, StoreError> {
             queued_at_ms: get(row, "queued_at_ms")?,
             started_at_ms: get(row, "started_at_ms")?,
             finished_at_ms: get(row, "finished_at_ms")?,
+            usage: usage_from_json(get_json(row, "usage")?),
         },
     })
 }
@@ -256,11 +263,21 @@ fn worker_from_row(row: &SqliteRow) -> Result<WorkerRow, StoreError> {
     })
 }
 
-const RUN_COLUMNS: &str =
-    "id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq";
+const RUN_COLUMNS: &str = "id, name, queue, state, task_count, counts, error, created_at_ms, \
+     finished_at_ms, last_seq, options, usage";
 const TASK_COLUMNS: &str =
     "run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, \
-     worker_id, queued_at_ms, started_at_ms, finished_at_ms";
+     worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage";
+
+fn agent_from_row(row: &SqliteRow) -> Result<AgentRow, StoreError> {
+    let spec = get_json(row, "spec")?.ok_or_else(|| corrupt("agent spec", "null"))?;
+    Ok(AgentRow {
+        name: get(row, "name")?,
+        spec: serde_json::from_value(spec).map_err(|e| corrupt("agent spec", e))?,
+        created_at_ms: get(row, "created_at_ms")?,
+        updated_at_ms: get(row, "updated_at_ms")?,
+    })
+}
 const EVENT_COLUMNS: &str = "run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data";
 
 type SqliteQuery<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
@@ -314,22 +331,22 @@ impl Rows {
 }
 
 const INSERT_RUNS: Rows = Rows {
-    head: "insert into runs (id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq) values ",
-    width: 10,
+    head: "insert into runs (id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq, options, usage) values ",
+    width: 12,
     tail: "",
 };
 const INSERT_TASKS: Rows = Rows {
-    head: "insert into tasks (run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, worker_id, queued_at_ms, started_at_ms, finished_at_ms) values ",
-    width: 14,
+    head: "insert into tasks (run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage) values ",
+    width: 15,
     tail: "",
 };
 const UPDATE_TASKS: Rows = Rows {
-    head: "with u (r, t, st, a, f, l, o, e, w, q, sa, fa) as (values ",
-    width: 12,
+    head: "with u (r, t, st, a, f, l, o, e, w, q, sa, fa, us) as (values ",
+    width: 13,
     tail:
         ") update tasks set state = u.st, attempt = u.a, failures = u.f, lost = u.l, output = u.o,
              error = u.e, worker_id = u.w, queued_at_ms = u.q, started_at_ms = u.sa,
-             finished_at_ms = u.fa
+             finished_at_ms = u.fa, usage = u.us
          from u where tasks.run_id = u.r and tasks.task_id = u.t",
 };
 const INSERT_EVENTS: Rows = Rows {
@@ -338,11 +355,16 @@ const INSERT_EVENTS: Rows = Rows {
     tail: " on conflict (run_id, seq) do nothing",
 };
 const UPDATE_RUNS: Rows = Rows {
-    head: "with u (id, state, counts, error, finished_at_ms, last_seq) as (values ",
-    width: 6,
+    head: "with u (id, state, counts, error, finished_at_ms, last_seq, usage) as (values ",
+    width: 7,
     tail: ") update runs set state = u.state, counts = u.counts, error = u.error,
-             finished_at_ms = u.finished_at_ms, last_seq = u.last_seq
+             finished_at_ms = u.finished_at_ms, last_seq = u.last_seq, usage = u.usage
          from u where runs.id = u.id",
+};
+const UPDATE_SPECS: Rows = Rows {
+    head: "with u (r, t, s) as (values ",
+    width: 3,
+    tail: ") update tasks set spec = u.s from u where tasks.run_id = u.r and tasks.task_id = u.t",
 };
 const UPSERT_WORKERS: Rows = Rows {
     head: "insert into workers (id, info, state, last_heartbeat_ms) values ",
@@ -364,6 +386,24 @@ fn bind_task_state<'q>(q: SqliteQuery<'q>, t: &'q TaskRow) -> SqliteQuery<'q> {
         .bind(t.queued_at_ms)
         .bind(t.started_at_ms)
         .bind(t.finished_at_ms)
+        .bind(usage_json(&t.usage).as_ref().map(json_text))
+}
+
+/// Inserts tasks with their specs: those of new runs, and those spawned into running ones.
+async fn insert_tasks(
+    conn: &mut SqliteConnection,
+    tasks: &[&(TaskSpec, TaskRow)],
+) -> Result<(), StoreError> {
+    INSERT_TASKS
+        .execute(conn, tasks, |q, (spec, t)| {
+            let q = q
+                .bind(t.run_id.as_str())
+                .bind(t.task_id.as_str())
+                .bind(i64::from(t.idx))
+                .bind(json_text(spec));
+            bind_task_state(q, t)
+        })
+        .await
 }
 
 #[async_trait]
@@ -393,18 +433,24 @@ impl Store for SqliteStore {
                         .bind(r.created_at_ms)
                         .bind(r.finished_at_ms)
                         .bind(r.last_seq as i64)
+                        .bind(json_text(&r.options))
+                        .bind(usage_json(&r.usage).as_ref().map(json_text))
                 })
                 .await?;
             let tasks: Vec<&(TaskSpec, TaskRow)> =
                 batch.new_runs.iter().flat_map(|n| &n.tasks).collect();
-            INSERT_TASKS
-                .execute(&mut tx, &tasks, |q, (spec, t)| {
-                    let q = q
-                        .bind(t.run_id.as_str())
-                        .bind(t.task_id.as_str())
-                        .bind(i64::from(t.idx))
-                        .bind(json_text(spec));
-                    bind_task_state(q, t)
+            insert_tasks(&mut tx, &tasks).await?;
+        }
+        if !batch.new_tasks.is_empty() {
+            let tasks: Vec<&(TaskSpec, TaskRow)> = batch.new_tasks.iter().collect();
+            insert_tasks(&mut tx, &tasks).await?;
+        }
+        if !batch.specs.is_empty() {
+            UPDATE_SPECS
+                .execute(&mut tx, &batch.specs, |q, (run, spec)| {
+                    q.bind(run.as_str())
+                        .bind(spec.id.as_str())
+                        .bind(json_text(spec))
                 })
                 .await?;
         }
@@ -439,6 +485,7 @@ impl Store for SqliteStore {
                         .bind(r.error.as_deref())
                         .bind(r.finished_at_ms)
                         .bind(r.last_seq as i64)
+                        .bind(usage_json(&r.usage).as_ref().map(json_text))
                 })
                 .await?;
         }
@@ -562,11 +609,67 @@ impl Store for SqliteStore {
             .map_err(classify)?;
         Ok(())
     }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRow>, StoreError> {
+        let rows = sqlx::query(
+            "select name, spec, created_at_ms, updated_at_ms from agents order by name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn get_agent(&self, name: &str) -> Result<Option<AgentRow>, StoreError> {
+        let row = sqlx::query(
+            "select name, spec, created_at_ms, updated_at_ms from agents where name = ?1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn put_agent(&self, a: &AgentRow) -> Result<bool, StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("begin immediate")
+            .await
+            .map_err(classify)?;
+        let existed: Option<i64> = sqlx::query_scalar("select 1 from agents where name = ?1")
+            .bind(a.name.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?;
+        sqlx::query(
+            "insert into agents (name, spec, created_at_ms, updated_at_ms) values (?1, ?2, ?3, ?3)
+             on conflict (name) do update set spec = excluded.spec, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(a.name.as_str())
+        .bind(json_text(&a.spec))
+        .bind(a.updated_at_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(existed.is_none())
+    }
+
+    async fn delete_agent(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("delete from agents where name = ?1")
+            .bind(name)
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state_machine::Usage;
     use crate::store::postgres::PgStore;
     use serde_json::json;
 
@@ -626,6 +729,16 @@ mod tests {
             queued_at_ms: Some(1_000 + i as i64),
             started_at_ms: (done || failed).then_some(2_000),
             finished_at_ms: (done || failed).then_some(3_000 + i as i64),
+            // Odd finished tasks called a model; the rest report nothing.
+            usage: if (done || failed) && i % 2 == 1 {
+                Usage {
+                    input_tokens: 100 + i as u64,
+                    output_tokens: 40,
+                    cost_usd: 0.000125,
+                }
+            } else {
+                Usage::default()
+            },
         }
     }
 
@@ -643,6 +756,19 @@ mod tests {
             created_at_ms: 500,
             finished_at_ms: state.is_terminal().then_some(9_000),
             last_seq: seq,
+            options: serde_json::from_value(json!({
+                "agents": {"writer": {"provider": "mock", "model": "m", "max_concurrency": 2,
+                                      "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}},
+                "budget": {"max_tokens": 5000, "max_cost_usd": 0.25},
+                "max_parallel": 3,
+                "concurrency_limits": {"provider:mock": {"max_concurrency": 2, "rpm": 60}},
+            }))
+            .unwrap(),
+            usage: Usage {
+                input_tokens: seq * 10,
+                output_tokens: seq,
+                cost_usd: seq as f64 / 1_000.0,
+            },
         }
     }
 
@@ -705,7 +831,9 @@ mod tests {
                 run_row(b, 3, RunState::Running, 1),
             ],
             workers: vec![worker("w1", "draining", 20)],
+            ..Default::default()
         });
+
         batches.push(WriteBatch {
             tasks: vec![
                 task_row(a, 2, TaskState::Succeeded),
@@ -729,7 +857,45 @@ mod tests {
             ],
             ..Default::default()
         });
+        // t0 of run c spawns t9; t0's dependent t1 now waits on t9 too.
+        let mut child = spec(9);
+        child.depends_on = vec!["t0".into()];
+        child.parent = Some("t0".into());
+        let mut grown = spec(1);
+        grown.depends_on.push("t9".into());
+        batches.push(WriteBatch {
+            new_tasks: vec![(child, task_row(c, 9, TaskState::Pending))],
+            specs: vec![(c.clone(), grown)],
+            tasks: vec![task_row(c, 0, TaskState::Succeeded)],
+            ..Default::default()
+        });
         batches
+    }
+
+    /// Registers, replaces and deletes agents; answers what the registry then holds.
+    async fn agent_answers(store: &dyn Store) -> (bool, bool, bool, bool, Vec<AgentRow>) {
+        let agent = |name: &str, model: &str, at: i64| AgentRow {
+            name: name.into(),
+            spec: serde_json::from_value(json!({"provider": "openai", "model": model,
+                "base_url": "http://127.0.0.1:9/v1", "temperature": 0.5}))
+            .unwrap(),
+            created_at_ms: at,
+            updated_at_ms: at,
+        };
+        let created = store.put_agent(&agent("b", "m1", 10)).await.unwrap();
+        let replaced = store.put_agent(&agent("b", "m2", 20)).await.unwrap();
+        store.put_agent(&agent("a", "m3", 30)).await.unwrap();
+        store.put_agent(&agent("gone", "m", 40)).await.unwrap();
+        let deleted = store.delete_agent("gone").await.unwrap();
+        let deleted_again = store.delete_agent("gone").await.unwrap();
+        assert_eq!(
+            store.get_agent("b").await.unwrap().unwrap().spec.model,
+            "m2"
+        );
+        assert!(store.get_agent("nope").await.unwrap().is_none());
+        let mut agents = store.list_agents().await.unwrap();
+        agents.retain(|a| ["a", "b"].contains(&a.name.as_str()));
+        (created, replaced, deleted, deleted_again, agents)
     }
 
     /// Everything the store answers about the runs `ids`.
@@ -827,6 +993,7 @@ mod tests {
             UPDATE_TASKS,
             INSERT_EVENTS,
             UPDATE_RUNS,
+            UPDATE_SPECS,
             UPSERT_WORKERS,
         ] {
             let per_statement = rows.rows_per_statement();
@@ -842,7 +1009,7 @@ mod tests {
         assert_eq!(
             UPDATE_TASKS
                 .sql(2)
-                .matches("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                .matches("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
                 .count(),
             2
         );
@@ -897,6 +1064,8 @@ mod tests {
         }
         let from_pg = answers(&pg, &ids).await;
         let from_sqlite = answers(&sqlite, &ids).await;
+        let agents_pg = agent_answers(&pg).await;
+        let agents_sqlite = agent_answers(&sqlite).await;
         pg.pool().close().await;
         sqlx::query(&format!("drop database {name} with (force)"))
             .execute(&admin)
@@ -916,6 +1085,20 @@ mod tests {
         assert_eq!(from_sqlite.tasks[0][1].spec, spec(1));
         assert_eq!(from_sqlite.events[0].len(), 5);
         assert_eq!(from_sqlite.workers[0], worker("w1", "draining", 20));
+        // Usage and options survive; a spawned task is stored and its parent's
+        // dependents' specs changed.
+        assert_eq!(
+            from_sqlite.runs[0],
+            Some(run_row(&ids[0], 4, RunState::Failed, 5))
+        );
+        assert_eq!(from_sqlite.tasks[2].len(), 3);
+        assert_eq!(from_sqlite.tasks[2][2].spec.parent.as_deref(), Some("t0"));
+        assert_eq!(from_sqlite.tasks[2][1].spec.depends_on, ["t0", "t9"]);
+        assert_eq!(agents_sqlite, agents_pg);
+        let (created, replaced, deleted, deleted_again, agents) = agents_sqlite;
+        assert!(created && !replaced && deleted && !deleted_again);
+        assert_eq!(agents.len(), 2);
+        assert_eq!((agents[1].created_at_ms, agents[1].updated_at_ms), (10, 20));
     }
 
     #[tokio::test]

@@ -214,7 +214,20 @@ impl TestSystem {
 
     /// Starts an `apex-worker` process on `queue` with `concurrency` slots.
     pub fn spawn_worker(&mut self, queue: &str, concurrency: u32) -> &mut Child {
+        self.spawn_worker_with(queue, concurrency, &[], &[])
+    }
+
+    /// Starts an `apex-worker` with extra arguments (`--import MODULE`) and environment.
+    pub fn spawn_worker_with(
+        &mut self,
+        queue: &str,
+        concurrency: u32,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> &mut Child {
         let child = Command::new(worker_bin())
+            .args(args)
+            .envs(env.iter().copied())
             .args(["--queue", queue, "--concurrency", &concurrency.to_string()])
             .args(["--redis-url", &self.redis, "--redis-prefix", &self.prefix])
             .args(["--heartbeat-interval", "1", "--shutdown-grace", "5"])

@@ -1,0 +1,132 @@
+//! `/api/v1/agents`: the registry of named agents that runs' tasks may use by name.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::dag::{validate_agent, AgentSpec, RunSpec};
+use crate::store::{AgentRow, Store};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/agents", get(list_agents))
+        .route(
+            "/api/v1/agents/{name}",
+            get(get_agent).put(put_agent).delete(delete_agent),
+        )
+}
+
+/// An agent as the API shows it: its spec with every field, its name and times.
+pub fn view(a: &AgentRow) -> Value {
+    let s = &a.spec;
+    json!({
+        "name": a.name,
+        "provider": s.provider,
+        "model": s.model,
+        "base_url": s.base_url,
+        "api_key_env": s.api_key_env,
+        "system_prompt": s.system_prompt,
+        "temperature": s.temperature,
+        "max_output_tokens": s.max_output_tokens,
+        "max_concurrency": s.max_concurrency,
+        "price": s.price,
+        "created_at_ms": a.created_at_ms,
+        "updated_at_ms": a.updated_at_ms,
+    })
+}
+
+async fn list_agents(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let agents = state.store.list_agents().await?;
+    Ok(Json(
+        json!({"agents": agents.iter().map(view).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn get_agent(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let agent = state
+        .store
+        .get_agent(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("agent {name} not found")))?;
+    Ok(Json(view(&agent)))
+}
+
+async fn put_agent(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(state.max_body_bytes),
+        other => ApiError::BadRequest(other.body_text()),
+    })?;
+    let spec: AgentSpec =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    validate_agent(&name, &spec, &state.limits).map_err(ApiError::InvalidAgent)?;
+    let now = crate::engine::now_ms();
+    let mut row = AgentRow {
+        name,
+        spec,
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    let created = state.store.put_agent(&row).await?;
+    if let Some(stored) = state.store.get_agent(&row.name).await? {
+        row = stored;
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view(&row))))
+}
+
+async fn delete_agent(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.store.delete_agent(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("agent {name} not found")))
+    }
+}
+
+/// Copies into `spec` every registered agent its tasks name but it does not define:
+/// the run keeps that snapshot, so changing the registry later does not change it.
+/// Agents named by the built-in fan-out (`input.fan_out.agent`) count too: the children
+/// it spawns are validated against the run's agents.
+pub async fn resolve_registered(store: &dyn Store, spec: &mut RunSpec) -> Result<(), ApiError> {
+    let fan_out = |t: &crate::dag::TaskSpec| {
+        t.input
+            .pointer("/fan_out/agent")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let mut wanted: Vec<String> = spec
+        .tasks
+        .iter()
+        .flat_map(|t| [t.agent.clone(), fan_out(t)])
+        .flatten()
+        .filter(|a| !spec.agents.contains_key(a))
+        .collect();
+
+    wanted.sort();
+    wanted.dedup();
+    for name in wanted {
+        // An unknown name is left for validation to report with the others.
+        if let Some(a) = store.get_agent(&name).await? {
+            spec.agents.insert(name, a.spec);
+        }
+    }
+    Ok(())
+}
