@@ -182,7 +182,7 @@ const scenarios = [
     },
   },
   {
-    name: 'overview pages: runs list, workers and queues show live data',
+    name: 'overview pages: runs list, workers, queues and agents show live data',
     async run(page, shot) {
       await page.goto(`${BASE}/runs`);
       if (shared.diamondRunId) {
@@ -197,6 +197,9 @@ const scenarios = [
       await shot('workers');
       await page.click(byTestId('nav-queues'));
       await page.waitForSelector(byTestId('queue-chart-default'), { timeout: 15_000 });
+      // The registry may be empty: either the table or the how-to-register text will do.
+      await page.click(byTestId('nav-agents'));
+      await page.waitForSelector(`${byTestId('agents-table')}, ${byTestId('agents-empty')}`, { timeout: 15_000 });
     },
   },
   {

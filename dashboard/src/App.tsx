@@ -3,6 +3,7 @@ import { getAuth, subscribeAuth } from './api/auth';
 import { ErrorBoundary } from './components/ErrorBoundary';
 import { TokenPrompt } from './components/TokenPrompt';
 import { OverviewProvider } from './live/OverviewProvider';
+import { AgentsPage } from './pages/AgentsPage';
 import { QueuesPage } from './pages/QueuesPage';
 import { RunPage } from './pages/RunPage';
 import { RunsPage } from './pages/RunsPage';
@@ -14,6 +15,7 @@ const NAV: { to: string; label: string; pages: Route['page'][] }[] = [
   { to: '/runs', label: 'Runs', pages: ['runs', 'run'] },
   { to: '/workers', label: 'Workers', pages: ['workers'] },
   { to: '/queues', label: 'Queues', pages: ['queues'] },
+  { to: '/agents', label: 'Agents', pages: ['agents'] },
   { to: '/submit', label: 'Submit', pages: ['submit'] },
 ];
 
@@ -27,6 +29,8 @@ function Page({ route }: { route: Route }) {
       return <WorkersPage />;
     case 'queues':
       return <QueuesPage />;
+    case 'agents':
+      return <AgentsPage />;
     case 'submit':
       return <SubmitPage />;
     case 'not_found':

@@ -8,6 +8,7 @@ describe('parseRoute', () => {
     expect(parseRoute('/runs/r_01%2Fx')).toEqual({ page: 'run', runId: 'r_01/x' });
     expect(parseRoute('/workers/')).toEqual({ page: 'workers' });
     expect(parseRoute('/queues')).toEqual({ page: 'queues' });
+    expect(parseRoute('/agents')).toEqual({ page: 'agents' });
     expect(parseRoute('/submit')).toEqual({ page: 'submit' });
     expect(parseRoute('/nope/x')).toEqual({ page: 'not_found', path: '/nope/x' });
   });

@@ -1,4 +1,4 @@
-// A tiny history router: five pages do not need a routing library. The server falls back
+// A tiny history router: six pages do not need a routing library. The server falls back
 // to index.html for unknown paths, so every route is also a deep link.
 
 import { useSyncExternalStore, type AnchorHTMLAttributes, type MouseEvent } from 'react';
@@ -8,6 +8,7 @@ export type Route =
   | { page: 'run'; runId: string }
   | { page: 'workers' }
   | { page: 'queues' }
+  | { page: 'agents' }
   | { page: 'submit' }
   | { page: 'not_found'; path: string };
 
@@ -17,7 +18,7 @@ export function parseRoute(pathname: string): Route {
   const [head, id, ...rest] = parts;
   if (head === 'runs' && !id) return { page: 'runs' };
   if (head === 'runs' && id && rest.length === 0) return { page: 'run', runId: id };
-  if (parts.length === 1 && (head === 'workers' || head === 'queues' || head === 'submit')) return { page: head };
+  if (parts.length === 1 && (head === 'workers' || head === 'queues' || head === 'agents' || head === 'submit')) return { page: head };
   return { page: 'not_found', path: pathname };
 }
 

@@ -877,3 +877,79 @@ async fn completions_and_help_need_no_server() {
         assert!(ran.stdout.contains(cmd), "{cmd} in help: {ran:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_are_put_listed_shown_and_deleted() {
+    let sys = TestSystem::start().await;
+    let base = sys.base.as_str();
+    let dir = std::env::temp_dir().join(common::unique("agents_cli"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("researcher.json");
+    std::fs::write(
+        &file,
+        r#"{"provider": "mock", "model": "mock-researcher", "max_concurrency": 4,
+            "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}}"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+
+    let ran = apex(&[
+        "agents",
+        "put",
+        "researcher",
+        "--file",
+        file,
+        "--server",
+        base,
+    ])
+    .await;
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(ran.stdout.contains("created agent researcher"), "{ran:?}");
+    let ran = apex(&[
+        "agents",
+        "put",
+        "researcher",
+        "--file",
+        file,
+        "--server",
+        base,
+    ])
+    .await;
+    assert!(ran.stdout.contains("replaced agent researcher"), "{ran:?}");
+
+    let ran = apex(&["agents", "--server", base]).await;
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let row = ran.stdout.lines().find(|l| l.starts_with("researcher"));
+    let row = row.unwrap_or_else(|| panic!("no researcher row: {ran:?}"));
+    assert!(
+        row.contains("mock-researcher") && row.contains('4'),
+        "{row}"
+    );
+    let ran = apex(&["agents", "show", "researcher", "--json", "--server", base]).await;
+    assert_eq!(ran.json()["max_concurrency"], 4);
+
+    std::fs::write(
+        dir.join("bad.json"),
+        r#"{"provider": "nope", "model": "m"}"#,
+    )
+    .unwrap();
+    let bad = dir.join("bad.json");
+    let ran = apex(&[
+        "agents",
+        "put",
+        "x",
+        "--file",
+        bad.to_str().unwrap(),
+        "--server",
+        base,
+    ])
+    .await;
+    ran.assert_clean_failure(2, "nope");
+
+    let ran = apex(&["agents", "delete", "researcher", "--server", base]).await;
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let ran = apex(&["agents", "show", "researcher", "--server", base]).await;
+    ran.assert_clean_failure(3, "agent researcher not found");
+    let _ = std::fs::remove_dir_all(dir);
+    sys.shutdown().await;
+}

@@ -3,6 +3,7 @@
 
 import { getToken, markUnauthorized } from './auth';
 import type {
+  Agent,
   ErrorBody,
   ErrorDetail,
   Queue,
@@ -87,4 +88,5 @@ export const api = {
   retryRun: (id: string) => request<RunSummary>('POST', `/api/v1/runs/${enc(id)}/retry`),
   listWorkers: (signal?: AbortSignal) => request<{ workers: Worker[] }>('GET', '/api/v1/workers', undefined, signal),
   listQueues: (signal?: AbortSignal) => request<{ queues: Queue[] }>('GET', '/api/v1/queues', undefined, signal),
+  listAgents: (signal?: AbortSignal) => request<{ agents: Agent[] }>('GET', '/api/v1/agents', undefined, signal),
 };

@@ -222,6 +222,28 @@ export interface ResyncFrame {
 
 export type ServerFrame = RunSnapshotFrame | OverviewSnapshotFrame | EventsFrame | ResyncFrame;
 
+/** What an agent's model costs, in US dollars per million tokens. */
+export interface AgentPrice {
+  input_per_mtok: number;
+  output_per_mtok: number;
+}
+
+/** An agent in the registry (`GET /api/v1/agents`); unset settings are null. */
+export interface Agent {
+  name: string;
+  provider: string;
+  model: string;
+  base_url: string | null;
+  api_key_env: string | null;
+  system_prompt: string | null;
+  temperature: number | null;
+  max_output_tokens: number | null;
+  max_concurrency: number | null;
+  price: AgentPrice | null;
+  created_at_ms: number;
+  updated_at_ms: number;
+}
+
 export interface ErrorDetail {
   code: string;
   message: string;

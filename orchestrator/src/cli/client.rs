@@ -107,11 +107,36 @@ impl Client {
         self.send(req).await
     }
 
+    /// `PUT path` with a JSON body; answers the status too (201 created, 200 replaced).
+    pub async fn put(&self, path: &str, body: Vec<u8>) -> Result<(u16, Value), CliError> {
+        let req = self
+            .http
+            .put(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.send_for_status(req).await
+    }
+
+    /// `DELETE path`; a success has no body (204).
+    pub async fn delete(&self, path: &str) -> Result<(), CliError> {
+        self.send_for_status(self.http.delete(self.url(path)))
+            .await
+            .map(|_| ())
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
-    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<Value, CliError> {
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, CliError> {
+        self.send_for_status(req).await.map(|(_, body)| body)
+    }
+
+    /// Sends `req`; a success answers its status and JSON body (`null` when it has none).
+    async fn send_for_status(
+        &self,
+        mut req: reqwest::RequestBuilder,
+    ) -> Result<(u16, Value), CliError> {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -119,10 +144,14 @@ impl Client {
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| CliError::Server {
+            if bytes.is_empty() {
+                return Ok((status.as_u16(), Value::Null));
+            }
+            let body = serde_json::from_slice(&bytes).map_err(|e| CliError::Server {
                 server: self.base.clone(),
                 message: format!("the answer is not JSON ({e}); is this an Apex server?"),
-            });
+            })?;
+            return Ok((status.as_u16(), body));
         }
         Err(self.error_answer(status.as_u16(), &bytes))
     }

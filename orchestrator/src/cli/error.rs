@@ -11,9 +11,10 @@ pub enum Exit {
     Ok = 0,
     /// The watched run finished, but failed or was cancelled.
     RunNotSucceeded = 1,
-    /// The input was wrong: usage, a missing or unreadable file, invalid JSON, an invalid DAG.
+    /// The input was wrong: usage, a missing or unreadable file, invalid JSON, an invalid
+    /// DAG or agent.
     BadInput = 2,
-    /// The run or task does not exist.
+    /// The run, task or agent does not exist.
     NotFound = 3,
     /// The server wants an API token, or a different one.
     Unauthorized = 4,
@@ -42,6 +43,8 @@ pub enum CliError {
     InvalidSpec { path: String, reason: String },
     #[error("{path} is not a valid DAG: {}", invalid_dag_advice(.error))]
     InvalidDag { path: String, error: ErrorBody },
+    #[error("{path} is not a valid agent: {}", invalid_agent_advice(.error))]
+    InvalidAgent { path: String, error: ErrorBody },
     #[error("the server rejected the request: {0}")]
     BadRequest(String),
     #[error("invalid --server {url:?}: {reason}; use http://HOST:PORT")]
@@ -73,6 +76,14 @@ fn invalid_dag_advice(error: &ErrorBody) -> String {
     }
 }
 
+fn invalid_agent_advice(error: &ErrorBody) -> String {
+    match error.details.as_slice() {
+        [] => format!("{}; fix it and try again", error.message),
+        [one] => format!("{} [{}]; fix it and try again", one.message, one.code),
+        _ => format!("{}; fix those listed below and try again", error.message),
+    }
+}
+
 fn unauthorized_advice(token_sent: &bool) -> &'static str {
     if *token_sent {
         "rejected the API token (401 unauthorized); set --api-token or APEX_API_TOKEN to the server's token"
@@ -89,6 +100,7 @@ impl CliError {
             | CliError::InvalidJson { .. }
             | CliError::InvalidSpec { .. }
             | CliError::InvalidDag { .. }
+            | CliError::InvalidAgent { .. }
             | CliError::BadRequest(_)
             | CliError::InvalidServer { .. } => Exit::BadInput,
             CliError::NotFound { .. } => Exit::NotFound,
@@ -127,15 +139,19 @@ impl CliError {
         matches!(self, CliError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
     }
 
-    /// The lines that follow the one-line message: each problem of an invalid DAG.
+    /// The lines that follow the one-line message: each problem of an invalid DAG or agent.
     pub fn detail_lines(&self) -> Vec<String> {
         match self {
             // A single problem is already on the first line.
-            CliError::InvalidDag { error, .. } if error.details.len() > 1 => error
-                .details
-                .iter()
-                .map(|d| format!("  - [{}] {}", d.code, d.message))
-                .collect(),
+            CliError::InvalidDag { error, .. } | CliError::InvalidAgent { error, .. }
+                if error.details.len() > 1 =>
+            {
+                error
+                    .details
+                    .iter()
+                    .map(|d| format!("  - [{}] {}", d.code, d.message))
+                    .collect()
+            }
             _ => Vec::new(),
         }
     }

@@ -11,11 +11,13 @@
 //! - [`runs`]: `runs`, `run show`, `cancel`, `retry`.
 //! - [`task`]: `task show`.
 //! - [`fleet`]: `workers`, `queues`.
+//! - [`agents`]: the agent registry: `agents`, `agents show`, `agents put`, `agents delete`.
 //! - [`watch`]: following a run live (`watch`, `submit --watch`).
 //!
 //! Every command returns `Result<Exit, CliError>`; [`run`] is the one place that prints
 //! an error and turns it into the process's exit code.
 
+pub mod agents;
 pub mod client;
 pub mod error;
 pub mod fleet;
@@ -36,8 +38,8 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success (for watch: the run succeeded)
   1  the watched run failed or was cancelled
-  2  bad input: usage, missing or unreadable file, invalid JSON, invalid DAG
-  3  run or task not found
+  2  bad input: usage, missing or unreadable file, invalid JSON, invalid DAG or agent
+  3  run, task or agent not found
   4  unauthorized: missing or wrong API token
   5  server unreachable or unavailable
   6  conflict with the run's state (e.g. cancelling a finished run)
@@ -68,6 +70,8 @@ pub enum Command {
     Workers(fleet::FleetArgs),
     /// Show each queue's depth and the work in flight on it.
     Queues(fleet::FleetArgs),
+    /// List registered agents; `show`, `put` and `delete` manage one.
+    Agents(agents::AgentsArgs),
 }
 
 /// Arguments of `apex completions`.
@@ -111,5 +115,6 @@ async fn execute(command: Command, out: &mut output::Printer) -> Result<Exit, Cl
         Command::Retry(args) => runs::retry(&args, out).await,
         Command::Workers(args) => fleet::workers(&args, out).await,
         Command::Queues(args) => fleet::queues(&args, out).await,
+        Command::Agents(args) => agents::agents(args, out).await,
     }
 }

@@ -15,7 +15,7 @@ use crate::api::error::ApiError;
 use crate::dag::{self, Limits, RunSpec};
 use serde_json::{json, Value};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `apex submit`.
 #[derive(Debug, clap::Args)]
@@ -55,23 +55,8 @@ struct DagFile {
 
 impl DagFile {
     /// Reads `path`, or standard input for `-`.
-    fn read(path: &PathBuf) -> Result<Self, CliError> {
-        let is_stdin = path.as_os_str() == "-";
-        let name = if is_stdin {
-            "standard input".to_owned()
-        } else {
-            path.display().to_string()
-        };
-        let result = if is_stdin {
-            let mut bytes = Vec::new();
-            std::io::stdin().read_to_end(&mut bytes).map(|_| bytes)
-        } else {
-            std::fs::read(path)
-        };
-        let bytes = result.map_err(|e| CliError::UnreadableFile {
-            path: name.clone(),
-            reason: describe_io(&e),
-        })?;
+    fn read(path: &Path) -> Result<Self, CliError> {
+        let (name, bytes) = read_input(path)?;
         Ok(Self { name, bytes })
     }
 
@@ -101,6 +86,28 @@ impl DagFile {
             other => other,
         }
     }
+}
+
+/// Reads a file a command was given, or standard input for `-`: how to name it in
+/// messages, and its bytes.
+pub(super) fn read_input(path: &Path) -> Result<(String, Vec<u8>), CliError> {
+    let is_stdin = path.as_os_str() == "-";
+    let name = if is_stdin {
+        "standard input".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    let result = if is_stdin {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes).map(|_| bytes)
+    } else {
+        std::fs::read(path)
+    };
+    let bytes = result.map_err(|e| CliError::UnreadableFile {
+        path: name.clone(),
+        reason: describe_io(&e),
+    })?;
+    Ok((name, bytes))
 }
 
 /// An I/O error in a few words, without the OS error number.

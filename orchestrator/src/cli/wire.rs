@@ -16,13 +16,54 @@ pub struct ErrorBody {
     pub details: Vec<ErrorDetail>,
 }
 
-/// One problem of an invalid DAG.
+/// One problem of an invalid DAG or agent. Read leniently (a bare string, or an object
+/// without a code, still reads), so a detail the server gives is never lost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "DetailAsSent")]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<String>,
+}
+
+/// The shapes an [`ErrorDetail`] is read from.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DetailAsSent {
+    Object {
+        #[serde(default)]
+        code: Option<String>,
+        #[serde(default)]
+        field: Option<String>,
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default)]
+        tasks: Vec<String>,
+    },
+    Text(String),
+}
+
+impl From<DetailAsSent> for ErrorDetail {
+    fn from(d: DetailAsSent) -> Self {
+        match d {
+            DetailAsSent::Object {
+                code,
+                field,
+                message,
+                tasks,
+            } => ErrorDetail {
+                code: code.or(field).unwrap_or_else(|| "invalid".into()),
+                message: message.unwrap_or_default(),
+                tasks,
+            },
+            DetailAsSent::Text(message) => ErrorDetail {
+                code: "invalid".into(),
+                message,
+                tasks: Vec::new(),
+            },
+        }
+    }
 }
 
 /// A run without its tasks.
@@ -271,6 +312,43 @@ pub struct Queue {
     pub workers_active: u64,
     #[serde(default)]
     pub workers_desired: Option<u64>,
+}
+
+/// An agent in the registry: its spec, its name and when it was registered and changed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Agent {
+    pub name: String,
+    #[serde(default)]
+    pub provider: String,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_concurrency: Option<u64>,
+    #[serde(default)]
+    pub price: Option<Price>,
+    #[serde(default)]
+    pub created_at_ms: Option<i64>,
+    #[serde(default)]
+    pub updated_at_ms: Option<i64>,
+}
+
+/// What an agent's model costs, in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+pub struct Price {
+    #[serde(default)]
+    pub input_per_mtok: f64,
+    #[serde(default)]
+    pub output_per_mtok: f64,
 }
 
 /// An event on a run's live stream: stored ones carry `seq`, live-only ones do not.
