@@ -1,8 +1,9 @@
 //! The pure scheduler core at scale: validate a 100,000-task layered DAG, then drive it
-//! to completion through the state machine, as the engine would with instant workers.
+//! to completion through the state machine, as the engine would with instant workers;
+//! and the same run under `max_parallel`, where every task passes admission.
 
 use apex::dag::{validate, Limits, RunSpec};
-use apex::state_machine::{AttemptSuccess, Command, Output, RunMachine, RunState};
+use apex::state_machine::{AttemptSuccess, Command, Open, Output, RunMachine, RunState};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -32,6 +33,10 @@ fn drive(machine: &mut RunMachine) {
     machine.start(0, &mut out);
     let mut ready: Vec<(u32, u32)> = Vec::new();
     loop {
+        // What the engine does after each batch when tasks wait for admission.
+        if machine.has_waiting() {
+            machine.admit(0, &mut Open, &mut out);
+        }
         ready.extend(out.commands.drain(..).filter_map(|c| match c {
             Command::Dispatch { task, attempt } => Some((task, attempt)),
             _ => None,
@@ -69,6 +74,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("drive_to_completion", |b| {
         b.iter_batched(
             || RunMachine::new(Arc::clone(&dag)),
+            |mut m| drive(&mut m),
+            BatchSize::LargeInput,
+        )
+    });
+    let mut limited = spec.clone();
+    limited.max_parallel = Some(200);
+    let limited = Arc::new(validate(limited, &Limits::default()).unwrap());
+    g.bench_function("drive_max_parallel_200", |b| {
+        b.iter_batched(
+            || RunMachine::new(Arc::clone(&limited)),
             |mut m| drive(&mut m),
             BatchSize::LargeInput,
         )

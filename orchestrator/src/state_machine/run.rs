@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::Arc;
 pub use worker_protocol::Usage;
 
@@ -337,9 +338,18 @@ impl RunMachine {
         }
         let max_parallel = self.dag.options.max_parallel.map(|m| m as usize);
         let run_budget = self.dag.options.budget;
-        let candidates: Vec<(Reverse<i32>, u32)> = self.waiting.iter().copied().collect();
-        for key in candidates {
+        // A cursor, not a copy: a run may hold thousands of waiting tasks, and a full
+        // run usually stops at the first.
+        let mut cursor: Option<(Reverse<i32>, u32)> = None;
+        loop {
+            let next = match cursor {
+                None => self.waiting.first(),
+                Some(c) => self.waiting.range((Excluded(c), Unbounded)).next(),
+            };
+            let Some(&key) = next else { break };
+            cursor = Some(key);
             let i = key.1;
+
             if self.exhausted.is_some() {
                 break;
             }
