@@ -121,7 +121,9 @@ async fn the_swarm_example_runs_offline_and_children_finish_before_the_critic() 
     for c in &children {
         assert!(c["id"].as_str().unwrap().starts_with("plan."));
         assert!(deps.contains(&c["id"]), "critique waits on {}", c["id"]);
-        assert!(c["finished_at_ms"].as_i64() <= critique["started_at_ms"].as_i64());
+        assert!(
+            c["finished_at_ms"].as_i64().unwrap() <= critique["started_at_ms"].as_i64().unwrap()
+        );
     }
     // Every agent call reports usage, and the run's is their sum.
     let mut sum = 0;
@@ -154,8 +156,11 @@ async fn registered_agents_are_snapshotted_into_runs_and_bad_input_is_named() {
         (agent["name"].as_str(), agent["model"].as_str()),
         (Some("helper"), Some("m1"))
     );
-    let (status, _) = put(json!({"provider": "mock", "model": "m1"})).await;
+    let (status, replaced) = put(json!({"provider": "mock", "model": "m1"})).await;
     assert_eq!(status, 200, "replaced");
+    assert_eq!(replaced["created_at_ms"], agent["created_at_ms"]);
+    assert_eq!(replaced["max_concurrency"], Value::Null, "replaced whole");
+
     let (status, err) = put(json!({"provider": "nope", "model": "m"})).await;
     assert_eq!(
         (status, err["error"]["code"].as_str()),
@@ -409,7 +414,9 @@ async fn spawned_children_are_stored_and_survive_a_restart() {
     for i in 0..3 {
         let child = task(&run, &format!("plan.part{i}"));
         assert_eq!(child["parent"], "plan");
-        assert!(child["finished_at_ms"].as_i64() <= join["started_at_ms"].as_i64());
+        assert!(
+            child["finished_at_ms"].as_i64().unwrap() <= join["started_at_ms"].as_i64().unwrap()
+        );
     }
     // The join received every child's output, and the parent's.
     let (_, detail) = sys.get(&format!("/api/v1/runs/{id}/tasks/join")).await;

@@ -72,16 +72,13 @@ async fn put_agent(
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     validate_agent(&name, &spec, &state.limits).map_err(ApiError::InvalidAgent)?;
     let now = crate::engine::now_ms();
-    let mut row = AgentRow {
+    let row = AgentRow {
         name,
         spec,
         created_at_ms: now,
         updated_at_ms: now,
     };
-    let created = state.store.put_agent(&row).await?;
-    if let Some(stored) = state.store.get_agent(&row.name).await? {
-        row = stored;
-    }
+    let (row, created) = state.store.put_agent(&row).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

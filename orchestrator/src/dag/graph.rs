@@ -5,6 +5,7 @@
 
 use super::spec::{RunOptions, RunSpec, TaskSpec};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Adjacency lists stored as one flat array with offsets.
 #[derive(Debug, Clone, Default)]
@@ -44,7 +45,7 @@ pub struct Dag {
     pub queue: String,
     /// Agents (resolved at submission: a snapshot, so later changes to registered
     /// agents do not reach a running run), budget and limits.
-    pub options: RunOptions,
+    pub options: Arc<RunOptions>,
     tasks: Vec<TaskSpec>,
     index: HashMap<String, u32>,
     parents: Csr,
@@ -73,12 +74,12 @@ impl Dag {
         Self {
             name: spec.name,
             queue: spec.queue,
-            options: RunOptions {
+            options: Arc::new(RunOptions {
                 agents: spec.agents,
                 budget: spec.budget,
                 max_parallel: spec.max_parallel,
                 concurrency_limits: spec.concurrency_limits,
-            },
+            }),
             tasks: spec.tasks,
             index,
             parents,
@@ -138,7 +139,7 @@ impl Dag {
             self.name.clone(),
             self.queue.clone(),
             self.tasks.clone(),
-            self.options.clone(),
+            RunOptions::clone(&self.options),
         )
     }
 }

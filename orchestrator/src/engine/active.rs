@@ -1,6 +1,6 @@
 //! A run the engine holds in memory, and its row images for the store.
 
-use crate::dag::{validate, Limits, RunSpec};
+use crate::dag::{validate, Limits, RunOptions, RunSpec};
 use crate::state_machine::{RunMachine, RunState, TaskRuntime, TaskState};
 use crate::store::{RunRow, Store, StoreError, TaskRow};
 use std::collections::HashMap;
@@ -40,7 +40,7 @@ impl ActiveRun {
             created_at_ms: self.created_at_ms,
             finished_at_ms: m.finished_at_ms(),
             last_seq: m.seq(),
-            options: dag.options.clone(),
+            options: Arc::clone(&dag.options),
             usage: m.usage(),
         }
     }
@@ -108,7 +108,7 @@ pub(super) async fn load(store: &dyn Store, id: &str) -> Result<Option<ActiveRun
         run.name.clone(),
         run.queue.clone(),
         stored.iter().map(|t| t.spec.clone()).collect(),
-        run.options.clone(),
+        RunOptions::clone(&run.options),
     );
     // A stored run was valid when submitted; limits may have been lowered since, and
     // must not strand it.

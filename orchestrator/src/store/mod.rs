@@ -113,8 +113,9 @@ pub trait Store: Send + Sync + 'static {
     /// Registered agents, by name.
     async fn list_agents(&self) -> Result<Vec<AgentRow>, StoreError>;
     async fn get_agent(&self, name: &str) -> Result<Option<AgentRow>, StoreError>;
-    /// Registers or replaces an agent; true when it is new.
-    async fn put_agent(&self, agent: &AgentRow) -> Result<bool, StoreError>;
+    /// Registers or replaces an agent. Returns it as stored (a replaced agent keeps its
+    /// `created_at_ms`) and whether it is new.
+    async fn put_agent(&self, agent: &AgentRow) -> Result<(AgentRow, bool), StoreError>;
     /// Removes an agent; false when there was none.
     async fn delete_agent(&self, name: &str) -> Result<bool, StoreError>;
 }

@@ -105,7 +105,6 @@ fn run_columns(runs: &[&RunRow]) -> RunColumns {
         c.created_at.push(r.created_at_ms);
         c.finished_at.push(r.finished_at_ms);
         c.last_seq.push(r.last_seq as i64);
-        c.options.push(json_text(&r.options));
         c.usage.push(usage_json(&r.usage).as_ref().map(json_text));
     }
     c
@@ -123,7 +122,6 @@ struct RunColumns {
     created_at: Vec<i64>,
     finished_at: Vec<Option<i64>>,
     last_seq: Vec<i64>,
-    options: Vec<String>,
     usage: Vec<Option<String>>,
 }
 
@@ -146,6 +144,7 @@ fn run_from_row(row: &PgRow) -> Result<RunRow, StoreError> {
             .map(serde_json::from_value)
             .transpose()
             .map_err(|e| corrupt("run options", e))?
+            .map(std::sync::Arc::new)
             .unwrap_or_default(),
         usage: usage_from_json(row.get("usage")),
     })
@@ -235,6 +234,8 @@ impl Store for PgStore {
         if !batch.new_runs.is_empty() {
             let runs: Vec<&RunRow> = batch.new_runs.iter().map(|n| &n.run).collect();
             let c = run_columns(&runs);
+            // Written once, here: run updates never change the options.
+            let options: Vec<String> = runs.iter().map(|r| json_text(&*r.options)).collect();
             sqlx::query(
                 "insert into runs (id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq, options, usage)
                  select id, name, queue, state, task_count, counts::jsonb, error, created_at_ms, finished_at_ms, last_seq, options::jsonb, usage::jsonb
@@ -243,7 +244,7 @@ impl Store for PgStore {
             )
             .bind(&c.id).bind(&c.name).bind(&c.queue).bind(&c.state).bind(&c.task_count)
             .bind(&c.counts).bind(&c.error).bind(&c.created_at).bind(&c.finished_at).bind(&c.last_seq)
-            .bind(&c.options).bind(&c.usage)
+            .bind(&options).bind(&c.usage)
             .execute(&mut *tx)
             .await?;
             insert_tasks(&mut tx, batch.new_runs.iter().flat_map(|n| n.tasks.iter())).await?;
@@ -496,20 +497,24 @@ impl Store for PgStore {
         row.as_ref().map(agent_from_row).transpose()
     }
 
-    async fn put_agent(&self, a: &AgentRow) -> Result<bool, StoreError> {
+    async fn put_agent(&self, a: &AgentRow) -> Result<(AgentRow, bool), StoreError> {
         // `xmax = 0` only on a row this statement inserted: tells created from replaced.
-        let created: bool = sqlx::query_scalar(
+        let (created_at_ms, created): (i64, bool) = sqlx::query_as(
             "insert into agents (name, spec, created_at_ms, updated_at_ms)
              values ($1, $2::text::jsonb, $3, $3)
              on conflict (name) do update set spec = excluded.spec, updated_at_ms = excluded.updated_at_ms
-             returning (xmax = 0)",
+             returning created_at_ms, (xmax = 0)",
         )
         .bind(pg_text(&a.name))
         .bind(json_text(&a.spec))
         .bind(a.updated_at_ms)
         .fetch_one(&self.pool)
         .await?;
-        Ok(created)
+        let stored = AgentRow {
+            created_at_ms,
+            ..a.clone()
+        };
+        Ok((stored, created))
     }
 
     async fn delete_agent(&self, name: &str) -> Result<bool, StoreError> {

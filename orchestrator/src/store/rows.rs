@@ -5,6 +5,7 @@ use crate::state_machine::{RunState, TaskFailure, TaskState, Usage, ALL_TASK_STA
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A run's own row.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,8 +21,9 @@ pub struct RunRow {
     pub created_at_ms: i64,
     pub finished_at_ms: Option<i64>,
     pub last_seq: u64,
-    /// Agents, budget and limits the run was submitted with; written once.
-    pub options: RunOptions,
+    /// Agents, budget and limits the run was submitted with; written once, shared with
+    /// the run's graph rather than copied into every row image.
+    pub options: Arc<RunOptions>,
     /// Tokens and money its tasks used so far.
     pub usage: Usage,
 }

@@ -208,6 +208,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRow, StoreError> {
             .map(serde_json::from_value)
             .transpose()
             .map_err(|e| corrupt("run options", e))?
+            .map(std::sync::Arc::new)
             .unwrap_or_default(),
         usage: usage_from_json(get_json(row, "usage")?),
     })
@@ -433,7 +434,7 @@ impl Store for SqliteStore {
                         .bind(r.created_at_ms)
                         .bind(r.finished_at_ms)
                         .bind(r.last_seq as i64)
-                        .bind(json_text(&r.options))
+                        .bind(json_text(&*r.options))
                         .bind(usage_json(&r.usage).as_ref().map(json_text))
                 })
                 .await?;
@@ -631,17 +632,18 @@ impl Store for SqliteStore {
         row.as_ref().map(agent_from_row).transpose()
     }
 
-    async fn put_agent(&self, a: &AgentRow) -> Result<bool, StoreError> {
+    async fn put_agent(&self, a: &AgentRow) -> Result<(AgentRow, bool), StoreError> {
         let mut tx = self
             .writer
             .begin_with("begin immediate")
             .await
             .map_err(classify)?;
-        let existed: Option<i64> = sqlx::query_scalar("select 1 from agents where name = ?1")
-            .bind(a.name.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?;
+        let created_at: Option<i64> =
+            sqlx::query_scalar("select created_at_ms from agents where name = ?1")
+                .bind(a.name.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
         sqlx::query(
             "insert into agents (name, spec, created_at_ms, updated_at_ms) values (?1, ?2, ?3, ?3)
              on conflict (name) do update set spec = excluded.spec, updated_at_ms = excluded.updated_at_ms",
@@ -653,7 +655,11 @@ impl Store for SqliteStore {
         .await
         .map_err(classify)?;
         tx.commit().await.map_err(classify)?;
-        Ok(existed.is_none())
+        let stored = AgentRow {
+            created_at_ms: created_at.unwrap_or(a.created_at_ms),
+            ..a.clone()
+        };
+        Ok((stored, created_at.is_none()))
     }
 
     async fn delete_agent(&self, name: &str) -> Result<bool, StoreError> {
@@ -756,14 +762,14 @@ mod tests {
             created_at_ms: 500,
             finished_at_ms: state.is_terminal().then_some(9_000),
             last_seq: seq,
-            options: serde_json::from_value(json!({
+            options: std::sync::Arc::new(serde_json::from_value(json!({
                 "agents": {"writer": {"provider": "mock", "model": "m", "max_concurrency": 2,
                                       "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}},
                 "budget": {"max_tokens": 5000, "max_cost_usd": 0.25},
                 "max_parallel": 3,
                 "concurrency_limits": {"provider:mock": {"max_concurrency": 2, "rpm": 60}},
             }))
-            .unwrap(),
+            .unwrap()),
             usage: Usage {
                 input_tokens: seq * 10,
                 output_tokens: seq,
@@ -882,8 +888,9 @@ mod tests {
             created_at_ms: at,
             updated_at_ms: at,
         };
-        let created = store.put_agent(&agent("b", "m1", 10)).await.unwrap();
-        let replaced = store.put_agent(&agent("b", "m2", 20)).await.unwrap();
+        let (_, created) = store.put_agent(&agent("b", "m1", 10)).await.unwrap();
+        let (stored, replaced) = store.put_agent(&agent("b", "m2", 20)).await.unwrap();
+        assert_eq!((stored.created_at_ms, stored.updated_at_ms), (10, 20));
         store.put_agent(&agent("a", "m3", 30)).await.unwrap();
         store.put_agent(&agent("gone", "m", 40)).await.unwrap();
         let deleted = store.delete_agent("gone").await.unwrap();
