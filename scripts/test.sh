@@ -8,11 +8,8 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 bash scripts/setup.sh --browser
 
-say "quick start: apex up --demo on its embedded defaults"
-demo_dir=$(mktemp -d)
-APEX_BIND=127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') \
-  APEX_DATA_DIR="$demo_dir" bash scripts/demo.sh --exit-when-done
-rm -rf "$demo_dir"
+say "quick start: the README's first command, verbatim, in a fresh clone"
+timeout 2400 bash scripts/quickstart.sh
 
 say "rust: fmt, clippy"
 cargo fmt --all -- --check

@@ -30,9 +30,10 @@ pub struct ServeConfig {
     /// Most tasks in one run.
     #[arg(long, env = "APEX_MAX_TASKS", default_value_t = 100_000)]
     pub max_tasks: usize,
-    /// Built dashboard served at `/` (`npm run build` in dashboard/).
-    #[arg(long, env = "APEX_DASHBOARD_DIR", default_value = "dashboard/dist")]
-    pub dashboard_dir: PathBuf,
+    /// Serve the dashboard from this built directory instead of the copy compiled into
+    /// the binary (for dashboard development).
+    #[arg(long, env = "APEX_DASHBOARD_DIR")]
+    pub dashboard_dir: Option<PathBuf>,
     /// Seconds without a heartbeat after which a worker is presumed lost.
     #[arg(long, env = "APEX_WORKER_LOST_AFTER_S", default_value_t = 10)]
     pub worker_lost_after_s: u64,
@@ -71,7 +72,12 @@ pub enum ConfigError {
         "--no-auth is only allowed on a loopback address, not {0}: set APEX_API_TOKEN instead"
     )]
     NoAuthOffLoopback(SocketAddr),
+    #[error("the API token is {0} characters long; use at least {MIN_TOKEN_LEN} (e.g. `openssl rand -hex 32`)")]
+    WeakToken(usize),
 }
+
+/// Shorter tokens could be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 impl ServeConfig {
     /// The autoscaling policy these settings describe.
@@ -86,7 +92,16 @@ impl ServeConfig {
 
     /// The token the API requires, or `None` when auth is explicitly off on loopback.
     pub fn auth(&self) -> Result<Option<String>, ConfigError> {
-        match self.api_token.as_deref().filter(|t| !t.is_empty()) {
+        // A token pasted with its newline is still the token.
+        match self
+            .api_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            Some(t) if t.chars().count() < MIN_TOKEN_LEN => {
+                Err(ConfigError::WeakToken(t.chars().count()))
+            }
             Some(t) => Ok(Some(t.to_owned())),
             None if self.no_auth && self.bind.ip().is_loopback() => Ok(None),
             None if self.no_auth => Err(ConfigError::NoAuthOffLoopback(self.bind)),
@@ -109,7 +124,7 @@ impl ServeConfig {
             no_auth: true,
             max_body_bytes: 64 << 20,
             max_tasks: 100_000,
-            dashboard_dir: PathBuf::from("dashboard/dist"),
+            dashboard_dir: None,
             worker_lost_after_s: 10,
             lease_timeout_s: 7.0,
             autoscale_min: 0,
@@ -132,7 +147,9 @@ mod tests {
         c.no_auth = false;
         assert_eq!(c.auth(), Err(ConfigError::MissingToken));
         c.api_token = Some("s3cret".into());
-        assert_eq!(c.auth(), Ok(Some("s3cret".into())));
+        assert_eq!(c.auth(), Err(ConfigError::WeakToken(6)));
+        c.api_token = Some(" s3cret-s3cret-s3cret\n".into());
+        assert_eq!(c.auth(), Ok(Some("s3cret-s3cret-s3cret".into())));
         c.api_token = None;
         c.no_auth = true;
         c.bind = "0.0.0.0:8080".parse().unwrap();

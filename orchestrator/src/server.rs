@@ -84,19 +84,45 @@ async fn standby(req: Request) -> Response {
     }
 }
 
+/// Why the server cannot listen.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot listen on {0}: the port is already in use (another Apex, or another program); choose another address with --bind (APEX_BIND), e.g. --bind {ip}:{next}", ip = .0.ip(), next = .0.port().wrapping_add(1).max(1024))]
+    InUse(SocketAddr),
+    #[error("cannot listen on {0}: {1}; choose another address with --bind (APEX_BIND)")]
+    Other(SocketAddr, std::io::Error),
+}
+
+/// Listens on `addr`, with an error that says what to change.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, BindError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => BindError::InUse(addr),
+            _ => BindError::Other(addr, e),
+        })
+}
+
 /// Listens at once (answering as a standby), waits for the leader lock, recovers
 /// running runs, and starts serving the API.
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
+    config.auth()?;
+    let listener = bind(config.bind).await?;
+    start_on(config, listener).await
+}
+
+/// [`start`] on a listener the caller bound.
+pub async fn start_on(
+    config: ServeConfig,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<RunningServer> {
     let api_token = config.auth()?;
     if api_token.is_none() {
         tracing::warn!(
-            "authentication is off (--no-auth): anyone who can reach {} can use the API",
+            "authentication is off (--no-auth): any program or web page that can reach {} can use the API",
             config.bind
         );
     }
-    let listener = tokio::net::TcpListener::bind(config.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let slot: Slot = Arc::new(parking_lot::RwLock::new(None));
@@ -145,7 +171,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         },
         max_body_bytes: config.max_body_bytes,
         api_token,
-        dashboard_dir: Some(config.dashboard_dir.clone()),
+        dashboard_dir: config.dashboard_dir.clone(),
         shutdown: shutdown.subscribe(),
     };
     *slot.write() = Some(api::app(state));

@@ -658,7 +658,8 @@ async fn a_server_that_is_down_exits_5() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_or_wrong_token_exits_4() {
-    let mut sys = TestSystem::start_with(|c| c.api_token = Some("secret".into())).await;
+    let mut sys =
+        TestSystem::start_with(|c| c.api_token = Some("secret-secret-secret".into())).await;
     sys.spawn_worker("default", 10);
     let base = sys.base.clone();
     let base = base.as_str();
@@ -680,7 +681,7 @@ async fn a_missing_or_wrong_token_exits_4() {
         "--server",
         base,
         "--api-token",
-        "secret",
+        "secret-secret-secret",
     ])
     .await;
     assert_eq!(ran.code, 0, "{ran:?}");
@@ -689,7 +690,7 @@ async fn a_missing_or_wrong_token_exits_4() {
         move || {
             assert_cmd::Command::from_std(apex_command())
                 .args(["runs", "--json", "--server", &base])
-                .env("APEX_API_TOKEN", "secret")
+                .env("APEX_API_TOKEN", "secret-secret-secret")
                 .timeout(LIMIT)
                 .output()
                 .unwrap()

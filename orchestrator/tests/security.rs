@@ -13,7 +13,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_and_websocket_require_the_token() {
     let sys = TestSystem::start_with(|c| {
-        c.api_token = Some("s3cret-token".into());
+        c.api_token = Some("s3cret-token-0123456789".into());
         c.no_auth = false;
     })
     .await;
@@ -45,14 +45,14 @@ async fn the_api_and_websocket_require_the_token() {
     let r = sys
         .http
         .get(&runs)
-        .bearer_auth("s3cret-token")
+        .bearer_auth("s3cret-token-0123456789")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let r = sys
         .http
-        .get(format!("{runs}?token=s3cret-token&limit=5"))
+        .get(format!("{runs}?token=s3cret-token-0123456789&limit=5"))
         .send()
         .await
         .unwrap();
@@ -82,9 +82,10 @@ async fn the_api_and_websocket_require_the_token() {
         .await
         .expect_err("refused");
     assert!(err.to_string().contains("401"), "{err}");
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}?token=s3cret-token"))
-        .await
-        .unwrap();
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("{ws}?token=s3cret-token-0123456789"))
+            .await
+            .unwrap();
     let first = socket.next().await.unwrap().unwrap();
     assert!(first.to_text().unwrap().contains("\"snapshot\""));
     sys.shutdown().await;

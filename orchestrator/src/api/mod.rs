@@ -3,6 +3,7 @@
 
 mod agents;
 mod auth;
+mod dashboard;
 pub mod error;
 mod fleet;
 mod health;
@@ -10,6 +11,7 @@ mod openapi;
 mod runs;
 mod ws;
 
+pub use dashboard::embedded as dashboard_embedded;
 pub use health::prometheus;
 
 use crate::bus::Bus;
@@ -22,7 +24,6 @@ use axum::Router;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tower_http::cors::CorsLayer;
-use tower_http::services::{ServeDir, ServeFile};
 use tower_http::trace::TraceLayer;
 
 /// What every handler can reach.
@@ -36,7 +37,7 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Required bearer token; `None` when auth is off.
     pub api_token: Option<String>,
-    /// Built dashboard assets, served at `/` when present.
+    /// A built dashboard to serve at `/` instead of the one compiled in (development).
     pub dashboard_dir: Option<PathBuf>,
     /// Turns true when the server stops, so long-lived connections close too.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -63,23 +64,14 @@ async fn record_latency(
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    let mut router = Router::new()
+    Router::new()
         .merge(runs::router())
         .merge(agents::router())
         .merge(fleet::router())
         .merge(health::router())
         .merge(openapi::router())
-        .merge(ws::router());
-    if let Some(dir) = state
-        .dashboard_dir
-        .as_ref()
-        .filter(|d| d.join("index.html").exists())
-    {
-        // Client-side routes (e.g. /runs/ID) fall back to the app's index.html.
-        let serve = ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")));
-        router = router.fallback_service(serve);
-    }
-    router
+        .merge(ws::router())
+        .merge(dashboard::router(state.dashboard_dir.clone()))
         .layer(axum::middleware::from_fn(record_latency))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))

@@ -12,15 +12,12 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 /// Where the orchestrator is and how to authenticate to it; shared by every client command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
-    /// URL of the orchestrator.
-    #[arg(
-        long,
-        env = "APEX_SERVER",
-        default_value = "http://127.0.0.1:8080",
-        value_name = "URL"
-    )]
-    pub server: String,
-    /// Bearer token the server requires, if it has one.
+    /// URL of the orchestrator [default: the one `apex up` recorded in the data
+    /// directory, else http://127.0.0.1:8080].
+    #[arg(long, env = "APEX_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer token the server requires [default: the token `apex up` keeps in the data
+    /// directory, sent only to the server it recorded there].
     #[arg(
         long,
         env = "APEX_API_TOKEN",
@@ -28,6 +25,46 @@ pub struct Connection {
         value_name = "TOKEN"
     )]
     pub api_token: Option<String>,
+    /// The data directory of a local `apex up`, where its URL and token are found.
+    #[arg(
+        long,
+        env = "APEX_DATA_DIR",
+        default_value = ".apex",
+        value_name = "DIR"
+    )]
+    pub data_dir: std::path::PathBuf,
+}
+
+/// The server a client command talks to when nothing names one.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+impl Connection {
+    /// The server URL and token to use: the ones given, else what a local `apex up`
+    /// recorded. Its token goes only to the server it recorded (or, with no record, to a
+    /// loopback server), never to a server named elsewhere.
+    pub fn resolve(&self) -> (String, Option<String>) {
+        let recorded = crate::up::data_dir::recorded(&self.data_dir);
+        let server = self
+            .server
+            .clone()
+            .or_else(|| recorded.server.clone())
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+        let given = self
+            .api_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+        let local_token = recorded.token.filter(|_| match &recorded.server {
+            Some(r) => same(r, &server),
+            None => reqwest::Url::parse(&server)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .is_some_and(|h| matches!(h.as_str(), "127.0.0.1" | "localhost" | "[::1]")),
+        });
+        (server, given.or(local_token))
+    }
 }
 
 /// A connection that never answers is as good as a dead server; say so in seconds.
@@ -50,9 +87,10 @@ pub struct Client {
 impl Client {
     /// A client for the server `conn` names; checks the URL before any request.
     pub fn new(conn: &Connection) -> Result<Self, CliError> {
-        let base = conn.server.trim_end_matches('/').to_owned();
+        let (server, token) = conn.resolve();
+        let base = server.trim_end_matches('/').to_owned();
         let invalid = |reason: &str| CliError::InvalidServer {
-            url: conn.server.clone(),
+            url: server.clone(),
             reason: reason.to_owned(),
         };
         let url = reqwest::Url::parse(&base).map_err(|e| invalid(&e.to_string()))?;
@@ -71,11 +109,7 @@ impl Client {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| invalid(&e.to_string()))?;
-        Ok(Self {
-            http,
-            base,
-            token: conn.api_token.clone().filter(|t| !t.is_empty()),
-        })
+        Ok(Self { http, base, token })
     }
 
     /// The server URL, for messages.

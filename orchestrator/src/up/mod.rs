@@ -3,9 +3,11 @@
 //! `REDIS_URL` is given, local workers autoscaled on queue depth, the API and the
 //! dashboard. Ctrl-C stops everything it started.
 
+pub mod data_dir;
 mod redis;
 mod supervisor;
 
+pub use data_dir::DataDir;
 pub use supervisor::{find_worker, Supervisor, WorkerSpec};
 
 use crate::config::ServeConfig;
@@ -24,9 +26,10 @@ const DEMO: &str = include_str!("../../../examples/chain.json");
 /// Settings of `apex up`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpArgs {
-    /// Address of the API and dashboard.
-    #[arg(long, env = "APEX_BIND", default_value = "127.0.0.1:8080")]
-    pub bind: SocketAddr,
+    /// Address of the API and dashboard [default: 127.0.0.1:8080, or a free port when
+    /// 8080 is taken].
+    #[arg(long, env = "APEX_BIND")]
+    pub bind: Option<SocketAddr>,
     /// Where the SQLite database, Redis files and logs live.
     #[arg(long, env = "APEX_DATA_DIR", default_value = ".apex")]
     pub data_dir: PathBuf,
@@ -39,9 +42,14 @@ pub struct UpArgs {
     /// Namespace of every Redis key.
     #[arg(long, env = "APEX_REDIS_PREFIX", default_value = "apex")]
     pub redis_prefix: String,
-    /// Bearer token the API requires; without one, auth is off (loopback only).
+    /// Bearer token the API requires [default: a random one, kept in the data directory
+    /// and reused].
     #[arg(long, env = "APEX_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Serve without authentication: any program or web page that can reach the port
+    /// can use the API. Loopback addresses only.
+    #[arg(long, conflicts_with = "api_token")]
+    pub no_auth: bool,
     /// Fewest local workers, even when idle.
     #[arg(long, default_value_t = 1)]
     pub min_workers: u32,
@@ -63,7 +71,8 @@ pub struct UpArgs {
     /// The `apex-worker` command (default: the project's .venv, then PATH).
     #[arg(long, env = "APEX_WORKER_BIN")]
     pub worker_bin: Option<PathBuf>,
-    /// Built dashboard to serve (default: dashboard/dist of the checkout).
+    /// Serve the dashboard from this built directory instead of the copy compiled into
+    /// the binary (for dashboard development).
     #[arg(long, env = "APEX_DASHBOARD_DIR")]
     pub dashboard_dir: Option<PathBuf>,
     /// Also submit a demo DAG and show its progress.
@@ -74,43 +83,54 @@ pub struct UpArgs {
     pub exit_when_done: bool,
 }
 
+/// The address `apex up` serves at when none is given.
+const DEFAULT_BIND: &str = "127.0.0.1:8080";
+
 /// Runs `apex up` until Ctrl-C (or the demo ends, with `--exit-when-done`).
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            args.data_dir.display()
-        )
-    })?;
+    let data_dir = DataDir::open(&args.data_dir)?;
     let worker = match (find_worker(args.worker_bin.as_deref()), &args.worker_bin) {
         (Some(w), _) => w,
         (None, Some(given)) => anyhow::bail!(
-            "apex-worker not found at {}: run `bash scripts/setup.sh` (it installs the worker into .venv), \
-             or `pip install ./python-workers`, or fix --worker-bin / APEX_WORKER_BIN",
+            "apex-worker not found at {}: fix --worker-bin / APEX_WORKER_BIN, or install the \
+             worker (from a checkout of Apex: `pip install ./python-workers`, or \
+             `bash scripts/setup.sh`, which installs it into .venv)",
             given.display()
         ),
         (None, None) => anyhow::bail!(
-            "apex-worker not found: run `bash scripts/setup.sh` (it installs the worker into .venv), \
-             or `pip install ./python-workers`, or pass --worker-bin"
+            "apex-worker not found on PATH or in .venv: install it (from a checkout of Apex: \
+             `pip install ./python-workers`, or `bash scripts/setup.sh`, which installs it \
+             into .venv), or pass --worker-bin"
         ),
     };
+    let api_token = match (&args.api_token, args.no_auth) {
+        (_, true) => None,
+        (Some(t), false) => Some(t.trim().to_owned()),
+        (None, false) => Some(data_dir.token()?),
+    };
+    let listener = bind(args.bind).await?;
+    let addr = listener.local_addr()?;
     let mut private_redis = None;
     let redis_url = match &args.redis_url {
         Some(url) => url.clone(),
         None => {
-            let r = redis::PrivateRedis::start(&args.data_dir.join("redis"))?;
+            let r = redis::PrivateRedis::start(&data_dir.path().join("redis"))?;
             let url = r.url();
             private_redis = Some(r);
             url
         }
     };
-    let database_url = args.database_url.clone().unwrap_or_else(|| {
-        let db = std::path::absolute(args.data_dir.join("apex.db"))
-            .unwrap_or_else(|_| args.data_dir.join("apex.db"));
-        format!("sqlite://{}", db.display())
-    });
-    let config = serve_config(&args, database_url, redis_url.clone());
-    let server = crate::server::start(config).await?;
+    let database_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.path().join("apex.db").display()));
+    let mut config = serve_config(&args, database_url, redis_url.clone());
+    config.bind = addr;
+    config.no_auth = api_token.is_none();
+    config.api_token = api_token.clone();
+    let server = crate::server::start_on(config, listener).await?;
+    let url = format!("http://{}", server.addr);
+    data_dir.record_server(&url)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut supervisor = Supervisor::new(WorkerSpec {
         program: worker,
@@ -119,7 +139,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         redis_url,
         redis_prefix: args.redis_prefix.clone(),
         imports: args.imports.clone(),
-        log: args.data_dir.join("workers.log"),
+        log: data_dir.path().join("workers.log"),
     });
     let engine = server.handle.clone();
     let store = Arc::clone(&server.store);
@@ -127,7 +147,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         supervisor.run(engine, stop_rx).await;
         supervisor
     });
-    print_banner(server.addr, &args);
+    print_banner(&url, api_token.as_deref(), data_dir.path(), &args);
 
     let outcome = if args.demo {
         let demo = tokio::select! {
@@ -168,42 +188,48 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Listens where asked; with no address given, on 8080, or on a free port when 8080 is
+/// taken (a second checkout, another program), so the first run never fails on it.
+async fn bind(asked: Option<SocketAddr>) -> anyhow::Result<tokio::net::TcpListener> {
+    if let Some(addr) = asked {
+        return Ok(crate::server::bind(addr).await?);
+    }
+    let default: SocketAddr = DEFAULT_BIND.parse().expect("a valid address");
+    match crate::server::bind(default).await {
+        Ok(l) => Ok(l),
+        Err(crate::server::BindError::InUse(_)) => {
+            let l = crate::server::bind(SocketAddr::new(default.ip(), 0)).await?;
+            println!(
+                "Port {} is taken; serving on port {} instead (choose one with --bind).",
+                default.port(),
+                l.local_addr()?.port()
+            );
+            Ok(l)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn serve_config(args: &UpArgs, database_url: String, redis_url: String) -> ServeConfig {
     let mut c = ServeConfig::new(database_url, redis_url, args.redis_prefix.clone());
-    c.bind = args.bind;
-    c.api_token = args.api_token.clone();
-    c.no_auth = args.api_token.is_none();
     c.autoscale_min = args.min_workers;
     c.autoscale_max = args.max_workers;
     c.autoscale_cooldown_s = args.cooldown_s;
     c.worker_slots = args.worker_concurrency;
     c.queues = args.queues.clone();
-    c.dashboard_dir = args.dashboard_dir.clone().unwrap_or_else(find_dashboard);
+    c.dashboard_dir = args.dashboard_dir.clone();
     c
 }
 
-/// The built dashboard of this checkout: here, or beside the binary's checkout.
-fn find_dashboard() -> PathBuf {
-    let here = PathBuf::from("dashboard/dist");
-    if here.join("index.html").exists() {
-        return here;
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            exe.parent()
-                .and_then(Path::parent)
-                .and_then(Path::parent)
-                .map(|root| root.join("dashboard/dist"))
-        })
-        .filter(|d| d.join("index.html").exists())
-        .unwrap_or(here)
-}
-
-fn print_banner(addr: SocketAddr, args: &UpArgs) {
-    let url = format!("http://{addr}");
+fn print_banner(url: &str, token: Option<&str>, data_dir: &Path, args: &UpArgs) {
     println!("Apex is up.");
-    println!("  dashboard  {url}/");
+    match token {
+        Some(t) => println!("Dashboard: {url}/?token={t}"),
+        None => println!("Dashboard: {url}/  (authentication is OFF: --no-auth)"),
+    }
+    if !crate::api::dashboard_embedded() && args.dashboard_dir.is_none() {
+        println!("  (this binary was built without the dashboard: `/` says how to build it)");
+    }
     println!("  API        {url}/api/v1  (docs: {url}/api/v1/openapi.json)");
     println!(
         "  workers    {}..{} local, {} slots each, serving {}",
@@ -212,9 +238,14 @@ fn print_banner(addr: SocketAddr, args: &UpArgs) {
         args.worker_concurrency,
         args.queues.join(", ")
     );
-    println!("  data       {}", args.data_dir.display());
-    println!("Submit a DAG:  curl -X POST {url}/api/v1/runs -d @examples/diamond.json");
-    println!("           or  apex submit examples/diamond.json --watch --server {url}");
+    println!("  data       {}", data_dir.display());
+    if token.is_some() {
+        println!(
+            "  token      in {} (the apex CLI run here, or with --data-dir, finds it)",
+            data_dir.join(data_dir::TOKEN_FILE).display()
+        );
+    }
+    println!("Submit a DAG:  apex submit examples/diamond.json --watch");
 }
 
 /// Submits the demo DAG and prints its progress until it ends; true if it succeeded.

@@ -80,12 +80,9 @@ impl Supervisor {
             cmd.args(["--import", m]);
         }
         cmd.args(["--concurrency", &self.spec.concurrency.to_string()])
-            .args([
-                "--redis-url",
-                &self.spec.redis_url,
-                "--redis-prefix",
-                &self.spec.redis_prefix,
-            ])
+            .args(["--redis-prefix", &self.spec.redis_prefix])
+            // In the environment, not on the command line: the URL may carry a password.
+            .env("REDIS_URL", &self.spec.redis_url)
             .args(["--shutdown-grace", &DRAIN_GRACE_S.to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
