@@ -53,6 +53,19 @@ pub struct ServeConfig {
     /// Slots per worker assumed while no worker of a queue reports its concurrency.
     #[arg(long, env = "APEX_WORKER_SLOTS", default_value_t = 200)]
     pub worker_slots: u32,
+    /// Host names (with port, e.g. `apex.example.com` or `10.0.0.5:8080`) the API answers
+    /// to besides the bind address; on a loopback bind `localhost`, `127.0.0.1` and
+    /// `[::1]` with the port are always accepted.
+    #[arg(long, env = "APEX_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (e.g. `https://ops.example.com`) whose pages may call the API, for a
+    /// dashboard hosted elsewhere; the server's own origin is always allowed.
+    #[arg(long, env = "APEX_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// The LLM providers runs may name (JSON, the same file the workers read; see
+    /// python-workers/README.md) [default: openai, anthropic, mock].
+    #[arg(long, env = "APEX_PROVIDERS_FILE")]
+    pub providers_file: Option<PathBuf>,
     /// Queues to report (and autoscale) from the start, before any task names them.
     #[arg(
         long = "queue",
@@ -132,6 +145,9 @@ impl ServeConfig {
             autoscale_cooldown_s: 60.0,
             worker_slots: 200,
             queues: vec!["default".into()],
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            providers_file: None,
         }
     }
 }

@@ -14,7 +14,8 @@
 //! - [`api`]: the HTTP API (axum), one module per resource; [`views`] shapes its JSON.
 //! - [`autoscale`]: how many workers each queue's work calls for (pure policy).
 //! - [`up`]: `apex up`, the whole system on one machine (private Redis, local workers).
-//! - [`config`], [`server`]: settings and assembly of a running server.
+//! - [`config`], [`server`]: settings and assembly of a running server; [`providers`]:
+//!   the LLM providers the operator declared (runs name one, never an endpoint or key).
 //! - [`cli`]: the client commands of the `apex` binary (submit, watch, inspect, …).
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod dag;
 pub mod engine;
+pub mod providers;
 pub mod queue;
 pub mod server;
 pub mod state_machine;

@@ -1,5 +1,6 @@
 //! Assembles the running server: store, Redis, engine, HTTP.
 
+use crate::api::browser::BrowserPolicy;
 use crate::api::error::ApiError;
 use crate::api::{self, AppState};
 use crate::bus::Bus;
@@ -124,6 +125,17 @@ pub async fn start_on(
         );
     }
     let addr = listener.local_addr()?;
+    let providers = match &config.providers_file {
+        Some(path) => crate::providers::load(path)?,
+        None => crate::providers::built_in(),
+    };
+    let browser = BrowserPolicy::new(addr, &config.allowed_hosts, &config.cors_origins);
+    if !browser.checks_host() {
+        tracing::warn!(
+            "bound to all interfaces with no --allowed-hosts: any Host header is accepted; \
+             set APEX_ALLOWED_HOSTS to the names clients use"
+        );
+    }
     let (shutdown, shutdown_rx) = watch::channel(false);
     let slot: Slot = Arc::new(parking_lot::RwLock::new(None));
     let http = serve(listener, Arc::clone(&slot), shutdown_rx.clone());
@@ -167,8 +179,10 @@ pub async fn start_on(
         bus,
         limits: Limits {
             max_tasks: config.max_tasks,
+            providers,
             ..Limits::default()
         },
+        browser,
         max_body_bytes: config.max_body_bytes,
         api_token,
         dashboard_dir: config.dashboard_dir.clone(),

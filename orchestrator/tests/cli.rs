@@ -652,8 +652,56 @@ async fn a_server_that_is_down_exits_5() {
         ran.assert_clean_failure(5, &format!("cannot reach the Apex server at {nobody}"));
         assert!(ran.stderr.contains("is it running?"), "{ran:?}");
     }
-    let ran = apex(&["runs", "--server", "https://example.invalid"]).await;
+    let ran = apex(&["runs", "--server", "ftp://example.invalid"]).await;
     ran.assert_clean_failure(2, "invalid --server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_server_is_spoken_to_in_tls() {
+    // A listener that records the first bytes a client sends: a TLS ClientHello starts
+    // with a handshake record (0x16, version 0x03 0x0N).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let first = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut head = [0u8; 3];
+        conn.read_exact(&mut head).unwrap();
+        head
+    });
+    let ran = apex(&["runs", "--server", &format!("https://127.0.0.1:{port}")]).await;
+    assert_ne!(ran.code, 0);
+    let head = first.join().unwrap();
+    assert_eq!((head[0], head[1]), (0x16, 0x03), "{head:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_control_sequences_from_the_server_never_reach_the_terminal() {
+    let mut sys = TestSystem::start().await;
+    sys.spawn_worker("default", 10);
+    let evil = "pwn\u{1b}]0;owned\u{7}\u{1b}[2J\rname";
+    let id = sys
+        .submit(
+            &json!({"name": evil, "tasks": [{"id": "a", "handler": "fail",
+            "input": {"message": "bad\u{1b}[1A\u{1b}]8;;http://evil.test\u{1b}\\link"}}]}),
+        )
+        .await;
+    sys.wait_run(&id, LIMIT).await;
+    let base = sys.base.clone();
+    for args in [
+        vec!["runs", "--server", base.as_str()],
+        vec!["run", "show", id.as_str(), "--server", base.as_str()],
+        vec!["task", "show", id.as_str(), "a", "--server", base.as_str()],
+    ] {
+        let ran = apex(&args).await;
+        for stream in [&ran.stdout, &ran.stderr] {
+            assert!(
+                !stream.contains('\u{1b}') && !stream.contains('\r'),
+                "{args:?}: {stream:?}"
+            );
+        }
+    }
+    sys.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

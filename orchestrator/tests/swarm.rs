@@ -50,6 +50,16 @@ impl FakeProviders {
         format!("http://127.0.0.1:{}/v1", self.port)
     }
 
+    /// A providers file declaring this server as provider `fake` (loopback, so listed
+    /// with allow_private), keyed by FAKE_LLM_KEY: what an operator would write.
+    fn providers_file(&self) -> PathBuf {
+        let path = self.log.with_extension("providers.json");
+        let file = json!({"providers": {"fake": {"kind": "openai", "base_url": self.base_url(),
+                          "api_key_env": "FAKE_LLM_KEY", "allow_private": true}}});
+        std::fs::write(&path, file.to_string()).unwrap();
+        path
+    }
+
     /// Every request the server answered, in order.
     fn requests(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)
@@ -65,6 +75,7 @@ impl Drop for FakeProviders {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_file(self.log.with_extension("providers.json"));
     }
 }
 
@@ -218,8 +229,15 @@ async fn registered_agents_are_snapshotted_into_runs_and_bad_input_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_budget_stops_dispatching_at_the_first_task_it_cannot_cover() {
     let fake = FakeProviders::start(0.0);
-    let mut sys = TestSystem::start().await;
-    sys.spawn_worker_with("default", 4, &[], &[("FAKE_LLM_KEY", "sk-test")]);
+    let providers = fake.providers_file();
+    let mut sys = TestSystem::start_with(|c| c.providers_file = Some(providers.clone())).await;
+    let file = providers.to_str().unwrap();
+    sys.spawn_worker_with(
+        "default",
+        4,
+        &["--providers-file", file],
+        &[("FAKE_LLM_KEY", "sk-test")],
+    );
     const MAX: u64 = 150;
     let chain: Vec<Value> = (0..12)
         .map(|i| {
@@ -230,8 +248,7 @@ async fn a_run_budget_stops_dispatching_at_the_first_task_it_cannot_cover() {
         .collect();
     let id = sys
         .submit(&json!({
-            "agents": {"a": {"provider": "openai", "model": "fake-budget", "base_url": fake.base_url(),
-                             "api_key_env": "FAKE_LLM_KEY", "max_output_tokens": 50}},
+            "agents": {"a": {"provider": "fake", "model": "fake-budget", "max_output_tokens": 50}},
             "budget": {"max_tokens": MAX},
             "tasks": chain,
         }))
@@ -275,11 +292,17 @@ async fn a_run_budget_stops_dispatching_at_the_first_task_it_cannot_cover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_agent_and_run_concurrency_limits_are_never_exceeded() {
     let fake = FakeProviders::start(0.3);
-    let mut sys = TestSystem::start().await;
-    sys.spawn_worker_with("default", 16, &[], &[("FAKE_LLM_KEY", "sk-test")]);
+    let providers = fake.providers_file();
+    let mut sys = TestSystem::start_with(|c| c.providers_file = Some(providers.clone())).await;
+    let file = providers.to_str().unwrap();
+    sys.spawn_worker_with(
+        "default",
+        16,
+        &["--providers-file", file],
+        &[("FAKE_LLM_KEY", "sk-test")],
+    );
     let agent = |model: &str, max: Option<u32>| {
-        let mut a = json!({"provider": "openai", "model": model, "base_url": fake.base_url(),
-                           "api_key_env": "FAKE_LLM_KEY", "max_output_tokens": 20});
+        let mut a = json!({"provider": "fake", "model": model, "max_output_tokens": 20});
         if let Some(m) = max {
             a["max_concurrency"] = json!(m);
         }

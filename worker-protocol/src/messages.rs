@@ -49,22 +49,16 @@ pub struct TaskMessage {
     pub agent: Option<AgentConfig>,
 }
 
-/// A named LLM agent: which model, how to reach it, how it behaves, what it costs.
-/// Credentials never travel: `api_key_env` names the worker's environment variable.
+/// A named LLM agent: which provider and model, how it behaves, what it costs. How a
+/// provider is reached (endpoint, key) is the worker operator's, never the message's.
 /// Unknown fields are ignored, so a newer orchestrator can add some without older
 /// workers dead-lettering every agent task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentConfig {
     pub name: String,
-    /// `openai` (any OpenAI-compatible chat-completions endpoint), `anthropic`, or `mock`.
+    /// The name of a provider the worker's operator declared (`--providers-file`).
     pub provider: String,
     pub model: String,
-    /// Endpoint base, e.g. `http://127.0.0.1:11434/v1` for a local server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base_url: Option<String>,
-    /// Environment variable on the worker that holds the API key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_key_env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_prompt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

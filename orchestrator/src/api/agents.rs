@@ -28,8 +28,6 @@ pub fn view(a: &AgentRow) -> Value {
         "name": a.name,
         "provider": s.provider,
         "model": s.model,
-        "base_url": s.base_url,
-        "api_key_env": s.api_key_env,
         "system_prompt": s.system_prompt,
         "temperature": s.temperature,
         "max_output_tokens": s.max_output_tokens,

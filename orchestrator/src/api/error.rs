@@ -30,6 +30,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Conflict(String),
+    #[error("this server does not answer to Host {0:?}: use the address it serves at, or have the operator add it with --allowed-hosts (APEX_ALLOWED_HOSTS)")]
+    MisdirectedHost(String),
+    #[error("requests from pages of {0:?} are refused: the API answers its own dashboard's origin and the operator's --cors-origins (APEX_CORS_ORIGINS) only")]
+    ForeignOrigin(String),
+    #[error("a request body must be JSON: send `Content-Type: application/json`")]
+    UnsupportedMediaType,
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -47,6 +53,11 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_host"),
+            ApiError::ForeignOrigin(_) => (StatusCode::FORBIDDEN, "foreign_origin"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

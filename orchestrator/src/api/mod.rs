@@ -3,6 +3,7 @@
 
 mod agents;
 mod auth;
+pub mod browser;
 mod dashboard;
 pub mod error;
 mod fleet;
@@ -23,7 +24,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
 
 /// What every handler can reach.
@@ -39,6 +39,8 @@ pub struct AppState {
     pub api_token: Option<String>,
     /// A built dashboard to serve at `/` instead of the one compiled in (development).
     pub dashboard_dir: Option<PathBuf>,
+    /// Which hosts and page origins may reach the API.
+    pub browser: browser::BrowserPolicy,
     /// Turns true when the server stops, so long-lived connections close too.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -64,7 +66,8 @@ async fn record_latency(
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let cors = state.browser.cors();
+    let router = Router::new()
         .merge(runs::router())
         .merge(agents::router())
         .merge(fleet::router())
@@ -73,9 +76,20 @@ pub fn app(state: AppState) -> Router {
         .merge(ws::router())
         .merge(dashboard::router(state.dashboard_dir.clone()))
         .layer(axum::middleware::from_fn(record_latency))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
-        .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(CorsLayer::permissive())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes));
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            state.browser.clone(),
+            browser::guard,
+        ))
         // Spans name the path only: a query string may carry the API token.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())

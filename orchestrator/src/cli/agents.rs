@@ -175,8 +175,6 @@ fn render_agent(a: &Agent) -> String {
     let fields = [
         ("provider", a.provider.clone()),
         ("model", a.model.clone()),
-        ("base url", or_dash(a.base_url.clone())),
-        ("api key env", or_dash(a.api_key_env.clone())),
         ("temperature", or_dash(a.temperature.map(|t| t.to_string()))),
         (
             "max output tokens",
@@ -313,7 +311,7 @@ mod tests {
             agent(json!({
                 "name": "researcher", "provider": "openai", "model": "gpt-4o-mini",
                 "max_concurrency": 8, "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
-                "base_url": null, "system_prompt": "You dig.", "created_at_ms": 1, "updated_at_ms": null,
+                "system_prompt": "You dig.", "created_at_ms": 1, "updated_at_ms": null,
             })),
             agent(json!({"name": "w", "provider": "mock", "model": "echo"})),
         ]
@@ -340,7 +338,8 @@ w           mock      echo         -         -                  -
         let text = plain(&render_agent(&a));
         assert!(text.starts_with("agent researcher\n"), "{text}");
         assert!(text.contains("\n  temperature        0.2\n"), "{text}");
-        assert!(text.contains("\n  base url           -\n"), "{text}");
+        assert!(text.contains("\n  max output tokens  -\n"), "{text}");
+        assert!(!text.contains("base url"), "{text}");
         assert!(
             text.contains("\n  price              $0.15 in + $0.60 out per million tokens\n"),
             "{text}"

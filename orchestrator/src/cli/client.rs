@@ -95,12 +95,11 @@ impl Client {
         };
         let url = reqwest::Url::parse(&base).map_err(|e| invalid(&e.to_string()))?;
         match url.scheme() {
-            "http" => {}
-            // Built without TLS on purpose (a small, dependency-light binary); put a
-            // TLS-terminating proxy in front and talk to it over plain HTTP locally.
-            "https" => return Err(invalid("this build speaks plain HTTP only")),
+            "http" | "https" => {}
             other => return Err(invalid(&format!("unsupported scheme {other:?}"))),
         }
+        // The WebSocket's TLS uses the process's default provider; install ring once.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         if url.host_str().is_none() {
             return Err(invalid("the URL has no host"));
         }
@@ -238,7 +237,10 @@ impl Client {
 
     /// Opens the live stream of one run, resuming after `since` when given.
     pub async fn follow_run(&self, run: &str, since: Option<u64>) -> Result<Socket, CliError> {
-        let ws_base = self.base.replacen("http://", "ws://", 1);
+        let ws_base = match self.base.strip_prefix("https://") {
+            Some(rest) => format!("wss://{rest}"),
+            None => self.base.replacen("http://", "ws://", 1),
+        };
         let mut url = format!("{ws_base}/api/v1/ws?run={}", encode(run));
         if let Some(s) = since {
             url.push_str(&format!("&since={s}"));

@@ -25,6 +25,7 @@ pub mod output;
 pub mod runs;
 pub mod submit;
 pub mod task;
+mod terminal;
 pub mod watch;
 pub mod wire;
 

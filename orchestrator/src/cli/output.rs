@@ -30,14 +30,15 @@ impl Printer {
 
     /// Writes `text` and a newline, and flushes, so lines appear as they happen.
     pub fn line(&mut self, text: &str) -> Result<(), CliError> {
-        writeln!(self.out, "{text}")?;
+        writeln!(self.out, "{}", super::terminal::clean(text))?;
         self.out.flush()?;
         Ok(())
     }
 
     /// Writes a block of text as it is (it ends with a newline when it should).
     pub fn block(&mut self, text: &str) -> Result<(), CliError> {
-        self.out.write_all(text.as_bytes())?;
+        self.out
+            .write_all(super::terminal::clean(text).as_bytes())?;
         self.out.flush()?;
         Ok(())
     }
@@ -64,9 +65,10 @@ pub fn report_error(e: &CliError) {
     let mut err = anstream::stderr().lock();
     let red = Style::new().fg_color(Some(AnsiColor::Red.into())).bold();
     // Nothing useful can be done if standard error itself is gone.
-    let _ = writeln!(err, "{red}error:{red:#} {e}");
+    let clean = super::terminal::clean;
+    let _ = writeln!(err, "{red}error:{red:#} {}", clean(&e.to_string()));
     for line in e.detail_lines() {
-        let _ = writeln!(err, "{line}");
+        let _ = writeln!(err, "{}", clean(&line));
     }
 }
 

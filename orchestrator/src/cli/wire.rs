@@ -323,10 +323,6 @@ pub struct Agent {
     #[serde(default)]
     pub model: String,
     #[serde(default)]
-    pub base_url: Option<String>,
-    #[serde(default)]
-    pub api_key_env: Option<String>,
-    #[serde(default)]
     pub system_prompt: Option<String>,
     #[serde(default)]
     pub temperature: Option<f64>,

@@ -16,6 +16,8 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// `retries` of one task.
     pub max_retries: u32,
+    /// Providers the operator declared; an agent must name one of them.
+    pub providers: crate::providers::ProviderNames,
 }
 
 impl Default for Limits {
@@ -27,6 +29,7 @@ impl Default for Limits {
             max_input_bytes: 1 << 20,
             max_json_depth: 64,
             max_retries: 100,
+            providers: crate::providers::built_in(),
         }
     }
 }

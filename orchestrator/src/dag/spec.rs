@@ -80,12 +80,16 @@ impl RunSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
+    /// The name of a provider the operator declared (`--providers-file`).
     pub provider: String,
     pub model: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_key_env: Option<String>,
+    /// Refused when present: endpoints belong to the operator. Accepted by the parser
+    /// only so the refusal is a 422 that says why, not a generic unknown field.
+    #[serde(default, skip_serializing)]
+    pub base_url: Option<serde_json::Value>,
+    /// Refused when present, like `base_url`: keys belong to the operator.
+    #[serde(default, skip_serializing)]
+    pub api_key_env: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_prompt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,8 +109,6 @@ impl AgentSpec {
             name: name.to_owned(),
             provider: self.provider.clone(),
             model: self.model.clone(),
-            base_url: self.base_url.clone(),
-            api_key_env: self.api_key_env.clone(),
             system_prompt: self.system_prompt.clone(),
             temperature: self.temperature,
             max_output_tokens: self.max_output_tokens,

@@ -34,6 +34,10 @@ pub enum ProblemCode {
     Cycle,
     UnknownAgent,
     InvalidAgent,
+    /// An agent names a provider the operator did not declare.
+    UnknownProvider,
+    /// An agent sets what only the operator sets (`base_url`, `api_key_env`).
+    OperatorSetting,
     InvalidBudget,
     InvalidLimit,
     /// A submitted task sets `parent`, which only the orchestrator sets (on spawned tasks).
@@ -158,9 +162,6 @@ fn check_run_fields(spec: &RunSpec, limits: &Limits, problems: &mut Vec<Problem>
         ));
     }
 }
-
-/// Providers a worker can call.
-const PROVIDERS: [&str; 3] = ["openai", "anthropic", "mock"];
 
 fn check_budget(
     budget: &super::spec::Budget,
@@ -304,12 +305,31 @@ fn check_agent(
             vec![],
         ));
     }
-    if !PROVIDERS.contains(&agent.provider.as_str()) {
+    if !limits.providers.contains(&agent.provider) {
+        let declared: Vec<&str> = limits.providers.iter().map(String::as_str).collect();
         problems.push(problem(
-            ProblemCode::InvalidAgent,
-            format!("agent {name:?} names provider {:?}; use one of openai (any OpenAI-compatible endpoint), anthropic, mock", agent.provider),
+            ProblemCode::UnknownProvider,
+            format!(
+                "agent {name:?} names provider {:?}, which the operator has not declared (declared: {})",
+                agent.provider,
+                declared.join(", ")
+            ),
             vec![],
         ));
+    }
+    for (field, set) in [
+        ("base_url", agent.base_url.is_some()),
+        ("api_key_env", agent.api_key_env.is_some()),
+    ] {
+        if set {
+            problems.push(problem(
+                ProblemCode::OperatorSetting,
+                format!(
+                    "agent {name:?} sets {field}, which only the operator sets (in the providers file of the server and workers); name a declared provider instead"
+                ),
+                vec![],
+            ));
+        }
     }
     if agent.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
         problems.push(problem(

@@ -883,7 +883,7 @@ mod tests {
         let agent = |name: &str, model: &str, at: i64| AgentRow {
             name: name.into(),
             spec: serde_json::from_value(json!({"provider": "openai", "model": model,
-                "base_url": "http://127.0.0.1:9/v1", "temperature": 0.5}))
+                "temperature": 0.5}))
             .unwrap(),
             created_at_ms: at,
             updated_at_ms: at,

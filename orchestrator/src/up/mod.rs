@@ -68,6 +68,10 @@ pub struct UpArgs {
     /// Python modules with your handlers, imported by every local worker.
     #[arg(long = "import")]
     pub imports: Vec<String>,
+    /// The LLM providers runs may name, with their endpoints and key variables (JSON;
+    /// see python-workers/README.md) [default: openai, anthropic, mock].
+    #[arg(long, env = "APEX_PROVIDERS_FILE")]
+    pub providers_file: Option<PathBuf>,
     /// The `apex-worker` command (default: the project's .venv, then PATH).
     #[arg(long, env = "APEX_WORKER_BIN")]
     pub worker_bin: Option<PathBuf>,
@@ -124,7 +128,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.path().join("apex.db").display()));
+    let providers_file = match &args.providers_file {
+        Some(p) => Some(std::path::absolute(p).context("the providers file path")?),
+        None => None,
+    };
     let mut config = serve_config(&args, database_url, redis_url.clone());
+    config.providers_file = providers_file.clone();
     config.bind = addr;
     config.no_auth = api_token.is_none();
     config.api_token = api_token.clone();
@@ -140,6 +149,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         redis_prefix: args.redis_prefix.clone(),
         imports: args.imports.clone(),
         log: data_dir.path().join("workers.log"),
+        providers_file,
     });
     let engine = server.handle.clone();
     let store = Arc::clone(&server.store);

@@ -18,6 +18,8 @@ pub struct WorkerSpec {
     pub redis_prefix: String,
     pub imports: Vec<String>,
     pub log: PathBuf,
+    /// The operator's providers file, which the workers read too.
+    pub providers_file: Option<PathBuf>,
 }
 
 struct Worker {
@@ -87,6 +89,9 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if let Some(file) = &self.spec.providers_file {
+            cmd.env("APEX_PROVIDERS_FILE", file);
+        }
         let child = cmd.spawn()?;
         tracing::info!(pid = child.id(), n = self.started, "started a worker");
         self.workers.push(Worker {

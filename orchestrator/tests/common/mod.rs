@@ -277,6 +277,7 @@ impl TestSystem {
         let r = self
             .http
             .post(self.url(path))
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await

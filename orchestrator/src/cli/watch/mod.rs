@@ -143,7 +143,7 @@ impl<'a> View<'a> {
     /// A note about the connection: on standard error, so JSON output stays clean.
     fn note(&self, text: &str) {
         self.bar
-            .suspend(|| anstream::eprintln!("{}", output::dim(text)));
+            .suspend(|| anstream::eprintln!("{}", output::dim(&super::terminal::clean(text))));
     }
 
     fn show_counts(&self, tracker: &Tracker) {
