@@ -1,5 +1,5 @@
 //! Runs name a provider the operator declared; they never choose an endpoint or a key
-//! (issue #12). The worker checks again (python-workers/tests/test_providers.py).
+//! (issue #12). The worker checks again (python-workers/tests/test_provider_trust.py).
 
 mod common;
 

@@ -7,17 +7,21 @@ Modules, each with one job:
 - `registry`: handlers by name, and the `@handler` decorator.
 - `builtins`: the handlers every worker has (noop, echo, sleep, fail, sum, agent).
 - `agents`: the `agent` handler: prompts, providers (OpenAI-compatible, Anthropic, mock),
-  pricing, fan-out.
+  pricing, fan-out, and where provider calls may go.
+- `providers`: the providers the worker's operator declares (`--providers-file`).
+- `admission`: what a task's agent may ask of the worker: a declared provider, by name.
 - `context`: what a handler knows about its attempt (`ctx`): progress, logs, streamed
   text, usage.
 - `errors`: `Retry` and `NoRetry`, exceptions that carry a retry decision.
 - `spawn`: `Spawn`, an output plus child tasks for the run (dynamic fan-out).
 - `execute`: one handler call, its timeout, and the error it turns into.
+- `logcap`: the per-attempt log budget.
 - `slots`: the concurrency bound the reader reads against.
 - `outbox`: batches every write to Redis into pipelines.
 - `worker`: the process: reader, attempts, control stream, leases, heartbeats, shutdown.
 - `config`, `cli`: settings, and the `apex-worker` command.
-- `testing.fake_providers`: fake OpenAI and Anthropic HTTP servers for tests.
+- `testing.fake_providers`: fake OpenAI and Anthropic HTTP servers for tests;
+  `testing.providers_file`: providers files that point workers at them.
 
 Writing a handler:
 
@@ -33,6 +37,7 @@ from apex_worker.config import WorkerConfig
 from apex_worker.context import Context
 from apex_worker.errors import NoRetry, Retry
 from apex_worker.protocol import AgentConfig, Usage
+from apex_worker.providers import ProviderSpec
 from apex_worker.registry import Registry, default_registry, handler
 from apex_worker.spawn import Spawn
 from apex_worker.version import __version__
@@ -42,6 +47,7 @@ __all__ = [
     "AgentConfig",
     "Context",
     "NoRetry",
+    "ProviderSpec",
     "Registry",
     "Retry",
     "Spawn",

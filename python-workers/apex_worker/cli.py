@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from apex_worker.codec import CODEC
 from apex_worker.config import WorkerConfig
 from apex_worker.execute import threads_running
+from apex_worker.providers import ProvidersFileError
 from apex_worker.registry import default_registry
 from apex_worker.version import __version__
 from apex_worker.worker import Worker
@@ -117,6 +118,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="larger results fail as invalid_output [env APEX_MAX_OUTPUT_BYTES]",
     )
     p.add_argument(
+        "--providers-file",
+        metavar="PATH",
+        default=_env("APEX_PROVIDERS_FILE", str, None),
+        help="JSON file declaring the LLM providers agents may use: "
+        '{"providers": {NAME: {"kind", "base_url", "api_key_env", "allow_private"}}} '
+        "(default: openai, anthropic and mock) [env APEX_PROVIDERS_FILE]",
+    )
+    p.add_argument(
+        "--max-log-lines-per-attempt",
+        type=int,
+        metavar="N",
+        default=_env("APEX_MAX_LOG_LINES_PER_ATTEMPT", int, defaults.max_log_lines_per_attempt),
+        help="log lines one attempt may send; the rest are counted in one summary line "
+        "[env APEX_MAX_LOG_LINES_PER_ATTEMPT]",
+    )
+    p.add_argument(
+        "--max-log-bytes-per-attempt",
+        type=int,
+        metavar="BYTES",
+        default=_env("APEX_MAX_LOG_BYTES_PER_ATTEMPT", int, defaults.max_log_bytes_per_attempt),
+        help="bytes of log one attempt may send [env APEX_MAX_LOG_BYTES_PER_ATTEMPT]",
+    )
+    p.add_argument(
         "--burst",
         action="store_true",
         default=_env("APEX_BURST", lambda v: v.lower() in _TRUE, False),
@@ -144,6 +168,9 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         shutdown_grace_s=args.shutdown_grace,
         max_output_bytes=args.max_output_bytes,
         burst=args.burst,
+        providers_file=args.providers_file,
+        max_log_lines_per_attempt=args.max_log_lines_per_attempt,
+        max_log_bytes_per_attempt=args.max_log_bytes_per_attempt,
     )
     if args.worker_id:
         config.worker_id = args.worker_id
@@ -176,6 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         worker = Worker(config, default_registry)
+    except ProvidersFileError as exc:
+        # One line, naming the file, the provider and the field: a worker must not start
+        # with providers other than the ones its operator meant.
+        print(f"apex-worker: {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         parser.error(str(exc))
     try:

@@ -42,6 +42,12 @@ class WorkerConfig:
     flush_batch: int = 200
     #: Streamed text of one attempt goes out at most this often, deltas joined.
     text_interval_s: float = 0.1
+    #: The operator's providers file (`apex_worker.providers`); None: the built-in ones.
+    providers_file: str | None = None
+    #: Log lines one attempt may send; the rest are counted and summed up in one line.
+    max_log_lines_per_attempt: int = 1000
+    #: Bytes of log text one attempt may send (each line is also cut to 64 KiB).
+    max_log_bytes_per_attempt: int = 1024 * 1024
 
     def validate(self) -> None:
         if not self.queues or any(not q for q in self.queues):
@@ -57,3 +63,5 @@ class WorkerConfig:
             raise ValueError("shutdown_grace_s must not be negative")
         if self.block_ms < 1:
             raise ValueError("block_ms must be at least 1")
+        if self.max_log_lines_per_attempt < 0 or self.max_log_bytes_per_attempt < 0:
+            raise ValueError("per-attempt log caps must not be negative")

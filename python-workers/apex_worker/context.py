@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Literal, TypeAlias
 
 from apex_worker.protocol import AgentConfig, LogLine, Progress, Usage
+from apex_worker.providers import ProviderSpec
 
 LogLevel: TypeAlias = Literal["debug", "info", "warning", "error"]
 _LEVELS = frozenset(("debug", "info", "warning", "error"))
@@ -31,6 +32,7 @@ class Context:
         "attempt",
         "idempotency_key",
         "loop",
+        "provider",
         "run_id",
         "task_id",
         "timeout_s",
@@ -48,6 +50,7 @@ class Context:
         emit: Callable[[Progress | LogLine], None],
         loop: asyncio.AbstractEventLoop | None = None,
         agent: AgentConfig | None = None,
+        provider: ProviderSpec | None = None,
         timeout_s: float | None = None,
     ) -> None:
         self.run_id = run_id
@@ -60,6 +63,9 @@ class Context:
         self.loop = loop
         #: The agent this task runs as (handler `agent`), or None.
         self.agent = agent
+        #: The operator's provider the agent names (endpoint, key variable), resolved by
+        #: the worker; None when the task names no agent.
+        self.provider = provider
         #: The attempt's wall-clock limit, if it has one.
         self.timeout_s = timeout_s
         self._emit = emit
@@ -118,6 +124,26 @@ class Context:
         usage.output_tokens += int(output_tokens)
         # Rounded to a picodollar so sums of prices print as the numbers they are.
         usage.cost_usd = round(usage.cost_usd + float(cost_usd), 12)
+
+    async def publish_usage(self, message: str = "") -> None:
+        """Sends the attempt's usage so far (what `report_usage` added up) as a progress
+        message, so spending is counted before the result arrives, or if it never does
+        (a provider that bills, then stalls past the timeout). The result's usage
+        supersedes it. Nothing is sent before any usage is reported."""
+        usage = self._usage
+        if usage is None:
+            return
+        self._emit(
+            Progress(
+                run_id=self.run_id,
+                task_id=self.task_id,
+                attempt=self.attempt,
+                worker_id=self.worker_id,
+                at_ms=time.time_ns() // 1_000_000,
+                message=str(message),
+                usage=Usage(usage.input_tokens, usage.output_tokens, usage.cost_usd),
+            )
+        )
 
     @property
     def usage(self) -> Usage | None:

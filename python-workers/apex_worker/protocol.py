@@ -257,23 +257,28 @@ class Price:
 
 @dataclass(slots=True, frozen=True)
 class AgentConfig:
-    """A named LLM agent: which model, how to reach it, how it behaves, what it costs.
-    Credentials never travel: `api_key_env` names the worker's environment variable.
-    Unknown fields are ignored, so a newer orchestrator can add some.
+    """A named LLM agent: which of the worker operator's providers it uses (by name),
+    which model, how it behaves, what it costs. Endpoints and credentials are never part
+    of it: the operator declares them on the worker (`apex_worker.providers`).
+
+    Unknown fields are ignored, so a newer orchestrator can add some; their names are
+    kept in `extra_fields` so the worker can refuse an agent that tries to choose an
+    endpoint or a key (`apex_worker.admission`).
     """
 
     name: str
-    #: `openai` (any OpenAI-compatible chat-completions endpoint), `anthropic` or `mock`.
+    #: The name of a provider the worker's operator declared (`openai`, `anthropic`,
+    #: `mock` on a worker without a providers file).
     provider: str
     model: str
-    base_url: str | None = None
-    api_key_env: str | None = None
     system_prompt: str | None = None
     temperature: float | None = None
     max_output_tokens: int | None = None
     #: Enforced by the orchestrator; the worker only carries it.
     max_concurrency: int | None = None
     price: Price | None = None
+    #: Names of the fields the message had that this worker does not know, sorted.
+    extra_fields: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def from_dict(cls, obj: object) -> AgentConfig:
@@ -285,13 +290,12 @@ class AgentConfig:
             name=_str(agent, "name"),
             provider=_str(agent, "provider"),
             model=_str(agent, "model"),
-            base_url=_opt_str(agent, "base_url"),
-            api_key_env=_opt_str(agent, "api_key_env"),
             system_prompt=_opt_str(agent, "system_prompt"),
             temperature=_opt_float(agent, "temperature"),
             max_output_tokens=_opt_u32(agent, "max_output_tokens"),
             max_concurrency=_opt_u32(agent, "max_concurrency"),
             price=None if price is None else Price.from_dict(price),
+            extra_fields=tuple(sorted(set(agent) - _AGENT_FIELDS)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -305,14 +309,8 @@ class AgentConfig:
         return out
 
 
-_AGENT_OPTIONAL = (
-    "base_url",
-    "api_key_env",
-    "system_prompt",
-    "temperature",
-    "max_output_tokens",
-    "max_concurrency",
-)
+_AGENT_OPTIONAL = ("system_prompt", "temperature", "max_output_tokens", "max_concurrency")
+_AGENT_FIELDS = frozenset(("name", "provider", "model", "price", *_AGENT_OPTIONAL))
 
 
 def decode_json(raw: bytes | str) -> object:
@@ -507,12 +505,16 @@ class Progress:
     message: str = ""
     #: Text generated since the previous report (streamed LLM tokens).
     text_delta: str | None = None
+    #: The attempt's usage so far, sent as soon as a provider states it, so spending is
+    #: counted even if the attempt never ends; the result's `usage` supersedes it.
+    usage: Usage | None = None
 
     @classmethod
     def from_dict(cls, msg: dict[str, Any]) -> Progress:
         message = msg.get("message", "")
         if type(message) is not str:
             raise MalformedMessage("field `message` must be a string")
+        usage = msg.get("usage")
         return cls(
             run_id=_str(msg, "run_id"),
             task_id=_str(msg, "task_id"),
@@ -522,6 +524,7 @@ class Progress:
             progress=_opt_float(msg, "progress"),
             message=message,
             text_delta=_opt_str(msg, "text_delta"),
+            usage=None if usage is None else Usage.from_dict(usage),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -538,6 +541,8 @@ class Progress:
         out["message"] = self.message
         if self.text_delta is not None:
             out["text_delta"] = self.text_delta
+        if self.usage is not None:
+            out["usage"] = self.usage.to_dict()
         out["at_ms"] = self.at_ms
         return out
 

@@ -32,11 +32,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from apex_worker.admission import AgentRefused, admit
 from apex_worker.agents.transport import http_clients
 from apex_worker.codec import EncodeError, dumps
 from apex_worker.config import WorkerConfig
 from apex_worker.context import Context
 from apex_worker.execute import execute
+from apex_worker.logcap import LogBudget
 from apex_worker.outbox import Outbox
 from apex_worker.protocol import (
     WORKER_GROUP,
@@ -60,6 +62,7 @@ from apex_worker.protocol import (
     parse_control,
     parse_task,
 )
+from apex_worker.providers import ProviderSpec, load_providers
 from apex_worker.registry import Registry, default_registry
 from apex_worker.slots import Slots
 from apex_worker.spawn import Spawn
@@ -86,12 +89,14 @@ def _text(value: object) -> str:
 class Running:
     """An attempt this worker is executing."""
 
-    __slots__ = ("cancel_reason", "ref", "stream", "task")
+    __slots__ = ("cancel_reason", "logs", "ref", "stream", "task")
 
-    def __init__(self, ref: AttemptRef, stream: str) -> None:
+    def __init__(self, ref: AttemptRef, stream: str, logs: LogBudget) -> None:
         self.ref = ref
         #: The queue stream key the entry came from (for lease renewal).
         self.stream = stream
+        #: What is left of the attempt's log budget.
+        self.logs = logs
         self.task: asyncio.Task[None] | None = None
         #: Why the worker cancelled it, if it did; tells the cancellation what to report.
         self.cancel_reason: Literal["cancelled", "released"] | None = None
@@ -106,6 +111,8 @@ class Worker:
         self.config = config
         self.id = config.worker_id
         self.registry = registry if registry is not None else default_registry
+        #: The providers the operator declared; agents name one of them.
+        self.providers = load_providers(config.providers_file)
         self.keys = Keys(config.redis_prefix)
         self.state: WorkerState = "running"
         # (queue stream key, queue name) for each queue, in the order given.
@@ -197,6 +204,7 @@ class Worker:
                 cfg.concurrency,
                 ",".join(self._handler_names),
             )
+            log.info("providers: %s", self.providers.describe())
             reader = self._spawn("reader", self._read_loop())
             background = [
                 self._spawn("control", self._control_loop(control_from)),
@@ -298,7 +306,10 @@ class Worker:
             self._slots.give_back()
             return
         ref = AttemptRef(task.run_id, task.task_id, task.attempt, self.id, queue, msg_id)
-        running = Running(ref, stream)
+        logs = LogBudget(
+            self.config.max_log_lines_per_attempt, self.config.max_log_bytes_per_attempt
+        )
+        running = Running(ref, stream, logs)
         self._in_flight[(stream, msg_id)] = running
         running.task = asyncio.create_task(self._run_attempt(running, task))
 
@@ -335,6 +346,7 @@ class Worker:
         ref = running.ref
         started_at_ms = _now_ms()
         outbox.send_started(running, Started(ref, started_at_ms))
+        provider, refusal = self._admit(task)
         ctx = Context(
             run_id=task.run_id,
             task_id=task.task_id,
@@ -344,10 +356,14 @@ class Worker:
             emit=partial(self._emit, running),
             loop=asyncio.get_running_loop(),
             agent=task.agent,
+            provider=provider,
             timeout_s=task.timeout_s,
         )
         try:
-            output, error = await execute(self.registry.get(task.handler), task, ctx)
+            output: Any = None
+            error: TaskError | None = refusal
+            if refusal is None:
+                output, error = await execute(self.registry.get(task.handler), task, ctx)
         except asyncio.CancelledError:
             owned = self._finish(running)
             if running.cancel_reason is None:
@@ -385,6 +401,25 @@ class Worker:
                 result.outcome if error is None else f"failed:{error.kind}",
                 result.finished_at_ms - started_at_ms,
             )
+
+    def _admit(self, task: TaskMessage) -> tuple[ProviderSpec | None, TaskError | None]:
+        """The operator's provider for the task's agent, or the error the attempt fails
+        with, before any handler runs, if the agent asks for what only the operator
+        decides (an endpoint, a key, an undeclared provider)."""
+        if task.agent is None:
+            return None, None
+        try:
+            return admit(task.agent, self.providers), None
+        except AgentRefused as exc:
+            # Redis carried a task no orchestrator would send: someone may be probing.
+            log.warning("refused %s/%s#%d: %s", task.run_id, task.task_id, task.attempt, exc)
+            error = TaskError(
+                kind="exception",
+                error_type=type(exc).__name__,
+                message=str(exc),
+                retryable=False,
+            )
+            return None, error
 
     def _encode_result(self, result: TaskResult) -> bytes:
         try:
@@ -424,6 +459,7 @@ class Worker:
     def _finish(self, running: Running) -> bool:
         """Frees the attempt's slot. False if shutdown already gave the attempt up."""
         assert self._outbox is not None
+        self._end_log(running)
         self._outbox.end_text(running)
         key = (running.stream, running.ref.msg_id)
         if self._in_flight.pop(key, None) is None:
@@ -437,13 +473,32 @@ class Worker:
 
     def _emit(self, running: Running, message: Progress | LogLine) -> None:
         """Sends what a handler reported. Streamed text is coalesced per attempt, and
-        dropped once the attempt has ended (a sync handler's thread can outlive it)."""
+        dropped once the attempt has ended (a sync handler's thread can outlive it);
+        log lines are held to the attempt's log budget."""
         assert self._outbox is not None
         if isinstance(message, Progress) and message.text_delta is not None:
             if self._in_flight.get((running.stream, running.ref.msg_id)) is running:
                 self._outbox.send_text(running, message)
             return
+        if isinstance(message, LogLine):
+            admitted = running.logs.admit(message)
+            if admitted is None:
+                return
+            message = admitted
         self._outbox.send(dumps(message.to_dict()))
+
+    def _end_log(self, running: Running) -> None:
+        """Sends the line that says how much of the attempt's log was dropped, if any,
+        ahead of its result."""
+        assert self._outbox is not None
+        summary = running.logs.take_summary()
+        if summary is None:
+            return
+        ref = running.ref
+        line = LogLine(
+            ref.run_id, ref.task_id, ref.attempt, ref.worker_id, "warning", summary, _now_ms()
+        )
+        self._outbox.send(dumps(line.to_dict()))
 
     # -- control stream ----------------------------------------------------------------
 
@@ -644,6 +699,7 @@ class Worker:
                 log.warning("attempt %s ignored cancellation; released anyway", running.ref)
                 self.abandoned += 1
                 released = Released(running.ref, "worker shutting down", _now_ms())
+                self._end_log(running)
                 self._outbox.end_text(running)
                 self._outbox.send(dumps(released.to_dict()))
                 self._in_flight.pop((running.stream, running.ref.msg_id), None)

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -20,6 +21,7 @@ from apex_worker import Spawn, WorkerConfig
 from apex_worker.agents.transport import http_clients
 from apex_worker.context import Context
 from apex_worker.testing.fake_providers import FakeProviders
+from apex_worker.testing.providers_file import fake_providers, write_providers_file
 
 KEY = "sk-test-not-a-real-key"
 
@@ -32,18 +34,25 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProviders]:
         yield server
 
 
-def worker_config(prefix: str, **overrides: Any) -> WorkerConfig:
+@pytest.fixture
+def providers_file(fake: FakeProviders, tmp_path: Path) -> Path:
+    """The operator's declaration of the fake server: `openai` and `anthropic` on it
+    (allow_private, key from APEX_TEST_KEY), and `keyless`, whose key variable is empty."""
+    declared = fake_providers(fake.port, api_key_env="APEX_TEST_KEY")
+    declared["keyless"] = declared["openai"] | {"api_key_env": "APEX_EMPTY_KEY"}
+    return write_providers_file(tmp_path / "providers.json", declared)
+
+
+def worker_config(
+    prefix: str, providers_file: Path | None = None, **overrides: Any
+) -> WorkerConfig:
+    if providers_file is not None:
+        overrides["providers_file"] = str(providers_file)
     return base_config(prefix, **overrides)
 
 
-def openai_agent(fake: FakeProviders, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": "researcher",
-        "provider": "openai",
-        "model": "gpt-4o-mini",
-        "base_url": fake.base_url,
-        "api_key_env": "APEX_TEST_KEY",
-    } | extra
+def openai_agent(**extra: Any) -> dict[str, Any]:
+    return {"name": "researcher", "provider": "openai", "model": "gpt-4o-mini"} | extra
 
 
 def agent_task(task_id: str, agent: dict[str, Any], input: Any, **extra: Any) -> dict[str, Any]:
@@ -51,13 +60,17 @@ def agent_task(task_id: str, agent: dict[str, Any], input: Any, **extra: Any) ->
 
 
 async def test_an_agent_streams_its_answer_and_reports_usage(
-    r: Redis, prefix: str, fake: FakeProviders, validator: jsonschema.Draft202012Validator
+    r: Redis,
+    prefix: str,
+    fake: FakeProviders,
+    providers_file: Path,
+    validator: jsonschema.Draft202012Validator,
 ) -> None:
     fake.chunk_delay_s = 0.01  # ~50 chunks over ~0.5 s
     words = " ".join(f"w{i}" for i in range(45))
-    await add_tasks(r, prefix, agent_task("a", openai_agent(fake), {"prompt": words}))
+    await add_tasks(r, prefix, agent_task("a", openai_agent(), {"prompt": words}))
     results = Results(r, prefix)
-    async with running_worker(worker_config(prefix)):
+    async with running_worker(worker_config(prefix, providers_file)):
         got = await results.wait_results(1)
     assert len(http_clients) == 0  # closed with the worker
     result = got["a"]
@@ -82,22 +95,26 @@ async def test_an_agent_streams_its_answer_and_reports_usage(
 
 
 async def test_provider_failures_become_retry_decisions(
-    r: Redis, prefix: str, fake: FakeProviders, monkeypatch: pytest.MonkeyPatch
+    r: Redis,
+    prefix: str,
+    fake: FakeProviders,
+    providers_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake.fail_first_with_429 = 1
     monkeypatch.setenv("APEX_EMPTY_KEY", "")
-    await add_tasks(r, prefix, agent_task("limited", openai_agent(fake), {"prompt": "x"}))
+    await add_tasks(r, prefix, agent_task("limited", openai_agent(), {"prompt": "x"}))
     results = Results(r, prefix)
-    async with running_worker(worker_config(prefix)):
+    async with running_worker(worker_config(prefix, providers_file)):
         await results.wait_results(1)
-        keyless = openai_agent(fake, api_key_env="APEX_EMPTY_KEY")
+        keyless = openai_agent(provider="keyless")
         bad = {"prompt": "x [fake:status=400]"}
         await add_tasks(
             r,
             prefix,
             agent_task("keyless", keyless, {"prompt": "x"}),
-            agent_task("bad", openai_agent(fake), bad),
-            agent_task("template", openai_agent(fake), {"prompt": "{{upstream.nope}}"}),
+            agent_task("bad", openai_agent(), bad),
+            agent_task("template", openai_agent(), {"prompt": "{{upstream.nope}}"}),
             task_message("no-agent", "agent", {"prompt": "x"}),
         )
         got = await results.wait_results(5)
@@ -109,7 +126,7 @@ async def test_provider_failures_become_retry_decisions(
     assert "usage" not in limited
     for task_id, words in [
         ("keyless", "set the environment variable APEX_EMPTY_KEY"),
-        ("bad", "HTTP 400"),
+        ("bad", 'openai provider "openai": HTTP 400 (fake_error)'),
         ("template", "`upstream` has no `nope`"),
         ("no-agent", "names none"),
     ]:
@@ -216,12 +233,14 @@ async def test_a_cancelled_attempt_still_reports_what_it_spent(r: Redis, prefix:
     assert results.messages.index(delta) < results.messages.index(got["long"])
 
 
-async def test_agent_calls_run_concurrently(r: Redis, prefix: str, fake: FakeProviders) -> None:
+async def test_agent_calls_run_concurrently(
+    r: Redis, prefix: str, fake: FakeProviders, providers_file: Path
+) -> None:
     fake.delay_s = 0.3
-    tasks = [agent_task(f"t{i}", openai_agent(fake), {"prompt": f"n{i}"}) for i in range(20)]
+    tasks = [agent_task(f"t{i}", openai_agent(), {"prompt": f"n{i}"}) for i in range(20)]
     await add_tasks(r, prefix, *tasks)
     results = Results(r, prefix)
-    async with running_worker(worker_config(prefix, concurrency=20)):
+    async with running_worker(worker_config(prefix, providers_file, concurrency=20)):
         got = await results.wait_results(20)
     assert {m["outcome"] for m in got.values()} == {"succeeded"}
     spans = [(q["started_at"], q["finished_at"]) for q in fake.requests]
@@ -231,3 +250,34 @@ async def test_agent_calls_run_concurrently(r: Redis, prefix: str, fake: FakePro
         running += step
         peak = max(peak, running)
     assert peak >= 10, peak  # not one call after another
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+async def test_usage_goes_out_as_soon_as_the_provider_states_it(
+    r: Redis,
+    prefix: str,
+    fake: FakeProviders,
+    providers_file: Path,
+    validator: jsonschema.Draft202012Validator,
+    provider: str,
+) -> None:
+    # The provider bills (Anthropic's message_start, OpenAI's final usage chunk), then
+    # hangs: the attempt times out, but its spending was reported while it hung.
+    prompt = "tell me about tides [fake:stall]"
+    task = agent_task("hung", openai_agent(provider=provider), {"prompt": prompt}, timeout_s=1.5)
+    await add_tasks(r, prefix, task)
+    results = Results(r, prefix)
+    async with running_worker(worker_config(prefix, providers_file)):
+        await results.until(lambda s: any(m.get("usage") for m in s.of_type("progress")))
+        assert not results.of_type("result")  # known while the call still hangs
+        got = await results.wait_results(1)
+    result = got["hung"]
+    assert result["error"]["kind"] == "timeout"
+    billed = [m for m in results.of_type("progress") if m.get("usage")]
+    assert billed[0]["usage"]["input_tokens"] == len(prompt) // 4 + 1  # the fake's count
+    assert billed[0]["usage"]["cost_usd"] > 0  # priced like the result
+    assert results.messages.index(billed[-1]) < results.messages.index(result)
+    # The result's usage supersedes, and includes what the progress said.
+    assert result["usage"] == billed[-1]["usage"]
+    for message in results.messages:
+        validator.validate(message)

@@ -12,6 +12,7 @@ import pytest
 from support import REPO
 
 from apex_worker import AgentConfig, NoRetry, Spawn
+from apex_worker.admission import AgentRefused, admit
 from apex_worker.agents import agent, mock
 from apex_worker.agents.fanout import FanOut, split_items
 from apex_worker.agents.pricing import cost_usd, lookup, price_for
@@ -19,6 +20,7 @@ from apex_worker.agents.prompt import PromptError, build_messages, render
 from apex_worker.agents.provider import Message
 from apex_worker.context import Context
 from apex_worker.protocol import Price, Progress, Usage
+from apex_worker.providers import builtin_providers
 
 UPSTREAM = {
     "plan": {"text": "1. moon\n2. sun", "usage": {"input_tokens": 3}},
@@ -28,6 +30,8 @@ UPSTREAM = {
 
 
 def ctx(agent: AgentConfig | None = None, sent: list[Any] | None = None) -> Context:
+    # The provider resolved as the worker resolves it: by name, from the operator's.
+    provider = None if agent is None else admit(agent, builtin_providers())
     return Context(
         run_id="r",
         task_id="t",
@@ -36,6 +40,7 @@ def ctx(agent: AgentConfig | None = None, sent: list[Any] | None = None) -> Cont
         worker_id="w",
         emit=(sent if sent is not None else []).append,
         agent=agent,
+        provider=provider,
     )
 
 
@@ -293,11 +298,16 @@ async def test_the_agent_handler_fans_out_with_spawn() -> None:
     ]
 
 
-async def test_the_agent_handler_needs_an_agent_and_a_known_provider() -> None:
+async def test_the_agent_handler_needs_an_agent_and_a_resolved_provider() -> None:
     with pytest.raises(NoRetry, match="names none"):
         await agent({"prompt": "x"}, {}, ctx(None))
-    with pytest.raises(NoRetry, match="unknown provider 'gemini'"):
-        await agent({"prompt": "x"}, {}, ctx(AgentConfig("a", "gemini", "m")))
+    with pytest.raises(AgentRefused, match='names provider "gemini", which this worker'):
+        ctx(AgentConfig("a", "gemini", "m"))
+    # A context built without the worker's resolution gets no provider of its own.
+    unresolved = ctx(None)
+    unresolved.agent = mock_agent()
+    with pytest.raises(NoRetry, match="no provider was resolved"):
+        await agent({"prompt": "x"}, {}, unresolved)
 
 
 async def test_a_bad_fan_out_fails_before_any_token_is_spent() -> None:

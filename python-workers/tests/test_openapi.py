@@ -256,11 +256,15 @@ def test_the_run_spec_schema_rejects_what_the_server_rejects(doc: dict[str, Any]
         {"tasks": [{"id": "a", "handler": "echo", "budget": {"max_cost_usd": -1}}]},
         {"tasks": [{"id": "a", "handler": "echo", "budget": {"bogus": 1}}]},
         {"tasks": [{"id": "a", "handler": "echo"}], "max_parallel": 0},
-        # An agent needs a model; its provider must be one the workers can call.
+        # An agent needs a model; endpoints and keys are the operator's, never a run's.
         {"tasks": [{"id": "a", "handler": "echo"}], "agents": {"w": {"provider": "mock"}}},
         {
             "tasks": [{"id": "a", "handler": "echo"}],
-            "agents": {"w": {**MOCK_AGENT, "provider": "x"}},
+            "agents": {"w": {**MOCK_AGENT, "base_url": "http://127.0.0.1:9/v1?x="}},
+        },
+        {
+            "tasks": [{"id": "a", "handler": "echo"}],
+            "agents": {"w": {**MOCK_AGENT, "api_key_env": "DATABASE_URL"}},
         },
         {
             "tasks": [{"id": "a", "handler": "echo"}],
@@ -312,7 +316,8 @@ def test_the_agent_schema_rejects_what_the_server_rejects(doc: dict[str, Any]) -
     assert validator.is_valid(MOCK_AGENT)
     for bad in [
         {"provider": "mock"},
-        {**MOCK_AGENT, "provider": "nope"},
+        {**MOCK_AGENT, "base_url": "http://127.0.0.1:9/v1"},
+        {**MOCK_AGENT, "api_key_env": "DATABASE_URL"},
         {**MOCK_AGENT, "temperature": -0.1},
         {**MOCK_AGENT, "max_output_tokens": 0},
         {**MOCK_AGENT, "price": {"input_per_mtok": -1, "output_per_mtok": 0}},

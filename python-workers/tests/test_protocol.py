@@ -154,6 +154,7 @@ def test_messages_the_worker_builds_validate_against_the_schema(
         Progress("r", "t", 1, "w", 3),
         Progress("r", "t", 1, "w", 3, 0.5, "half"),
         Progress("r", "t", 1, "w", 3, None, "generating", "The moon"),
+        Progress("r", "t", 1, "w", 3, None, "generating", usage=Usage(1200, 1, 0.000964)),
         TaskResult(ref, "succeeded", 1, 2, "x", None, Usage(3, 4, 0.5), [{"id": "0"}]),
         TaskResult(ref, "failed", 1, 2, None, TaskError("timeout", "slow"), Usage(1, 0, 0.0)),
         LogLine("r", "t", 1, "w", "warning", "careful", 3),
@@ -174,7 +175,7 @@ def test_agent_task_carries_its_configuration() -> None:
     agent = task.agent
     assert agent is not None
     assert (agent.name, agent.provider, agent.model) == ("researcher", "openai", "gpt-4o-mini")
-    assert agent.api_key_env == "OPENAI_API_KEY"
+    assert agent.extra_fields == ()
     assert agent.max_output_tokens == 512
     assert agent.price is not None
     assert (agent.price.input_per_mtok, agent.price.output_per_mtok) == (0.15, 0.6)
@@ -190,6 +191,7 @@ def test_agent_config_ignores_fields_a_newer_orchestrator_adds() -> None:
     assert agent is not None
     assert agent.model == "gpt-4o-mini"
     assert "top_p" not in agent.to_dict()
+    assert agent.extra_fields == ("top_p",)  # named, so the worker can judge them
     minimal = AgentConfig.from_dict({"name": "a", "provider": "mock", "model": "m"})
     assert minimal.to_dict() == {"name": "a", "provider": "mock", "model": "m"}
     assert AgentConfig.from_dict(minimal.to_dict() | {"temperature": None}) == minimal
@@ -227,3 +229,33 @@ def test_usage_and_children_are_left_out_when_empty() -> None:
     assert isinstance(progress, Progress)
     assert progress.text_delta is None
     assert "text_delta" not in progress.to_dict()
+
+
+def test_progress_may_carry_the_usage_so_far() -> None:
+    progress = parse_message(load(EXAMPLES / "progress_usage.json"))
+    assert isinstance(progress, Progress)
+    assert progress.usage == Usage(1200, 1, 0.000964)
+    assert progress.text_delta is None
+    assert "usage" not in Progress("r", "t", 1, "w", 3).to_dict()
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"base_url": "http://127.0.0.1:1/v1"},
+        {"api_key_env": "DATABASE_URL"},
+        {"base_url": None},
+    ],
+)
+def test_the_schema_refuses_an_agent_that_chooses_an_endpoint_or_key(
+    forged: dict[str, Any], validator: jsonschema.Draft202012Validator
+) -> None:
+    msg = load(EXAMPLES / "task_agent.json")
+    assert validator.is_valid(msg)
+    msg["agent"] |= forged
+    assert not validator.is_valid(msg)
+    # The parser keeps the names, so the worker can refuse them (`admission`).
+    agent = TaskMessage.from_dict(msg).agent
+    assert agent is not None
+    assert agent.extra_fields == tuple(forged)
+    assert set(forged).isdisjoint(agent.to_dict())

@@ -1,6 +1,7 @@
 """The OpenAI-compatible and Anthropic providers against the fake providers server: real
 HTTP on loopback. What goes over the wire, what comes back, and what each failure
-decides."""
+decides. The server is declared the way an operator declares any provider (a
+`ProviderSpec` with `allow_private`, as a providers file gives it)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import pytest
 
 from apex_worker import AgentConfig, NoRetry, Retry
 from apex_worker.agents import agent
-from apex_worker.agents.transport import ProviderError, http_clients
+from apex_worker.agents.transport import ProviderError, error_code, http_clients
 from apex_worker.context import Context
 from apex_worker.protocol import Price, Progress, Usage
+from apex_worker.providers import BUILTIN, ProviderSpec, load_providers
 from apex_worker.testing.fake_providers import LIST_ANSWER, FakeProviders
 
 KEY = "sk-test-not-a-real-key"
@@ -36,7 +38,11 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeProviders]:
         await http_clients.aclose()
 
 
-def ctx(config: AgentConfig, sent: list[Any] | None = None, timeout_s: float = 10) -> Context:
+Call = tuple[AgentConfig, ProviderSpec]
+
+
+def ctx(call: Call, sent: list[Any] | None = None, timeout_s: float = 10) -> Context:
+    config, provider = call
     return Context(
         run_id="r",
         task_id="t",
@@ -45,18 +51,19 @@ def ctx(config: AgentConfig, sent: list[Any] | None = None, timeout_s: float = 1
         worker_id="w",
         emit=(sent if sent is not None else []).append,
         agent=config,
+        provider=provider,
         timeout_s=timeout_s,
     )
 
 
-def openai(fake: FakeProviders, **extra: Any) -> AgentConfig:
-    fields: dict[str, Any] = {"base_url": fake.base_url, "api_key_env": "APEX_TEST_KEY"}
-    return AgentConfig("researcher", "openai", "gpt-4o-mini", **(fields | extra))
+def openai(fake: FakeProviders, key_env: str | None = "APEX_TEST_KEY", **extra: Any) -> Call:
+    spec = ProviderSpec("fast", "openai", fake.base_url, key_env, allow_private=True)
+    return AgentConfig("researcher", "fast", "gpt-4o-mini", **extra), spec
 
 
-def anthropic(fake: FakeProviders, **extra: Any) -> AgentConfig:
-    fields: dict[str, Any] = {"base_url": fake.base_url, "api_key_env": "APEX_TEST_KEY"}
-    return AgentConfig("critic", "anthropic", "claude-3-5-haiku", **(fields | extra))
+def anthropic(fake: FakeProviders, key_env: str | None = "APEX_TEST_KEY", **extra: Any) -> Call:
+    spec = ProviderSpec("claude", "anthropic", fake.origin, key_env, allow_private=True)
+    return AgentConfig("critic", "claude", "claude-3-5-haiku", **extra), spec
 
 
 async def test_openai_request_has_the_chat_completions_shape(fake: FakeProviders) -> None:
@@ -79,10 +86,19 @@ async def test_openai_request_has_the_chat_completions_shape(fake: FakeProviders
         "max_tokens": 64,
     }
     assert output["text"] == "gpt-4o-mini heard: Research tides after moon"
-    # Streamed: every piece forwarded as progress, in order.
-    assert len(sent) > 3
-    assert all(isinstance(p, Progress) and p.text_delta for p in sent)
-    assert "".join(p.text_delta for p in sent) == output["text"]
+    assert output["provider"] == "fast"  # the operator's name for it
+    # Streamed: every piece forwarded as progress, in order, then the usage the last
+    # chunk stated, before the handler returns.
+    *texts, billed = sent
+    assert len(texts) > 3
+    assert all(isinstance(p, Progress) and p.text_delta for p in texts)
+    assert "".join(p.text_delta for p in texts) == output["text"]
+    assert billed.text_delta is None
+    assert billed.usage == Usage(
+        output["usage"]["input_tokens"],
+        output["usage"]["output_tokens"],
+        output["usage"]["cost_usd"],
+    )
 
 
 async def test_anthropic_request_has_the_messages_api_shape(fake: FakeProviders) -> None:
@@ -107,7 +123,14 @@ async def test_anthropic_request_has_the_messages_api_shape(fake: FakeProviders)
         "temperature": 0.0,
     }
     assert output["text"] == LIST_ANSWER
-    assert "".join(p.text_delta for p in sent) == LIST_ANSWER
+    assert "".join(p.text_delta for p in sent if p.text_delta) == LIST_ANSWER
+    # message_start's usage went out first, before any text; message_delta's after it.
+    assert sent[0].usage is not None
+    assert sent[0].usage.input_tokens > 0
+    billed = output["usage"]
+    assert sent[-1].usage == Usage(
+        billed["input_tokens"], billed["output_tokens"], billed["cost_usd"]
+    )
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
@@ -124,7 +147,7 @@ async def test_usage_and_cost_come_from_the_provider(fake: FakeProviders, provid
         "cost_usd": cost,
         "price_source": "default",
     }
-    assert output["provider"] == provider
+    assert output["provider"] == ("fast" if provider == "openai" else "claude")
     assert context.usage == Usage(tokens[0], tokens[1], cost)
 
 
@@ -148,8 +171,9 @@ async def test_429_is_a_retry_after_the_servers_delay(fake: FakeProviders, provi
     with pytest.raises(Retry) as caught:
         await agent({"prompt": "x"}, {}, context)
     assert caught.value.after_s == 1.0
-    assert "HTTP 429" in str(caught.value)
-    assert "rate limited (fake)" in str(caught.value)
+    kind = "fake_error" if provider == "openai" else "rate_limit_error"
+    label = 'openai provider "fast"' if provider == "openai" else 'anthropic provider "claude"'
+    assert str(caught.value) == f"{label}: HTTP 429 ({kind})"
     assert context.usage is None
     output = await agent({"prompt": "x"}, {}, context)  # the next attempt gets through
     assert output["text"].endswith("heard: x")
@@ -158,7 +182,14 @@ async def test_429_is_a_retry_after_the_servers_delay(fake: FakeProviders, provi
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 @pytest.mark.parametrize(
     ("status", "decision"),
-    [(400, NoRetry), (401, NoRetry), (404, NoRetry), (500, ProviderError), (529, ProviderError)],
+    [
+        (302, NoRetry),
+        (400, NoRetry),
+        (401, NoRetry),
+        (404, NoRetry),
+        (500, ProviderError),
+        (529, ProviderError),
+    ],
 )
 async def test_http_errors_decide_whether_to_retry(
     fake: FakeProviders, provider: str, status: int, decision: type[Exception]
@@ -166,9 +197,10 @@ async def test_http_errors_decide_whether_to_retry(
     config = (openai if provider == "openai" else anthropic)(fake)
     with pytest.raises(decision) as caught:
         await agent({"prompt": f"x [fake:status={status}]"}, {}, ctx(config))
-    assert f"HTTP {status}" in str(caught.value)
-    assert f"asked for {status} (fake)" in str(caught.value)  # the provider's own message
+    assert f"HTTP {status} (" in str(caught.value)  # with the error's type, not its text
+    assert "asked for" not in str(caught.value)
     assert KEY not in str(caught.value)
+    assert len(fake.requests) == 1  # a redirect is never followed
 
 
 async def test_a_missing_key_is_not_retried_and_names_the_variable(
@@ -177,26 +209,34 @@ async def test_a_missing_key_is_not_retried_and_names_the_variable(
     monkeypatch.delenv("APEX_TEST_KEY")
     with pytest.raises(NoRetry, match="set the environment variable APEX_TEST_KEY"):
         await agent({"prompt": "x"}, {}, ctx(openai(fake)))
-    # The provider's own endpoint needs its default variable; nothing is sent.
-    official = AgentConfig("a", "anthropic", "claude-3-5-haiku")
+    # The built-in providers need their variables; nothing is sent, nothing resolved.
+    builtin = {spec.name: spec for spec in BUILTIN}
+    official = (AgentConfig("a", "anthropic", "claude-3-5-haiku"), builtin["anthropic"])
     with pytest.raises(NoRetry, match="set the environment variable ANTHROPIC_API_KEY"):
         await agent({"prompt": "x"}, {}, ctx(official))
     assert fake.requests == []
 
 
-async def test_a_local_server_needs_no_key(fake: FakeProviders) -> None:
-    # Ollama or vLLM: a base URL and no api_key_env; OPENAI_API_KEY is unset.
-    config = AgentConfig("local", "openai", "llama3", base_url=fake.base_url)
-    output = await agent({"prompt": "hi"}, {}, ctx(config))
-    assert output["text"] == "llama3 heard: hi"
-    assert "authorization" not in fake.requests[0]["all_headers"]
+async def test_a_provider_declared_without_a_key_variable_gets_no_key(
+    fake: FakeProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ollama or vLLM: no api_key_env; keys the worker has stay home.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-canary-must-not-travel")
+    for call in (openai(fake, key_env=None), anthropic(fake, key_env=None)):
+        output = await agent({"prompt": "hi"}, {}, ctx(call))
+        assert output["text"].endswith(" heard: hi")
+    for request in fake.requests:
+        assert "authorization" not in request["all_headers"]
+        assert "x-api-key" not in request["all_headers"]
 
 
 async def test_connections_are_reused_across_calls(fake: FakeProviders) -> None:
-    for provider in (openai, anthropic, openai):
+    for provider in (openai, openai, openai):
         await agent({"prompt": "x"}, {}, ctx(provider(fake)))
-    assert len({r["peer_port"] for r in fake.requests}) == 1
-    assert len(http_clients) == 1
+    await agent({"prompt": "x"}, {}, ctx(anthropic(fake)))
+    ports = [r["peer_port"] for r in fake.requests]
+    assert len(set(ports[:3])) == 1  # one connection for the three calls
+    assert len(http_clients) == 2  # one pool per declared provider
 
 
 async def test_a_broken_stream_is_retryable(fake: FakeProviders) -> None:
@@ -235,6 +275,8 @@ def server_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int,
         [
             *(sys.executable, "-m", "apex_worker.testing.fake_providers", "--port", "0"),
             *("--log", str(log), "--fail-first-with-429", "1", "--delay-s", "0.05"),
+            *("--providers-file", str(tmp_path / "providers.json")),
+            *("--providers-api-key-env", "APEX_TEST_KEY"),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -254,6 +296,12 @@ def test_the_server_runs_as_a_command_and_logs_each_request(
     server_process: tuple[subprocess.Popen[str], int, Path],
 ) -> None:
     proc, port, log = server_process
+    # Written before `listening on`: a worker started next finds the server declared.
+    providers = load_providers(log.with_name("providers.json"))
+    assert providers["openai"] == ProviderSpec(
+        "openai", "openai", f"http://127.0.0.1:{port}/v1", "APEX_TEST_KEY", allow_private=True
+    )
+    assert providers["anthropic"].base_url == f"http://127.0.0.1:{port}"
     body = {"model": "m", "messages": [{"role": "user", "content": "a list please"}]}
     url = f"http://127.0.0.1:{port}/v1"
     with httpx.Client(timeout=10) as client:
@@ -278,3 +326,31 @@ def test_the_server_runs_as_a_command_and_logs_each_request(
     assert lines[1]["body"] == body
     assert lines[1]["finished_at"] - lines[1]["started_at"] >= 0.05  # --delay-s
     assert '"k"' not in log.read_text()  # keys never reach the log
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (
+            b'{"error": {"message": "no", "type": "invalid_request_error", "code": null}}',
+            "invalid_request_error",
+        ),
+        (
+            b'{"error": {"message": "no", "type": "x", "code": "context_length_exceeded"}}',
+            "context_length_exceeded",
+        ),
+        (
+            b'{"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}',
+            "overloaded_error",
+        ),
+        (b'{"error": {"code": "postgres://u:secret@db/x"}}', None),
+        (b'{"error": {"code": "has spaces in it"}}', None),
+        (b'{"error": "a sentence with a secret sk-123"}', None),
+        (b'{"error": {"type": "' + b"a" * 100 + b'"}}', "a" * 64),
+        (b"<html>secret internal page</html>", None),
+        (b"\xff\xfe not utf-8", None),
+        (b"", None),
+    ],
+)
+def test_only_an_identifier_like_error_code_is_kept(body: bytes, code: str | None) -> None:
+    assert error_code(body) == code

@@ -239,6 +239,10 @@ pub struct Progress {
     /// Text generated since the last progress report (streamed LLM tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_delta: Option<String>,
+    /// What the attempt has used so far, as soon as the provider states it (so a call
+    /// that bills and then stalls is still counted); the result's usage supersedes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
     pub at_ms: i64,
 }
 

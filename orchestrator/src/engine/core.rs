@@ -212,12 +212,12 @@ impl Core {
     pub async fn reconcile(
         &mut self,
         in_flight: InFlight,
-        present: &HashSet<(String, String, u32)>,
+        present: &HashMap<(String, String, u32), (String, String)>,
     ) {
         let now = now_ms();
         let mut requeued = 0;
         for (id, i, attempt) in in_flight {
-            let Some(run) = self.runs.get(&id) else {
+            let Some(run) = self.runs.get_mut(&id) else {
                 continue;
             };
             let key = (
@@ -225,7 +225,10 @@ impl Core {
                 run.machine.dag().task(i).id.clone(),
                 attempt,
             );
-            if present.contains(&key) {
+            if let Some((queue, entry)) = present.get(&key) {
+                // Known again, so reports can be checked against it after a restart.
+                run.entries
+                    .insert(i, (attempt, queue.clone(), entry.clone()));
                 continue;
             }
             if self
@@ -429,6 +432,9 @@ impl Core {
         match msg {
             WorkerMessage::Started(s) => {
                 let a = s.attempt;
+                if self.verify_report(&a).is_err() {
+                    return;
+                }
                 let worker = self.intern_worker(&a.worker_id);
                 self.on_task(&a.run_id, &a.task_id, |m, i, o| {
                     m.started(i, a.attempt, worker, s.at_ms, o)
@@ -437,11 +443,11 @@ impl Core {
             }
             WorkerMessage::Result(r) => {
                 let a = &r.attempt;
-                self.pending
-                    .flush
-                    .outgoing
-                    .task_acks
-                    .push((a.queue.clone(), a.msg_id.clone()));
+                match self.verify_report(a) {
+                    Ok(Some(entry)) => self.pending.flush.outgoing.task_acks.push(entry),
+                    Ok(None) => {}
+                    Err(()) => return,
+                }
                 let worker = self.intern_worker(&a.worker_id);
                 let duration_s = (r.finished_at_ms - r.started_at_ms).max(0) as f64 / 1000.0;
                 let attempt = a.attempt;
@@ -521,11 +527,11 @@ impl Core {
             }
             WorkerMessage::Released(r) => {
                 let a = r.attempt;
-                self.pending
-                    .flush
-                    .outgoing
-                    .task_acks
-                    .push((a.queue.clone(), a.msg_id.clone()));
+                match self.verify_report(&a) {
+                    Ok(Some(entry)) => self.pending.flush.outgoing.task_acks.push(entry),
+                    Ok(None) => {}
+                    Err(()) => return,
+                }
                 let now = now_ms();
                 self.on_task(&a.run_id, &a.task_id, |m, i, o| {
                     m.released(i, a.attempt, now, o)
@@ -734,6 +740,49 @@ impl Core {
                     .controls
                     .push(serde_json::to_string(&msg).expect("control serialises"));
             }
+        }
+    }
+
+    /// Checks a worker's report against what the engine itself recorded, since Redis is
+    /// not a trusted channel: the queue entry it names must be the one this attempt was
+    /// pushed as, and a running attempt's reports must come from the worker that
+    /// started it. Answers the entry to acknowledge, if the engine knows it (it does
+    /// not yet when the report overtakes the push's confirmation, nor for an attempt
+    /// that already ended: those entries are acknowledged when confirmed, or reclaimed).
+    /// A report that fails is dropped whole and counted.
+    fn verify_report(
+        &mut self,
+        a: &worker_protocol::AttemptRef,
+    ) -> Result<Option<(String, String)>, ()> {
+        let Some(run) = self.runs.get(a.run_id.as_str()) else {
+            return Ok(None);
+        };
+        let Some(i) = run.machine.dag().index_of(&a.task_id) else {
+            return Ok(None);
+        };
+        let reject = |reason: &'static str| {
+            metrics::counter!("apex_worker_reports_rejected_total", "reason" => reason)
+                .increment(1);
+            tracing::warn!(run = %a.run_id, task = %a.task_id, attempt = a.attempt, worker = %a.worker_id, reason, "dropped a worker report that does not match the engine's records");
+            Err(())
+        };
+        let task = run.machine.task(i);
+        if task.attempt == a.attempt && task.state == TaskState::Running {
+            if let Some(w) = &task.worker_id {
+                if **w != *a.worker_id {
+                    return reject("other_worker");
+                }
+            }
+        }
+        match run.entries.get(&i) {
+            Some((attempt, queue, id)) if *attempt == a.attempt => {
+                if *queue == a.queue && *id == a.msg_id {
+                    Ok(Some((queue.clone(), id.clone())))
+                } else {
+                    reject("foreign_entry")
+                }
+            }
+            _ => Ok(None),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use super::Input;
 use crate::queue::RedisQueue;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -13,11 +13,12 @@ use worker_protocol::TaskMessage;
 /// How often Redis is checked.
 const PERIOD: Duration = Duration::from_secs(1);
 
-/// `(run, task, attempt)` of every task message still in a queue stream.
+/// Where each task message still in a queue stream is: `(run, task, attempt)` →
+/// `(queue, entry id)`.
 pub(super) async fn attempts_in_redis(
     queue: &RedisQueue,
-) -> Result<HashSet<(String, String, u32)>, crate::queue::QueueError> {
-    let mut present = HashSet::new();
+) -> Result<HashMap<(String, String, u32), (String, String)>, crate::queue::QueueError> {
+    let mut present = HashMap::new();
     for q in queue.queues().await? {
         for entry in queue.scan(&q).await? {
             if let Some(m) = entry
@@ -25,7 +26,7 @@ pub(super) async fn attempts_in_redis(
                 .as_deref()
                 .and_then(|b| serde_json::from_slice::<TaskMessage>(b).ok())
             {
-                present.insert((m.run_id, m.task_id, m.attempt));
+                present.insert((m.run_id, m.task_id, m.attempt), (q.clone(), entry.id));
             }
         }
     }

@@ -1,32 +1,37 @@
-"""Anthropic's Messages API.
+"""Anthropic's Messages API (providers of kind `anthropic`).
 
-`POST {base_url}/messages` with `x-api-key`, `anthropic-version: 2023-06-01` and
-`stream: true`. Server-sent events: `message_start` (input tokens), `content_block_delta`
-(text), `message_delta` (output tokens so far), `message_stop`; `error` ends the stream
-with a failure. The API has no system role among messages: the agent's system prompt
-and any `system` messages go to the `system` field.
+`POST {base_url}/v1/messages` (the base URL is the API's root, as in Anthropic's SDKs:
+`https://api.anthropic.com`) with `x-api-key`, `anthropic-version: 2023-06-01` and
+`stream: true`. Server-sent events: `message_start` (input tokens, passed on at once:
+they are billed even if the stream stalls), `content_block_delta` (text),
+`message_delta` (output tokens so far), `message_stop`; `error` ends the stream with a
+failure. The API has no system role among messages: the agent's system prompt and any
+`system` messages go to the `system` field.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from apex_worker.agents.provider import ChatRequest, Completion, OnText, estimate_tokens
+from apex_worker.agents.provider import (
+    ChatRequest,
+    Completion,
+    OnText,
+    OnUsage,
+    estimate_tokens,
+)
 from apex_worker.agents.transport import (
     ProviderError,
     api_key,
     parse_event,
     post,
     sse_events,
+    stream_error,
 )
-from apex_worker.errors import NoRetry
 
-DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
-DEFAULT_KEY_ENV = "ANTHROPIC_API_KEY"
 API_VERSION = "2023-06-01"
 #: The API requires `max_tokens`; this is sent when the agent sets none.
 DEFAULT_MAX_TOKENS = 1024
-NAME = "anthropic"
 # Errors in the stream that a later attempt cannot fix.
 _FATAL_ERRORS = frozenset(
     ("invalid_request_error", "authentication_error", "permission_error", "not_found_error")
@@ -52,9 +57,9 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
     return body
 
 
-async def complete(request: ChatRequest, on_text: OnText) -> Completion:
-    agent = request.agent
-    key = api_key(agent, DEFAULT_KEY_ENV, DEFAULT_BASE_URL)
+async def complete(request: ChatRequest, on_text: OnText, on_usage: OnUsage) -> Completion:
+    spec = request.provider
+    key = api_key(spec)
     headers = {"accept": "text/event-stream", "anthropic-version": API_VERSION}
     if key is not None:
         headers["x-api-key"] = key
@@ -63,17 +68,18 @@ async def complete(request: ChatRequest, on_text: OnText) -> Completion:
     input_tokens: int | None = None
     output_tokens: int | None = None
     stopped = False
-    base_url = agent.base_url or DEFAULT_BASE_URL
-    async with post(NAME, base_url, "/messages", body, headers, request.read_timeout_s) as resp:
+    async with post(spec, "/v1/messages", body, headers, request.read_timeout_s) as resp:
         async for _event, data in sse_events(resp):
             if stopped:
                 continue  # read to the end, so the connection goes back to the pool
-            event = parse_event(NAME, data)
+            event = parse_event(spec.label, data)
             kind = event.get("type")
             if kind == "message_start":
                 usage = _dict(_dict(event.get("message")).get("usage"))
                 input_tokens = _count(usage.get("input_tokens"), input_tokens)
                 output_tokens = _count(usage.get("output_tokens"), output_tokens)
+                if input_tokens is not None:
+                    await on_usage(input_tokens, output_tokens or 0)
             elif kind == "content_block_delta":
                 delta = _dict(event.get("delta"))
                 text = delta.get("text")
@@ -85,16 +91,14 @@ async def complete(request: ChatRequest, on_text: OnText) -> Completion:
                 usage = _dict(event.get("usage"))
                 input_tokens = _count(usage.get("input_tokens"), input_tokens)
                 output_tokens = _count(usage.get("output_tokens"), output_tokens)
+                if input_tokens is not None and output_tokens is not None:
+                    await on_usage(input_tokens, output_tokens)
             elif kind == "message_stop":
                 stopped = True
             elif kind == "error":
-                error = _dict(event.get("error"))
-                message = f"{NAME}: error in the stream: {error.get('message', error)}"
-                if error.get("type") in _FATAL_ERRORS:
-                    raise NoRetry(message)
-                raise ProviderError(message)
+                raise stream_error(spec.label, event.get("error"), _FATAL_ERRORS)
     if not stopped:
-        raise ProviderError(f"{NAME}: the stream ended before message_stop")
+        raise ProviderError(f"{spec.label}: the stream ended before message_stop")
     text = "".join(parts)
     if input_tokens is None or output_tokens is None:
         return Completion(

@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import re
 
-from apex_worker.agents.provider import ChatRequest, Completion, OnText
+from apex_worker.agents.provider import ChatRequest, Completion, OnText, OnUsage
 
 WORD_DELAY_S = 0.02
 _ASKS_FOR_LIST = re.compile(r"\b(lists?|plans?)\b", re.IGNORECASE)
@@ -40,7 +40,8 @@ _WORDS = (
 )  # fmt: skip
 
 
-async def complete(request: ChatRequest, on_text: OnText) -> Completion:
+async def complete(request: ChatRequest, on_text: OnText, on_usage: OnUsage) -> Completion:
+    # Nothing is billed, so there is no usage to report before the answer (`on_usage`).
     prompt = request.prompt_text()
     model = request.agent.model
     stream = hashlib.shake_256(f"{model}\n{prompt}".encode()).digest(256)

@@ -1,11 +1,12 @@
 """Any OpenAI-compatible chat-completions endpoint: OpenAI, OpenRouter, Groq, Together,
 Ollama, vLLM, and Google's and Cohere's compatibility endpoints, told apart only by the
-agent's `base_url` and `api_key_env`.
+operator's `base_url` and `api_key_env` for the provider (kind `openai`).
 
 `POST {base_url}/chat/completions` with `stream: true` and
 `stream_options.include_usage`; the answer arrives as server-sent `data:` chunks until
-`[DONE]`, usage in the last chunk. A server that reports no usage gets estimated counts
-(`Completion.estimated`); one that ignores `stream` and answers plain JSON is read too.
+`[DONE]`, usage in the last chunk, which is passed on (`on_usage`) as soon as it is read.
+A server that reports no usage gets estimated counts (`Completion.estimated`); one that
+ignores `stream` and answers plain JSON is read too.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ from typing import Any
 
 import httpx
 
-from apex_worker.agents.provider import ChatRequest, Completion, OnText, estimate_tokens
+from apex_worker.agents.provider import (
+    ChatRequest,
+    Completion,
+    OnText,
+    OnUsage,
+    estimate_tokens,
+)
 from apex_worker.agents.transport import (
     ProviderError,
     api_key,
     parse_event,
     post,
     sse_events,
+    stream_error,
 )
-
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_KEY_ENV = "OPENAI_API_KEY"
-NAME = "openai"
 
 
 def request_body(request: ChatRequest) -> dict[str, Any]:
@@ -45,25 +49,23 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
     return body
 
 
-async def complete(request: ChatRequest, on_text: OnText) -> Completion:
-    agent = request.agent
-    key = api_key(agent, DEFAULT_KEY_ENV, DEFAULT_BASE_URL)
+async def complete(request: ChatRequest, on_text: OnText, on_usage: OnUsage) -> Completion:
+    spec = request.provider
+    key = api_key(spec)
     headers = {"accept": "text/event-stream"}
     if key is not None:
         headers["authorization"] = f"Bearer {key}"
-    base_url = agent.base_url or DEFAULT_BASE_URL
     body = request_body(request)
-    async with post(
-        NAME, base_url, "/chat/completions", body, headers, request.read_timeout_s
-    ) as response:
+    async with post(spec, "/chat/completions", body, headers, request.read_timeout_s) as response:
         if "text/event-stream" not in response.headers.get("content-type", ""):
             return await _read_whole(request, response)
-        return await _read_stream(request, response, on_text)
+        return await _read_stream(request, response, on_text, on_usage)
 
 
 async def _read_stream(
-    request: ChatRequest, response: httpx.Response, on_text: OnText
+    request: ChatRequest, response: httpx.Response, on_text: OnText, on_usage: OnUsage
 ) -> Completion:
+    label = request.provider.label
     parts: list[str] = []
     usage: dict[str, Any] | None = None
     ended = False
@@ -74,8 +76,8 @@ async def _read_stream(
         if done or data.strip() == "[DONE]":
             done = ended = True
             continue
-        chunk = parse_event(NAME, data)
-        _raise_stream_error(chunk)
+        chunk = parse_event(label, data)
+        _raise_stream_error(label, chunk)
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
@@ -88,27 +90,31 @@ async def _read_stream(
                 ended = True
         if isinstance(chunk.get("usage"), dict):
             usage = chunk["usage"]
+            # Billed now, whatever happens to the rest of the stream.
+            await on_usage(
+                _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+            )
     if not ended:
-        raise ProviderError(f"{NAME}: the stream ended before the answer did")
+        raise ProviderError(f"{label}: the stream ended before the answer did")
     return _completion(request, "".join(parts), usage)
 
 
 async def _read_whole(request: ChatRequest, response: httpx.Response) -> Completion:
-    body = parse_event(NAME, (await response.aread()).decode("utf-8", "replace"))
-    _raise_stream_error(body)
+    label = request.provider.label
+    body = parse_event(label, (await response.aread()).decode("utf-8", "replace"))
+    _raise_stream_error(label, body)
     try:
         text = body["choices"][0]["message"]["content"] or ""
     except (KeyError, IndexError, TypeError):
-        raise ProviderError(f"{NAME}: the answer has no choices[0].message.content") from None
+        raise ProviderError(f"{label}: the answer has no choices[0].message.content") from None
     usage = body.get("usage")
     return _completion(request, str(text), usage if isinstance(usage, dict) else None)
 
 
-def _raise_stream_error(chunk: dict[str, Any]) -> None:
+def _raise_stream_error(label: str, chunk: dict[str, Any]) -> None:
     error = chunk.get("error")
     if error is not None:
-        message = error.get("message") if isinstance(error, dict) else error
-        raise ProviderError(f"{NAME}: error in the stream: {message}")
+        raise stream_error(label, error)
 
 
 def _completion(request: ChatRequest, text: str, usage: dict[str, Any] | None) -> Completion:

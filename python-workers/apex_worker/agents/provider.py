@@ -1,5 +1,6 @@
 """What every provider takes and gives back: a chat request built from the agent's
-configuration and the rendered messages, and the completion with its token counts."""
+configuration, the operator's provider and the rendered messages, and the completion
+with its token counts."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, TypeAlias
 
 from apex_worker.protocol import AgentConfig
+from apex_worker.providers import ProviderSpec
 
 Role: TypeAlias = Literal["system", "user", "assistant"]
 #: Receives each piece of the answer as it is generated.
 OnText: TypeAlias = Callable[[str], Awaitable[None]]
+#: Receives the tokens the provider says it has billed so far, `(input, output)`, as soon
+#: as it says so: before the answer is complete, so spending is counted even if the
+#: stream then stalls.
+OnUsage: TypeAlias = Callable[[int, int], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,8 @@ class Message:
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     agent: AgentConfig
+    #: Where the request goes and with which key: the operator's, never the task's.
+    provider: ProviderSpec
     #: The agent's system prompt, if it has one.
     system: str | None
     messages: list[Message]
@@ -47,7 +55,9 @@ class Completion:
 
 
 class Provider(Protocol):
-    async def __call__(self, request: ChatRequest, on_text: OnText) -> Completion: ...
+    async def __call__(
+        self, request: ChatRequest, on_text: OnText, on_usage: OnUsage
+    ) -> Completion: ...
 
 
 def estimate_tokens(text: str) -> int:

@@ -1,16 +1,21 @@
-"""HTTP for the providers: one pooled `httpx.AsyncClient` per base URL (connections are
-reused across attempts), per-request timeouts, server-sent events, API keys from the
-environment, and the rule that turns a failed call into a decision:
+"""HTTP for the providers: one pooled `httpx.AsyncClient` per declared provider
+(connections are reused across attempts), per-request timeouts, server-sent events, API
+keys from the environment, and the rule that turns a failed call into a decision:
 
 | what happened | decision |
 | --- | --- |
 | 429 | `Retry(after_s=Retry-After, default 5 s)` |
 | 5xx, 408, timeout, connection error, broken stream | retryable: `ProviderError`, or |
 | | `Retry(after_s=…)` when a Retry-After came with it |
-| any other 4xx | `NoRetry` with the provider's own error message |
+| 3xx (redirects are never followed), any other 4xx | `NoRetry` |
 | no API key | `NoRetry` naming the environment variable |
+| a non-public address without `allow_private` | `NoRetry` (`destination`) |
 
-Keys are sent in headers only, never logged and never put in an error message.
+An error says the status and the provider's error code or type (`openai provider
+"fast": HTTP 400 (invalid_request_error)`), never the body's text: whatever answered may
+not be the provider, and its words must not reach the task's error, where anyone who
+can read the run would see them. Keys are sent in headers only, never logged and never
+put in an error message.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,9 +33,15 @@ from typing import Any
 
 import httpx
 
+from apex_worker.agents import destination
+from apex_worker.agents.errors import ProviderError
 from apex_worker.codec import dumps
 from apex_worker.errors import NoRetry, Retry
-from apex_worker.protocol import AgentConfig
+from apex_worker.providers import ProviderSpec
+
+__all__ = ["ProviderError"]
+
+log = logging.getLogger("apex_worker.agents")
 
 CONNECT_TIMEOUT_S = 10.0
 #: How long to wait for the provider's next bytes when the task sets no timeout.
@@ -37,31 +50,40 @@ DEFAULT_READ_TIMEOUT_S = 120.0
 DEFAULT_RETRY_AFTER_S = 5.0
 # Room for a worker's whole semaphore of concurrent calls to one provider.
 _LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-_MAX_ERROR_CHARS = 500
-
-
-class ProviderError(RuntimeError):
-    """A provider call failed in a way a later attempt may not: retryable."""
+# An error code worth showing: identifier-like, so a code field cannot carry prose
+# (or a secret with spaces or slashes) into the task's error.
+_ERROR_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+_MAX_CODE_CHARS = 64
+# Read at most this much of an error body: only its code is wanted.
+_MAX_ERROR_BODY_BYTES = 64 * 1024
 
 
 class HttpClients:
-    """The worker's HTTP clients, one per base URL, each with its own connection pool.
+    """The worker's HTTP clients, one per declared provider, each with its own pool.
 
     A client belongs to the event loop that made it; asked from another loop (each test
     has its own), the pool starts afresh. The worker closes them at shutdown."""
 
     def __init__(self) -> None:
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._clients: dict[ProviderSpec, httpx.AsyncClient] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def get(self, base_url: str) -> httpx.AsyncClient:
+    def get(self, spec: ProviderSpec) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._clients, self._loop = {}, loop
-        client = self._clients.get(base_url)
+        client = self._clients.get(spec)
         if client is None or client.is_closed:
-            client = httpx.AsyncClient(limits=_LIMITS, follow_redirects=False)
-            self._clients[base_url] = client
+            client = httpx.AsyncClient(
+                transport=destination.guarded_transport(spec.label, spec.allow_private, _LIMITS),
+                # Never follow a redirect: it would take the request, key included,
+                # somewhere the operator did not declare.
+                follow_redirects=False,
+                # No proxies, .netrc credentials or other settings from the environment:
+                # the operator's providers file says everything about a provider.
+                trust_env=False,
+            )
+            self._clients[spec] = client
         return client
 
     def __len__(self) -> int:
@@ -79,21 +101,18 @@ class HttpClients:
 http_clients = HttpClients()
 
 
-def api_key(agent: AgentConfig, default_env: str, default_base_url: str) -> str | None:
-    """The key from the worker's environment. Required when the agent names its variable
-    (`api_key_env`) or talks to the provider's own endpoint; for another base URL (a
-    local Ollama or vLLM) the default variable is used when set, and no key otherwise."""
-    env = agent.api_key_env or default_env
-    key = os.environ.get(env, "").strip()
-    if key:
-        return key
-    own_endpoint = agent.base_url is None or agent.base_url.rstrip("/") == default_base_url
-    if agent.api_key_env or own_endpoint:
+def api_key(spec: ProviderSpec) -> str | None:
+    """The provider's key from the worker's environment: None when the operator declared
+    no `api_key_env` (a local server), else the variable's value, which must be set."""
+    if spec.api_key_env is None:
+        return None
+    key = os.environ.get(spec.api_key_env, "").strip()
+    if not key:
         raise NoRetry(
-            f"{agent.provider}: no API key for agent {agent.name!r}: "
-            f"set the environment variable {env} on the worker"
+            f"{spec.label}: no API key: set the environment variable {spec.api_key_env} "
+            "on the worker"
         )
-    return None
+    return key
 
 
 def timeout(read_s: float) -> httpx.Timeout:
@@ -102,19 +121,20 @@ def timeout(read_s: float) -> httpx.Timeout:
 
 @asynccontextmanager
 async def post(
-    provider: str,
-    base_url: str,
+    spec: ProviderSpec,
     path: str,
     body: dict[str, Any],
     headers: dict[str, str],
     read_timeout_s: float,
 ) -> AsyncIterator[httpx.Response]:
-    """POSTs `body` as JSON to `base_url + path` and yields the streaming response once
-    its status is good. Errors, including those raised while the caller reads the body,
-    become decisions (see the module's table)."""
-    base_url = base_url.rstrip("/")
-    client = http_clients.get(base_url)
-    url = base_url + path
+    """POSTs `body` as JSON to the provider's `base_url + path` and yields the streaming
+    response once its status is good. Errors, including those raised while the caller
+    reads the body, become decisions (see the module's table)."""
+    if spec.base_url is None:
+        raise NoRetry(f"{spec.label}: declared without a base_url")
+    url = spec.base_url.rstrip("/") + path
+    await destination.check(spec.label, url, spec.allow_private)
+    client = http_clients.get(spec)
     headers = {"content-type": "application/json", **headers}
     try:
         request = client.build_request(
@@ -122,46 +142,78 @@ async def post(
         )
         response = await client.send(request, stream=True)
         try:
-            if response.status_code >= 400:
-                await response.aread()
-                raise error_for_status(provider, response)
+            if response.status_code >= 300:
+                raise error_for_status(spec.label, response, await _error_body(response))
             yield response
         finally:
             await response.aclose()
-    except httpx.TimeoutException as exc:
-        raise ProviderError(f"{provider}: timed out ({type(exc).__name__}) at {url}") from exc
     except httpx.HTTPError as exc:
-        raise ProviderError(f"{provider}: {type(exc).__name__} at {url}: {exc}") from exc
+        # Only the exception's type reaches the task: its text can quote what the other
+        # end sent (h11 shows a bad status line's bytes), and `from None` keeps it out of
+        # the traceback too. The worker's own log, which only the operator reads, has it.
+        log.info("%s: %s: %s", spec.label, type(exc).__name__, exc)
+        what = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
+        raise ProviderError(f"{spec.label}: {what} ({type(exc).__name__})") from None
 
 
-def error_for_status(provider: str, response: httpx.Response) -> Exception:
+async def _error_body(response: httpx.Response) -> bytes:
+    body = b""
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= _MAX_ERROR_BODY_BYTES:
+            break
+    return body[:_MAX_ERROR_BODY_BYTES]
+
+
+def error_for_status(label: str, response: httpx.Response, body: bytes = b"") -> Exception:
     status = response.status_code
-    what = f"{provider}: HTTP {status} from {response.request.url}: {error_message(response)}"
+    code = error_code(body)
+    what = f"{label}: HTTP {status}" + (f" ({code})" if code else "")
     after = retry_after_s(response.headers)
     if status == 429:
         return Retry(what, after_s=DEFAULT_RETRY_AFTER_S if after is None else after)
     if status >= 500 or status == 408:
         return ProviderError(what) if after is None else Retry(what, after_s=after)
+    if status < 400:
+        return NoRetry(f"{what}: a redirect, which the worker never follows")
     return NoRetry(what)
 
 
-def error_message(response: httpx.Response) -> str:
-    """The provider's own words: `error.message` in OpenAI's and Anthropic's error
-    bodies, else the start of the body."""
-    text = response.text
+def error_code(body: bytes) -> str | None:
+    """The provider's error code or type from a JSON error body (`error.code`, else
+    `error.type`, else `type`), if it is an identifier; never any other text."""
     try:
-        body = json.loads(text)
+        parsed: Any = json.loads(body)
     except ValueError:
-        body = None
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])[:_MAX_ERROR_CHARS]
-        if isinstance(error, str):
-            return error[:_MAX_ERROR_CHARS]
-        if isinstance(body.get("message"), str):
-            return str(body["message"])[:_MAX_ERROR_CHARS]
-    return text.strip()[:_MAX_ERROR_CHARS] or response.reason_phrase
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    error = parsed.get("error")
+    candidates = [error.get("code"), error.get("type")] if isinstance(error, dict) else []
+    candidates.append(parsed.get("type") if parsed.get("type") != "error" else None)
+    for candidate in candidates:
+        code = shown_code(candidate)
+        if code:
+            return code
+    return None
+
+
+def shown_code(value: Any) -> str | None:
+    """`value` if it is an identifier-like error code, cut to 64 characters."""
+    if isinstance(value, str) and _ERROR_CODE.match(value):
+        return value[:_MAX_CODE_CHARS]
+    return None
+
+
+def stream_error(label: str, error: Any, fatal_types: frozenset[str] = frozenset()) -> Exception:
+    """The decision for an error object a provider sent inside its stream: summarised
+    like an HTTP error, not retried when its type is one of `fatal_types`."""
+    error = error if isinstance(error, dict) else {}
+    code = shown_code(error.get("code")) or shown_code(error.get("type"))
+    message = f"{label}: error in the stream" + (f" ({code})" if code else "")
+    if error.get("type") in fatal_types:
+        return NoRetry(message)
+    return ProviderError(message)
 
 
 def retry_after_s(headers: httpx.Headers) -> float | None:

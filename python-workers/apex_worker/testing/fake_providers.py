@@ -4,9 +4,13 @@ server-sent events), with the standard library only.
 
     python -m apex_worker.testing.fake_providers --port 0 [--log FILE] [--delay-s 0.2]
         [--chunk-delay-s 0.01] [--fail-first-with-429 N]
+        [--providers-file FILE [--providers-api-key-env VAR]]
 
-prints `listening on PORT` once it accepts connections. In-process:
-`with FakeProviders(...) as fake: fake.base_url` (`http://127.0.0.1:PORT/v1`).
+prints `listening on PORT` once it accepts connections (and, with `--providers-file`,
+has written a providers file declaring it: `openai` and `anthropic` with
+`allow_private: true`, see `providers_file`). In-process:
+`with FakeProviders(...) as fake: fake.base_url` (`http://127.0.0.1:PORT/v1`), and
+`fake.write_providers_file(path)` for the worker.
 
 Routes:
 - `POST /v1/chat/completions`: streams `data:` chunks then `data: [DONE]` when the body
@@ -22,9 +26,13 @@ answer is `1. alpha` / `2. beta` / `3. gamma` on three lines; otherwise it is
 characters of the system prompt and messages // 4 + 1, output tokens = words of the answer.
 
 Directives in the last user message exercise the error paths:
-`[fake:status=NNN]` answers HTTP NNN with a provider-shaped error body (429 adds
-`Retry-After: 1`); `[fake:no-usage]` leaves usage out; `[fake:drop]` cuts the stream off
-after its first chunk.
+`[fake:status=NNN]` answers HTTP NNN with a provider-shaped error body whose message
+quotes the user message back, as real providers sometimes do (429 adds
+`Retry-After: 1`, 3xx a `Location` on this server); `[fake:no-usage]` leaves usage
+out; `[fake:drop]` cuts the stream off after its first chunk; `[fake:stall]` stops
+streaming right after the event that carries usage (Anthropic's `message_start`,
+OpenAI's usage chunk) and holds the connection open for `stall_s` (30 s), like a
+provider that bills and then hangs.
 
 Options: `--delay-s` sleeps before answering each request; `--chunk-delay-s` between
 streamed chunks; `--fail-first-with-429 N` answers the first N requests 429 with
@@ -50,6 +58,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from apex_worker.testing.providers_file import write_fake_providers_file
+
 _LIST = re.compile(r"\blist\b", re.IGNORECASE)
 _STATUS = re.compile(r"\[fake:status=(\d{3})\]")
 LIST_ANSWER = "1. alpha\n2. beta\n3. gamma"
@@ -70,6 +80,8 @@ class FakeProviders:
         self.delay_s = delay_s
         self.chunk_delay_s = chunk_delay_s
         self.fail_first_with_429 = fail_first_with_429
+        #: How long `[fake:stall]` holds a stream open.
+        self.stall_s = 30.0
         self.log_path = Path(log_path) if log_path is not None else None
         #: Every request handled, as logged plus `all_headers` (keys included: in-process
         #: tests may check them; the log file never gets them).
@@ -79,14 +91,27 @@ class FakeProviders:
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.fake = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
+        # Set by stop(): ends stalled streams.
+        self.stopping = threading.Event()
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
 
     @property
+    def origin(self) -> str:
+        """`http://127.0.0.1:PORT`: an Anthropic provider's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        """`http://127.0.0.1:PORT/v1`: an OpenAI-compatible provider's base URL."""
+        return f"{self.origin}/v1"
+
+    def write_providers_file(self, path: str | Path, **options: Any) -> Path:
+        """A providers file declaring this server (`providers_file.fake_providers`
+        options: `api_key_env`, `allow_private`, `openai_name`, `anthropic_name`)."""
+        return write_fake_providers_file(path, self.port, **options)
 
     def start(self) -> FakeProviders:
         self._thread = threading.Thread(
@@ -100,6 +125,7 @@ class FakeProviders:
         self._server.serve_forever(poll_interval=0.05)
 
     def stop(self) -> None:
+        self.stopping.set()
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
@@ -202,7 +228,8 @@ class _Handler(BaseHTTPRequestHandler):
         if status:
             code = int(status.group(1))
             retry_after = "1" if code == 429 else None
-            return self._error(code, f"asked for {code} (fake)", anthropic, retry_after)
+            said = f"asked for {code} (fake); you said: {last_user[:200]}"
+            return self._error(code, said, anthropic, retry_after)
         if fake.delay_s:
             time.sleep(fake.delay_s)
         answer = _answer_to(body["model"], last_user)
@@ -211,6 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
         usage = (len("".join(texts)) // 4 + 1, len(answer.split()))
         with_usage = "[fake:no-usage]" not in last_user
         drop = "[fake:drop]" in last_user
+        stall = "[fake:stall]" in last_user
         if not body.get("stream"):
             reply = _anthropic_message if anthropic else _openai_completion
             return self._json(200, reply(body["model"], answer, usage if with_usage else None))
@@ -219,7 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             include = (body.get("stream_options") or {}).get("include_usage") and with_usage
             events = _openai_chunks(body["model"], answer, usage if include else None)
-        self._stream(events, fake.chunk_delay_s, drop)
+        self._stream(events, fake, drop, stall)
 
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -242,9 +270,13 @@ class _Handler(BaseHTTPRequestHandler):
             payload: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
         else:
             payload = {"error": {"message": message, "type": "fake_error", "code": status}}
-        self._json(status, payload, {"retry-after": retry_after} if retry_after else None)
+        headers = {"retry-after": retry_after} if retry_after else {}
+        if 300 <= status < 400:
+            # Somewhere a client that follows redirects would go (and be logged going).
+            headers["location"] = "/v1/redirected"
+        self._json(status, payload, headers)
 
-    def _stream(self, events: Iterator[str], chunk_delay_s: float, drop: bool) -> None:
+    def _stream(self, events: Iterator[str], fake: FakeProviders, drop: bool, stall: bool) -> None:
         self.status = 200
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
@@ -252,11 +284,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
         for n, event in enumerate(events):
-            if n and chunk_delay_s:
-                time.sleep(chunk_delay_s)
+            if n and fake.chunk_delay_s:
+                time.sleep(fake.chunk_delay_s)
             data = event.encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
+            if stall and '"usage": {' in event:
+                self._record()
+                fake.stopping.wait(fake.stall_s)
+                drop = True
             if drop:
                 self.close_connection = True
                 self._record()
@@ -392,6 +428,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--delay-s", type=float, default=0.0, help="sleep before each answer")
     p.add_argument("--chunk-delay-s", type=float, default=0.0, help="sleep between chunks")
     p.add_argument("--fail-first-with-429", type=int, default=0, metavar="N")
+    p.add_argument(
+        "--providers-file",
+        metavar="FILE",
+        help="write a providers file declaring this server (openai, anthropic) for workers",
+    )
+    p.add_argument(
+        "--providers-api-key-env",
+        metavar="VAR",
+        help="in that file, the variable whose value workers send as the key",
+    )
     args = p.parse_args(argv)
     fake = FakeProviders(
         args.port,
@@ -403,10 +449,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def stop(signum: int, frame: object) -> None:
         # shutdown() waits for serve_forever, which runs in this thread: hand it off.
+        fake.stopping.set()
         threading.Thread(target=fake._server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if args.providers_file:
+        fake.write_providers_file(args.providers_file, api_key_env=args.providers_api_key_env)
     print(f"listening on {fake.port}", flush=True)
     fake.serve_forever()
     fake._server.server_close()
