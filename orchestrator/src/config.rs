@@ -27,6 +27,11 @@ pub struct ServeConfig {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "APEX_MAX_BODY_BYTES", default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
+    /// Most bytes of input plus upstream outputs one task message may carry; a task over
+    /// it fails before dispatch (`input_too_large`). At most 256 MiB (Redis refuses
+    /// larger messages).
+    #[arg(long, env = "APEX_MAX_TASK_INPUT_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1024..=(256 << 20)))]
+    pub max_task_input_bytes: u64,
     /// Most tasks in one run.
     #[arg(long, env = "APEX_MAX_TASKS", default_value_t = 100_000)]
     pub max_tasks: usize,
@@ -137,6 +142,7 @@ impl ServeConfig {
             no_auth: true,
             max_body_bytes: 64 << 20,
             max_tasks: 100_000,
+            max_task_input_bytes: 64 << 20,
             dashboard_dir: None,
             worker_lost_after_s: 10,
             lease_timeout_s: 7.0,

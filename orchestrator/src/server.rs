@@ -160,6 +160,7 @@ pub async fn start_on(
         worker_lost_after: Duration::from_secs(config.worker_lost_after_s),
         lease_timeout: Duration::from_secs_f64(config.lease_timeout_s),
         autoscale: config.autoscale(),
+        max_task_input_bytes: config.max_task_input_bytes as usize,
         queues: config.queues.clone(),
         ..EngineConfig::default()
     };

@@ -46,11 +46,17 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.store.ping().await;
     let redis = state.queue.ping().await;
+    // A reachable store that refuses the engine's writes is not ready either.
+    let stuck = state.engine.writer_stuck();
     let body = json!({
         "store": store.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
         "redis": redis.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
+        "writer": stuck.as_ref().map_or_else(
+            || "ok".to_owned(),
+            |s| format!("{} writes failing since {} ms: {}", s.target, s.since_ms, s.error),
+        ),
     });
-    let status = if store.is_ok() && redis.is_ok() {
+    let status = if store.is_ok() && redis.is_ok() && stuck.is_none() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

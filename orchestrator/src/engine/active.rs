@@ -22,6 +22,9 @@ pub(super) struct ActiveRun {
     /// Last sign of life (start, progress, log) of running attempts of tasks that set
     /// `idle_timeout_s`: task → (attempt, ms).
     pub activity: HashMap<u32, (u32, i64)>,
+    /// Encoded size of succeeded tasks' outputs, measured once when a dependent is
+    /// dispatched (a task message carries every upstream output).
+    pub output_sizes: HashMap<u32, usize>,
 }
 
 impl ActiveRun {
@@ -154,6 +157,7 @@ pub(super) async fn load(store: &dyn Store, id: &str) -> Result<Option<ActiveRun
         progress: HashMap::new(),
         finished_at: run.state.is_terminal().then(Instant::now),
         entries: HashMap::new(),
+        output_sizes: HashMap::new(),
         activity: HashMap::new(),
     }))
 }

@@ -94,6 +94,10 @@ pub(super) struct Core {
     admit_due: bool,
     /// When a rate limit frees up next.
     admit_wake_ms: Option<i64>,
+    /// Attempts that must fail without running, found while turning commands into
+    /// writes (a message too large to send, or one Redis refused); failed as soon as
+    /// the stimulus that dispatched them is done.
+    refused: Vec<(Arc<str>, u32, u32, TaskFailure)>,
 }
 
 /// The core's [`Gate`]: the shared limiter, asked on behalf of one run.
@@ -147,6 +151,7 @@ impl Core {
             waiting_runs: HashSet::new(),
             admit_due: true,
             admit_wake_ms: None,
+            refused: Vec::new(),
         }
     }
 
@@ -373,6 +378,7 @@ impl Core {
             finished_at: None,
             entries: HashMap::new(),
             activity: HashMap::new(),
+            output_sizes: HashMap::new(),
         };
         self.runs.insert(Arc::clone(&id), run);
         self.pending.new_runs.push(Arc::clone(&id));
@@ -621,6 +627,18 @@ impl Core {
     /// The writer learnt where task messages landed in Redis.
     fn on_enqueued(&mut self, landed: Enqueued) {
         for ((run_id, task, attempt), queue, id) in landed {
+            let id = match id {
+                Ok(id) => id,
+                Err(why) => {
+                    tracing::warn!(run = %run_id, task, attempt, %why, "Redis refused a task message; failing the task");
+                    metrics::counter!("apex_tasks_refused_total", "reason" => "enqueue_failed")
+                        .increment(1);
+                    let message = format!("Redis refused the task message: {why}");
+                    self.refused
+                        .push((run_id, task, attempt, refusal("enqueue_failed", message)));
+                    continue;
+                }
+            };
             let current = self.runs.get_mut(&run_id).filter(|r| {
                 let t = r.machine.task(task);
                 t.attempt == attempt && matches!(t.state, TaskState::Queued | TaskState::Running)
@@ -633,6 +651,7 @@ impl Core {
                 None => self.pending.flush.outgoing.task_acks.push((queue, id)),
             }
         }
+        self.fail_refused();
     }
 
     /// Entries whose worker stopped renewing them: the attempts are lost.
@@ -848,7 +867,23 @@ impl Core {
         self.out.new_tasks.clear();
         self.out.respecced.clear();
         self.out.run_changed = false;
+        self.fail_refused();
         result
+    }
+
+    /// Fails the attempts that could not be sent; other tasks and runs go on.
+    fn fail_refused(&mut self) {
+        while let Some((id, task, attempt, failure)) = self.refused.pop() {
+            let now = now_ms();
+            let failure = AttemptFailure {
+                failure,
+                retryable: false,
+                retry_after_s: None,
+                started_at_ms: None,
+                usage: None,
+            };
+            let _ = self.apply(&id, |m, o| m.failed(task, attempt, failure, None, now, o));
+        }
     }
 
     fn absorb(&mut self, id: &Arc<str>, out: &Output) {
@@ -859,6 +894,22 @@ impl Core {
         for c in &out.commands {
             match *c {
                 Command::Dispatch { task, attempt } => {
+                    let (input, upstream) = input_bytes(run, task);
+                    let limit = self.config.max_task_input_bytes;
+                    if input + upstream > limit {
+                        let message = format!(
+                            "the task's input ({input} bytes) and upstream outputs ({upstream} bytes) come to {} bytes, over the limit of {limit} bytes (--max-task-input-bytes)",
+                            input + upstream
+                        );
+                        metrics::counter!("apex_tasks_refused_total", "reason" => "input_too_large").increment(1);
+                        self.refused.push((
+                            Arc::clone(id),
+                            task,
+                            attempt,
+                            refusal("input_too_large", message),
+                        ));
+                        continue;
+                    }
                     let (queue, json) = task_message(run, task, attempt, now);
                     let attempt = (Arc::clone(id), task, attempt);
                     self.pending.flush.outgoing.tasks.push(OutTask {
@@ -968,6 +1019,7 @@ impl Core {
                 _ => {
                     run.entries.remove(&t);
                     run.activity.remove(&t);
+                    run.output_sizes.remove(&t);
                     if self.limiter.holds(id, t) {
                         self.limiter.release(id, t);
                         // A freed slot may be what a task of any run waits for.
@@ -1236,6 +1288,33 @@ pub fn worker_view(info: &Value, state: &str, last_heartbeat_ms: i64) -> Value {
         m.insert("last_heartbeat_ms".into(), last_heartbeat_ms.into());
     }
     v
+}
+
+/// A failure of an attempt that never reached a worker.
+fn refusal(kind: &str, message: String) -> TaskFailure {
+    TaskFailure {
+        kind: kind.to_owned(),
+        error_type: None,
+        message,
+        traceback: None,
+    }
+}
+
+/// Encoded bytes of a task's input and of the upstream outputs its message carries.
+fn input_bytes(run: &mut ActiveRun, task: u32) -> (usize, usize) {
+    let dag = run.machine.dag();
+    let input = crate::dag::json_size(&dag.task(task).input);
+    let mut upstream = 0;
+    for &p in dag.parents(task) {
+        upstream += *run.output_sizes.entry(p).or_insert_with(|| {
+            run.machine
+                .task(p)
+                .output
+                .as_ref()
+                .map_or(4, crate::dag::json_size)
+        });
+    }
+    (input, upstream)
 }
 
 /// The task message for one attempt, and the queue it goes to.

@@ -21,6 +21,7 @@ mod redis_watch;
 mod writer;
 
 pub use self::core::{worker_view, QueueStats};
+pub use self::writer::{Stuck, WriterHealth};
 
 use crate::bus::Bus;
 use crate::dag::Dag;
@@ -62,6 +63,9 @@ pub struct EngineConfig {
     pub lease_timeout: Duration,
     /// Largest task output accepted, encoded as JSON; larger fails the attempt.
     pub max_output_bytes: usize,
+    /// Largest input plus upstream outputs a task message may carry; a task over it
+    /// fails before dispatch (`input_too_large`) instead of stalling Redis.
+    pub max_task_input_bytes: usize,
     /// How many workers each queue's work calls for.
     pub autoscale: crate::autoscale::Policy,
     /// Queues known from the start, so they report a desired worker count (at least
@@ -78,6 +82,7 @@ impl Default for EngineConfig {
             keep_finished: Duration::from_secs(300),
             lease_timeout: Duration::from_secs(7),
             max_output_bytes: 16 << 20,
+            max_task_input_bytes: 64 << 20,
             autoscale: crate::autoscale::Policy::default(),
             queues: Vec::new(),
         }
@@ -123,9 +128,15 @@ pub(crate) enum Input {
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Input>,
+    writer: WriterHealth,
 }
 
 impl EngineHandle {
+    /// The write that keeps failing, if one does (for readiness).
+    pub fn writer_stuck(&self) -> Option<Stuck> {
+        self.writer.stuck()
+    }
+
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Input,
@@ -195,12 +206,14 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(1024);
     let (flush_tx, flush_rx) = mpsc::channel(64);
     let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
+    let health = WriterHealth::default();
     let writer = tokio::spawn(writer::run(
         Arc::clone(&store),
         Arc::clone(&queue),
         bus,
         flush_rx,
         enqueued_tx,
+        health.clone(),
     ));
     let mut core = core::Core::new(Arc::clone(&store), config.clone(), flush_tx, enqueued_rx);
     let in_flight = core.recover().await?;
@@ -231,7 +244,7 @@ pub async fn start(
         drop(core); // closes the flush channel, so the writer drains and stops
         let _ = writer.await;
     });
-    Ok((EngineHandle { tx }, core_task))
+    Ok((EngineHandle { tx, writer: health }, core_task))
 }
 
 /// Milliseconds since the Unix epoch.

@@ -40,8 +40,50 @@ impl Flush {
 /// Most flushes merged into one commit; bounds the size of one transaction.
 const MAX_MERGE: usize = 32;
 
-/// Where each task message landed: `(run, task, attempt)`, queue, entry id.
-pub(super) type Enqueued = Vec<((Arc<str>, u32, u32), String, String)>;
+/// Where each task message landed: `(run, task, attempt)`, queue, and the entry id or
+/// why Redis refused the message.
+pub(super) type Enqueued = Vec<((Arc<str>, u32, u32), String, Result<String, String>)>;
+
+/// What the writer is stuck on, if anything: shown by `/readyz` and `/api/v1/health`.
+#[derive(Debug, Clone, Default)]
+pub struct WriterHealth {
+    inner: Arc<parking_lot::Mutex<Option<Stuck>>>,
+}
+
+/// A write that keeps failing.
+#[derive(Debug, Clone)]
+pub struct Stuck {
+    /// `store` or `redis`.
+    pub target: &'static str,
+    pub error: String,
+    pub since_ms: i64,
+}
+
+impl WriterHealth {
+    /// The write that keeps failing, if one does.
+    pub fn stuck(&self) -> Option<Stuck> {
+        self.inner.lock().clone()
+    }
+
+    fn failing(&self, target: &'static str, error: String) {
+        let mut g = self.inner.lock();
+        let since_ms = g.as_ref().map_or_else(super::now_ms, |s| s.since_ms);
+        *g = Some(Stuck {
+            target,
+            error,
+            since_ms,
+        });
+        metrics::gauge!("apex_writer_stuck", "target" => target).set(1.0);
+    }
+
+    fn recovered(&self, target: &'static str) {
+        let mut g = self.inner.lock();
+        if g.as_ref().is_some_and(|s| s.target == target) {
+            *g = None;
+            metrics::gauge!("apex_writer_stuck", "target" => target).set(0.0);
+        }
+    }
+}
 
 pub(super) async fn run(
     store: Arc<dyn Store>,
@@ -51,6 +93,7 @@ pub(super) async fn run(
     // Unbounded: the core may be waiting to hand this writer a flush, so a bounded
     // channel back to it could deadlock.
     enqueued: mpsc::UnboundedSender<Enqueued>,
+    health: WriterHealth,
 ) {
     while let Some(mut flush) = rx.recv().await {
         for _ in 1..MAX_MERGE {
@@ -62,8 +105,10 @@ pub(super) async fn run(
         let started = std::time::Instant::now();
         // The store is the source of truth: nothing reaches Redis or a caller before it
         // is committed, and a commit is retried until it lands rather than dropped.
-        retry("store", || store.apply(&flush.batch)).await;
-        let ids = retry("redis", || queue.send(&flush.outgoing)).await;
+        retry(&health, "store", || store.apply(&flush.batch)).await;
+        // Only a failed connection is retried; a message Redis refuses comes back as a
+        // refusal, which fails its task instead of stalling every run.
+        let ids = retry(&health, "redis", || queue.send(&flush.outgoing)).await;
         if !ids.is_empty() {
             let landed = flush
                 .outgoing
@@ -90,7 +135,8 @@ pub(super) async fn run(
     }
 }
 
-async fn retry<F, Fut, T, E>(what: &str, mut op: F) -> T
+/// Runs `op` until it succeeds, backing off, and says in `health` while it fails.
+async fn retry<F, Fut, T, E>(health: &WriterHealth, what: &'static str, mut op: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
@@ -101,6 +147,7 @@ where
         match op().await {
             Ok(value) => {
                 if attempt > 0 {
+                    health.recovered(what);
                     tracing::info!(
                         what,
                         attempts = attempt + 1,
@@ -111,6 +158,7 @@ where
             }
             Err(e) => {
                 attempt += 1;
+                health.failing(what, e.to_string());
                 metrics::counter!("apex_write_retries_total", "target" => what.to_owned())
                     .increment(1);
                 if attempt == 1 || attempt.is_multiple_of(20) {

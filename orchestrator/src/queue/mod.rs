@@ -12,15 +12,31 @@ pub use reader::{ResultsReader, WorkerEntry};
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use worker_protocol::keys::{ORCHESTRATOR_GROUP, WORKER_GROUP};
 use worker_protocol::{Keys, MESSAGE_FIELD};
 
-/// A Redis failure. Always transient from the engine's point of view: it retries.
+/// A Redis failure.
 #[derive(Debug, thiserror::Error)]
 #[error("redis: {0}")]
 pub struct QueueError(#[from] pub RedisError);
+
+impl QueueError {
+    /// Whether trying again may succeed: the connection failed, or Redis is busy or
+    /// loading; not a command Redis refuses.
+    pub fn is_transient(&self) -> bool {
+        let e = &self.0;
+        e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || matches!(
+                e.code(),
+                Some("LOADING" | "TRYAGAIN" | "BUSY" | "MASTERDOWN" | "OOM")
+            )
+    }
+}
 
 /// A task message to add to a queue, and which attempt it carries.
 #[derive(Debug, Clone)]
@@ -89,6 +105,11 @@ const RECLAIMER: &str = "apex-reclaimer";
 /// Longest a control stream grows before old entries are trimmed; workers only follow
 /// it live, so old entries have no reader.
 const CONTROL_MAXLEN: usize = 10_000;
+/// Dead letters kept (about): enough to investigate, bounded so a flood cannot fill Redis.
+const DEAD_LETTER_MAXLEN: usize = 10_000;
+/// Bytes of task messages per pipeline: large enough for any normal flush in one round
+/// trip, small enough that a flush of huge messages never becomes one huge write.
+const PIPELINE_BYTES: usize = 32 << 20;
 
 impl RedisQueue {
     /// Connects to Redis at `url`, with keys under `keys`.
@@ -131,10 +152,12 @@ impl RedisQueue {
     }
 
     /// Makes sure the worker group of each queue exists before tasks are added to it.
+    /// Answers the queues Redis refused to set up (e.g. its key holds another type),
+    /// with why; a failed connection is an error.
     async fn ensure_queues<'a>(
         &self,
         queues: impl Iterator<Item = &'a str>,
-    ) -> Result<(), QueueError> {
+    ) -> Result<HashMap<String, String>, QueueError> {
         let missing: Vec<String> = {
             let known = self.groups.lock();
             queues
@@ -144,14 +167,21 @@ impl RedisQueue {
                 .into_iter()
                 .collect()
         };
+        let mut refused = HashMap::new();
         for q in missing {
-            self.create_group(&self.keys.queue(&q), WORKER_GROUP)
-                .await?;
+            match self.create_group(&self.keys.queue(&q), WORKER_GROUP).await {
+                Ok(()) => {}
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    refused.insert(q, e.to_string());
+                    continue;
+                }
+            }
             let mut conn = self.conn.clone();
             conn.sadd::<_, _, ()>(self.keys.queue_names(), &q).await?;
             self.groups.lock().insert(q);
         }
-        Ok(())
+        Ok(refused)
     }
 
     /// Forgets which groups exist, so they are created again (after Redis lost its data).
@@ -159,16 +189,36 @@ impl RedisQueue {
         self.groups.lock().clear();
     }
 
-    /// Sends one flush's writes in a single pipeline; returns the entry id of each task
-    /// message, in order.
-    pub async fn send(&self, out: &Outgoing) -> Result<Vec<String>, QueueError> {
+    /// Sends one flush's writes, pipelined: task messages in pipelines of at most
+    /// [`PIPELINE_BYTES`] (so one huge flush is never one huge write), then the acks,
+    /// controls and dead letters. Answers, for each task message in order, its entry id
+    /// or why Redis refused it; an error means the connection failed (try again).
+    pub async fn send(&self, out: &Outgoing) -> Result<Vec<Result<String, String>>, QueueError> {
         if out.is_empty() {
             return Ok(vec![]);
         }
-        self.ensure_queues(out.tasks.iter().map(|t| t.queue.as_str()))
+        let refused = self
+            .ensure_queues(out.tasks.iter().map(|t| t.queue.as_str()))
             .await?;
+        let mut conn = self.conn.clone();
+        let mut landed = Vec::with_capacity(out.tasks.len());
         let mut pipe = redis::pipe();
-        for t in &out.tasks {
+        pipe.ignore_errors();
+        let mut bytes = 0;
+        // Answers keep the tasks' order: a refused queue's tasks are answered in place.
+        let mut pending_refusals: Vec<(usize, String)> = Vec::new();
+        for (i, t) in out.tasks.iter().enumerate() {
+            if let Some(why) = refused.get(&t.queue) {
+                pending_refusals.push((i, format!("queue {:?}: {why}", t.queue)));
+                continue;
+            }
+            if bytes > 0 && bytes + t.json.len() > PIPELINE_BYTES {
+                landed.extend(Self::run_adds(&mut pipe, &mut conn).await?);
+                pipe = redis::pipe();
+                pipe.ignore_errors();
+                bytes = 0;
+            }
+            bytes += t.json.len();
             pipe.cmd("XADD")
                 .arg(self.keys.queue(&t.queue))
                 .arg("*")
@@ -207,14 +257,35 @@ impl RedisQueue {
         for msg in &out.dead {
             pipe.cmd("XADD")
                 .arg(self.keys.dead_letter())
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(DEAD_LETTER_MAXLEN)
                 .arg("*")
                 .arg(MESSAGE_FIELD)
                 .arg(msg)
                 .ignore();
         }
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = pipe.query_async(&mut conn).await?;
-        Ok(ids)
+        landed.extend(Self::run_adds(&mut pipe, &mut conn).await?);
+        for (i, why) in pending_refusals {
+            landed.insert(i, Err(why));
+        }
+        Ok(landed)
+    }
+
+    /// Runs a pipeline whose answered commands are task XADDs.
+    async fn run_adds(
+        pipe: &mut redis::Pipeline,
+        conn: &mut redis::aio::ConnectionManager,
+    ) -> Result<Vec<Result<String, String>>, QueueError> {
+        // An empty pipeline would wait for answers that never come.
+        if pipe.is_empty() {
+            return Ok(Vec::new());
+        }
+        let results: Vec<redis::RedisResult<String>> = pipe.query_async(conn).await?;
+        Ok(results
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect())
     }
 
     /// Names of every queue that has had tasks, as registered in Redis.

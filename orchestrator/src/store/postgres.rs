@@ -71,9 +71,24 @@ struct TaskColumns {
     started_at: Vec<Option<i64>>,
     finished_at: Vec<Option<i64>>,
     usage: Vec<Option<String>>,
+    /// Bytes of JSON text pushed so far, to keep one statement's arrays far from
+    /// Postgres's 1 GB limit on a value.
+    bytes: usize,
 }
 
+/// JSON text per statement before a batch of task rows is split: a burst of large
+/// outputs becomes several statements (in the same transaction), never one over 1 GB.
+const STATEMENT_BYTES: usize = 128 << 20;
+
 impl TaskColumns {
+    fn is_full(&self) -> bool {
+        self.bytes >= STATEMENT_BYTES
+    }
+
+    fn len(&self) -> usize {
+        self.run_id.len()
+    }
+
     fn push(&mut self, t: &TaskRow) {
         self.run_id.push(t.run_id.clone());
         self.task_id.push(t.task_id.clone());
@@ -89,6 +104,12 @@ impl TaskColumns {
         self.finished_at.push(t.finished_at_ms);
         self.usage
             .push(usage_json(&t.usage).as_ref().map(json_text));
+        self.bytes += [&self.output, &self.error, &self.usage]
+            .iter()
+            .filter_map(|c| c.last().and_then(|v| v.as_ref()).map(String::len))
+            .sum::<usize>()
+            + t.task_id.len()
+            + t.run_id.len();
     }
 }
 
@@ -195,8 +216,23 @@ async fn insert_tasks<'a>(
     for (s, row) in tasks {
         t.push(row);
         idx.push(row.idx as i32);
-        spec.push(json_text(s));
+        let text = json_text(s);
+        t.bytes += text.len();
+        spec.push(text);
+        if t.is_full() {
+            insert_task_rows(&mut *tx, &t, &idx, &spec).await?;
+            (t, idx, spec) = Default::default();
+        }
     }
+    insert_task_rows(tx, &t, &idx, &spec).await
+}
+
+async fn insert_task_rows(
+    tx: &mut sqlx::PgConnection,
+    t: &TaskColumns,
+    idx: &[i32],
+    spec: &[String],
+) -> Result<(), StoreError> {
     if idx.is_empty() {
         return Ok(());
     }
@@ -206,9 +242,29 @@ async fn insert_tasks<'a>(
          from unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::int4[], $7::int4[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[], $13::int8[], $14::int4[], $15::text[])
            as u(r, t, i, s, st, a, f, o, e, w, q, sa, fa, l, us)",
     )
-    .bind(&t.run_id).bind(&t.task_id).bind(&idx).bind(&spec).bind(&t.state)
+    .bind(&t.run_id).bind(&t.task_id).bind(idx).bind(spec).bind(&t.state)
     .bind(&t.attempt).bind(&t.failures).bind(&t.output).bind(&t.error).bind(&t.worker_id)
     .bind(&t.queued_at).bind(&t.started_at).bind(&t.finished_at).bind(&t.lost).bind(&t.usage)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+async fn update_task_rows(tx: &mut sqlx::PgConnection, t: &TaskColumns) -> Result<(), StoreError> {
+    if t.len() == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "update tasks set state = u.st, attempt = u.a, failures = u.f, lost = u.l, output = u.o::jsonb,
+             error = u.e::jsonb, worker_id = u.w, queued_at_ms = u.q, started_at_ms = u.sa,
+             finished_at_ms = u.fa, usage = u.us::jsonb
+         from unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int4[], $13::text[])
+           as u(r, t, st, a, f, o, e, w, q, sa, fa, l, us)
+         where tasks.run_id = u.r and tasks.task_id = u.t",
+    )
+    .bind(&t.run_id).bind(&t.task_id).bind(&t.state).bind(&t.attempt).bind(&t.failures)
+    .bind(&t.output).bind(&t.error).bind(&t.worker_id).bind(&t.queued_at)
+    .bind(&t.started_at).bind(&t.finished_at).bind(&t.lost).bind(&t.usage)
     .execute(tx)
     .await?;
     Ok(())
@@ -265,23 +321,14 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        if !batch.tasks.is_empty() {
-            let mut t = TaskColumns::default();
-            batch.tasks.iter().for_each(|row| t.push(row));
-            sqlx::query(
-                "update tasks set state = u.st, attempt = u.a, failures = u.f, lost = u.l, output = u.o::jsonb,
-                     error = u.e::jsonb, worker_id = u.w, queued_at_ms = u.q, started_at_ms = u.sa,
-                     finished_at_ms = u.fa, usage = u.us::jsonb
-                 from unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int4[], $13::text[])
-                   as u(r, t, st, a, f, o, e, w, q, sa, fa, l, us)
-                 where tasks.run_id = u.r and tasks.task_id = u.t",
-            )
-            .bind(&t.run_id).bind(&t.task_id).bind(&t.state).bind(&t.attempt).bind(&t.failures)
-            .bind(&t.output).bind(&t.error).bind(&t.worker_id).bind(&t.queued_at)
-            .bind(&t.started_at).bind(&t.finished_at).bind(&t.lost).bind(&t.usage)
-            .execute(&mut *tx)
-            .await?;
+        let mut t = TaskColumns::default();
+        for row in &batch.tasks {
+            t.push(row);
+            if t.is_full() {
+                update_task_rows(&mut tx, &std::mem::take(&mut t)).await?;
+            }
         }
+        update_task_rows(&mut tx, &t).await?;
         if !batch.events.is_empty() {
             let n = batch.events.len();
             let (
