@@ -9,6 +9,7 @@
 //! and that client is told to resync and disconnected. Frames are coalesced: at most
 //! one every [`FRAME_INTERVAL`], carrying every event since the last one.
 
+use super::auth::{needs, Allowed};
 use super::error::ApiError;
 use super::AppState;
 use crate::bus::BusEvent;
@@ -45,12 +46,10 @@ pub fn router() -> Router<AppState> {
 struct Params {
     run: Option<String>,
     since: Option<u64>,
-    /// Read by the auth layer; accepted here so it is not an unknown parameter.
-    #[allow(dead_code)]
-    token: Option<String>,
 }
 
 async fn subscribe(
+    _: Allowed<needs::Read>,
     State(state): State<AppState>,
     params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
     ws: WebSocketUpgrade,
