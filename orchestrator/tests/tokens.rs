@@ -315,9 +315,11 @@ async fn an_operate_token_cancels_and_the_events_name_it() {
 async fn a_revoked_token_is_refused_at_once() {
     let sys = system_with_auth(ADMIN).await;
     let temp = make_token(&sys, "temp", "operate").await;
-    // Used first, so this server knows it.
+    // Used first, so this server knows it; a stream is open with it.
     let (status, _) = call(&sys, Method::GET, "/api/v1/runs", &temp, None).await;
     assert_eq!(status, 200);
+    let mut open = websocket(&sys, "", Some(&temp)).await.unwrap();
+    assert_eq!(next_frame(&mut open).await["type"], "snapshot");
     let (status, body) = call(
         &sys,
         Method::POST,
@@ -343,6 +345,20 @@ async fn a_revoked_token_is_refused_at_once() {
         websocket(&sys, "", Some(&temp)).await.is_err(),
         "nor the WebSocket"
     );
+    // The stream opened before is closed, saying why.
+    let closed = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), open.next())
+            .await
+            .expect("closed in time");
+        match msg {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let closed = closed.expect("a close frame with a reason");
+    assert_eq!(u16::from(closed.code), 1008);
+    assert_eq!(closed.reason.as_str(), "the API token was revoked");
 
     let (status, _) = call(&sys, Method::DELETE, "/api/v1/tokens/temp", ADMIN, None).await;
     assert_eq!(status, 404);

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
+use tokio::sync::broadcast;
 
 /// A stored token found valid is trusted this long before the store is asked again
 /// (revocation through this server takes effect at once regardless).
@@ -50,6 +51,8 @@ pub struct Authenticator {
     revocations: AtomicU64,
     /// Clients that presented wrong tokens lately.
     failures: FailedAttempts,
+    /// Names of tokens as they are revoked, so streams opened with one close too.
+    revoked: broadcast::Sender<Arc<str>>,
 }
 
 /// A stored token as cached.
@@ -67,6 +70,7 @@ impl Authenticator {
             known: DashMap::new(),
             revocations: AtomicU64::new(0),
             failures: FailedAttempts::default(),
+            revoked: broadcast::channel(REVOCATIONS_KEPT).0,
         }
     }
 
@@ -118,12 +122,37 @@ impl Authenticator {
         Ok(Some(principal))
     }
 
-    /// Stops accepting a revoked token at once.
+    /// Stops accepting a revoked token at once, and closes streams opened with it.
     pub fn forget(&self, name: &str) {
         self.revocations.fetch_add(1, Ordering::SeqCst);
         self.known.retain(|_, k| &*k.principal.name != name);
+        // No stream open is fine.
+        let _ = self.revoked.send(Arc::from(name));
+    }
+
+    /// Resolves once token `name` is revoked here. Subscribe before serving a stream.
+    pub fn revoked(
+        &self,
+        name: Arc<str>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.revoked.subscribe();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(n) if n == name => return,
+                    Ok(_) => {}
+                    // Missed some: it may have been this one; the client reconnects and
+                    // is checked afresh.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        }
     }
 }
+
+/// Revocations a stream may fall behind by before it is closed to be safe.
+const REVOCATIONS_KEPT: usize = 64;
 
 /// The token a request presents: `Authorization: Bearer T`, or on the WebSocket route
 /// only, `?token=T` (percent-decoded).
