@@ -34,6 +34,7 @@ impl Scope {
     /// Every scope, weakest first.
     pub const ALL: [Scope; 4] = [Scope::Read, Scope::Submit, Scope::Operate, Scope::Admin];
 
+    /// The scope's name, as stored and as the API spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Read => "read",
@@ -70,6 +71,7 @@ pub const ANONYMOUS: &str = "anonymous";
 pub struct Principal {
     /// The token's name, recorded as `by` on what the request changes.
     pub name: Arc<str>,
+    /// What the token may do.
     pub scope: Scope,
 }
 

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// The audit log route.
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/audit", get(list_audit))
 }

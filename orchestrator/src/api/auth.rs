@@ -252,6 +252,7 @@ pub mod needs {
 /// The request's principal, who holds scope `S`. A handler taking it (as its first
 /// argument, so the check comes before the body is read) needs `S`; 403 otherwise.
 pub struct Allowed<S> {
+    /// Who the request acts as.
     pub principal: Principal,
     need: PhantomData<fn() -> S>,
 }

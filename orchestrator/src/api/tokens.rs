@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// The token routes.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/tokens", post(create_token).get(list_tokens))

@@ -64,6 +64,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
+    /// The action's name, as stored and shown: `agent.put`, `token.revoke`, ….
     pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::AgentPut => "agent.put",
