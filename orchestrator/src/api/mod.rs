@@ -82,7 +82,10 @@ pub fn app(state: AppState) -> Router {
         .merge(ws::router())
         .merge(dashboard::router(state.dashboard_dir.clone()))
         .layer(axum::middleware::from_fn(record_latency))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes));
     let router = match cors {
         Some(cors) => router.layer(cors),
