@@ -12,12 +12,14 @@
 //! - [`store`]: persistence, the source of truth (Postgres, or SQLite for `apex up`).
 //! - [`bus`]: stored events published live to WebSocket clients.
 //! - [`api`]: the HTTP API (axum), one module per resource; [`views`] shapes its JSON.
+//! - [`access`]: who may do what: token scopes, principals, token secrets. Pure.
 //! - [`autoscale`]: how many workers each queue's work calls for (pure policy).
 //! - [`up`]: `apex up`, the whole system on one machine (private Redis, local workers).
 //! - [`config`], [`server`]: settings and assembly of a running server; [`providers`]:
 //!   the LLM providers the operator declared (runs name one, never an endpoint or key).
 //! - [`cli`]: the client commands of the `apex` binary (submit, watch, inspect, …).
 
+pub mod access;
 pub mod api;
 pub mod autoscale;
 pub mod bus;

@@ -185,7 +185,7 @@ pub async fn start_on(
         },
         browser,
         max_body_bytes: config.max_body_bytes,
-        api_token,
+        auth: api_token.map(|t| Arc::new(api::auth::Authenticator::new(Arc::clone(&store), &t))),
         dashboard_dir: config.dashboard_dir.clone(),
         shutdown: shutdown.subscribe(),
     };
@@ -216,7 +216,10 @@ fn serve(
             })
         }
     });
-    let app = Router::new().fallback_service(route);
+    // Connection info gives the auth layer each client's address, to throttle guessing.
+    let app = Router::new()
+        .fallback_service(route)
+        .into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -20,6 +20,7 @@ pub fn run_summary(r: &RunRow) -> Value {
         "usage": r.usage,
         "budget": r.options.budget,
         "max_parallel": r.options.max_parallel,
+        "created_by": r.created_by,
     })
 }
 
@@ -68,6 +69,10 @@ pub fn event(e: &EventRow) -> Value {
     m.insert("attempt".into(), e.attempt.into());
     m.insert("at_ms".into(), e.at_ms.into());
     m.insert("worker_id".into(), e.worker_id.clone().into());
+    // Only on events an API request caused: most events are workers' and the scheduler's.
+    if let Some(by) = &e.by {
+        m.insert("by".into(), by.clone().into());
+    }
     if e.kind == "log" {
         let data = e.data.as_ref();
         let field = |k: &str| data.and_then(|d| d.get(k)).cloned().unwrap_or(Value::Null);

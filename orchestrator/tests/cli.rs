@@ -1002,3 +1002,104 @@ async fn agents_are_put_listed_shown_and_deleted() {
     let _ = std::fs::remove_dir_all(dir);
     sys.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_made_listed_and_revoked_and_run_show_names_who_acted() {
+    const ADMIN: &str = "admin-secret-admin-secret";
+    let sys = TestSystem::start_with(|c| c.api_token = Some(ADMIN.into())).await;
+    let base = sys.base.clone();
+    let as_token = |token: &str, args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend([
+            "--server".into(),
+            base.clone(),
+            "--api-token".into(),
+            token.into(),
+        ]);
+        all
+    };
+    let run_as = |token: &str, args: &[&str]| {
+        let all = as_token(token, args);
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            apex(&refs).await
+        }
+    };
+
+    // The secret alone on stdout, so `$(apex tokens create …)` captures it.
+    let ran = run_as(
+        ADMIN,
+        &["tokens", "create", "--name", "ci", "--scope", "submit"],
+    )
+    .await;
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let ci = ran.stdout.trim().to_owned();
+    assert!(ci.starts_with("apex_") && !ci.contains(' '), "{ran:?}");
+    assert!(ran.stderr.contains("only time"), "{ran:?}");
+    let ran = run_as(
+        ADMIN,
+        &[
+            "tokens", "create", "--name", "ops", "--scope", "operate", "--json",
+        ],
+    )
+    .await;
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let created = ran.json();
+    assert_eq!(
+        (&created["name"], &created["scope"]),
+        (&json!("ops"), &json!("operate"))
+    );
+    let ops = created["token"].as_str().unwrap().to_owned();
+    let ran = run_as(
+        ADMIN,
+        &["tokens", "create", "--name", "ops", "--scope", "read"],
+    )
+    .await;
+    ran.assert_clean_failure(6, "already exists");
+
+    let ran = run_as(ADMIN, &["tokens", "list"]).await;
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let rows: Vec<Vec<&str>> = ran
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "SCOPE", "CREATED", "BY", "CREATED", "LAST", "USED"]
+    );
+    assert_eq!(rows[1][..3], ["ci", "submit", "admin"]);
+    assert_eq!(rows[2][..3], ["ops", "operate", "admin"]);
+    assert!(!ran.stdout.contains(&ci), "no secrets listed");
+    let ran = run_as(&ci, &["tokens", "list"]).await;
+    ran.assert_clean_failure(4, "lacks the admin scope");
+
+    let files = Scratch::new();
+    let nap = json!({"tasks": [{"id": "nap", "handler": "sleep", "input": {"seconds": 30}}]});
+    let ran = run_as(&ci, &["submit", &files.dag("nap.json", &nap)]).await;
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let id = ran.stdout.trim().to_owned();
+    let ran = run_as(&ci, &["cancel", &id]).await;
+    ran.assert_clean_failure(
+        4,
+        "this token (\"ci\", scope submit) lacks the operate scope",
+    );
+    let ran = run_as(&ops, &["cancel", &id]).await;
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let ran = run_as(&ci, &["run", "show", &id]).await;
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let who = ran.stdout.lines().nth(2).unwrap_or_default();
+    assert_eq!(who.trim(), "created by ci · cancelled by ops", "{ran:?}");
+
+    let ran = run_as(ADMIN, &["tokens", "revoke", "ops"]).await;
+    assert_eq!(
+        (ran.code, ran.stdout.trim()),
+        (0, "revoked token ops"),
+        "{ran:?}"
+    );
+    let ran = run_as(&ops, &["runs"]).await;
+    ran.assert_clean_failure(4, "rejected the API token");
+    let ran = run_as(ADMIN, &["tokens", "revoke", "ops"]).await;
+    ran.assert_clean_failure(3, "apex tokens list");
+    sys.shutdown().await;
+}

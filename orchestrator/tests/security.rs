@@ -58,10 +58,9 @@ async fn the_api_and_websocket_require_the_token() {
         .unwrap();
     assert_eq!(
         r.status(),
-        200,
-        "the query token works wherever the auth layer reads it"
+        401,
+        "a token in the URL is read on the WebSocket only: elsewhere it would end up in logs"
     );
-    assert_eq!(r.json::<Value>().await.unwrap()["runs"], json!([]));
     // Health stays open for probes.
     assert_eq!(
         sys.http

@@ -1,5 +1,6 @@
 //! `/api/v1/agents`: the registry of named agents that runs' tasks may use by name.
 
+use super::auth::{needs, Allowed};
 use super::error::ApiError;
 use super::AppState;
 use crate::dag::{validate_agent, AgentSpec, RunSpec};
@@ -38,7 +39,10 @@ pub fn view(a: &AgentRow) -> Value {
     })
 }
 
-async fn list_agents(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list_agents(
+    _: Allowed<needs::Read>,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
     let agents = state.store.list_agents().await?;
     Ok(Json(
         json!({"agents": agents.iter().map(view).collect::<Vec<_>>()}),
@@ -46,6 +50,7 @@ async fn list_agents(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
 }
 
 async fn get_agent(
+    _: Allowed<needs::Read>,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -58,6 +63,7 @@ async fn get_agent(
 }
 
 async fn put_agent(
+    allowed: Allowed<needs::Admin>,
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
@@ -76,7 +82,7 @@ async fn put_agent(
         created_at_ms: now,
         updated_at_ms: now,
     };
-    let (row, created) = state.store.put_agent(&row).await?;
+    let (row, created) = state.store.put_agent(&row, allowed.name()).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -86,10 +92,16 @@ async fn put_agent(
 }
 
 async fn delete_agent(
+    allowed: Allowed<needs::Admin>,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if state.store.delete_agent(&name).await? {
+    let at_ms = crate::engine::now_ms();
+    if state
+        .store
+        .delete_agent(&name, allowed.name(), at_ms)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("agent {name} not found")))

@@ -2,10 +2,11 @@
 //! `{"error": {"code", "message", "details"?}}`; internal errors are logged once, here,
 //! and their details never leave the server.
 
+use crate::access::Scope;
 use crate::dag::{Problem, ValidationErrors};
 use crate::engine::EngineError;
 use crate::store::StoreError;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -28,6 +29,18 @@ pub enum ApiError {
     NotFound(String),
     #[error("missing or invalid API token: send `Authorization: Bearer <token>`")]
     Unauthorized,
+    /// A valid token whose scope does not cover the request.
+    #[error("this token ({token:?}, scope {scope}) lacks the {required} scope")]
+    Forbidden {
+        token: String,
+        scope: Scope,
+        required: Scope,
+    },
+    /// Too many requests with a wrong token came from the caller's address lately.
+    #[error("too many requests with a wrong API token from this address; try again in {retry_after_s} s")]
+    TooManyFailures { retry_after_s: u64 },
+    #[error("{0}")]
+    InvalidToken(String),
     #[error("{0}")]
     Conflict(String),
     #[error("this server does not answer to Host {0:?}: use the address it serves at, or have the operator add it with --allowed-hosts (APEX_ALLOWED_HOSTS)")]
@@ -52,6 +65,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::TooManyFailures { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::InvalidToken(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_token"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_host"),
             ApiError::ForeignOrigin(_) => (StatusCode::FORBIDDEN, "foreign_origin"),
@@ -75,7 +91,16 @@ impl IntoResponse for ApiError {
             let details: Vec<&Problem> = errors.0.iter().collect();
             body["error"]["details"] = json!(details);
         }
-        (status, Json(body)).into_response()
+        if let ApiError::Forbidden { required, .. } = &self {
+            body["error"]["required_scope"] = json!(required);
+        }
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyFailures { retry_after_s } = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+        }
+        response
     }
 }
 

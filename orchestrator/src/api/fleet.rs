@@ -1,5 +1,6 @@
 //! `/api/v1/workers` and `/api/v1/queues`: the worker fleet and queue depth.
 
+use super::auth::{needs, Allowed};
 use super::error::ApiError;
 use super::AppState;
 use crate::engine::worker_view;
@@ -14,7 +15,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/queues", get(list_queues))
 }
 
-async fn list_workers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list_workers(
+    _: Allowed<needs::Read>,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
     let workers = state.store.list_workers().await?;
     let views: Vec<Value> = workers
         .iter()
@@ -32,6 +36,9 @@ pub async fn queue_views(state: &AppState) -> Result<Vec<Value>, ApiError> {
         .collect())
 }
 
-async fn list_queues(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list_queues(
+    _: Allowed<needs::Read>,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"queues": queue_views(&state).await?})))
 }

@@ -1,5 +1,6 @@
 //! Liveness, readiness and Prometheus metrics.
 
+use super::auth::{needs, Allowed};
 use super::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -79,7 +80,7 @@ async fn probe<E: std::fmt::Display>(
 }
 
 /// Health as JSON: store, Redis, workers and queues, for people and dashboards.
-async fn health(State(state): State<AppState>) -> impl IntoResponse {
+async fn health(_: Allowed<needs::Read>, State(state): State<AppState>) -> impl IntoResponse {
     let (store_ok, store_ms, store_err) = probe(state.store.ping()).await;
     let (redis_ok, redis_ms, redis_err) = probe(state.queue.ping()).await;
     let workers = state.store.list_workers().await.unwrap_or_default();

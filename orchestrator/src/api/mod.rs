@@ -1,15 +1,19 @@
 //! The HTTP API (docs/API.md): one module per resource, errors mapped in [`error`].
-//! [`app`] builds the whole router from state, so tests need no process.
+//! [`app`] builds the whole router from state, so tests need no process. Who may call
+//! what is settled in [`auth`]: each handler names the scope it needs.
 
 mod agents;
-mod auth;
+mod audit;
+pub mod auth;
 pub mod browser;
 mod dashboard;
 pub mod error;
+mod failures;
 mod fleet;
 mod health;
 mod openapi;
 mod runs;
+mod tokens;
 mod ws;
 
 pub use dashboard::embedded as dashboard_embedded;
@@ -35,8 +39,8 @@ pub struct AppState {
     pub bus: Bus,
     pub limits: Limits,
     pub max_body_bytes: usize,
-    /// Required bearer token; `None` when auth is off.
-    pub api_token: Option<String>,
+    /// Checks the tokens requests present; `None` when auth is off (`--no-auth`).
+    pub auth: Option<Arc<auth::Authenticator>>,
     /// A built dashboard to serve at `/` instead of the one compiled in (development).
     pub dashboard_dir: Option<PathBuf>,
     /// Which hosts and page origins may reach the API.
@@ -70,6 +74,8 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .merge(runs::router())
         .merge(agents::router())
+        .merge(tokens::router())
+        .merge(audit::router())
         .merge(fleet::router())
         .merge(health::router())
         .merge(openapi::router())
@@ -78,7 +84,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(record_latency))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::authenticate,
         ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes));
     let router = match cors {

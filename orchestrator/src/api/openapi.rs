@@ -1,5 +1,6 @@
 //! Serves the OpenAPI document that describes this API.
 
+use super::auth::{needs, Allowed};
 use super::AppState;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -13,6 +14,6 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/openapi.json", get(openapi))
 }
 
-async fn openapi() -> impl IntoResponse {
+async fn openapi(_: Allowed<needs::Read>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }

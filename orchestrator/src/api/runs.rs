@@ -1,5 +1,6 @@
 //! `/api/v1/runs`: submit, list, inspect, cancel and retry runs; `/api/v1/validate`.
 
+use super::auth::{needs, Allowed};
 use super::error::ApiError;
 use super::AppState;
 use crate::dag::{validate_submission, Dag, RunSpec};
@@ -54,6 +55,7 @@ async fn parse_dag(state: &AppState, body: Result<Bytes, BytesRejection>) -> Res
 }
 
 async fn create_run(
+    allowed: Allowed<needs::Submit>,
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -67,11 +69,12 @@ async fn create_run(
             "the store is unavailable; try again shortly".into(),
         ));
     }
-    let run = state.engine.submit(dag).await?;
+    let run = state.engine.submit(dag, allowed.name()).await?;
     Ok((StatusCode::CREATED, Json(views::run_summary(&run))))
 }
 
 async fn validate_dag(
+    _: Allowed<needs::Submit>,
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -82,15 +85,13 @@ async fn validate_dag(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
-    /// Read by the auth layer (`?token=`); accepted so it is not an unknown parameter.
-    #[allow(dead_code)]
-    token: Option<String>,
     state: Option<String>,
     before: Option<String>,
     limit: Option<u32>,
 }
 
 async fn list_runs(
+    _: Allowed<needs::Read>,
     State(state): State<AppState>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -126,14 +127,12 @@ async fn list_runs(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RunParams {
-    /// Read by the auth layer (`?token=`); accepted so it is not an unknown parameter.
-    #[allow(dead_code)]
-    token: Option<String>,
     /// `false` answers the run's summary only: cheap for runs of 100,000 tasks.
     tasks: Option<bool>,
 }
 
 async fn get_run(
+    _: Allowed<needs::Read>,
     State(state): State<AppState>,
     Path(id): Path<String>,
     params: Result<Query<RunParams>, axum::extract::rejection::QueryRejection>,
@@ -173,6 +172,9 @@ pub(super) async fn run_document(state: &AppState, id: &str) -> Result<Value, Ap
     // The agents and limits the run was submitted with (registered ones resolved).
     body["agents"] = json!(run.options.agents);
     body["concurrency_limits"] = json!(run.options.concurrency_limits);
+    // The run's own transitions, with who caused them: created, cancelled, retried.
+    let history = state.store.run_history(id).await?;
+    body["history"] = history.iter().map(views::event).collect();
 
     body["tasks"] = tasks
         .iter()
@@ -188,6 +190,7 @@ pub(super) async fn run_document(state: &AppState, id: &str) -> Result<Value, Ap
 }
 
 async fn get_task(
+    _: Allowed<needs::Read>,
     State(state): State<AppState>,
     Path((id, task_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -281,14 +284,12 @@ fn attempts(task: &StoredTask, events: &[EventRow]) -> Vec<Value> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventParams {
-    /// Read by the auth layer (`?token=`); accepted so it is not an unknown parameter.
-    #[allow(dead_code)]
-    token: Option<String>,
     since: Option<u64>,
     limit: Option<u32>,
 }
 
 async fn list_events(
+    _: Allowed<needs::Read>,
     State(state): State<AppState>,
     Path(id): Path<String>,
     params: Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
@@ -312,18 +313,20 @@ async fn list_events(
 }
 
 async fn cancel_run(
+    allowed: Allowed<needs::Operate>,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let run = state.engine.cancel(&id).await?;
+    let run = state.engine.cancel(&id, allowed.name()).await?;
     Ok((StatusCode::ACCEPTED, Json(views::run_summary(&run))))
 }
 
 async fn retry_run(
+    allowed: Allowed<needs::Operate>,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let run = state.engine.rerun(&id).await?;
+    let run = state.engine.rerun(&id, allowed.name()).await?;
     Ok((StatusCode::ACCEPTED, Json(views::run_summary(&run))))
 }
 

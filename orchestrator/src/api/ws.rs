@@ -9,6 +9,7 @@
 //! and that client is told to resync and disconnected. Frames are coalesced: at most
 //! one every [`FRAME_INTERVAL`], carrying every event since the last one.
 
+use super::auth::{needs, Allowed};
 use super::error::ApiError;
 use super::AppState;
 use crate::bus::BusEvent;
@@ -45,16 +46,19 @@ pub fn router() -> Router<AppState> {
 struct Params {
     run: Option<String>,
     since: Option<u64>,
-    /// Read by the auth layer; accepted here so it is not an unknown parameter.
-    #[allow(dead_code)]
-    token: Option<String>,
 }
 
 async fn subscribe(
+    allowed: Allowed<needs::Read>,
     State(state): State<AppState>,
     params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    // Subscribed now, before the upgrade, so no revocation after the check is missed.
+    let revoked: Revoked = match &state.auth {
+        Some(auth) => Box::pin(auth.revoked(Arc::clone(&allowed.principal.name))),
+        None => Box::pin(std::future::pending()),
+    };
     let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if let Some(run) = &p.run {
         if state.store.get_run(run).await?.is_none() {
@@ -63,8 +67,8 @@ async fn subscribe(
     }
     Ok(ws.on_upgrade(move |socket| async move {
         let result = match p.run {
-            Some(run) => follow_run(state, socket, run, p.since).await,
-            None => follow_fleet(state, socket, p.since).await,
+            Some(run) => follow_run(state, socket, run, p.since, revoked).await,
+            None => follow_fleet(state, socket, p.since, revoked).await,
         };
         if let Err(why) = result {
             tracing::debug!(%why, "websocket closed");
@@ -74,6 +78,9 @@ async fn subscribe(
 
 /// Why a connection ended.
 type Closed = String;
+
+/// Resolves when the token the stream was opened with is revoked.
+type Revoked = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 async fn send(socket: &mut WebSocket, body: &Value) -> Result<(), Closed> {
     send_text(socket, body.to_string()).await
@@ -96,6 +103,7 @@ async fn follow_run(
     mut socket: WebSocket,
     run_id: String,
     since: Option<u64>,
+    revoked: Revoked,
 ) -> Result<(), Closed> {
     // Subscribe before reading the store: whatever commits after the read is published
     // after this point, so it arrives here; duplicates are dropped by sequence number.
@@ -134,6 +142,7 @@ async fn follow_run(
         &mut socket,
         &mut rx,
         state.shutdown.clone(),
+        revoked,
         |ev, pending| {
             if ev.run_id.as_deref() != Some(&*run_id) {
                 return;
@@ -182,6 +191,7 @@ async fn follow_fleet(
     state: AppState,
     mut socket: WebSocket,
     since: Option<u64>,
+    revoked: Revoked,
 ) -> Result<(), Closed> {
     let (mut rx, replay) = state.bus.subscribe_since(since);
     let mut last_seq = 0;
@@ -209,6 +219,7 @@ async fn follow_fleet(
         &mut socket,
         &mut rx,
         state.shutdown.clone(),
+        revoked,
         |ev, pending| {
             if ev.seq <= last_seq || !fleet_event(ev) {
                 return;
@@ -245,11 +256,12 @@ async fn fleet_snapshot(state: &AppState) -> Result<Value, ApiError> {
 }
 
 /// Relays bus events through `select` into coalesced frames until the client leaves,
-/// lags, or the server stops.
+/// lags, the server stops, or the stream's token is revoked.
 async fn stream(
     socket: &mut WebSocket,
     rx: &mut tokio::sync::broadcast::Receiver<Arc<BusEvent>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    mut revoked: Revoked,
     mut select: impl FnMut(&Arc<BusEvent>, &mut Vec<Arc<BusEvent>>),
 ) -> Result<(), Closed> {
     let mut pending: Vec<Arc<BusEvent>> = Vec::new();
@@ -282,6 +294,11 @@ async fn stream(
             // A client must learn the server went away, not sit on a silent socket.
             _ = async { drop(stop.wait_for(|s| *s).await) } => {
                 let frame = CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() };
+                let _ = send_raw(socket, Message::Close(Some(frame))).await;
+                return Ok(());
+            }
+            _ = &mut revoked => {
+                let frame = CloseFrame { code: close_code::POLICY, reason: "the API token was revoked".into() };
                 let _ = send_raw(socket, Message::Close(Some(frame))).await;
                 return Ok(());
             }

@@ -216,6 +216,8 @@ impl Client {
                 server,
                 token_sent: self.token.is_some(),
             },
+            403 => CliError::Forbidden { server, message },
+            429 => CliError::Throttled { server, message },
             404 => CliError::NotFound {
                 server,
                 message,

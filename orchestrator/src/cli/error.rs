@@ -16,7 +16,8 @@ pub enum Exit {
     BadInput = 2,
     /// The run, task or agent does not exist.
     NotFound = 3,
-    /// The server wants an API token, or a different one.
+    /// The server wants an API token, or a different one (one with the scope needed), or
+    /// refuses this address for presenting wrong tokens.
     Unauthorized = 4,
     /// The server cannot be reached or says it is unavailable; trying again later may work.
     Unavailable = 5,
@@ -57,6 +58,10 @@ pub enum CliError {
     },
     #[error("the server at {server} {}", unauthorized_advice(.token_sent))]
     Unauthorized { server: String, token_sent: bool },
+    #[error("the server at {server} refused: {message}; use a token with that scope (`apex tokens create` makes one)")]
+    Forbidden { server: String, message: String },
+    #[error("the server at {server} refuses this address for now: {message}; check --api-token / APEX_API_TOKEN")]
+    Throttled { server: String, message: String },
     #[error("cannot reach the Apex server at {server} ({reason}); is it running? Start it with `apex serve`, or point --server / APEX_SERVER at it")]
     Unreachable { server: String, reason: String },
     #[error("the server at {server} is unavailable: {message}; try again shortly")]
@@ -86,7 +91,7 @@ fn invalid_agent_advice(error: &ErrorBody) -> String {
 
 fn unauthorized_advice(token_sent: &bool) -> &'static str {
     if *token_sent {
-        "rejected the API token (401 unauthorized); set --api-token or APEX_API_TOKEN to the server's token"
+        "rejected the API token (401 unauthorized); set --api-token or APEX_API_TOKEN to a valid token (the server's, or one from `apex tokens create`)"
     } else {
         "requires an API token (401 unauthorized); pass --api-token or set APEX_API_TOKEN"
     }
@@ -104,7 +109,9 @@ impl CliError {
             | CliError::BadRequest(_)
             | CliError::InvalidServer { .. } => Exit::BadInput,
             CliError::NotFound { .. } => Exit::NotFound,
-            CliError::Unauthorized { .. } => Exit::Unauthorized,
+            CliError::Unauthorized { .. }
+            | CliError::Forbidden { .. }
+            | CliError::Throttled { .. } => Exit::Unauthorized,
             CliError::Unreachable { .. } | CliError::Unavailable { .. } => Exit::Unavailable,
             CliError::Conflict(_) => Exit::Conflict,
             CliError::Server { .. } | CliError::Output(_) => Exit::ServerError,

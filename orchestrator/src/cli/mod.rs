@@ -12,6 +12,7 @@
 //! - [`task`]: `task show`.
 //! - [`fleet`]: `workers`, `queues`.
 //! - [`agents`]: the agent registry: `agents`, `agents show`, `agents put`, `agents delete`.
+//! - [`tokens`]: scoped API tokens: `tokens create`, `tokens list`, `tokens revoke`.
 //! - [`watch`]: following a run live (`watch`, `submit --watch`).
 //!
 //! Every command returns `Result<Exit, CliError>`; [`run`] is the one place that prints
@@ -26,6 +27,7 @@ pub mod runs;
 pub mod submit;
 pub mod task;
 mod terminal;
+pub mod tokens;
 pub mod watch;
 pub mod wire;
 
@@ -41,7 +43,8 @@ Exit codes:
   1  the watched run failed or was cancelled
   2  bad input: usage, missing or unreadable file, invalid JSON, invalid DAG or agent
   3  run, task or agent not found
-  4  unauthorized: missing or wrong API token
+  4  unauthorized: missing or wrong API token, a token without the scope needed, or
+     too many wrong tokens from this address lately
   5  server unreachable or unavailable
   6  conflict with the run's state (e.g. cancelling a finished run)
   7  the server failed or answered something unexpected";
@@ -73,6 +76,9 @@ pub enum Command {
     Queues(fleet::FleetArgs),
     /// List registered agents; `show`, `put` and `delete` manage one.
     Agents(agents::AgentsArgs),
+    /// Create, list and revoke scoped API tokens (needs an admin token).
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
 }
 
 /// Arguments of `apex completions`.
@@ -117,5 +123,6 @@ async fn execute(command: Command, out: &mut output::Printer) -> Result<Exit, Cl
         Command::Workers(args) => fleet::workers(&args, out).await,
         Command::Queues(args) => fleet::queues(&args, out).await,
         Command::Agents(args) => agents::agents(args, out).await,
+        Command::Tokens(command) => tokens::tokens(command, out).await,
     }
 }

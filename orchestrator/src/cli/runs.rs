@@ -389,6 +389,9 @@ pub fn render_run(run: &Run, all: bool) -> String {
         r.task_count,
         counts_line(r),
     );
+    if let Some(who) = provenance(run) {
+        text.push_str(&format!("  {who}\n"));
+    }
     let usage = run_usage(run);
     if !usage.is_zero() {
         text.push_str(&format!("  usage: {}\n", output::usage_long(&usage)));
@@ -422,6 +425,33 @@ pub fn render_run(run: &Run, all: bool) -> String {
         }
     }
     text
+}
+
+/// Who created the run and, as its own events tell, who last retried it and who
+/// cancelled it: `created by ci · cancelled by ops`.
+fn provenance(run: &Run) -> Option<String> {
+    let by_of = |state: &str, skip: usize| {
+        run.history
+            .iter()
+            .skip(skip)
+            .rev()
+            .find(|e| e.state.as_deref() == Some(state))
+            .and_then(|e| e.by.clone())
+    };
+    let mut parts = Vec::new();
+    if let Some(by) = &run.summary.created_by {
+        parts.push(format!("created by {by}"));
+    }
+    // The first `running` is the run's creation; a later one is a retry.
+    if let Some(by) = by_of("running", 1) {
+        parts.push(format!("retried by {by}"));
+    }
+    if run.summary.state == "cancelled" {
+        if let Some(by) = by_of("cancelled", 0) {
+            parts.push(format!("cancelled by {by}"));
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join(" · "))
 }
 
 /// The run's usage as the server sums it, or as its tasks add up when it sends no sum.
@@ -746,6 +776,30 @@ mod tests {
             text.contains("failed tasks:\n  plan.39 (attempt 0/1)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn run_show_says_who_created_retried_and_cancelled_the_run() {
+        let event =
+            |state: &str, by: Option<&str>| json!({"kind": "run", "state": state, "by": by});
+        let mut r = run(json!([]), json!({"created_by": "ci"}));
+        r.summary.state = "cancelled".into();
+        r.history = serde_json::from_value(json!([
+            event("running", Some("ci")),
+            event("failed", None),
+            event("running", Some("ops")),
+            event("cancelled", Some("oncall")),
+        ]))
+        .unwrap();
+        let text = plain(&render_run(&r, false));
+        assert_eq!(
+            text.lines().nth(2),
+            Some("  created by ci · retried by ops · cancelled by oncall"),
+            "{text}"
+        );
+        // A server without token names prints as before.
+        let old = plain(&render_run(&run(json!([]), json!({})), false));
+        assert!(!old.contains(" by "), "{old}");
     }
 
     #[test]

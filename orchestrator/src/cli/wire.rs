@@ -89,6 +89,9 @@ pub struct RunSummary {
     /// Tokens and cost over the run's tasks; absent from servers without agents.
     #[serde(default)]
     pub usage: Option<Usage>,
+    /// The API token that submitted it; absent from servers without scoped tokens.
+    #[serde(default)]
+    pub created_by: Option<String>,
 }
 
 impl RunSummary {
@@ -113,6 +116,9 @@ pub struct Run {
     pub summary: RunSummary,
     #[serde(default)]
     pub tasks: Vec<Task>,
+    /// The run's own events (created, cancelled, retried), with who caused each.
+    #[serde(default)]
+    pub history: Vec<Event>,
 }
 
 /// A task: its spec and its current state.
@@ -338,6 +344,20 @@ pub struct Agent {
     pub updated_at_ms: Option<i64>,
 }
 
+/// An API token as listed: never its secret.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Token {
+    pub name: String,
+    #[serde(default)]
+    pub scope: String,
+    #[serde(default)]
+    pub created_by: String,
+    #[serde(default)]
+    pub created_at_ms: Option<i64>,
+    #[serde(default)]
+    pub last_used_at_ms: Option<i64>,
+}
+
 /// What an agent's model costs, in US dollars per million tokens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 pub struct Price {
@@ -370,6 +390,9 @@ pub struct Event {
     /// `progress` events: the fraction done, when the handler gave one.
     #[serde(default)]
     pub progress: Option<f64>,
+    /// The API token whose request caused the event, when one did.
+    #[serde(default)]
+    pub by: Option<String>,
 }
 
 impl Event {

@@ -12,6 +12,8 @@ pub(super) struct ActiveRun {
     pub id: Arc<str>,
     pub machine: RunMachine,
     pub created_at_ms: i64,
+    /// The API token that submitted it.
+    pub created_by: Option<Arc<str>>,
     /// Latest progress report per task; live only, never stored.
     pub progress: HashMap<u32, (Option<f64>, String)>,
     /// When the run last became terminal, to evict it later.
@@ -45,6 +47,7 @@ impl ActiveRun {
             last_seq: m.seq(),
             options: Arc::clone(&dag.options),
             usage: m.usage(),
+            created_by: self.created_by.as_deref().map(str::to_owned),
         }
     }
 
@@ -154,6 +157,7 @@ pub(super) async fn load(store: &dyn Store, id: &str) -> Result<Option<ActiveRun
         id: Arc::from(run.id.as_str()),
         machine,
         created_at_ms: run.created_at_ms,
+        created_by: run.created_by.as_deref().map(Arc::from),
         progress: HashMap::new(),
         finished_at: run.state.is_terminal().then(Instant::now),
         entries: HashMap::new(),

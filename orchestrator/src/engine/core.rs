@@ -98,6 +98,9 @@ pub(super) struct Core {
     /// writes (a message too large to send, or one Redis refused); failed as soon as
     /// the stimulus that dispatched them is done.
     refused: Vec<(Arc<str>, u32, u32, TaskFailure)>,
+    /// The API token whose request is being applied (submit, cancel, retry), recorded
+    /// as `by` on the events it causes; `None` for everything else.
+    actor: Option<Arc<str>>,
 }
 
 /// The core's [`Gate`]: the shared limiter, asked on behalf of one run.
@@ -152,6 +155,7 @@ impl Core {
             admit_due: true,
             admit_wake_ms: None,
             refused: Vec::new(),
+            actor: None,
         }
     }
 
@@ -310,17 +314,17 @@ impl Core {
 
     async fn handle(&mut self, input: Input) {
         match input {
-            Input::Submit { dag, reply } => {
-                let id = self.submit(dag);
+            Input::Submit { dag, by, reply } => {
+                let id = self.submit(dag, by);
                 self.pending.replies.push((reply, id));
             }
-            Input::Cancel { run_id, reply } => match self.cancel(&run_id).await {
+            Input::Cancel { run_id, by, reply } => match self.cancel(&run_id, by).await {
                 Ok(id) => self.pending.replies.push((reply, id)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
             },
-            Input::Rerun { run_id, reply } => match self.rerun(&run_id).await {
+            Input::Rerun { run_id, by, reply } => match self.rerun(&run_id, by).await {
                 Ok(id) => self.pending.replies.push((reply, id)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -367,13 +371,14 @@ impl Core {
         }
     }
 
-    fn submit(&mut self, dag: Arc<Dag>) -> Arc<str> {
+    fn submit(&mut self, dag: Arc<Dag>, by: Arc<str>) -> Arc<str> {
         let id: Arc<str> = Arc::from(uuid::Uuid::now_v7().to_string().as_str());
         let now = now_ms();
         let run = ActiveRun {
             id: Arc::clone(&id),
             machine: RunMachine::new(dag),
             created_at_ms: now,
+            created_by: Some(Arc::clone(&by)),
             progress: HashMap::new(),
             finished_at: None,
             entries: HashMap::new(),
@@ -382,7 +387,7 @@ impl Core {
         };
         self.runs.insert(Arc::clone(&id), run);
         self.pending.new_runs.push(Arc::clone(&id));
-        let _ = self.apply(&id, |m, o| {
+        let _ = self.apply_as(by, &id, |m, o| {
             m.start(now, o);
             Ok(())
         });
@@ -405,10 +410,10 @@ impl Core {
         }
     }
 
-    async fn cancel(&mut self, run_id: &str) -> Result<Arc<str>, EngineError> {
+    async fn cancel(&mut self, run_id: &str, by: Arc<str>) -> Result<Arc<str>, EngineError> {
         let id = self.find(run_id).await?;
         let now = now_ms();
-        match self.apply(&id, |m, o| m.cancel(now, o)) {
+        match self.apply_as(by, &id, |m, o| m.cancel(now, o)) {
             Ok(()) => Ok(id),
             Err(Rejected::RunFinished(state)) => Err(EngineError::Conflict(format!(
                 "run {run_id} is already {state}"
@@ -417,10 +422,10 @@ impl Core {
         }
     }
 
-    async fn rerun(&mut self, run_id: &str) -> Result<Arc<str>, EngineError> {
+    async fn rerun(&mut self, run_id: &str, by: Arc<str>) -> Result<Arc<str>, EngineError> {
         let id = self.find(run_id).await?;
         let now = now_ms();
-        match self.apply(&id, |m, o| m.rerun(now, o)) {
+        match self.apply_as(by, &id, |m, o| m.rerun(now, o)) {
             Ok(()) => {
                 if let Some(r) = self.runs.get_mut(&id) {
                     r.finished_at = None;
@@ -848,6 +853,19 @@ impl Core {
         }
     }
 
+    /// [`Core::apply`] for an API request of token `by`: the events it causes name it.
+    fn apply_as(
+        &mut self,
+        by: Arc<str>,
+        id: &Arc<str>,
+        f: impl FnOnce(&mut RunMachine, &mut Output) -> Result<(), Rejected>,
+    ) -> Result<(), Rejected> {
+        self.actor = Some(by);
+        let result = self.apply(id, f);
+        self.actor = None;
+        result
+    }
+
     /// Runs `f` on a run's machine and turns what it produced into writes.
     fn apply(
         &mut self,
@@ -984,6 +1002,7 @@ impl Core {
                 worker_id: e.worker_id.as_deref().map(str::to_owned),
                 at_ms: e.at_ms,
                 data,
+                by: self.actor.as_deref().map(str::to_owned),
             };
             self.pending
                 .flush

@@ -94,16 +94,20 @@ pub(crate) type RunReply = oneshot::Sender<Result<RunRow, EngineError>>;
 
 /// Something for the core loop to handle.
 pub(crate) enum Input {
+    /// `by` in these three: the API token asking, recorded on the events it causes.
     Submit {
         dag: Arc<Dag>,
+        by: Arc<str>,
         reply: RunReply,
     },
     Cancel {
         run_id: String,
+        by: Arc<str>,
         reply: RunReply,
     },
     Rerun {
         run_id: String,
+        by: Arc<str>,
         reply: RunReply,
     },
     /// Entries read from the results stream: id and parsed message (or why not).
@@ -149,28 +153,33 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
-    /// Starts a run of a validated DAG; answers once it is stored.
-    pub async fn submit(&self, dag: Dag) -> Result<RunRow, EngineError> {
+    /// Starts a run of a validated DAG on behalf of token `by`; answers once it is
+    /// stored.
+    pub async fn submit(&self, dag: Dag, by: &str) -> Result<RunRow, EngineError> {
         self.ask(|reply| Input::Submit {
             dag: Arc::new(dag),
+            by: Arc::from(by),
             reply,
         })
         .await?
     }
 
-    /// Cancels a running run.
-    pub async fn cancel(&self, run_id: &str) -> Result<RunRow, EngineError> {
+    /// Cancels a running run on behalf of token `by`.
+    pub async fn cancel(&self, run_id: &str, by: &str) -> Result<RunRow, EngineError> {
         self.ask(|reply| Input::Cancel {
             run_id: run_id.to_owned(),
+            by: Arc::from(by),
             reply,
         })
         .await?
     }
 
-    /// Runs a finished run's failed, skipped and cancelled tasks again.
-    pub async fn rerun(&self, run_id: &str) -> Result<RunRow, EngineError> {
+    /// Runs a finished run's failed, skipped and cancelled tasks again, on behalf of
+    /// token `by`.
+    pub async fn rerun(&self, run_id: &str, by: &str) -> Result<RunRow, EngineError> {
         self.ask(|reply| Input::Rerun {
             run_id: run_id.to_owned(),
+            by: Arc::from(by),
             reply,
         })
         .await?

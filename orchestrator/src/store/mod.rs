@@ -1,4 +1,5 @@
-//! Persistence: the source of truth for runs, tasks, their event log and workers.
+//! Persistence: the source of truth for runs, tasks, their event log and workers, the
+//! agent registry, API tokens and the audit log.
 //!
 //! The engine writes through [`Store::apply`] in batches (a group commit of everything a
 //! few milliseconds of scheduling produced), never one round trip per task. The API
@@ -105,6 +106,9 @@ pub trait Store: Send + Sync + 'static {
         task_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<EventRow>, StoreError>;
+    /// The run's own events (the run changing state, not its tasks), in order: who
+    /// created, cancelled and retried it.
+    async fn run_history(&self, run_id: &str) -> Result<Vec<EventRow>, StoreError>;
     /// Runs still running: what the engine must resume after a restart.
     async fn active_runs(&self) -> Result<Vec<RunRow>, StoreError>;
     async fn list_workers(&self) -> Result<Vec<WorkerRow>, StoreError>;
@@ -113,9 +117,23 @@ pub trait Store: Send + Sync + 'static {
     /// Registered agents, by name.
     async fn list_agents(&self) -> Result<Vec<AgentRow>, StoreError>;
     async fn get_agent(&self, name: &str) -> Result<Option<AgentRow>, StoreError>;
-    /// Registers or replaces an agent. Returns it as stored (a replaced agent keeps its
-    /// `created_at_ms`) and whether it is new.
-    async fn put_agent(&self, agent: &AgentRow) -> Result<(AgentRow, bool), StoreError>;
-    /// Removes an agent; false when there was none.
-    async fn delete_agent(&self, name: &str) -> Result<bool, StoreError>;
+    /// Registers or replaces an agent, and records the change as done `by` a token.
+    /// Returns it as stored (a replaced agent keeps its `created_at_ms`) and whether it
+    /// is new.
+    async fn put_agent(&self, agent: &AgentRow, by: &str) -> Result<(AgentRow, bool), StoreError>;
+    /// Removes an agent, recording who did; false when there was none.
+    async fn delete_agent(&self, name: &str, by: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// Stores a new API token and records its creation; false when the name is taken.
+    async fn create_token(&self, token: &TokenRow) -> Result<bool, StoreError>;
+    /// Every API token, by name.
+    async fn list_tokens(&self) -> Result<Vec<TokenRow>, StoreError>;
+    /// The token whose secret has this SHA-256 (lowercase hex).
+    async fn find_token(&self, secret_sha256: &str) -> Result<Option<TokenRow>, StoreError>;
+    /// Notes that a token was presented at `at_ms`.
+    async fn touch_token(&self, name: &str, at_ms: i64) -> Result<(), StoreError>;
+    /// Deletes an API token, recording who did; false when there was none.
+    async fn revoke_token(&self, name: &str, by: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// Audit records, newest first, optionally only those older than record `before`.
+    async fn audit_log(&self, before: Option<i64>, limit: u32)
+        -> Result<Vec<AuditRow>, StoreError>;
 }

@@ -4,6 +4,7 @@
 
 use super::text::{json_text, without_nul as pg_text};
 use super::*;
+use crate::access::Scope;
 use crate::dag::TaskSpec;
 use crate::state_machine::{RunState, TaskFailure, TaskState};
 use serde_json::Value;
@@ -127,6 +128,7 @@ fn run_columns(runs: &[&RunRow]) -> RunColumns {
         c.finished_at.push(r.finished_at_ms);
         c.last_seq.push(r.last_seq as i64);
         c.usage.push(usage_json(&r.usage).as_ref().map(json_text));
+        c.created_by.push(r.created_by.as_deref().map(pg_text));
     }
     c
 }
@@ -144,6 +146,7 @@ struct RunColumns {
     finished_at: Vec<Option<i64>>,
     last_seq: Vec<i64>,
     usage: Vec<Option<String>>,
+    created_by: Vec<Option<String>>,
 }
 
 fn run_from_row(row: &PgRow) -> Result<RunRow, StoreError> {
@@ -168,6 +171,7 @@ fn run_from_row(row: &PgRow) -> Result<RunRow, StoreError> {
             .map(std::sync::Arc::new)
             .unwrap_or_default(),
         usage: usage_from_json(row.get("usage")),
+        created_by: row.get("created_by"),
     })
 }
 
@@ -200,10 +204,71 @@ fn task_from_row(row: &PgRow) -> Result<StoredTask, StoreError> {
 }
 
 const RUN_COLUMNS: &str = "id, name, queue, state, task_count, counts, error, created_at_ms, \
-     finished_at_ms, last_seq, options, usage";
+     finished_at_ms, last_seq, options, usage, created_by";
 const TASK_COLUMNS: &str =
     "run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, \
      worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage";
+
+const EVENT_COLUMNS: &str =
+    "run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data, actor";
+
+fn event_from_row(r: &PgRow) -> EventRow {
+    EventRow {
+        run_id: r.get("run_id"),
+        seq: r.get::<i64, _>("seq") as u64,
+        task_id: r.get("task_id"),
+        kind: r.get("kind"),
+        state: r.get("state"),
+        attempt: r.get::<i32, _>("attempt") as u32,
+        worker_id: r.get("worker_id"),
+        at_ms: r.get("at_ms"),
+        data: r.get("data"),
+        by: r.get("actor"),
+    }
+}
+
+fn token_from_row(row: &PgRow) -> Result<TokenRow, StoreError> {
+    let scope: String = row.get("scope");
+    Ok(TokenRow {
+        name: row.get("name"),
+        scope: Scope::parse(&scope).ok_or_else(|| corrupt("token scope", &scope))?,
+        secret_sha256: row.get("secret_sha256"),
+        created_at_ms: row.get("created_at_ms"),
+        created_by: row.get("created_by"),
+        last_used_at_ms: row.get("last_used_at_ms"),
+    })
+}
+
+const TOKEN_COLUMNS: &str =
+    "name, scope, secret_sha256, created_at_ms, created_by, last_used_at_ms";
+
+fn audit_from_row(row: &PgRow) -> Result<AuditRow, StoreError> {
+    let action: String = row.get("action");
+    Ok(AuditRow {
+        id: row.get("id"),
+        at_ms: row.get("at_ms"),
+        by: row.get("actor"),
+        action: AuditAction::parse(&action).ok_or_else(|| corrupt("audit action", &action))?,
+        target: row.get("target"),
+        detail: row.get("detail"),
+    })
+}
+
+/// Appends to the audit log, in the transaction of the change it records.
+async fn record(tx: &mut sqlx::PgConnection, a: &AuditRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "insert into audit_log (at_ms, actor, action, target, detail)
+         values ($1, $2, $3, $4, $5::text::jsonb)",
+    )
+    .bind(a.at_ms)
+    .bind(pg_text(&a.by))
+    .bind(a.action.as_str())
+    .bind(pg_text(&a.target))
+    .bind(a.detail.as_ref().map(json_text))
+    .execute(tx)
+    .await?;
+    Ok(())
+}
 
 /// Inserts tasks with their specs: those of new runs, and those spawned into running ones.
 async fn insert_tasks<'a>(
@@ -293,14 +358,14 @@ impl Store for PgStore {
             // Written once, here: run updates never change the options.
             let options: Vec<String> = runs.iter().map(|r| json_text(&*r.options)).collect();
             sqlx::query(
-                "insert into runs (id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq, options, usage)
-                 select id, name, queue, state, task_count, counts::jsonb, error, created_at_ms, finished_at_ms, last_seq, options::jsonb, usage::jsonb
-                 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[], $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[])
-                   as u(id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq, options, usage)",
+                "insert into runs (id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq, options, usage, created_by)
+                 select id, name, queue, state, task_count, counts::jsonb, error, created_at_ms, finished_at_ms, last_seq, options::jsonb, usage::jsonb, created_by
+                 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[], $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[], $13::text[])
+                   as u(id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq, options, usage, created_by)",
             )
             .bind(&c.id).bind(&c.name).bind(&c.queue).bind(&c.state).bind(&c.task_count)
             .bind(&c.counts).bind(&c.error).bind(&c.created_at).bind(&c.finished_at).bind(&c.last_seq)
-            .bind(&options).bind(&c.usage)
+            .bind(&options).bind(&c.usage).bind(&c.created_by)
             .execute(&mut *tx)
             .await?;
             insert_tasks(&mut tx, batch.new_runs.iter().flat_map(|n| n.tasks.iter())).await?;
@@ -341,7 +406,9 @@ impl Store for PgStore {
                 mut worker,
                 mut at,
                 mut data,
+                mut by,
             ) = (
+                Vec::with_capacity(n),
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
@@ -362,16 +429,17 @@ impl Store for PgStore {
                 worker.push(e.worker_id.as_deref().map(pg_text));
                 at.push(e.at_ms);
                 data.push(e.data.as_ref().map(json_text));
+                by.push(e.by.as_deref());
             }
             sqlx::query(
-                "insert into task_events (run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data)
-                 select r, s, t, k, st, a, w, at, d::jsonb
-                 from unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::int8[], $9::text[])
-                   as u(r, s, t, k, st, a, w, at, d)
+                "insert into task_events (run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data, actor)
+                 select r, s, t, k, st, a, w, at, d::jsonb, b
+                 from unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::int8[], $9::text[], $10::text[])
+                   as u(r, s, t, k, st, a, w, at, d, b)
                  on conflict (run_id, seq) do nothing",
             )
             .bind(&run_id).bind(&seq).bind(&task_id).bind(&kind).bind(&state)
-            .bind(&attempt).bind(&worker).bind(&at).bind(&data)
+            .bind(&attempt).bind(&worker).bind(&at).bind(&data).bind(&by)
             .execute(&mut *tx)
             .await?;
         }
@@ -468,31 +536,30 @@ impl Store for PgStore {
         task_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<EventRow>, StoreError> {
-        let rows = sqlx::query(
-            "select run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data from task_events
+        let rows = sqlx::query(&format!(
+            "select {EVENT_COLUMNS} from task_events
              where run_id = $1 and seq > $2 and ($3::text is null or task_id = $3)
-             order by seq limit $4",
-        )
+             order by seq limit $4"
+        ))
         .bind(run_id)
         .bind(since as i64)
         .bind(task_id)
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| EventRow {
-                run_id: r.get("run_id"),
-                seq: r.get::<i64, _>("seq") as u64,
-                task_id: r.get("task_id"),
-                kind: r.get("kind"),
-                state: r.get("state"),
-                attempt: r.get::<i32, _>("attempt") as u32,
-                worker_id: r.get("worker_id"),
-                at_ms: r.get("at_ms"),
-                data: r.get("data"),
-            })
-            .collect())
+        Ok(rows.iter().map(event_from_row).collect())
+    }
+
+    async fn run_history(&self, run_id: &str) -> Result<Vec<EventRow>, StoreError> {
+        // `task_id is null` lets the index of tasks' events find the run's own.
+        let rows = sqlx::query(&format!(
+            "select {EVENT_COLUMNS} from task_events
+             where run_id = $1 and task_id is null and kind = 'run' order by seq"
+        ))
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(event_from_row).collect())
     }
 
     async fn active_runs(&self) -> Result<Vec<RunRow>, StoreError> {
@@ -544,7 +611,8 @@ impl Store for PgStore {
         row.as_ref().map(agent_from_row).transpose()
     }
 
-    async fn put_agent(&self, a: &AgentRow) -> Result<(AgentRow, bool), StoreError> {
+    async fn put_agent(&self, a: &AgentRow, by: &str) -> Result<(AgentRow, bool), StoreError> {
+        let mut tx = self.pool.begin().await?;
         // `xmax = 0` only on a row this statement inserted: tells created from replaced.
         let (created_at_ms, created): (i64, bool) = sqlx::query_as(
             "insert into agents (name, spec, created_at_ms, updated_at_ms)
@@ -555,8 +623,12 @@ impl Store for PgStore {
         .bind(pg_text(&a.name))
         .bind(json_text(&a.spec))
         .bind(a.updated_at_ms)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        let audit = AuditRow::new(AuditAction::AgentPut, by, &a.name, a.updated_at_ms)
+            .with_detail(serde_json::json!({"created": created}));
+        record(&mut tx, &audit).await?;
+        tx.commit().await?;
         let stored = AgentRow {
             created_at_ms,
             ..a.clone()
@@ -564,12 +636,115 @@ impl Store for PgStore {
         Ok((stored, created))
     }
 
-    async fn delete_agent(&self, name: &str) -> Result<bool, StoreError> {
+    async fn delete_agent(&self, name: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("delete from agents where name = $1")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        record(
+            &mut tx,
+            &AuditRow::new(AuditAction::AgentDelete, by, name, at_ms),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn create_token(&self, t: &TokenRow) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "insert into api_tokens (name, scope, secret_sha256, created_at_ms, created_by)
+             values ($1, $2, $3, $4, $5) on conflict (name) do nothing",
+        )
+        .bind(pg_text(&t.name))
+        .bind(t.scope.as_str())
+        .bind(&t.secret_sha256)
+        .bind(t.created_at_ms)
+        .bind(pg_text(&t.created_by))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let audit = AuditRow::new(
+            AuditAction::TokenCreate,
+            &t.created_by,
+            &t.name,
+            t.created_at_ms,
+        )
+        .with_detail(serde_json::json!({"scope": t.scope}));
+        record(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "select {TOKEN_COLUMNS} from api_tokens order by name"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn find_token(&self, secret_sha256: &str) -> Result<Option<TokenRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "select {TOKEN_COLUMNS} from api_tokens where secret_sha256 = $1"
+        ))
+        .bind(secret_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn touch_token(&self, name: &str, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "update api_tokens set last_used_at_ms = $2
+             where name = $1 and (last_used_at_ms is null or last_used_at_ms < $2)",
+        )
+        .bind(name)
+        .bind(at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_token(&self, name: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("delete from api_tokens where name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        record(
+            &mut tx,
+            &AuditRow::new(AuditAction::TokenRevoke, by, name, at_ms),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn audit_log(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = sqlx::query(
+            "select id, at_ms, actor, action, target, detail from audit_log
+             where ($1::int8 is null or id < $1) order by id desc limit $2",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_from_row).collect()
     }
 }
 

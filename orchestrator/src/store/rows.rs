@@ -1,5 +1,6 @@
 //! Rows as the store reads and writes them.
 
+use crate::access::Scope;
 use crate::dag::{AgentSpec, RunOptions, TaskSpec};
 use crate::state_machine::{RunState, TaskFailure, TaskState, Usage, ALL_TASK_STATES};
 use serde::Serialize;
@@ -26,6 +27,8 @@ pub struct RunRow {
     pub options: Arc<RunOptions>,
     /// Tokens and money its tasks used so far.
     pub usage: Usage,
+    /// The token that submitted it (`None` for runs stored before tokens had names).
+    pub created_by: Option<String>,
 }
 
 /// A registered agent.
@@ -35,6 +38,90 @@ pub struct AgentRow {
     pub spec: AgentSpec,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+}
+
+/// An API token as stored: its secret only as a hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRow {
+    pub name: String,
+    pub scope: Scope,
+    /// SHA-256 of the secret, lowercase hex.
+    pub secret_sha256: String,
+    pub created_at_ms: i64,
+    /// The token that created this one.
+    pub created_by: String,
+    /// About when it was last presented (kept to within a minute or so).
+    pub last_used_at_ms: Option<i64>,
+}
+
+/// A change recorded in the audit log: those with no run whose events could hold them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    AgentPut,
+    AgentDelete,
+    TokenCreate,
+    TokenRevoke,
+}
+
+impl AuditAction {
+    /// The action's name, as stored and shown: `agent.put`, `token.revoke`, ….
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::AgentPut => "agent.put",
+            AuditAction::AgentDelete => "agent.delete",
+            AuditAction::TokenCreate => "token.create",
+            AuditAction::TokenRevoke => "token.revoke",
+        }
+    }
+
+    /// The action a stored name stands for.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            AuditAction::AgentPut,
+            AuditAction::AgentDelete,
+            AuditAction::TokenCreate,
+            AuditAction::TokenRevoke,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+}
+
+/// One record of the append-only audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    /// Increasing with each record; `0` on a record not yet stored.
+    pub id: i64,
+    pub at_ms: i64,
+    /// The token that made the change.
+    pub by: String,
+    pub action: AuditAction,
+    /// The agent's or token's name.
+    pub target: String,
+    /// What else is worth knowing (a new token's scope; whether a put created the agent).
+    pub detail: Option<Value>,
+}
+
+impl AuditRow {
+    /// A record, to be stored, of `action` done to `target` by token `by`.
+    pub fn new(action: AuditAction, by: &str, target: &str, at_ms: i64) -> Self {
+        Self {
+            id: 0,
+            at_ms,
+            by: by.to_owned(),
+            action,
+            target: target.to_owned(),
+            detail: None,
+        }
+    }
+
+    /// The record with `detail` attached.
+    pub fn with_detail(self, detail: Value) -> Self {
+        Self {
+            detail: Some(detail),
+            ..self
+        }
+    }
 }
 
 /// Usage as stored: nothing for none, so the many tasks that call no model cost no bytes.
@@ -112,6 +199,9 @@ pub struct EventRow {
     pub at_ms: i64,
     /// The error of a failed attempt, or `{level, message}` of a log line.
     pub data: Option<Value>,
+    /// The token whose API request caused the event (submit, cancel, retry); `None` for
+    /// what workers and the scheduler did.
+    pub by: Option<String>,
 }
 
 /// A worker as last heard from.

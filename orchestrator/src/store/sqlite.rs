@@ -9,6 +9,7 @@
 //! under SQLite's bound-variable limit.
 
 use super::*;
+use crate::access::Scope;
 use crate::dag::TaskSpec;
 use crate::state_machine::{RunState, TaskFailure, TaskState};
 use serde_json::Value;
@@ -86,6 +87,15 @@ impl SqliteStore {
     /// The read pool (for tests and health).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// A transaction on the writer connection that holds the write lock from the start
+    /// (rather than failing halfway when a read turns into a write).
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        self.writer
+            .begin_with("begin immediate")
+            .await
+            .map_err(classify)
     }
 }
 
@@ -211,6 +221,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRow, StoreError> {
             .map(std::sync::Arc::new)
             .unwrap_or_default(),
         usage: usage_from_json(get_json(row, "usage")?),
+        created_by: get(row, "created_by")?,
     })
 }
 
@@ -252,6 +263,7 @@ fn event_from_row(row: &SqliteRow) -> Result<EventRow, StoreError> {
         worker_id: get(row, "worker_id")?,
         at_ms: get(row, "at_ms")?,
         data: get_json(row, "data")?,
+        by: get(row, "actor")?,
     })
 }
 
@@ -265,7 +277,7 @@ fn worker_from_row(row: &SqliteRow) -> Result<WorkerRow, StoreError> {
 }
 
 const RUN_COLUMNS: &str = "id, name, queue, state, task_count, counts, error, created_at_ms, \
-     finished_at_ms, last_seq, options, usage";
+     finished_at_ms, last_seq, options, usage, created_by";
 const TASK_COLUMNS: &str =
     "run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, \
      worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage";
@@ -279,7 +291,51 @@ fn agent_from_row(row: &SqliteRow) -> Result<AgentRow, StoreError> {
         updated_at_ms: get(row, "updated_at_ms")?,
     })
 }
-const EVENT_COLUMNS: &str = "run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data";
+const EVENT_COLUMNS: &str =
+    "run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data, actor";
+
+fn token_from_row(row: &SqliteRow) -> Result<TokenRow, StoreError> {
+    let scope: String = get(row, "scope")?;
+    Ok(TokenRow {
+        name: get(row, "name")?,
+        scope: Scope::parse(&scope).ok_or_else(|| corrupt("token scope", &scope))?,
+        secret_sha256: get(row, "secret_sha256")?,
+        created_at_ms: get(row, "created_at_ms")?,
+        created_by: get(row, "created_by")?,
+        last_used_at_ms: get(row, "last_used_at_ms")?,
+    })
+}
+
+const TOKEN_COLUMNS: &str =
+    "name, scope, secret_sha256, created_at_ms, created_by, last_used_at_ms";
+
+fn audit_from_row(row: &SqliteRow) -> Result<AuditRow, StoreError> {
+    let action: String = get(row, "action")?;
+    Ok(AuditRow {
+        id: get(row, "id")?,
+        at_ms: get(row, "at_ms")?,
+        by: get(row, "actor")?,
+        action: AuditAction::parse(&action).ok_or_else(|| corrupt("audit action", &action))?,
+        target: get(row, "target")?,
+        detail: get_json(row, "detail")?,
+    })
+}
+
+/// Appends to the audit log, in the transaction of the change it records.
+async fn record(tx: &mut SqliteConnection, a: &AuditRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "insert into audit_log (at_ms, actor, action, target, detail) values (?1, ?2, ?3, ?4, ?5)",
+    )
+    .bind(a.at_ms)
+    .bind(a.by.as_str())
+    .bind(a.action.as_str())
+    .bind(a.target.as_str())
+    .bind(a.detail.as_ref().map(json_text))
+    .execute(tx)
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
 
 type SqliteQuery<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
 
@@ -332,8 +388,8 @@ impl Rows {
 }
 
 const INSERT_RUNS: Rows = Rows {
-    head: "insert into runs (id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq, options, usage) values ",
-    width: 12,
+    head: "insert into runs (id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq, options, usage, created_by) values ",
+    width: 13,
     tail: "",
 };
 const INSERT_TASKS: Rows = Rows {
@@ -351,8 +407,8 @@ const UPDATE_TASKS: Rows = Rows {
          from u where tasks.run_id = u.r and tasks.task_id = u.t",
 };
 const INSERT_EVENTS: Rows = Rows {
-    head: "insert into task_events (run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data) values ",
-    width: 9,
+    head: "insert into task_events (run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data, actor) values ",
+    width: 10,
     tail: " on conflict (run_id, seq) do nothing",
 };
 const UPDATE_RUNS: Rows = Rows {
@@ -413,13 +469,8 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        // Immediate: take the write lock now, waiting up to the busy timeout, rather
-        // than fail halfway when a read turns into a write.
-        let mut tx = self
-            .writer
-            .begin_with("begin immediate")
-            .await
-            .map_err(classify)?;
+        // Immediate: take the write lock now, waiting up to the busy timeout.
+        let mut tx = self.begin_write().await?;
         if !batch.new_runs.is_empty() {
             INSERT_RUNS
                 .execute(&mut tx, &batch.new_runs, |q, n| {
@@ -436,6 +487,7 @@ impl Store for SqliteStore {
                         .bind(r.last_seq as i64)
                         .bind(json_text(&*r.options))
                         .bind(usage_json(&r.usage).as_ref().map(json_text))
+                        .bind(r.created_by.as_deref())
                 })
                 .await?;
             let tasks: Vec<&(TaskSpec, TaskRow)> =
@@ -474,6 +526,7 @@ impl Store for SqliteStore {
                         .bind(e.worker_id.as_deref().map(super::text::without_nul))
                         .bind(e.at_ms)
                         .bind(e.data.as_ref().map(json_text))
+                        .bind(e.by.as_deref())
                 })
                 .await?;
         }
@@ -584,6 +637,19 @@ impl Store for SqliteStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn run_history(&self, run_id: &str) -> Result<Vec<EventRow>, StoreError> {
+        // `task_id is null` lets the index of tasks' events find the run's own.
+        let rows = sqlx::query(&format!(
+            "select {EVENT_COLUMNS} from task_events
+             where run_id = ?1 and task_id is null and kind = 'run' order by seq"
+        ))
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn active_runs(&self) -> Result<Vec<RunRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "select {RUN_COLUMNS} from runs where state = 'running' order by id"
@@ -632,12 +698,8 @@ impl Store for SqliteStore {
         row.as_ref().map(agent_from_row).transpose()
     }
 
-    async fn put_agent(&self, a: &AgentRow) -> Result<(AgentRow, bool), StoreError> {
-        let mut tx = self
-            .writer
-            .begin_with("begin immediate")
-            .await
-            .map_err(classify)?;
+    async fn put_agent(&self, a: &AgentRow, by: &str) -> Result<(AgentRow, bool), StoreError> {
+        let mut tx = self.begin_write().await?;
         let created_at: Option<i64> =
             sqlx::query_scalar("select created_at_ms from agents where name = ?1")
                 .bind(a.name.as_str())
@@ -654,21 +716,134 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
+        let created = created_at.is_none();
+        let audit = AuditRow::new(AuditAction::AgentPut, by, &a.name, a.updated_at_ms)
+            .with_detail(serde_json::json!({"created": created}));
+        record(&mut tx, &audit).await?;
         tx.commit().await.map_err(classify)?;
         let stored = AgentRow {
             created_at_ms: created_at.unwrap_or(a.created_at_ms),
             ..a.clone()
         };
-        Ok((stored, created_at.is_none()))
+        Ok((stored, created))
     }
 
-    async fn delete_agent(&self, name: &str) -> Result<bool, StoreError> {
+    async fn delete_agent(&self, name: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("delete from agents where name = ?1")
             .bind(name)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(classify)?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        record(
+            &mut tx,
+            &AuditRow::new(AuditAction::AgentDelete, by, name, at_ms),
+        )
+        .await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(true)
+    }
+
+    async fn create_token(&self, t: &TokenRow) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "insert into api_tokens (name, scope, secret_sha256, created_at_ms, created_by)
+             values (?1, ?2, ?3, ?4, ?5) on conflict (name) do nothing",
+        )
+        .bind(t.name.as_str())
+        .bind(t.scope.as_str())
+        .bind(t.secret_sha256.as_str())
+        .bind(t.created_at_ms)
+        .bind(t.created_by.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let audit = AuditRow::new(
+            AuditAction::TokenCreate,
+            &t.created_by,
+            &t.name,
+            t.created_at_ms,
+        )
+        .with_detail(serde_json::json!({"scope": t.scope}));
+        record(&mut tx, &audit).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(true)
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "select {TOKEN_COLUMNS} from api_tokens order by name"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn find_token(&self, secret_sha256: &str) -> Result<Option<TokenRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "select {TOKEN_COLUMNS} from api_tokens where secret_sha256 = ?1"
+        ))
+        .bind(secret_sha256)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn touch_token(&self, name: &str, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "update api_tokens set last_used_at_ms = ?2
+             where name = ?1 and (last_used_at_ms is null or last_used_at_ms < ?2)",
+        )
+        .bind(name)
+        .bind(at_ms)
+        .execute(&self.writer)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn revoke_token(&self, name: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("delete from api_tokens where name = ?1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        record(
+            &mut tx,
+            &AuditRow::new(AuditAction::TokenRevoke, by, name, at_ms),
+        )
+        .await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(true)
+    }
+
+    async fn audit_log(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = sqlx::query(
+            "select id, at_ms, actor, action, target, detail from audit_log
+             where (?1 is null or id < ?1) order by id desc limit ?2",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(audit_from_row).collect()
     }
 }
 
@@ -775,6 +950,7 @@ mod tests {
                 output_tokens: seq,
                 cost_usd: seq as f64 / 1_000.0,
             },
+            created_by: Some("ci".into()),
         }
     }
 
@@ -798,6 +974,8 @@ mod tests {
             worker_id: task.map(|_| "w1".to_owned()),
             at_ms: 4_000 + seq as i64,
             data: (state == "failed").then(|| json!({"kind": "exception", "message": "no"})),
+            // Run events were caused by API calls; task events by workers.
+            by: task.is_none().then(|| "ops".to_owned()),
         }
     }
 
@@ -888,13 +1066,19 @@ mod tests {
             created_at_ms: at,
             updated_at_ms: at,
         };
-        let (_, created) = store.put_agent(&agent("b", "m1", 10)).await.unwrap();
-        let (stored, replaced) = store.put_agent(&agent("b", "m2", 20)).await.unwrap();
+        let (_, created) = store.put_agent(&agent("b", "m1", 10), "ops").await.unwrap();
+        let (stored, replaced) = store.put_agent(&agent("b", "m2", 20), "ops").await.unwrap();
         assert_eq!((stored.created_at_ms, stored.updated_at_ms), (10, 20));
-        store.put_agent(&agent("a", "m3", 30)).await.unwrap();
-        store.put_agent(&agent("gone", "m", 40)).await.unwrap();
-        let deleted = store.delete_agent("gone").await.unwrap();
-        let deleted_again = store.delete_agent("gone").await.unwrap();
+        store
+            .put_agent(&agent("a", "m3", 30), "admin")
+            .await
+            .unwrap();
+        store
+            .put_agent(&agent("gone", "m", 40), "admin")
+            .await
+            .unwrap();
+        let deleted = store.delete_agent("gone", "ops", 50).await.unwrap();
+        let deleted_again = store.delete_agent("gone", "ops", 60).await.unwrap();
         assert_eq!(
             store.get_agent("b").await.unwrap().unwrap().spec.model,
             "m2"
@@ -905,6 +1089,61 @@ mod tests {
         (created, replaced, deleted, deleted_again, agents)
     }
 
+    /// What the token and audit tables answer after tokens are made, used and revoked.
+    #[derive(Debug, PartialEq)]
+    struct TokenAnswers {
+        created: Vec<bool>,
+        found: Vec<Option<TokenRow>>,
+        revoked: Vec<bool>,
+        tokens: Vec<TokenRow>,
+        /// The audit log without its ids, which the two stores number alike only by
+        /// chance of history; in pages of 3 and of all.
+        audit: Vec<Vec<AuditRow>>,
+    }
+
+    async fn token_answers(store: &dyn Store) -> TokenAnswers {
+        let token = |name: &str, scope, hash: &str, at| TokenRow {
+            name: name.into(),
+            scope,
+            secret_sha256: hash.into(),
+            created_at_ms: at,
+            created_by: "admin".into(),
+            last_used_at_ms: None,
+        };
+        let mut created = vec![];
+        for t in [
+            token("ci", Scope::Read, "aa", 100),
+            token("deploy", Scope::Operate, "bb", 110),
+            token("ci", Scope::Admin, "cc", 120),
+            token("old", Scope::Submit, "dd", 130),
+        ] {
+            created.push(store.create_token(&t).await.unwrap());
+        }
+        store.touch_token("ci", 200).await.unwrap();
+        store.touch_token("ci", 150).await.unwrap();
+        let revoked = vec![
+            store.revoke_token("old", "deploy", 300).await.unwrap(),
+            store.revoke_token("old", "deploy", 310).await.unwrap(),
+        ];
+        let mut found = vec![];
+        for hash in ["aa", "bb", "cc", "dd"] {
+            found.push(store.find_token(hash).await.unwrap());
+        }
+        let all = store.audit_log(None, 100).await.unwrap();
+        let mut audit = vec![all.clone(), store.audit_log(None, 3).await.unwrap()];
+        audit.push(store.audit_log(Some(all[2].id), 100).await.unwrap());
+        for page in &mut audit {
+            page.iter_mut().for_each(|a| a.id = 0);
+        }
+        TokenAnswers {
+            created,
+            found,
+            revoked,
+            tokens: store.list_tokens().await.unwrap(),
+            audit,
+        }
+    }
+
     /// Everything the store answers about the runs `ids`.
     #[derive(Debug, PartialEq)]
     struct Answers {
@@ -913,6 +1152,7 @@ mod tests {
         tasks: Vec<Vec<StoredTask>>,
         task: Vec<Option<StoredTask>>,
         events: Vec<Vec<EventRow>>,
+        history: Vec<Vec<EventRow>>,
         active: Vec<RunRow>,
         workers: Vec<WorkerRow>,
     }
@@ -940,7 +1180,9 @@ mod tests {
         let mut tasks = vec![];
         let mut task = vec![];
         let mut events = vec![];
+        let mut history = vec![];
         for id in ids.iter().chain([&"nope".to_owned()]) {
+            history.push(store.run_history(id).await.unwrap());
             runs.push(store.get_run(id).await.unwrap());
             tasks.push(store.get_tasks(id).await.unwrap());
             task.push(store.get_task(id, "t1").await.unwrap());
@@ -957,6 +1199,7 @@ mod tests {
             tasks,
             task,
             events,
+            history,
             active: store.active_runs().await.unwrap(),
             workers: store.list_workers().await.unwrap(),
         }
@@ -1073,6 +1316,8 @@ mod tests {
         let from_sqlite = answers(&sqlite, &ids).await;
         let agents_pg = agent_answers(&pg).await;
         let agents_sqlite = agent_answers(&sqlite).await;
+        let tokens_pg = token_answers(&pg).await;
+        let tokens_sqlite = token_answers(&sqlite).await;
         pg.pool().close().await;
         sqlx::query(&format!("drop database {name} with (force)"))
             .execute(&admin)
@@ -1106,6 +1351,56 @@ mod tests {
         assert!(created && !replaced && deleted && !deleted_again);
         assert_eq!(agents.len(), 2);
         assert_eq!((agents[1].created_at_ms, agents[1].updated_at_ms), (10, 20));
+        // Runs keep who created them; the run's own events, who caused them.
+        assert_eq!(
+            from_sqlite.runs[0].as_ref().unwrap().created_by.as_deref(),
+            Some("ci")
+        );
+        assert_eq!(from_sqlite.history[0].len(), 1);
+        assert_eq!(from_sqlite.history[0][0].by.as_deref(), Some("ops"));
+        assert_eq!(from_sqlite.history[3], vec![]);
+        assert_eq!(tokens_sqlite, tokens_pg);
+        let t = tokens_sqlite;
+        assert_eq!(t.created, [true, true, false, true]);
+        assert_eq!(t.revoked, [true, false]);
+        let names: Vec<&str> = t.tokens.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["ci", "deploy"]);
+        assert_eq!(
+            t.tokens[0].scope,
+            Scope::Read,
+            "a taken name keeps its token"
+        );
+        assert_eq!(
+            t.tokens[0].last_used_at_ms,
+            Some(200),
+            "last use never goes back"
+        );
+        assert_eq!(t.found[1].as_ref().map(|t| t.scope), Some(Scope::Operate));
+        assert_eq!((t.found[2].is_none(), t.found[3].is_none()), (true, true));
+        // The agents' changes, then the tokens': newest first.
+        let actions: Vec<(&str, &str, &str)> = t.audit[0]
+            .iter()
+            .map(|a| (a.action.as_str(), a.by.as_str(), a.target.as_str()))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("token.revoke", "deploy", "old"),
+                ("token.create", "admin", "old"),
+                ("token.create", "admin", "deploy"),
+                ("token.create", "admin", "ci"),
+                ("agent.delete", "ops", "gone"),
+                ("agent.put", "admin", "gone"),
+                ("agent.put", "admin", "a"),
+                ("agent.put", "ops", "b"),
+                ("agent.put", "ops", "b"),
+            ]
+        );
+        assert_eq!(t.audit[0][1].detail, Some(json!({"scope": "submit"})));
+        assert_eq!(t.audit[0][8].detail, Some(json!({"created": true})));
+        assert_eq!(t.audit[0][7].detail, Some(json!({"created": false})));
+        assert_eq!(t.audit[1], t.audit[0][..3]);
+        assert_eq!(t.audit[2], t.audit[0][3..]);
     }
 
     #[tokio::test]

@@ -264,7 +264,8 @@ async fn run_demo(engine: &crate::engine::EngineHandle, store: &dyn Store) -> an
     let dag = validate(spec, &Limits::default())
         .map_err(|e| anyhow::anyhow!("the demo DAG is invalid: {e}"))?;
     let started = Instant::now();
-    let run = engine.submit(dag).await?;
+    // Recorded as the run's creator, as a token's name would be.
+    let run = engine.submit(dag, "apex-up").await?;
     println!("Demo: submitted run {} ({} tasks)", run.id, run.task_count);
     let mut last = String::new();
     loop {
