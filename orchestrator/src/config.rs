@@ -30,6 +30,11 @@ pub struct ServeConfig {
     /// Most tasks in one run.
     #[arg(long, env = "APEX_MAX_TASKS", default_value_t = 100_000)]
     pub max_tasks: usize,
+    /// Most tasks `GET /api/v1/runs/{id}` and a run's WebSocket snapshot carry; a bigger
+    /// run's are continued with `GET /api/v1/runs/{id}/tasks`.
+    #[arg(long, env = "APEX_MAX_INLINE_TASKS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_inline_tasks: u32,
     /// Serve the dashboard from this built directory instead of the copy compiled into
     /// the binary (for dashboard development).
     #[arg(long, env = "APEX_DASHBOARD_DIR")]
@@ -137,6 +142,7 @@ impl ServeConfig {
             no_auth: true,
             max_body_bytes: 64 << 20,
             max_tasks: 100_000,
+            max_inline_tasks: 10_000,
             dashboard_dir: None,
             worker_lost_after_s: 10,
             lease_timeout_s: 7.0,

@@ -184,6 +184,7 @@ pub async fn start_on(
         },
         browser,
         max_body_bytes: config.max_body_bytes,
+        max_inline_tasks: config.max_inline_tasks,
         api_token,
         dashboard_dir: config.dashboard_dir.clone(),
         shutdown: shutdown.subscribe(),

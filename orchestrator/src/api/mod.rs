@@ -35,6 +35,8 @@ pub struct AppState {
     pub bus: Bus,
     pub limits: Limits,
     pub max_body_bytes: usize,
+    /// Most tasks a run's document carries inline (`GET /runs/{id}`, WebSocket snapshot).
+    pub max_inline_tasks: u32,
     /// Required bearer token; `None` when auth is off.
     pub api_token: Option<String>,
     /// A built dashboard to serve at `/` instead of the one compiled in (development).
