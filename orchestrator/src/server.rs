@@ -185,6 +185,8 @@ pub async fn start_on(
         browser,
         max_body_bytes: config.max_body_bytes,
         max_inline_tasks: config.max_inline_tasks,
+        websockets: api::WsSlots::new(config.max_websockets),
+        request_timeout: config.request_timeout(),
         api_token,
         dashboard_dir: config.dashboard_dir.clone(),
         shutdown: shutdown.subscribe(),

@@ -1,16 +1,151 @@
-//! No single request or client can stall or exhaust the API (GitHub issue #13): a big
-//! run's tasks come in pages. Against a real server on the suite's store
-//! (`APEX_TEST_STORE`).
+//! No single request or client can stall or exhaust the API (GitHub issue #13): bad bytes
+//! in any parameter of any route are a 4xx, a big run's tasks come in pages, WebSocket
+//! connections are capped, and every other request is bounded in time. Against a real
+//! server on the suite's store (`APEX_TEST_STORE`).
 
 mod common;
 
 use common::TestSystem;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(60);
+/// The document every route is read from, so a new route is covered without a new test.
+const OPENAPI: &str = include_str!("../openapi.json");
+
+/// One documented operation and the names of its parameters.
+#[derive(Debug)]
+struct Operation {
+    method: reqwest::Method,
+    path: String,
+    path_params: Vec<String>,
+    query_params: Vec<String>,
+}
+
+fn operations() -> Vec<Operation> {
+    let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+    let shared = &doc["components"]["parameters"];
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let mut o = Operation {
+                method: method.to_uppercase().parse().unwrap(),
+                path: path.clone(),
+                path_params: Vec::new(),
+                query_params: Vec::new(),
+            };
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let p = match p["$ref"].as_str() {
+                    Some(r) => &shared[r.rsplit('/').next().unwrap()],
+                    None => p,
+                };
+                let name = p["name"].as_str().unwrap().to_owned();
+                match p["in"].as_str() {
+                    Some("path") => o.path_params.push(name),
+                    Some("query") => o.query_params.push(name),
+                    _ => {}
+                }
+            }
+            ops.push(o);
+        }
+    }
+    ops
+}
+
+impl Operation {
+    /// The URL path with every path parameter `x` but `bad`, which is `value`.
+    fn path_with(&self, bad: Option<&str>, value: &str) -> String {
+        let mut path = self.path.clone();
+        for p in &self.path_params {
+            let v = if Some(p.as_str()) == bad { value } else { "x" };
+            path = path.replace(&format!("{{{p}}}"), v);
+        }
+        path
+    }
+}
+
+/// Sends `method path` (with a JSON body for methods that take one); answers status
+/// and JSON body.
+async fn send(sys: &TestSystem, method: &reqwest::Method, path: &str) -> (u16, Value) {
+    let mut req = sys.http.request(method.clone(), sys.url(path));
+    if matches!(*method, reqwest::Method::POST | reqwest::Method::PUT) {
+        req = req.header("content-type", "application/json").body("{}");
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bytes_in_any_parameter_of_any_route_get_a_4xx_naming_it() {
+    let sys = TestSystem::start().await;
+    let ten_kb = "x".repeat(10 * 1024);
+    let bad_values = [
+        ("a NUL", "a%00b"),
+        ("a newline", "a%0Ab"),
+        ("10 KB", ten_kb.as_str()),
+        ("bytes that are not UTF-8", "a%FFb"),
+    ];
+    let ops = operations();
+    assert!(ops.len() >= 20, "the document lists the routes: {ops:?}");
+    let mut checked = 0;
+    for op in &ops {
+        // Every documented parameter, and one no route knows.
+        let params = op
+            .path_params
+            .iter()
+            .map(|p| (p.as_str(), true))
+            .chain(op.query_params.iter().map(|p| (p.as_str(), false)))
+            .chain([("zz", false)]);
+        for (name, in_path) in params {
+            for (what, value) in &bad_values {
+                let path = if in_path {
+                    op.path_with(Some(name), value)
+                } else {
+                    format!("{}?{name}={value}", op.path_with(None, ""))
+                };
+                let (status, body) = send(&sys, &op.method, &path).await;
+                let said = format!(
+                    "{} {} with {what} in {name}: {status} {body}",
+                    op.method, op.path
+                );
+                assert!((400..500).contains(&status), "{said}");
+                assert_eq!(body["error"]["code"], "bad_request", "{said}");
+                let message = body["error"]["message"].as_str().unwrap();
+                assert!(message.contains(&format!("\"{name}\"")), "{said}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 150, "{checked}");
+
+    // The schema fuzzer's case, on the store that gave a 500.
+    let (status, body) = sys.get("/api/v1/runs?before=A%00b").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    // Long ids within the bound are ordinary requests.
+    let long = "r".repeat(1024);
+    assert_eq!(sys.get(&format!("/api/v1/runs/{long}")).await.0, 404);
+    assert_eq!(sys.get(&format!("/api/v1/runs?before={long}")).await.0, 200);
+    // Many parameters, each within the bound, still make a URI too long.
+    let many: Vec<String> = (0..20)
+        .map(|i| format!("p{i}={}", "y".repeat(1000)))
+        .collect();
+    let (status, body) = sys.get(&format!("/api/v1/runs?{}", many.join("&"))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (414, Some("uri_too_long")),
+        "{body}"
+    );
+    sys.shutdown().await;
+}
+
 /// 25 tasks, every third waiting on the one before it: with no worker, `pending` and
 /// `queued` tasks interleave.
 fn interleaved_run() -> Value {
@@ -195,4 +330,105 @@ async fn next_text(ws: &mut Socket) -> Value {
             return serde_json::from_str(&t).unwrap();
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_the_cap_are_refused_until_one_closes() {
+    let sys = TestSystem::start_with(|c| c.max_websockets = 2).await;
+    let url = format!("{}/api/v1/ws", sys.base.replace("http://", "ws://"));
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        assert_eq!(next_text(&mut ws).await["type"], "snapshot");
+        open.push(ws);
+    }
+    let refused = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect_err("a third connection is over the cap");
+    let tokio_tungstenite::tungstenite::Error::Http(answer) = refused else {
+        panic!("refused with an HTTP answer, not {refused}");
+    };
+    assert_eq!(answer.status(), 503);
+    let body: Value = serde_json::from_slice(answer.body().as_deref().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 2 WebSocket connections"),
+        "{body}"
+    );
+    // The REST API is not affected.
+    assert_eq!(sys.get("/api/v1/runs").await.0, 200);
+
+    // A closed connection gives its slot back.
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    drop(first);
+    let deadline = Instant::now() + LIMIT;
+    let mut ws = loop {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((ws, _)) => break ws,
+            Err(e) => assert!(Instant::now() < deadline, "no slot freed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(next_text(&mut ws).await["type"], "snapshot");
+    sys.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_outlasts_the_timeout_gets_503_but_a_websocket_lives_on() {
+    let sys = TestSystem::start_with(|c| c.request_timeout_s = 1.0).await;
+    let ws_url = format!("{}/api/v1/ws", sys.base.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    assert_eq!(next_text(&mut ws).await["type"], "snapshot");
+
+    // A client that sends its headers and then trickles its body holds the request open.
+    let started = Instant::now();
+    let addr = sys.base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/validate HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\nConnection: close\r\n\r\n{{"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(LIMIT, tcp.read_to_string(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "timeout", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("within 1 s"),
+        "{body}"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+
+    // The WebSocket, open all along, still carries what happens next.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = sys
+        .submit(&json!({"tasks": [{"id": "a", "handler": "noop"}]}))
+        .await;
+    loop {
+        let frame = next_text(&mut ws).await;
+        let created = frame["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["kind"] == "run_created" && e["run"]["id"] == id.as_str());
+        if created {
+            break;
+        }
+    }
+    sys.shutdown().await;
 }

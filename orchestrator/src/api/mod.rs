@@ -5,15 +5,18 @@ mod agents;
 mod auth;
 pub mod browser;
 mod dashboard;
+mod deadline;
 pub mod error;
 mod fleet;
 mod health;
 mod openapi;
+pub mod params;
 mod runs;
 mod ws;
 
 pub use dashboard::embedded as dashboard_embedded;
 pub use health::prometheus;
+pub use ws::WsSlots;
 
 use crate::bus::Bus;
 use crate::dag::Limits;
@@ -37,6 +40,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Most tasks a run's document carries inline (`GET /runs/{id}`, WebSocket snapshot).
     pub max_inline_tasks: u32,
+    /// The WebSocket connections open, against `--max-websockets`.
+    pub websockets: Arc<WsSlots>,
+    /// How long any request but a WebSocket may take.
+    pub request_timeout: std::time::Duration,
     /// Required bearer token; `None` when auth is off.
     pub api_token: Option<String>,
     /// A built dashboard to serve at `/` instead of the one compiled in (development).
@@ -69,14 +76,21 @@ async fn record_latency(
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     let cors = state.browser.cors();
-    let router = Router::new()
+    let bounded = Router::new()
         .merge(runs::router())
         .merge(agents::router())
         .merge(fleet::router())
         .merge(health::router())
         .merge(openapi::router())
-        .merge(ws::router())
         .merge(dashboard::router(state.dashboard_dir.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.request_timeout,
+            deadline::bound,
+        ));
+    // The WebSocket joins after the deadline: its connection lives as long as the client.
+    let router = bounded
+        .merge(ws::router())
+        .layer(axum::middleware::from_fn(params::check))
         .layer(axum::middleware::from_fn(record_latency))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
