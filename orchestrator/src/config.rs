@@ -35,6 +35,18 @@ pub struct ServeConfig {
     /// Most tasks in one run.
     #[arg(long, env = "APEX_MAX_TASKS", default_value_t = 100_000)]
     pub max_tasks: usize,
+    /// Most tasks `GET /api/v1/runs/{id}` and a run's WebSocket snapshot carry; a bigger
+    /// run's are continued with `GET /api/v1/runs/{id}/tasks`.
+    #[arg(long, env = "APEX_MAX_INLINE_TASKS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_inline_tasks: u32,
+    /// Most WebSocket connections open at once; more are refused with 503.
+    #[arg(long, env = "APEX_MAX_WEBSOCKETS", default_value_t = 10_000)]
+    pub max_websockets: usize,
+    /// Seconds any request but a WebSocket may take before it is answered 503 `timeout`.
+    #[arg(long, env = "APEX_REQUEST_TIMEOUT_S", default_value_t = 30.0,
+          value_parser = positive_seconds)]
+    pub request_timeout_s: f64,
     /// Serve the dashboard from this built directory instead of the copy compiled into
     /// the binary (for dashboard development).
     #[arg(long, env = "APEX_DASHBOARD_DIR")]
@@ -81,6 +93,15 @@ pub struct ServeConfig {
     pub queues: Vec<String>,
 }
 
+/// A number of seconds above zero (and below a century, so it makes a `Duration`).
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 3.2e9 => Ok(v),
+        Ok(_) => Err("must be more than 0 seconds and less than a century".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Settings that cannot work together.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -106,6 +127,16 @@ impl ServeConfig {
             slots_per_worker: self.worker_slots.max(1),
             cooldown_ms: (self.autoscale_cooldown_s.max(0.0) * 1000.0) as i64,
         }
+    }
+
+    /// How long a request other than a WebSocket may take.
+    pub fn request_timeout(&self) -> std::time::Duration {
+        // The flag's parser admits only what makes a Duration; a value set in code that
+        // does not gets the default.
+        std::time::Duration::try_from_secs_f64(self.request_timeout_s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .unwrap_or(std::time::Duration::from_secs(30))
     }
 
     /// The token the API requires, or `None` when auth is explicitly off on loopback.
@@ -143,6 +174,9 @@ impl ServeConfig {
             max_body_bytes: 64 << 20,
             max_tasks: 100_000,
             max_task_input_bytes: 64 << 20,
+            max_inline_tasks: 10_000,
+            max_websockets: 10_000,
+            request_timeout_s: 30.0,
             dashboard_dir: None,
             worker_lost_after_s: 10,
             lease_timeout_s: 7.0,

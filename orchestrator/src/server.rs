@@ -186,6 +186,9 @@ pub async fn start_on(
         browser,
         max_body_bytes: config.max_body_bytes,
         auth: api_token.map(|t| Arc::new(api::auth::Authenticator::new(Arc::clone(&store), &t))),
+        max_inline_tasks: config.max_inline_tasks,
+        websockets: api::WsSlots::new(config.max_websockets),
+        request_timeout: config.request_timeout(),
         dashboard_dir: config.dashboard_dir.clone(),
         shutdown: shutdown.subscribe(),
     };

@@ -245,23 +245,32 @@ async fn a_nul_character_is_refused_on_submit_and_never_stalls_the_store() {
     );
     assert!(body["error"]["message"].as_str().unwrap().contains("NUL"));
 
-    // A worker may still report one: it is stored, and later writes go on.
+    // A worker may still report one: it is stored, and later writes go on. The report
+    // must match the engine's records (the entry the task was pushed as), so it names
+    // the real entry of a task no worker has taken (its queue has none).
     sys.spawn_worker("default", 5);
     let id = sys
-        .submit(&json!({"tasks": [{"id": "slow", "handler": "sleep", "input": {"seconds": 30}}]}))
+        .submit(&json!({"tasks": [{"id": "slow", "handler": "sleep", "queue": "nobody",
+            "input": {"seconds": 30}}]}))
         .await;
-    sys.wait_until(&id, Duration::from_secs(60), |r| {
-        r["counts"]["running"] == 1
-    })
-    .await;
-    let forged = json!({"v": 1, "type": "result", "run_id": id, "task_id": "slow", "attempt": 1,
-        "worker_id": "w\u{0}x", "queue": "default", "msg_id": "1-1", "outcome": "succeeded",
-        "output": {"text": "x\u{0}y"}, "started_at_ms": 1, "finished_at_ms": 2});
+    sys.wait_until(&id, Duration::from_secs(60), |r| r["counts"]["queued"] == 1)
+        .await;
     let mut conn = redis::Client::open(common::REDIS)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{}:queue:nobody", sys.prefix))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let msg_id = entries[0].0.clone();
+    let forged = json!({"v": 1, "type": "result", "run_id": id, "task_id": "slow", "attempt": 1,
+        "worker_id": "w\u{0}x", "queue": "nobody", "msg_id": msg_id, "outcome": "succeeded",
+        "output": {"text": "x\u{0}y"}, "started_at_ms": 1, "finished_at_ms": 2});
     let _: String = redis::cmd("XADD")
         .arg(format!("{}:results", sys.prefix))
         .arg("*")

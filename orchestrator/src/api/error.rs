@@ -3,6 +3,7 @@
 //! and their details never leave the server.
 
 use crate::access::Scope;
+use super::params::BadParam;
 use crate::dag::{Problem, ValidationErrors};
 use crate::engine::EngineError;
 use crate::store::StoreError;
@@ -23,6 +24,11 @@ pub enum ApiError {
 
     #[error("{0}")]
     BadRequest(String),
+    /// A path or query parameter no handler should see (`api/params.rs`).
+    #[error("{0}")]
+    BadParameter(#[from] BadParam),
+    #[error("the request URI is {0} bytes long; the limit is {1} bytes")]
+    UriTooLong(usize, usize),
     #[error("the request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -51,6 +57,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{0}")]
     Unavailable(String),
+    #[error("this server is at its limit of {0} WebSocket connections (--max-websockets, APEX_MAX_WEBSOCKETS); try again later")]
+    WebSocketLimit(usize),
+    #[error("the server did not answer within {} s (--request-timeout-s, APEX_REQUEST_TIMEOUT_S); what the request asked for may still have been done: check before repeating it", .0.as_secs_f64())]
+    Timeout(std::time::Duration),
     #[error("internal error")]
     Internal(String),
 }
@@ -61,7 +71,10 @@ impl ApiError {
             ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             ApiError::InvalidDag(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_dag"),
             ApiError::InvalidAgent(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_agent"),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::BadRequest(_) | ApiError::BadParameter(_) => {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            }
+            ApiError::UriTooLong(..) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
@@ -74,7 +87,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unavailable(_) | ApiError::WebSocketLimit(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -7,17 +7,20 @@ mod audit;
 pub mod auth;
 pub mod browser;
 mod dashboard;
+mod deadline;
 pub mod error;
 mod failures;
 mod fleet;
 mod health;
 mod openapi;
+pub mod params;
 mod runs;
 mod tokens;
 mod ws;
 
 pub use dashboard::embedded as dashboard_embedded;
 pub use health::prometheus;
+pub use ws::WsSlots;
 
 use crate::bus::Bus;
 use crate::dag::Limits;
@@ -41,6 +44,12 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Checks the tokens requests present; `None` when auth is off (`--no-auth`).
     pub auth: Option<Arc<auth::Authenticator>>,
+    /// Most tasks a run's document carries inline (`GET /runs/{id}`, WebSocket snapshot).
+    pub max_inline_tasks: u32,
+    /// The WebSocket connections open, against `--max-websockets`.
+    pub websockets: Arc<WsSlots>,
+    /// How long any request but a WebSocket may take.
+    pub request_timeout: std::time::Duration,
     /// A built dashboard to serve at `/` instead of the one compiled in (development).
     pub dashboard_dir: Option<PathBuf>,
     /// Which hosts and page origins may reach the API.
@@ -71,7 +80,7 @@ async fn record_latency(
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     let cors = state.browser.cors();
-    let router = Router::new()
+    let bounded = Router::new()
         .merge(runs::router())
         .merge(agents::router())
         .merge(tokens::router())
@@ -79,8 +88,15 @@ pub fn app(state: AppState) -> Router {
         .merge(fleet::router())
         .merge(health::router())
         .merge(openapi::router())
-        .merge(ws::router())
         .merge(dashboard::router(state.dashboard_dir.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.request_timeout,
+            deadline::bound,
+        ));
+    // The WebSocket joins after the deadline: its connection lives as long as the client.
+    let router = bounded
+        .merge(ws::router())
+        .layer(axum::middleware::from_fn(params::check))
         .layer(axum::middleware::from_fn(record_latency))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

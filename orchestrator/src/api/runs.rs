@@ -1,10 +1,12 @@
-//! `/api/v1/runs`: submit, list, inspect, cancel and retry runs; `/api/v1/validate`.
+//! `/api/v1/runs`: submit, list, inspect, cancel and retry runs, page through a run's
+//! tasks; `/api/v1/validate`.
 
 use super::auth::{needs, Allowed};
 use super::error::ApiError;
 use super::AppState;
 use crate::dag::{validate_submission, Dag, RunSpec};
-use crate::store::{EventRow, RunQuery, StoredTask};
+use crate::state_machine::{TaskState, ALL_TASK_STATES};
+use crate::store::{EventRow, RunQuery, RunRow, StoredTask, TaskQuery};
 use crate::views;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -20,6 +22,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/runs", post(create_run).get(list_runs))
         .route("/api/v1/runs/{id}", get(get_run))
+        .route("/api/v1/runs/{id}/tasks", get(list_tasks))
         .route("/api/v1/runs/{id}/tasks/{task_id}", get(get_task))
         .route("/api/v1/runs/{id}/events", get(list_events))
         .route("/api/v1/runs/{id}/cancel", post(cancel_run))
@@ -139,35 +142,21 @@ async fn get_run(
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if p.tasks == Some(false) {
-        let run = state
-            .store
-            .get_run(&id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))?;
-        return Ok(Json(views::run_summary(&run)));
+        return Ok(Json(views::run_summary(&find_run(&state, &id).await?)));
     }
     run_document(&state, &id).await.map(Json)
 }
 
-/// A run with all its tasks, as `GET /api/v1/runs/{id}` answers it.
+/// A run with its tasks, as `GET /api/v1/runs/{id}` answers it: all of them, or for a
+/// run of more than `--max-inline-tasks` the first that many and `tasks_next_after`, the
+/// cursor to continue from with `GET /api/v1/runs/{id}/tasks`.
 pub(super) async fn run_document(state: &AppState, id: &str) -> Result<Value, ApiError> {
-    let run = state
-        .store
-        .get_run(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))?;
-    let tasks = state.store.get_tasks(id).await?;
-    let progress: HashMap<String, (Option<f64>, String)> = if run.state.is_terminal() {
-        HashMap::new()
-    } else {
-        state
-            .engine
-            .progress(id)
-            .await?
-            .into_iter()
-            .map(|(t, p, m)| (t, (p, m)))
-            .collect()
+    let run = find_run(state, id).await?;
+    let page = TaskQuery {
+        limit: state.max_inline_tasks,
+        ..TaskQuery::default()
     };
+    let (tasks, next_after) = task_page(state, &run, &page).await?;
     let mut body = views::run_summary(&run);
     // The agents and limits the run was submitted with (registered ones resolved).
     body["agents"] = json!(run.options.agents);
@@ -175,8 +164,51 @@ pub(super) async fn run_document(state: &AppState, id: &str) -> Result<Value, Ap
     // The run's own transitions, with who caused them: created, cancelled, retried.
     let history = state.store.run_history(id).await?;
     body["history"] = history.iter().map(views::event).collect();
+    body["tasks"] = Value::Array(tasks);
+    if let Some(after) = next_after {
+        body["tasks_next_after"] = json!(after);
+    }
+    Ok(body)
+}
 
-    body["tasks"] = tasks
+async fn find_run(state: &AppState, id: &str) -> Result<RunRow, ApiError> {
+    state
+        .store
+        .get_run(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))
+}
+
+/// One page of a run's tasks as the API shows them, and the cursor of the next page
+/// when there is one.
+async fn task_page(
+    state: &AppState,
+    run: &RunRow,
+    q: &TaskQuery,
+) -> Result<(Vec<Value>, Option<String>), ApiError> {
+    // One task more than asked says whether another page follows.
+    let probe = TaskQuery {
+        limit: q.limit.saturating_add(1),
+        ..q.clone()
+    };
+    let mut tasks = state.store.list_tasks(&run.id, &probe).await?;
+    let more = tasks.len() > q.limit as usize;
+    tasks.truncate(q.limit as usize);
+    let next_after = more
+        .then(|| tasks.last().map(|t| t.row.task_id.clone()))
+        .flatten();
+    let progress: HashMap<String, (Option<f64>, String)> = if run.state.is_terminal() {
+        HashMap::new()
+    } else {
+        state
+            .engine
+            .progress(&run.id)
+            .await?
+            .into_iter()
+            .map(|(t, p, m)| (t, (p, m)))
+            .collect()
+    };
+    let views = tasks
         .iter()
         .map(|t| {
             views::task(
@@ -186,7 +218,77 @@ pub(super) async fn run_document(state: &AppState, id: &str) -> Result<Value, Ap
             )
         })
         .collect();
-    Ok(body)
+    Ok((views, next_after))
+}
+
+/// Tasks per page of `GET /api/v1/runs/{id}/tasks` unless `limit` says otherwise.
+const TASK_PAGE: u32 = 500;
+/// The most `limit` may ask for.
+const MAX_TASK_PAGE: u32 = 5_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskListParams {
+    /// Read by the auth layer (`?token=`); accepted so it is not an unknown parameter.
+    #[allow(dead_code)]
+    token: Option<String>,
+    /// Comma-separated task states.
+    state: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The task states a `state` parameter lists (`failed,running`).
+fn parse_task_states(list: &str) -> Result<Vec<TaskState>, ApiError> {
+    list.split(',')
+        .map(|s| {
+            TaskState::parse(s.trim()).ok_or_else(|| {
+                let known: Vec<&str> = ALL_TASK_STATES.iter().map(|s| s.as_str()).collect();
+                ApiError::BadRequest(format!(
+                    "state: unknown task state {s:?}; use one or more of {}, separated by commas",
+                    known.join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
+async fn list_tasks(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Result<Query<TaskListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = match p.limit {
+        None => TASK_PAGE,
+        Some(n @ 1..=MAX_TASK_PAGE) => n,
+        Some(n) => {
+            return Err(ApiError::BadRequest(format!(
+                "limit: {n} is outside 1..={MAX_TASK_PAGE}"
+            )))
+        }
+    };
+    let states = match p.state.as_deref() {
+        Some(list) => parse_task_states(list)?,
+        None => Vec::new(),
+    };
+    let run = find_run(&state, &id).await?;
+    let q = TaskQuery {
+        states,
+        after: p.after,
+        limit,
+    };
+    let (tasks, next_after) = task_page(&state, &run, &q).await?;
+    // An empty page after a cursor may mean the cursor names no task: say so, rather
+    // than answer as if the run had ended there.
+    if let (true, Some(after)) = (tasks.is_empty(), &q.after) {
+        if state.store.get_task(&id, after).await?.is_none() {
+            return Err(ApiError::BadRequest(format!(
+                "after: task {after} is not in run {id}"
+            )));
+        }
+    }
+    Ok(Json(json!({"tasks": tasks, "next_after": next_after})))
 }
 
 async fn get_task(
@@ -194,11 +296,7 @@ async fn get_task(
     State(state): State<AppState>,
     Path((id, task_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let run = state
-        .store
-        .get_run(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))?;
+    let run = find_run(&state, &id).await?;
     let task = state
         .store
         .get_task(&id, &task_id)

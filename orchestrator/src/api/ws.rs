@@ -7,7 +7,9 @@
 //!
 //! A client never slows anyone else: the bus drops what a lagging client has not read,
 //! and that client is told to resync and disconnected. Frames are coalesced: at most
-//! one every [`FRAME_INTERVAL`], carrying every event since the last one.
+//! one every [`FRAME_INTERVAL`], carrying every event since the last one. At most
+//! `--max-websockets` connections are open at once ([`WsSlots`]); more are refused with
+//! 503 before the upgrade.
 
 use super::auth::{needs, Allowed};
 use super::error::ApiError;
@@ -23,6 +25,7 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -40,6 +43,54 @@ const REPLAY_PAGE: u32 = 5_000;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/ws", get(subscribe))
+}
+
+/// The WebSocket connections open, against the operator's cap.
+#[derive(Debug)]
+pub struct WsSlots {
+    /// Connections holding a [`WsSlot`]; an atomic, since every upgrade and every close
+    /// touches it and nothing else needs to be consistent with it.
+    open: AtomicUsize,
+    max: usize,
+}
+
+/// One connection's claim on a slot, given back when dropped: when the connection ends,
+/// however it ends (or when an upgrade is never completed).
+#[derive(Debug)]
+pub struct WsSlot(Arc<WsSlots>);
+
+impl WsSlots {
+    /// Room for `max` connections.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            open: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// A slot, or `None` when all are taken.
+    pub fn take(self: &Arc<Self>) -> Option<WsSlot> {
+        let taken = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()?;
+        metrics::gauge!("apex_websockets_open").set((taken + 1) as f64);
+        Some(WsSlot(Arc::clone(self)))
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for WsSlot {
+    fn drop(&mut self) {
+        let before = self.0.open.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("apex_websockets_open").set(before.saturating_sub(1) as f64);
+    }
 }
 
 #[derive(Deserialize)]
@@ -60,12 +111,18 @@ async fn subscribe(
         None => Box::pin(std::future::pending()),
     };
     let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    // Taken first, so a server at its cap refuses without touching the store.
+    let slot = state
+        .websockets
+        .take()
+        .ok_or(ApiError::WebSocketLimit(state.websockets.max))?;
     if let Some(run) = &p.run {
         if state.store.get_run(run).await?.is_none() {
             return Err(ApiError::NotFound(format!("run {run} not found")));
         }
     }
     Ok(ws.on_upgrade(move |socket| async move {
+        let _slot = slot;
         let result = match p.run {
             Some(run) => follow_run(state, socket, run, p.since, revoked).await,
             None => follow_fleet(state, socket, p.since, revoked).await,
@@ -357,9 +414,24 @@ fn coalesce(events: Vec<Arc<BusEvent>>) -> Vec<Arc<BusEvent>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{coalesce, events_frame};
+    use super::{coalesce, events_frame, WsSlots};
     use crate::bus::Bus;
     use serde_json::{json, Value};
+
+    #[test]
+    fn slots_run_out_at_the_cap_and_come_back_when_dropped() {
+        let slots = WsSlots::new(2);
+        let a = slots.take().expect("first");
+        let b = slots.take().expect("second");
+        assert!(slots.take().is_none(), "over the cap");
+        assert_eq!(slots.open(), 2);
+        drop(a);
+        assert_eq!(slots.open(), 1);
+        let c = slots.take().expect("a freed slot");
+        drop((b, c));
+        assert_eq!(slots.open(), 0);
+        assert!(WsSlots::new(0).take().is_none());
+    }
 
     #[test]
     fn coalescing_keeps_the_latest_summary_and_every_transition() {

@@ -346,6 +346,43 @@ fn by_depth(depth: &[usize]) -> Vec<usize> {
     order
 }
 
+/// Tasks asked for per page when a run's tasks continue past its document.
+const TASK_PAGE: u32 = 5_000;
+
+/// Completes a Run document whose tasks the server cut short (`tasks_next_after`, for a
+/// run of more than its `--max-inline-tasks`): appends the rest, page by page from
+/// `GET /api/v1/runs/{id}/tasks`, and removes the cursor.
+pub async fn complete_tasks(client: &Client, run: &mut Value) -> Result<(), CliError> {
+    let id = run["id"].as_str().unwrap_or_default().to_owned();
+    let mut after = run
+        .as_object_mut()
+        .and_then(|o| o.remove("tasks_next_after"))
+        .and_then(|v| v.as_str().map(str::to_owned));
+    while let Some(cursor) = after {
+        let mut page = client
+            .get(&format!(
+                "/api/v1/runs/{}/tasks?after={}&limit={TASK_PAGE}",
+                encode(&id),
+                encode(&cursor)
+            ))
+            .await?;
+        let tasks = match page.get_mut("tasks").and_then(Value::as_array_mut) {
+            Some(tasks) => std::mem::take(tasks),
+            None => return Err(client.unexpected("a page of tasks without `tasks`".into())),
+        };
+        after = page["next_after"].as_str().map(str::to_owned);
+        // A cursor that does not move would page for ever.
+        if after.as_deref() == Some(cursor.as_str()) || (tasks.is_empty() && after.is_some()) {
+            return Err(client.unexpected(format!("the task pages of run {id} do not advance")));
+        }
+        match run.get_mut("tasks").and_then(Value::as_array_mut) {
+            Some(all) => all.extend(tasks),
+            None => run["tasks"] = Value::Array(tasks),
+        }
+    }
+    Ok(())
+}
+
 /// `apex run show ID`.
 pub async fn show(show: &ShowArgs, out: &mut Printer) -> Result<Exit, CliError> {
     let args = &show.run;
@@ -354,6 +391,7 @@ pub async fn show(show: &ShowArgs, out: &mut Printer) -> Result<Exit, CliError> 
         .get(&format!("/api/v1/runs/{}", encode(&args.id)))
         .await
         .map_err(|e| e.with_not_found_hint("check the id; `apex runs` lists recent runs"))?;
+    complete_tasks(&client, &mut body).await?;
     let run: Run = wire::parse(&body, "run").map_err(|m| client.unexpected(m))?;
     if args.json {
         let depth = depths(&run.tasks);

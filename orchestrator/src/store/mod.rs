@@ -68,6 +68,16 @@ pub struct RunQuery {
     pub limit: u32,
 }
 
+/// A page of one run's tasks, in their order in the run (`idx`).
+#[derive(Debug, Clone, Default)]
+pub struct TaskQuery {
+    /// Only tasks in one of these states; empty for every state.
+    pub states: Vec<crate::state_machine::TaskState>,
+    /// Only tasks after this one (a cursor: the last task of the previous page).
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
 /// Opens the store a URL names, running its migrations: `postgres://…`, or
 /// `sqlite://path/to/file.db` (relative), `sqlite:///abs/path.db`, `sqlite:file.db`
 /// (the file and its directory are created if missing; `sqlite::memory:` is refused).
@@ -96,6 +106,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_run(&self, id: &str) -> Result<Option<RunRow>, StoreError>;
     /// Every task of a run, in submission order.
     async fn get_tasks(&self, run_id: &str) -> Result<Vec<StoredTask>, StoreError>;
+    /// A page of a run's tasks in submission order, in one indexed query; an `after`
+    /// that names no task of the run gives an empty page.
+    async fn list_tasks(&self, run_id: &str, q: &TaskQuery) -> Result<Vec<StoredTask>, StoreError>;
     async fn get_task(&self, run_id: &str, task_id: &str)
         -> Result<Option<StoredTask>, StoreError>;
     /// Stored events after `since`, in order, optionally of one task only.

@@ -514,6 +514,28 @@ impl Store for PgStore {
         rows.iter().map(task_from_row).collect()
     }
 
+    async fn list_tasks(&self, run_id: &str, q: &TaskQuery) -> Result<Vec<StoredTask>, StoreError> {
+        // The cursor is a bound of the (run_id, idx) index scan, so a page costs its own
+        // rows whatever its depth in the run; an unknown cursor bounds it at null: no rows.
+        let states: Option<Vec<&str>> =
+            (!q.states.is_empty()).then(|| q.states.iter().map(|s| s.as_str()).collect());
+        let rows = sqlx::query(&format!(
+            "select {TASK_COLUMNS} from tasks
+             where run_id = $1
+               and idx > case when $2::text is null then -1
+                         else (select idx from tasks where run_id = $1 and task_id = $2) end
+               and ($3::text[] is null or state = any($3))
+             order by idx limit $4"
+        ))
+        .bind(run_id)
+        .bind(q.after.as_deref())
+        .bind(states)
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
     async fn get_task(
         &self,
         run_id: &str,

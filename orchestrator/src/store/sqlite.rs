@@ -592,6 +592,31 @@ impl Store for SqliteStore {
         rows.iter().map(task_from_row).collect()
     }
 
+    async fn list_tasks(&self, run_id: &str, q: &TaskQuery) -> Result<Vec<StoredTask>, StoreError> {
+        // As in Postgres: the cursor bounds the (run_id, idx) index scan; an unknown
+        // cursor bounds it at null, so the page is empty. States travel as a JSON array.
+        let states = (!q.states.is_empty()).then(|| {
+            serde_json::to_string(&q.states.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+                .unwrap_or_default()
+        });
+        let rows = sqlx::query(&format!(
+            "select {TASK_COLUMNS} from tasks
+             where run_id = ?1
+               and idx > case when ?2 is null then -1
+                         else (select idx from tasks where run_id = ?1 and task_id = ?2) end
+               and (?3 is null or state in (select value from json_each(?3)))
+             order by idx limit ?4"
+        ))
+        .bind(run_id)
+        .bind(q.after.as_deref())
+        .bind(states)
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(task_from_row).collect()
+    }
+
     async fn get_task(
         &self,
         run_id: &str,

@@ -264,7 +264,7 @@ impl Follow<'_> {
                 server: "the WebSocket".into(),
                 message: format!("a frame that is not JSON ({e})"),
             })?;
-            if let Some(end) = self.on_frame(&frame)? {
+            if let Some(end) = self.on_frame(&frame).await? {
                 let _ = socket.close(None).await;
                 return Ok(end);
             }
@@ -289,9 +289,9 @@ impl Follow<'_> {
         }
     }
 
-    fn on_frame(&mut self, frame: &Value) -> Result<Option<Ended>, CliError> {
+    async fn on_frame(&mut self, frame: &Value) -> Result<Option<Ended>, CliError> {
         match frame["type"].as_str() {
-            Some("snapshot") => self.on_snapshot(frame),
+            Some("snapshot") => self.on_snapshot(frame).await,
             Some("events") => {
                 for e in frame["events"].as_array().into_iter().flatten() {
                     if self.on_event(e)? {
@@ -305,8 +305,11 @@ impl Follow<'_> {
         }
     }
 
-    fn on_snapshot(&mut self, frame: &Value) -> Result<Option<Ended>, CliError> {
-        let run: Run = wire::parse(&frame["run"], "snapshot").map_err(bad_frame)?;
+    async fn on_snapshot(&mut self, frame: &Value) -> Result<Option<Ended>, CliError> {
+        // A big run's snapshot carries its first tasks only; the tracker needs them all.
+        let mut run = frame["run"].clone();
+        super::runs::complete_tasks(self.client, &mut run).await?;
+        let run: Run = wire::parse(&run, "snapshot").map_err(bad_frame)?;
         let seq = frame["seq"].as_u64().unwrap_or(run.summary.last_seq);
         if self.view.json {
             self.view.out.json_line(frame)?;
