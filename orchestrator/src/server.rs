@@ -57,6 +57,10 @@ impl RunningServer {
             _ = signal => false,
             _ = self.leadership.lost() => true,
         };
+        if lost {
+            // What this one still holds is stale: the new leader recovered from the store.
+            self.handle.abandon();
+        }
         tracing::info!("shutting down");
         self.stop().await;
         if lost {
@@ -140,7 +144,7 @@ pub async fn start_on(
     let slot: Slot = Arc::new(parking_lot::RwLock::new(None));
     let http = serve(listener, Arc::clone(&slot), shutdown_rx.clone());
 
-    let leadership = Leadership::acquire(&config.database_url, || {
+    let mut leadership = Leadership::acquire(&config.database_url, || {
         tracing::info!("another orchestrator leads; waiting as a standby")
     })
     .await?;
@@ -149,6 +153,14 @@ pub async fn start_on(
     let store: Arc<dyn Store> = crate::store::open(&config.database_url)
         .await
         .with_context(|| format!("cannot open the store at {}", redact(&config.database_url)))?;
+    // Before reading anything: from here on, a write of an earlier leader that still
+    // believes it leads aborts, and so will this one's once another takes over.
+    let epoch = store
+        .fence()
+        .await
+        .context("cannot take the leader epoch")?;
+    leadership.guard(Arc::clone(&store));
+    tracing::info!(epoch, "leader epoch taken");
     let keys = Keys::new(config.redis_prefix.clone());
     let queue = Arc::new(
         RedisQueue::connect(&config.redis_url, keys)

@@ -335,6 +335,115 @@ async fn a_standby_takes_over_when_the_leader_dies() {
     sys.shutdown().await;
 }
 
+/// A write batch that changes one worker row: enough to see whether a write lands.
+fn worker_batch(id: &str, state: &str) -> apex::store::WriteBatch {
+    apex::store::WriteBatch {
+        workers: vec![apex::store::WorkerRow {
+            id: id.into(),
+            info: json!({}),
+            state: state.into(),
+            last_heartbeat_ms: 1,
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stores_writes_abort_once_another_leader_took_the_next_epoch() {
+    let sys = TestSystem::without_server(PG_ADMIN, REDIS).await;
+    let old = apex::store::open(&sys.db_url).await.unwrap();
+    let new = apex::store::open(&sys.db_url).await.unwrap();
+    let first = old.fence().await.unwrap();
+    old.apply(&worker_batch("w", "running")).await.unwrap();
+    let second = new.fence().await.unwrap();
+    assert_eq!(second, first + 1);
+    match old.apply(&worker_batch("w", "lost")).await {
+        Err(apex::store::StoreError::Fenced { ours, current }) => {
+            assert_eq!((ours, current), (first, second))
+        }
+        other => panic!("the old leader's write was not fenced: {other:?}"),
+    }
+    assert!(!old.holds_epoch().await.unwrap());
+    assert!(new.holds_epoch().await.unwrap());
+    new.apply(&worker_batch("w", "draining")).await.unwrap();
+    let workers = new.list_workers().await.unwrap();
+    assert_eq!(
+        workers[0].state, "draining",
+        "nothing of the old leader's landed"
+    );
+    sys.shutdown().await;
+}
+
+/// Sends `sig` (e.g. `-STOP`) to a process.
+fn signal(pid: u32, sig: &str) {
+    run(Command::new("kill").args([sig, &pid.to_string()]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_lock_writes_nothing_after_the_standby_takes_over() {
+    let mut sys = TestSystem::without_server(PG_ADMIN, REDIS).await;
+    let (leader, standby) = (free_port(), free_port());
+    sys.spawn_orchestrator(leader);
+    let leader_url = sys.base.clone();
+    let leader_pid = sys.orchestrators.last().unwrap().1.id();
+    sys.wait_ready(&leader_url, LIMIT).await;
+    sys.spawn_orchestrator(standby);
+    let standby_url = sys.base.clone();
+    sys.base = leader_url;
+    sys.spawn_worker("default", 20);
+    let id = sys.submit(&layered_sleeps(6, 10, 0.3)).await;
+    sys.wait_until(&id, LIMIT, |r| {
+        r["counts"]["succeeded"].as_u64().unwrap() >= 10
+    })
+    .await;
+
+    // The leader stalls (a long pause, a partition) and its lock session ends, as a NAT
+    // or pooler idle timeout would end it; the standby takes over meanwhile.
+    signal(leader_pid, "-STOP");
+    let admin = sqlx::PgPool::connect(PG_ADMIN).await.unwrap();
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1",
+    )
+    .bind(format!("apex-leader-lock-{leader_pid}"))
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(killed, vec![(true,)], "the leader's lock session");
+    sys.wait_ready(&standby_url, LIMIT).await;
+    // The old leader wakes with its work still in memory, believing it leads.
+    signal(leader_pid, "-CONT");
+    sys.base = standby_url;
+    let run = assert_each_task_succeeded_once(&sys, &id).await;
+    assert_eq!(run["counts"]["succeeded"], 60);
+
+    // It stepped down on its own, and every event of the run has one sequence number.
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        let (_, child) = sys
+            .orchestrators
+            .iter_mut()
+            .find(|(p, _)| *p == leader)
+            .unwrap();
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the old leader is still running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "it exits non-zero: {status}");
+    let (_, log) = sys
+        .get(&format!("/api/v1/runs/{id}/events?limit=100000"))
+        .await;
+    let seqs: Vec<u64> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    sys.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_mid_run_is_noticed_and_the_run_completes() {
     let mut redis = PrivateRedis::start();

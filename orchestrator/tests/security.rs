@@ -250,8 +250,10 @@ async fn a_nul_character_is_refused_on_submit_and_never_stalls_the_store() {
     // the real entry of a task no worker has taken (its queue has none).
     sys.spawn_worker("default", 5);
     let id = sys
-        .submit(&json!({"tasks": [{"id": "slow", "handler": "sleep", "queue": "nobody",
-            "input": {"seconds": 30}}]}))
+        .submit(
+            &json!({"tasks": [{"id": "slow", "handler": "sleep", "queue": "nobody",
+            "input": {"seconds": 30}}]}),
+        )
         .await;
     sys.wait_until(&id, Duration::from_secs(60), |r| r["counts"]["queued"] == 1)
         .await;

@@ -2,8 +2,8 @@
 //! `{"error": {"code", "message", "details"?}}`; internal errors are logged once, here,
 //! and their details never leave the server.
 
-use crate::access::Scope;
 use super::params::BadParam;
+use crate::access::Scope;
 use crate::dag::{Problem, ValidationErrors};
 use crate::engine::EngineError;
 use crate::store::StoreError;

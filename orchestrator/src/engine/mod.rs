@@ -141,6 +141,11 @@ impl EngineHandle {
         self.writer.stuck()
     }
 
+    /// Another orchestrator leads: write nothing more, not even what is in memory.
+    pub fn abandon(&self) {
+        self.writer.abandon();
+    }
+
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Input,

@@ -2,7 +2,7 @@
 
 use crate::bus::Bus;
 use crate::queue::{Outgoing, RedisQueue};
-use crate::store::{RunRow, Store, WriteBatch};
+use crate::store::{RunRow, Store, StoreError, WriteBatch};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +48,8 @@ pub(super) type Enqueued = Vec<((Arc<str>, u32, u32), String, Result<String, Str
 #[derive(Debug, Clone, Default)]
 pub struct WriterHealth {
     inner: Arc<parking_lot::Mutex<Option<Stuck>>>,
+    /// Set when this orchestrator no longer leads: nothing more may be written.
+    abandoned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A write that keeps failing.
@@ -63,6 +65,17 @@ impl WriterHealth {
     /// The write that keeps failing, if one does.
     pub fn stuck(&self) -> Option<Stuck> {
         self.inner.lock().clone()
+    }
+
+    /// Stops every write from now on: another orchestrator leads, and whatever this one
+    /// still holds in memory is not to be stored, pushed or acknowledged.
+    pub fn abandon(&self) {
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn abandoned(&self) -> bool {
+        self.abandoned.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn failing(&self, target: &'static str, error: String) {
@@ -104,8 +117,28 @@ pub(super) async fn run(
         }
         let started = std::time::Instant::now();
         // The store is the source of truth: nothing reaches Redis or a caller before it
-        // is committed, and a commit is retried until it lands rather than dropped.
-        retry(&health, "store", || store.apply(&flush.batch)).await;
+        // is committed, and a commit is retried until it lands rather than dropped,
+        // unless another orchestrator took over: then nothing more is written at all.
+        if health.abandoned() {
+            continue;
+        }
+        let fenced = retry(&health, "store", || async {
+            match store.apply(&flush.batch).await {
+                Err(StoreError::Fenced { ours, current }) => Ok(Some((ours, current))),
+                other => other.map(|()| None),
+            }
+        })
+        .await;
+        if let Some((ours, current)) = fenced {
+            tracing::error!(
+                ours,
+                current,
+                "another orchestrator took over: this one writes nothing more"
+            );
+            metrics::counter!("apex_fenced_writes_total").increment(1);
+            health.abandon();
+            continue;
+        }
         // Only a failed connection is retried; a message Redis refuses comes back as a
         // refusal, which fails its task instead of stalling every run.
         let ids = retry(&health, "redis", || queue.send(&flush.outgoing)).await;

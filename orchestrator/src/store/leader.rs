@@ -4,10 +4,11 @@
 //! OS releases the moment the file is closed. Either way, when a leader dies (even by
 //! SIGKILL) a standby's next try succeeds.
 
-use super::{sqlite, StoreError};
+use super::{sqlite, Store, StoreError};
 use sqlx::{Connection, PgConnection};
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -20,6 +21,9 @@ const PERIOD: Duration = Duration::from_secs(1);
 pub struct Leadership {
     /// Turns true if leadership was lost to another orchestrator.
     lost: watch::Receiver<bool>,
+    /// The store whose epoch proves leadership, once opened: a lock taken again after
+    /// its connection broke leads on only if nobody took over meanwhile.
+    store: Arc<OnceLock<Arc<dyn Store>>>,
     /// Owns what holds the lock (connection or file) and watches it.
     task: tokio::task::JoinHandle<()>,
 }
@@ -75,8 +79,14 @@ impl Leadership {
             tokio::time::sleep(PERIOD).await;
         };
         let (tx, lost) = watch::channel(false);
-        let task = tokio::spawn(keep(lock, held, tx));
-        Ok(Self { lost, task })
+        let store = Arc::new(OnceLock::new());
+        let task = tokio::spawn(keep(lock, held, tx, Arc::clone(&store)));
+        Ok(Self { lost, store, task })
+    }
+
+    /// From now on, a lock taken again is checked against `store`'s epoch.
+    pub fn guard(&mut self, store: Arc<dyn Store>) {
+        let _ = self.store.set(store);
     }
 
     /// Resolves if another orchestrator took over (this one must stop).
@@ -96,7 +106,13 @@ impl Drop for Leadership {
 async fn try_lock(lock: &Lock) -> Result<Option<Held>, StoreError> {
     match lock {
         Lock::Postgres(url) => {
-            let mut conn = PgConnection::connect(url).await?;
+            // Named, so an operator (or a fault test) can find the lock's session.
+            let options: sqlx::postgres::PgConnectOptions = url
+                .parse()
+                .map_err(|e: sqlx::Error| StoreError::InvalidUrl(e.to_string()))?;
+            let options =
+                options.application_name(&format!("apex-leader-lock-{}", std::process::id()));
+            let mut conn = PgConnection::connect_with(&options).await?;
             let (held,): (bool,) = sqlx::query_as("select pg_try_advisory_lock($1)")
                 .bind(LOCK_KEY)
                 .fetch_one(&mut conn)
@@ -127,7 +143,12 @@ fn try_lock_file(path: &Path) -> Result<Option<File>, StoreError> {
 
 /// Watches what holds the lock. If it breaks, takes the lock again; if someone else has
 /// it by then, leadership is lost.
-async fn keep(lock: Lock, mut held: Held, lost: watch::Sender<bool>) {
+async fn keep(
+    lock: Lock,
+    mut held: Held,
+    lost: watch::Sender<bool>,
+    store: Arc<OnceLock<Arc<dyn Store>>>,
+) {
     loop {
         tokio::time::sleep(PERIOD).await;
         if still_held(&mut held).await {
@@ -137,6 +158,20 @@ async fn keep(lock: Lock, mut held: Held, lost: watch::Sender<bool>) {
         held = loop {
             match try_lock(&lock).await {
                 Ok(Some(h)) => {
+                    // Another orchestrator may have led (and died) while the lock was
+                    // free: its takeover moved the epoch on, and this one's memory is
+                    // stale.
+                    let taken_over = match store.get() {
+                        Some(s) => !matches!(s.holds_epoch().await, Ok(true)),
+                        None => false,
+                    };
+                    if taken_over {
+                        tracing::error!(
+                            "another orchestrator led while the lock was lost; stepping down"
+                        );
+                        let _ = lost.send(true);
+                        return;
+                    }
                     tracing::info!("leader lock taken again");
                     break h;
                 }

@@ -36,6 +36,10 @@ pub enum StoreError {
     /// The database URL has a known scheme but cannot be used as written.
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
+    /// Another orchestrator took over since this one took its epoch: this one must not
+    /// write again.
+    #[error("another orchestrator took over (leader epoch {current}, this one holds {ours}); nothing was written")]
+    Fenced { ours: i64, current: i64 },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -127,6 +131,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_workers(&self) -> Result<Vec<WorkerRow>, StoreError>;
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Takes the next leader epoch (called by a new leader, holding the lock, before it
+    /// reads anything); from then on every [`Store::apply`] checks it still holds it.
+    async fn fence(&self) -> Result<i64, StoreError>;
+    /// Whether the epoch this store took is still the current one.
+    async fn holds_epoch(&self) -> Result<bool, StoreError>;
     /// Registered agents, by name.
     async fn list_agents(&self) -> Result<Vec<AgentRow>, StoreError>;
     async fn get_agent(&self, name: &str) -> Result<Option<AgentRow>, StoreError>;

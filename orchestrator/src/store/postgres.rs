@@ -21,6 +21,8 @@ pub struct PgStore {
     /// The engine's group commits, on connections of their own so that a burst of
     /// heavy reads (fifty dashboards opening a 20,000-task run) never delays a commit.
     writer: PgPool,
+    /// The leader epoch this orchestrator took (0 before [`Store::fence`]: no check).
+    epoch: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -43,7 +45,11 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)
             .await?;
-        Ok(Self { pool, writer })
+        Ok(Self {
+            pool,
+            writer,
+            epoch: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0)),
+        })
     }
 
     /// The underlying pool (for tests and health).
@@ -352,6 +358,18 @@ impl Store for PgStore {
             return Ok(());
         }
         let mut tx = self.writer.begin().await?;
+        let ours = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        if ours != 0 {
+            // FOR SHARE: a takeover's increment waits for this transaction, and every
+            // transaction after it sees the new epoch and writes nothing.
+            let (current,): (i64,) =
+                sqlx::query_as("select epoch from leadership where id = 1 for share")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if current != ours {
+                return Err(StoreError::Fenced { ours, current });
+            }
+        }
         if !batch.new_runs.is_empty() {
             let runs: Vec<&RunRow> = batch.new_runs.iter().map(|n| &n.run).collect();
             let c = run_columns(&runs);
@@ -612,6 +630,23 @@ impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("select 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn fence(&self) -> Result<i64, StoreError> {
+        let (epoch,): (i64,) =
+            sqlx::query_as("update leadership set epoch = epoch + 1 where id = 1 returning epoch")
+                .fetch_one(&self.writer)
+                .await?;
+        self.epoch
+            .store(epoch, std::sync::atomic::Ordering::Release);
+        Ok(epoch)
+    }
+
+    async fn holds_epoch(&self) -> Result<bool, StoreError> {
+        let (current,): (i64,) = sqlx::query_as("select epoch from leadership where id = 1")
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(current == self.epoch.load(std::sync::atomic::Ordering::Acquire))
     }
 
     async fn list_agents(&self) -> Result<Vec<AgentRow>, StoreError> {

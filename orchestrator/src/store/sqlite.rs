@@ -32,6 +32,8 @@ pub struct SqliteStore {
     /// The one connection group commits go through: SQLite admits one writer at a time,
     /// so more connections would only queue on its lock.
     writer: SqlitePool,
+    /// The leader epoch this orchestrator took (0 before [`Store::fence`]: no check).
+    epoch: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -81,7 +83,11 @@ impl SqliteStore {
             .connect_with(opts.pragma("query_only", "on"))
             .await
             .map_err(classify)?;
-        Ok(Self { pool, writer })
+        Ok(Self {
+            pool,
+            writer,
+            epoch: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0)),
+        })
     }
 
     /// The read pool (for tests and health).
@@ -469,8 +475,18 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        // Immediate: take the write lock now, waiting up to the busy timeout.
+        // Immediate: take the write lock now, waiting up to the busy timeout. Holding it,
+        // the epoch read below cannot change before this transaction ends.
         let mut tx = self.begin_write().await?;
+        let ours = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        if ours != 0 {
+            let (current,): (i64,) = sqlx::query_as("select epoch from leadership where id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+            if current != ours {
+                return Err(StoreError::Fenced { ours, current });
+            }
+        }
         if !batch.new_runs.is_empty() {
             INSERT_RUNS
                 .execute(&mut tx, &batch.new_runs, |q, n| {
@@ -692,6 +708,23 @@ impl Store for SqliteStore {
                 .await
                 .map_err(classify)?;
         rows.iter().map(worker_from_row).collect()
+    }
+
+    async fn fence(&self) -> Result<i64, StoreError> {
+        let (epoch,): (i64,) =
+            sqlx::query_as("update leadership set epoch = epoch + 1 where id = 1 returning epoch")
+                .fetch_one(&self.writer)
+                .await?;
+        self.epoch
+            .store(epoch, std::sync::atomic::Ordering::Release);
+        Ok(epoch)
+    }
+
+    async fn holds_epoch(&self) -> Result<bool, StoreError> {
+        let (current,): (i64,) = sqlx::query_as("select epoch from leadership where id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(current == self.epoch.load(std::sync::atomic::Ordering::Acquire))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
