@@ -1,16 +1,21 @@
 // End-to-end scenarios: a real Chromium (playwright-core, no bundled browser) against a
 // running Apex server with workers, at APEX_URL (default http://127.0.0.1:8080).
 //
-//   APEX_URL        server to test; it serves the built dashboard at /
-//   E2E_OUTPUT      screenshot folder (default dashboard/e2e-output/)
-//   CHROMIUM_PATH   browser binary (default /usr/bin/chromium)
-//   APEX_API_TOKEN  the server's token, when it has one
-//   E2E_SKIP_BIG=1  skip the 5,000-task scenario
+//   APEX_URL          server to test; it serves the built dashboard at /
+//   E2E_OUTPUT        screenshot folder (default dashboard/e2e-output/)
+//   CHROMIUM_PATH     browser binary (default /usr/bin/chromium)
+//   APEX_API_TOKEN    the server's token, when it has one; also runs the token-prompt scenario
+//   APEX_UP_URL       the address `apex up --demo` printed (with ?token=); runs the apex up scenario
+//   APEX_UP_DEMO_RUN  the demo run's name it looks for (default: the name in examples/chain.json)
+//   E2E_SKIP_BIG=1    skip the big-run scenarios (5,000-task graph, task table)
+//   E2E_TABLE_TASKS   tasks in the task-table scenario's flat run (default 20,000; the server caps runs at 100,000)
 //
 // Prints one line per scenario and a final "N passed, N failed, N skipped"; exits
-// non-zero when any scenario failed.
+// non-zero when any scenario failed. A Content-Security-Policy violation fails a scenario
+// like a page error does. The task-table scenario prints what it measured and writes it
+// to E2E_OUTPUT/task-table.json.
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -20,6 +25,11 @@ const BASE = (process.env.APEX_URL ?? 'http://127.0.0.1:8080').replace(/\/$/, ''
 const OUT = path.resolve(process.env.E2E_OUTPUT ?? path.join(here, '..', 'e2e-output'));
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const TOKEN = process.env.APEX_API_TOKEN ?? '';
+const UP_URL = process.env.APEX_UP_URL ?? '';
+const UP_DEMO_RUN =
+  process.env.APEX_UP_DEMO_RUN ?? JSON.parse(readFileSync(path.join(here, '..', '..', 'examples', 'chain.json'), 'utf8')).name;
+const SKIP_BIG = process.env.E2E_SKIP_BIG === '1';
+const TABLE_TASKS = Number(process.env.E2E_TABLE_TASKS ?? 20_000);
 const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -78,7 +88,52 @@ const bigRun = {
   ],
 };
 
+/** A flat run: no dependencies, so every task is ready at once. Ids sort in submission order. */
+const tableRun = {
+  name: `e2e-table-${unique}`,
+  tasks: Array.from({ length: TABLE_TASKS }, (_, i) => ({ id: `t-${String(i).padStart(6, '0')}`, handler: 'noop' })),
+};
+
 const byTestId = (id) => `[data-testid="${id}"]`;
+
+/** The REST API from Node, for work the browser need not do (submitting 100,000 tasks). */
+async function callApi(method, apiPath, body) {
+  const headers = { Accept: 'application/json' };
+  if (TOKEN) headers.Authorization = `Bearer ${TOKEN}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const response = await fetch(`${BASE}${apiPath}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (!response.ok) throw new Error(`${method} ${apiPath}: ${response.status} ${(await response.text()).slice(0, 300)}`);
+  return response.json();
+}
+
+/** Frames per second over `ms`, and the longest frame, scrolling `selector` a little each frame. */
+function measureFrames(page, selector, ms) {
+  return page.evaluate(
+    ({ selector, ms }) =>
+      new Promise((resolve) => {
+        const box = document.querySelector(selector);
+        let frames = 0;
+        let worst = 0;
+        let last = performance.now();
+        const start = last;
+        const tick = (now) => {
+          frames += 1;
+          worst = Math.max(worst, now - last);
+          last = now;
+          if (box) box.scrollTop += 24;
+          if (now - start < ms) requestAnimationFrame(tick);
+          else resolve({ fps: (frames * 1000) / (now - start), worstFrameMs: worst });
+        };
+        requestAnimationFrame(tick);
+      }),
+    { selector, ms },
+  );
+}
+
+async function doneCount(page) {
+  const text = (await page.textContent(byTestId('run-progress'))) ?? '';
+  return Number(text.split('/')[0]);
+}
 
 async function waitForState(page, testId, state, timeout) {
   await page.waitForSelector(`${byTestId(testId)}[data-state="${state}"]`, { timeout });
@@ -204,10 +259,13 @@ const scenarios = [
   },
   {
     name: `big run: ${BIG_FAN_OUT} siblings collapse into one group node and the run finishes`,
-    skip: process.env.E2E_SKIP_BIG === '1',
+    skip: SKIP_BIG,
     async run(page) {
       await uploadThroughPage(page, bigRun);
       await openSubmittedRun(page);
+      // Past 2,000 tasks the page opens on the table; the graph is one click away.
+      await page.waitForSelector(byTestId('task-table'), { timeout: 30_000 });
+      await page.click(byTestId('view-graph'));
       const group = `${byTestId('group-node-item-0')}[data-count="${BIG_FAN_OUT}"]`;
       await page.waitForSelector(group, { timeout: 30_000 });
       const drawn = Number(await page.getAttribute(byTestId('dag'), 'data-nodes'));
@@ -216,6 +274,104 @@ const scenarios = [
       await waitForState(page, 'run-state', 'succeeded', 180_000);
       await page.click(byTestId('group-node-item-0'));
       await page.waitForSelector(byTestId('group-panel'));
+    },
+  },
+  {
+    name: `task table: a flat run of ${TABLE_TASKS} tasks opens as a table that stays live, with numbers`,
+    skip: SKIP_BIG,
+    async run(page, shot) {
+      // When the first row appears, counted from navigation start like performance.now().
+      await page.addInitScript(() => {
+        const seen = () => {
+          if (window.__firstRowMs === undefined && document.querySelector('[data-testid^="task-row-"]')) window.__firstRowMs = performance.now();
+          if (window.__headerMs === undefined && document.querySelector('[data-testid="run-state"]')) window.__headerMs = performance.now();
+        };
+        new MutationObserver(seen).observe(document, { childList: true, subtree: true });
+      });
+      const submitStarted = Date.now();
+      const created = await callApi('POST', '/api/v1/runs', tableRun);
+      const submitMs = Date.now() - submitStarted;
+      await page.goto(`${BASE}/runs/${encodeURIComponent(created.id)}`);
+      const table = byTestId('task-table');
+      await page.waitForSelector(`${table}[data-total="${TABLE_TASKS}"] [data-testid^="task-row-"]`, { timeout: 180_000 });
+      const { headerMs, firstRowMs } = await page.evaluate(() => ({ headerMs: window.__headerMs, firstRowMs: window.__firstRowMs }));
+      await shot('loaded');
+
+      // Frames while the run executes, scrolling the table meanwhile.
+      const doneBefore = await doneCount(page);
+      const frames = await measureFrames(page, byTestId('task-table-body'), 3_000);
+      const doneDuring = (await doneCount(page)) - doneBefore;
+
+      await waitForState(page, 'run-state', 'succeeded', 600_000);
+      const runMs = Date.now() - submitStarted;
+      const rows = async () => Number(await page.getAttribute(table, 'data-rows'));
+      const succeeded = Number(await page.getAttribute(byTestId('task-filter-succeeded'), 'data-count'));
+      if (succeeded !== TABLE_TASKS) throw new Error(`succeeded chip counts ${succeeded}, expected ${TABLE_TASKS}`);
+      if ((await rows()) !== TABLE_TASKS) throw new Error(`table shows ${await rows()} rows, expected ${TABLE_TASKS}`);
+      const rendered = await page.$$(`${table} [data-testid^="task-row-"]`);
+      if (rendered.length === 0 || rendered.length > 200) throw new Error(`${rendered.length} rows in the DOM: not windowed`);
+      await page.click(byTestId('task-filter-failed'));
+      await page.waitForSelector(`${table}[data-rows="0"]`);
+      await page.click(byTestId('task-filter-succeeded'));
+      await page.waitForSelector(`${table}[data-rows="${TABLE_TASKS}"]`);
+      await page.click(byTestId('task-filter-all'));
+      await page.fill(byTestId('task-filter-text'), 't-000042');
+      await page.waitForSelector(`${table}[data-rows="1"]`);
+      await page.click(byTestId('task-row-t-000042'));
+      await page.waitForSelector(`${byTestId('task-panel')}[data-task="t-000042"]`);
+      await shot('done');
+
+      const report = {
+        tasks: TABLE_TASKS,
+        submitMs,
+        headerMs: Math.round(headerMs),
+        firstRowsMs: Math.round(firstRowMs),
+        fps: Math.round(frames.fps * 10) / 10,
+        worstFrameMs: Math.round(frames.worstFrameMs),
+        tasksDoneWhileMeasuring: doneDuring,
+        runMs,
+      };
+      writeFileSync(path.join(OUT, 'task-table.json'), `${JSON.stringify(report, null, 2)}\n`);
+      return (
+        `${TABLE_TASKS} tasks: submitted in ${submitMs} ms; header after ${report.headerMs} ms, first rows after ` +
+        `${report.firstRowsMs} ms (from navigation); ${report.fps} fps, worst frame ${report.worstFrameMs} ms, over 3 s ` +
+        `in which ${doneDuring} tasks finished; run done ${(runMs / 1000).toFixed(1)} s after submission`
+      );
+    },
+  },
+  {
+    name: 'apex up: the printed address opens the dashboard signed in, and the token leaves the address bar',
+    skip: !UP_URL,
+    fresh: true,
+    async run(page) {
+      const printed = new URL(UP_URL);
+      const token = printed.searchParams.get('token');
+      if (!token) throw new Error(`APEX_UP_URL carries no ?token=: ${UP_URL}`);
+      // Records whether the prompt ever showed, even for a frame.
+      await page.addInitScript(() => {
+        new MutationObserver(() => {
+          if (document.querySelector('[data-testid="token-prompt"]')) window.__promptSeen = true;
+        }).observe(document, { childList: true, subtree: true });
+      });
+      const demoShown = async () => {
+        const seen = await page.waitForFunction(
+          (name) =>
+            (window.__promptSeen && 'prompt') ||
+            ([...document.querySelectorAll('[data-testid^="run-row-"]')].some((row) => row.textContent?.includes(name)) && 'run'),
+          UP_DEMO_RUN,
+          { timeout: 30_000 },
+        );
+        if ((await seen.jsonValue()) === 'prompt' || (await page.evaluate(() => window.__promptSeen === true))) {
+          throw new Error('the token prompt showed');
+        }
+        if (page.url().includes('token=')) throw new Error(`the address still holds the token: ${page.url()}`);
+      };
+      await page.goto(UP_URL);
+      await demoShown();
+      const stored = await page.evaluate(() => localStorage.getItem('apex.token'));
+      if (stored !== token.trim()) throw new Error('the token was not stored as apex.token');
+      await page.reload();
+      await demoShown();
     },
   },
   {
@@ -263,13 +419,18 @@ async function main() {
       page.setDefaultTimeout(20_000);
       const pageErrors = [];
       page.on('pageerror', (error) => pageErrors.push(error.message));
+      // Chromium reports what a Content-Security-Policy blocked on the console.
+      page.on('console', (message) => {
+        if (message.type() === 'error' && /Content Security Policy/i.test(message.text())) pageErrors.push(message.text());
+      });
       const shot = (name) => page.screenshot({ path: path.join(OUT, `${label}-${name}.png`) });
       const started = Date.now();
       try {
-        await scenario.run(page, shot);
+        const report = await scenario.run(page, shot);
         if (pageErrors.length) throw new Error(`page errors: ${pageErrors.join(' | ')}`);
         passed += 1;
         console.log(`ok - ${scenario.name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+        if (report) console.log(`    ${report}`);
       } catch (error) {
         failed += 1;
         // Playwright's call logs can echo a whole DAG: keep the first lines.

@@ -12,8 +12,13 @@ import type {
   RunState,
   RunSummary,
   TaskDetail,
+  TaskPage,
+  TaskPageQuery,
   Worker,
 } from './types';
+
+/** The code of an ApiError for a 2xx answer that is not JSON (no such endpoint on this server). */
+export const NOT_JSON = 'not_json';
 
 /** A non-2xx answer, carrying the API's error body when there was one. */
 export class ApiError extends Error {
@@ -55,16 +60,19 @@ export async function request<T>(method: string, path: string, body?: unknown, s
   const headers: Record<string, string> = { Accept: 'application/json' };
   const token = getToken();
   if (token) headers.Authorization = `Bearer ${token}`;
-  let payload: string | undefined;
-  if (body !== undefined) {
-    headers['Content-Type'] = 'application/json';
-    // A string is sent verbatim, so a pasted DAG reaches the server exactly as typed.
-    payload = typeof body === 'string' ? body : JSON.stringify(body);
-  }
+  // The API refuses a body that is not declared JSON (a cross-site form cannot declare
+  // it). Bodiless POSTs (cancel, retry) declare it too, in case the server asks it of
+  // every write.
+  if (body !== undefined || (method !== 'GET' && method !== 'HEAD')) headers['Content-Type'] = 'application/json';
+  // A string is sent verbatim, so a pasted DAG reaches the server exactly as typed.
+  const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
   const response = await fetch(path, { method, headers, body: payload, signal });
   if (response.status === 401) markUnauthorized();
   if (!response.ok) throw await toApiError(response);
   if (response.status === 204) return undefined as T;
+  // An /api path the server does not route may come back as the dashboard's index.html.
+  const type = response.headers.get('Content-Type') ?? '';
+  if (!type.includes('json')) throw new ApiError(response.status, NOT_JSON, `${path} answered ${type || 'no content type'}, not JSON`);
   return (await response.json()) as T;
 }
 
@@ -80,6 +88,18 @@ export const api = {
     return request<RunList>('GET', `/api/v1/runs${qs ? `?${qs}` : ''}`, undefined, signal);
   },
   getRun: (id: string, signal?: AbortSignal) => request<Run>('GET', `/api/v1/runs/${enc(id)}`, undefined, signal),
+  /** The run without its tasks: cheap whatever the run's size. */
+  getRunSummary: (id: string, signal?: AbortSignal) =>
+    request<RunSummary>('GET', `/api/v1/runs/${enc(id)}?tasks=false`, undefined, signal),
+  /** One page of a run's tasks, ordered by id; servers without the endpoint answer 404 or 405. */
+  listTasks(runId: string, params: TaskPageQuery, signal?: AbortSignal) {
+    const query = new URLSearchParams();
+    if (params.states?.length) query.set('state', params.states.join(','));
+    if (params.after) query.set('after', params.after);
+    if (params.limit) query.set('limit', String(params.limit));
+    const qs = query.toString();
+    return request<TaskPage>('GET', `/api/v1/runs/${enc(runId)}/tasks${qs ? `?${qs}` : ''}`, undefined, signal);
+  },
   getTask: (runId: string, taskId: string, signal?: AbortSignal) =>
     request<TaskDetail>('GET', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}`, undefined, signal),
   submitRun: (spec: string) => request<Run>('POST', '/api/v1/runs', spec),

@@ -1,11 +1,14 @@
 // The wire shapes of docs/API.md, v1. Field names follow the server's JSON exactly so
 // responses are used as they arrive, without a mapping layer.
 
+// `waiting` (a task held for a person: an approval, or a budget that asks) is listed
+// before servers send it, so a run holding one never miscounts.
 export const TASK_STATES = [
   'pending',
   'ready',
   'queued',
   'running',
+  'waiting',
   'succeeded',
   'failed',
   'cancelled',
@@ -88,6 +91,22 @@ export interface Task {
 
 export interface Run extends RunSummary {
   tasks: Task[];
+}
+
+/** `GET /api/v1/runs/{id}/tasks`: a run's tasks by id, a page at a time. */
+export interface TaskPage {
+  tasks: Task[];
+  /** The `after` of the next page; null on the last one. */
+  next_after: string | null;
+}
+
+export interface TaskPageQuery {
+  /** Only tasks in these states; all when empty. */
+  states?: readonly TaskState[];
+  /** Tasks with ids after this one. */
+  after?: string | null;
+  /** Page size: the server's default is 500, its maximum 5,000. */
+  limit?: number;
 }
 
 export interface Attempt {

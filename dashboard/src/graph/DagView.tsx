@@ -5,7 +5,8 @@
 import { useEffect, useMemo, useRef, type RefObject } from 'react';
 import { Background, Controls, MiniMap, ReactFlow, useReactFlow, useStore, type Edge } from '@xyflow/react';
 import '@xyflow/react/dist/style.css';
-import type { Task, TaskState } from '../api/types';
+import type { TaskState } from '../api/types';
+import type { TaskLookup } from '../live/taskTable';
 import type { GraphModel } from './grouping';
 import { dominantState, memberCounts, memberUsage } from './groupState';
 import { layoutGraph, nodeSize } from './layout';
@@ -15,7 +16,7 @@ export type Selection = { kind: 'task'; taskId: string } | { kind: 'group'; node
 
 interface Props {
   model: GraphModel;
-  tasks: Record<string, Task>;
+  tasks: TaskLookup;
   selection: Selection;
   onSelect: (selection: Selection) => void;
 }
@@ -25,6 +26,7 @@ const STATE_COLORS: Record<TaskState, string> = {
   ready: '#a78bfa',
   queued: '#60a5fa',
   running: '#f59e0b',
+  waiting: '#ec4899',
   succeeded: '#22c55e',
   failed: '#ef4444',
   cancelled: '#6b7280',
@@ -34,7 +36,7 @@ const STATE_COLORS: Record<TaskState, string> = {
 function buildFlowNodes(
   model: GraphModel,
   positions: Map<string, { x: number; y: number }>,
-  tasks: Record<string, Task>,
+  tasks: TaskLookup,
   selection: Selection,
 ): { nodes: DagFlowNode[]; stateOf: Map<string, TaskState> } {
   const stateOf = new Map<string, TaskState>();
@@ -43,7 +45,7 @@ function buildFlowNodes(
     const position = positions.get(spec.id) ?? { x: 0, y: 0 };
     const { width, height } = nodeSize(spec);
     if (spec.kind === 'task') {
-      const task = tasks[spec.taskId];
+      const task = tasks.get(spec.taskId);
       if (!task) continue;
       stateOf.set(spec.id, task.state);
       const selected = selection?.kind === 'task' && selection.taskId === spec.taskId;

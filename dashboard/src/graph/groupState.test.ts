@@ -7,7 +7,7 @@ const counts = (fields: Partial<ReturnType<typeof zeroCounts>>) => ({ ...zeroCou
 
 describe('memberCounts', () => {
   it('counts the states of the members only', () => {
-    const tasks = { a: task('a', { state: 'running' }), b: task('b', { state: 'succeeded' }), c: task('c', { state: 'running' }) };
+    const tasks = new Map([task('a', { state: 'running' }), task('b', { state: 'succeeded' }), task('c', { state: 'running' })].map((t) => [t.id, t]));
     expect(memberCounts(['a', 'b', 'missing'], tasks)).toMatchObject({ running: 1, succeeded: 1 });
   });
 });

@@ -64,7 +64,7 @@ function TaskNodeView({ data }: NodeProps<TaskFlowNode>) {
   );
 }
 
-const SHOWN_COUNTS: TaskState[] = ['running', 'queued', 'pending', 'succeeded', 'failed', 'cancelled', 'skipped'];
+const SHOWN_COUNTS: TaskState[] = ['running', 'waiting', 'queued', 'pending', 'succeeded', 'failed', 'cancelled', 'skipped'];
 
 function GroupNodeView({ data }: NodeProps<GroupFlowNode>) {
   const { label, handler, members, counts, state, selected, usage, agents, spawnedBy } = data;

@@ -20,7 +20,7 @@ const events = (...list: LiveEvent[]) => ({ type: 'events' as const, events: lis
 describe('runReducer snapshot', () => {
   it('indexes tasks, keeps submission order and counts states', () => {
     const view = loaded();
-    expect(view.order).toEqual(['a', 'b', 'c', 'd']);
+    expect(view.tasks.ids).toEqual(['a', 'b', 'c', 'd']);
     expect(view.summary?.counts.pending).toBe(4);
     expect(view.lastSeq).toBe(3);
     expect(view.specs.map((s) => s.id)).toEqual(['a', 'b', 'c', 'd']);
@@ -42,7 +42,7 @@ describe('runReducer snapshot', () => {
   it('starts over when a snapshot of another run arrives', () => {
     const other = run('r2', [task('x')]);
     const view = runReducer(loaded(50), { type: 'snapshot', run: other, seq: 1 });
-    expect(view.order).toEqual(['x']);
+    expect(view.tasks.ids).toEqual(['x']);
     expect(view.lastSeq).toBe(1);
   });
 });
@@ -53,14 +53,14 @@ describe('runReducer events', () => {
     view = runReducer(view, events(taskEvent('r1', 4, 'a', 'queued', { at_ms: 100 })));
     view = runReducer(view, events(taskEvent('r1', 5, 'a', 'running', { at_ms: 120, worker_id: 'w1' })));
     view = runReducer(view, events(taskEvent('r1', 6, 'a', 'succeeded', { at_ms: 150 })));
-    const a = view.tasks.a!;
+    const a = view.tasks.get('a')!;
     expect(a).toMatchObject({ state: 'succeeded', worker_id: 'w1', queued_at_ms: 100, started_at_ms: 120, finished_at_ms: 150 });
     expect(view.summary?.counts).toMatchObject({ pending: 3, succeeded: 1, queued: 0, running: 0 });
     expect(doneCount(view.summary!.counts)).toBe(1);
     expect(view.lastSeq).toBe(6);
   });
 
-  it('applies a coalesced burst in one step and copies the task map once', () => {
+  it('applies a coalesced burst in one step, keeping untouched tasks as they were', () => {
     const view = loaded();
     const next = runReducer(
       view,
@@ -70,10 +70,10 @@ describe('runReducer events', () => {
         taskEvent('r1', 6, 'b', 'running'),
       ),
     );
-    expect(next.tasks.b!.state).toBe('running');
-    expect(next.tasks.c!.state).toBe('queued');
-    expect(next.tasks.a).toBe(view.tasks.a);
-    expect(view.tasks.b!.state).toBe('pending');
+    expect(next.tasks.get('b')!.state).toBe('running');
+    expect(next.tasks.get('c')!.state).toBe('queued');
+    expect(next.tasks.get('a')).toBe(view.tasks.get('a'));
+    expect(view.tasks.get('b')!.state).toBe('pending');
     expect(next.summary?.counts).toMatchObject({ pending: 2, queued: 1, running: 1 });
   });
 
@@ -82,7 +82,7 @@ describe('runReducer events', () => {
     const replay = runReducer(view, events(taskEvent('r1', 4, 'a', 'queued')));
     expect(replay).toBe(view);
     view = runReducer(view, events(taskEvent('r1', 5, 'a', 'running'), taskEvent('r1', 6, 'a', 'succeeded')));
-    expect(view.tasks.a!.state).toBe('succeeded');
+    expect(view.tasks.get('a')!.state).toBe('succeeded');
     expect(view.summary?.counts.running).toBe(0);
     expect(view.summary?.counts.succeeded).toBe(1);
   });
@@ -90,17 +90,17 @@ describe('runReducer events', () => {
   it('ignores events of other runs and unknown states', () => {
     const view = loaded();
     const next = runReducer(view, events(taskEvent('r2', 9, 'a', 'running'), taskEvent('r1', 4, 'a', 'exploded')));
-    expect(next.tasks.a!.state).toBe('pending');
+    expect(next.tasks.get('a')!.state).toBe('pending');
     expect(next.summary?.counts.pending).toBe(4);
   });
 
   it('records the error of a failed task and clears it when a retry succeeds', () => {
     const error = { kind: 'exception', error_type: 'ValueError', message: 'boom', traceback: 'Traceback…' };
     let view = runReducer(loaded(), events(taskEvent('r1', 4, 'a', 'failed', { error })));
-    expect(view.tasks.a!.error).toEqual(error);
+    expect(view.tasks.get('a')!.error).toEqual(error);
     expect(view.summary?.counts.failed).toBe(1);
     view = runReducer(view, events(taskEvent('r1', 5, 'a', 'queued', { attempt: 2 }), taskEvent('r1', 6, 'a', 'succeeded', { attempt: 2 })));
-    expect(view.tasks.a).toMatchObject({ state: 'succeeded', attempt: 2, error: null });
+    expect(view.tasks.get('a')).toMatchObject({ state: 'succeeded', attempt: 2, error: null });
   });
 
   it('moves the run state on run events and stamps its end', () => {
@@ -116,25 +116,34 @@ describe('runReducer events', () => {
       kind: 'progress', run_id: 'r1', task_id: 'a', attempt, progress: value, message: `at ${value}`, at_ms: 1,
     });
     view = runReducer(view, events(progress(1, 0.9)));
-    expect(view.tasks.a!.progress).toBeNull();
+    expect(view.tasks.get('a')!.progress).toBeNull();
     view = runReducer(view, events(progress(2, 0.4)));
-    expect(view.tasks.a).toMatchObject({ progress: 0.4, progress_message: 'at 0.4' });
+    expect(view.tasks.get('a')).toMatchObject({ progress: 0.4, progress_message: 'at 0.4' });
     // Progress is not stored: it neither moves the cursor nor counts as a touch.
     expect(view.lastSeq).toBe(4);
   });
 
   it('bumps a task touch counter on its transitions and log lines', () => {
     let view = runReducer(loaded(), events(taskEvent('r1', 4, 'a', 'running')));
-    expect(view.touched.a).toBe(1);
+    expect(view.tasks.touched('a')).toBe(1);
     view = runReducer(view, events({ seq: 5, run_id: 'r1', task_id: 'a', kind: 'log', level: 'info', message: 'hi', at_ms: 5 }));
-    expect(view.touched.a).toBe(2);
-    expect(view.touched.b).toBeUndefined();
+    expect(view.tasks.touched('a')).toBe(2);
+    expect(view.tasks.touched('b')).toBe(0);
   });
 
   it('resets timings when a retried run sends a task back to pending', () => {
     let view = runReducer(loaded(), events(taskEvent('r1', 4, 'a', 'queued'), taskEvent('r1', 5, 'a', 'running'), taskEvent('r1', 6, 'a', 'failed')));
     view = runReducer(view, events(taskEvent('r1', 7, 'a', 'pending')));
-    expect(view.tasks.a).toMatchObject({ state: 'pending', queued_at_ms: null, started_at_ms: null, finished_at_ms: null });
+    expect(view.tasks.get('a')).toMatchObject({ state: 'pending', queued_at_ms: null, started_at_ms: null, finished_at_ms: null });
+  });
+
+  it('counts a task held for a decision as waiting, not finished', () => {
+    let view = runReducer(loaded(), events(taskEvent('r1', 4, 'a', 'queued'), taskEvent('r1', 5, 'a', 'waiting', { at_ms: 50 })));
+    expect(view.tasks.get('a')).toMatchObject({ state: 'waiting', finished_at_ms: null });
+    expect(view.summary?.counts).toMatchObject({ waiting: 1, pending: 3, queued: 0 });
+    expect(doneCount(view.summary!.counts)).toBe(0);
+    view = runReducer(view, events(taskEvent('r1', 6, 'a', 'succeeded')));
+    expect(view.summary?.counts).toMatchObject({ waiting: 0, succeeded: 1 });
   });
 
   it('does nothing before a snapshot', () => {
@@ -183,7 +192,7 @@ describe('runReducer spawned tasks', () => {
 
   it('keeps events of an unknown task aside and asks for a refetch once', () => {
     const view = runReducer(start(), events(taskEvent('r1', 5, 'plan.0', 'pending'), taskEvent('r1', 6, 'plan.1', 'pending')));
-    expect(view.tasks['plan.0']).toBeUndefined();
+    expect(view.tasks.get('plan.0')).toBeUndefined();
     expect(view.orphans.map((e) => e.seq)).toEqual([5, 6]);
     expect(view.unknown).toEqual({ 'plan.0': 5, 'plan.1': 6 });
     expect(view.refetchWanted).toBe(2);
@@ -207,10 +216,10 @@ describe('runReducer spawned tasks', () => {
     const specsBefore = view.specs;
     // The answer was taken at seq 6: it has the children, both still pending.
     view = runReducer(view, { type: 'refetched', run: grown(6) });
-    expect(view.order).toEqual(['plan', 'report', 'plan.0', 'plan.1']);
-    expect(view.tasks['plan.0']).toMatchObject({ state: 'running', parent: 'plan', worker_id: 'w1', started_at_ms: 800 });
-    expect(view.tasks['plan.1']!.state).toBe('pending');
-    expect(view.tasks.report!.depends_on).toEqual(['plan', 'plan.0', 'plan.1']);
+    expect(view.tasks.ids).toEqual(['plan', 'report', 'plan.0', 'plan.1']);
+    expect(view.tasks.get('plan.0')).toMatchObject({ state: 'running', parent: 'plan', worker_id: 'w1', started_at_ms: 800 });
+    expect(view.tasks.get('plan.1')!.state).toBe('pending');
+    expect(view.tasks.get('report')!.depends_on).toEqual(['plan', 'plan.0', 'plan.1']);
     expect(view.summary).toMatchObject({ task_count: 4 });
     expect(view.summary?.counts).toMatchObject({ succeeded: 1, running: 1, pending: 2 });
     expect(view.specs).not.toBe(specsBefore);
@@ -223,7 +232,7 @@ describe('runReducer spawned tasks', () => {
   it('takes a refetch that is ahead of the socket as a snapshot', () => {
     let view = runReducer(start(), events(taskEvent('r1', 5, 'plan.0', 'pending')));
     view = runReducer(view, { type: 'refetched', run: grown(9, { state: 'queued' }) });
-    expect(view.tasks['plan.1']!.state).toBe('queued');
+    expect(view.tasks.get('plan.1')!.state).toBe('queued');
     expect(view.lastSeq).toBe(9);
     expect(view.unknown).toEqual({});
   });
@@ -238,7 +247,7 @@ describe('runReducer spawned tasks', () => {
     // Taken at seq 8 (the socket is at 9): plan.0 is there; ghost (seq 9) is still to come.
     view = runReducer(view, events(taskEvent('r1', 10, 'plan', 'succeeded')));
     view = runReducer(view, { type: 'refetched', run: grown(8) });
-    expect(view.tasks['plan.0']).toBeDefined();
+    expect(view.tasks.get('plan.0')).toBeDefined();
     expect(view.unknown).toEqual({ ghost: 9 });
     // Taken at seq 9 without it: it should have been there, so stop asking.
     view = runReducer(view, { type: 'refetched', run: grown(9) });
@@ -251,8 +260,8 @@ describe('runReducer spawned tasks', () => {
     const again = runReducer(view, events(taskEvent('r1', 5, 'report', 'queued')));
     const merged = runReducer(again, { type: 'refetched', run: { ...swarm(), last_seq: 4 } });
     expect(merged.specs).toBe(view.specs);
-    expect(merged.tasks.report!.state).toBe('queued');
-    expect(merged.tasks.plan).toBe(again.tasks.plan);
+    expect(merged.tasks.get('report')!.state).toBe('queued');
+    expect(merged.tasks.get('plan')).toBe(again.tasks.get('plan'));
   });
 
   it('ignores a refetch of another run', () => {
@@ -286,11 +295,11 @@ describe('runReducer streamed answers', () => {
 
   it('keeps progress when a delta carries none, and takes it when it does', () => {
     let view = runReducer(start(), events({ kind: 'progress', run_id: 'r1', task_id: 'plan', attempt: 1, progress: 0.5, message: 'thinking', at_ms: 1 }));
-    const before = view.tasks.plan;
+    const before = view.tasks.get('plan');
     view = runReducer(view, events(delta('plan', 1, 'abc')));
-    expect(view.tasks.plan).toBe(before);
+    expect(view.tasks.get('plan')).toBe(before);
     view = runReducer(view, events(delta('plan', 1, 'd', { progress: 0.7 })));
-    expect(view.tasks.plan).toMatchObject({ progress: 0.7, progress_message: 'thinking' });
+    expect(view.tasks.get('plan')).toMatchObject({ progress: 0.7, progress_message: 'thinking' });
     expect(view.answers.plan!.text).toBe('abcd');
   });
 
@@ -328,21 +337,21 @@ describe('runReducer usage', () => {
       type: 'refetched',
       run: { ...run('r1', [task('plan', { agent: 'planner', usage: usage(300, 60, 0.006) })], { usage: usage(300, 60, 0.006) }), last_seq: 4 },
     });
-    expect(newer.tasks.plan!.usage).toEqual(usage(300, 60, 0.006));
-    expect(newer.tasks.plan!.state).toBe('running');
+    expect(newer.tasks.get('plan')!.usage).toEqual(usage(300, 60, 0.006));
+    expect(newer.tasks.get('plan')!.state).toBe('running');
     expect(newer.summary?.usage).toEqual(usage(300, 60, 0.006));
     const older = runReducer(newer, {
       type: 'refetched',
       run: { ...run('r1', [task('plan', { agent: 'planner', usage: usage(100, 20, 0.002) })], { usage: usage(100, 20, 0.002) }), last_seq: 4 },
     });
-    expect(older.tasks.plan!.usage).toEqual(usage(300, 60, 0.006));
+    expect(older.tasks.get('plan')!.usage).toEqual(usage(300, 60, 0.006));
     expect(older.summary?.usage).toEqual(usage(300, 60, 0.006));
   });
 
   it('reads a run without usage fields as it always did', () => {
     const view = loaded();
     expect(view.summary?.usage).toBeUndefined();
-    expect(view.tasks.a!.usage).toBeUndefined();
+    expect(view.tasks.get('a')!.usage).toBeUndefined();
     expect(view.specs[0]).toEqual({ id: 'a', handler: 'echo', depends_on: [], parent: null, agent: null });
   });
 });

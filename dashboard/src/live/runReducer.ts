@@ -21,6 +21,7 @@ import {
   type TaskState,
 } from '../api/types';
 import { hasUsage, laterUsage } from '../usage';
+import { TaskTable } from './taskTable';
 
 /** What the graph is drawn from: changes only when the run's task set does. */
 export interface TaskSpec {
@@ -40,15 +41,15 @@ export interface LiveAnswer {
 
 export interface RunView {
   summary: RunSummary | null;
-  tasks: Record<string, Task>;
-  /** Task ids in submission order. */
-  order: string[];
+  /**
+   * The tasks in the order the server listed them, each with its touch counter (bumped by
+   * each of its stored events: a detail view refetches on change).
+   */
+  tasks: TaskTable;
   /** Kept by reference across snapshots of the same DAG, so layout is not redone. */
   specs: TaskSpec[];
   /** Highest stored-event seq applied; events at or below it are duplicates of a resume. */
   lastSeq: number;
-  /** Per task, bumped by each of its stored events (transitions, logs): a detail view refetches on change. */
-  touched: Record<string, number>;
   /** Streamed answers of running tasks, dropped when the task finishes (its output takes over). */
   answers: Record<string, LiveAnswer>;
   /** Task events for tasks not known yet (spawned children), in order, until a refetch brings their specs. */
@@ -72,11 +73,9 @@ export type RunAction =
 
 export const emptyRunView: RunView = {
   summary: null,
-  tasks: {},
-  order: [],
+  tasks: TaskTable.EMPTY,
   specs: [],
   lastSeq: -1,
-  touched: {},
   answers: {},
   orphans: [],
   unknown: {},
@@ -92,7 +91,7 @@ const TASK_STATE_SET: ReadonlySet<string> = new Set(TASK_STATES);
 const RUN_STATE_SET: ReadonlySet<string> = new Set(['running', 'succeeded', 'failed', 'cancelled']);
 
 export function zeroCounts(): StateCounts {
-  return { pending: 0, ready: 0, queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0, skipped: 0 };
+  return { pending: 0, ready: 0, queued: 0, running: 0, waiting: 0, succeeded: 0, failed: 0, cancelled: 0, skipped: 0 };
 }
 
 export function countStates(tasks: Iterable<Task>): StateCounts {
@@ -149,19 +148,16 @@ function applySnapshot(state: RunView, run: Run, seq: number): RunView {
   // A snapshot older than what we have (a slow REST answer racing the socket) would undo events.
   if (sameRun && seq < state.lastSeq) return state;
   const { tasks: taskList, ...summary } = run;
-  const tasks: Record<string, Task> = {};
-  for (const task of taskList) tasks[task.id] = normalized(task);
   const keepSpecs = sameRun && sameSpecs(state.specs, taskList);
   const specs = keepSpecs ? state.specs : taskList.map(specOf);
   const base = sameRun ? state : emptyRunView;
-  const { unknown, orphans, pending } = settleUnknown(base, (id) => id in tasks, seq);
+  const tasks = TaskTable.of(taskList.map(normalized), base.tasks);
+  const { unknown, orphans, pending } = settleUnknown(base, (id) => tasks.has(id), seq);
   return {
     summary: { ...summary, counts: countStates(taskList), last_seq: seq },
     tasks,
-    order: keepSpecs ? state.order : taskList.map((t) => t.id),
     specs,
     lastSeq: seq,
-    touched: base.touched,
     answers: dropFinishedAnswers(base.answers, tasks),
     orphans,
     unknown,
@@ -169,10 +165,10 @@ function applySnapshot(state: RunView, run: Run, seq: number): RunView {
   };
 }
 
-function dropFinishedAnswers(answers: Record<string, LiveAnswer>, tasks: Record<string, Task>): Record<string, LiveAnswer> {
+function dropFinishedAnswers(answers: Record<string, LiveAnswer>, tasks: TaskTable): Record<string, LiveAnswer> {
   let kept = answers;
   for (const id of Object.keys(answers)) {
-    const task = tasks[id];
+    const task = tasks.get(id);
     if (task && TERMINAL_TASK_STATES.has(task.state)) {
       if (kept === answers) kept = { ...answers };
       delete kept[id];
@@ -192,15 +188,15 @@ function applyRefetched(state: RunView, run: Run): RunView {
   const seq = run.last_seq;
   if (seq >= state.lastSeq) return applySnapshot(state, run, seq);
 
-  const tasks: Record<string, Task> = { ...state.tasks };
   const fetchedIds = new Set<string>();
-  const added = new Set<string>();
+  /** Tasks new to us, and known tasks whose spec or usage the answer changes. */
+  const added = new Map<string, Task>();
+  const updated = new Map<string, Task>();
   for (const fetched of run.tasks) {
     fetchedIds.add(fetched.id);
-    const ours = tasks[fetched.id];
+    const ours = state.tasks.get(fetched.id);
     if (!ours) {
-      tasks[fetched.id] = normalized(fetched);
-      added.add(fetched.id);
+      added.set(fetched.id, normalized(fetched));
     } else {
       const update = {
         depends_on: fetched.depends_on ?? ours.depends_on,
@@ -214,20 +210,30 @@ function applyRefetched(state: RunView, run: Run): RunView {
         update.agent === (ours.agent ?? null) &&
         update.usage === (ours.usage ?? null) &&
         sameList(update.depends_on, ours.depends_on);
-      if (!same) tasks[fetched.id] = { ...ours, ...update };
+      if (!same) updated.set(fetched.id, { ...ours, ...update });
     }
   }
   for (const event of state.orphans) {
     const id = event.task_id!;
-    if (!added.has(id) || event.seq <= seq || !event.state || !TASK_STATE_SET.has(event.state)) continue;
-    tasks[id] = transitionTask(tasks[id]!, event);
+    const task = added.get(id);
+    if (!task || event.seq <= seq || !event.state || !TASK_STATE_SET.has(event.state)) continue;
+    added.set(id, transitionTask(task, event));
   }
 
   const order = run.tasks.map((t) => t.id);
-  for (const id of state.order) if (!fetchedIds.has(id)) order.push(id);
-  const ordered = order.map((id) => tasks[id]!);
+  for (const id of state.tasks.ids) if (!fetchedIds.has(id)) order.push(id);
+  const ordered = order.map((id) => added.get(id) ?? updated.get(id) ?? state.tasks.get(id)!);
   const specs = sameSpecs(state.specs, ordered) ? state.specs : ordered.map(specOf);
-  const { unknown, orphans, pending } = settleUnknown(state, (id) => id in tasks, seq);
+  let tasks: TaskTable;
+  if (specs === state.specs) {
+    // Same tasks in the same order: only the updated ones change.
+    const draft = state.tasks.edit();
+    for (const task of updated.values()) draft.set(task);
+    tasks = draft.done();
+  } else {
+    tasks = TaskTable.of(ordered, state.tasks);
+  }
+  const { unknown, orphans, pending } = settleUnknown(state, (id) => tasks.has(id), seq);
   const summary = state.summary;
   return {
     ...state,
@@ -238,7 +244,6 @@ function applyRefetched(state: RunView, run: Run): RunView {
       usage: laterUsage(summary.usage, run.usage) ?? null,
     },
     tasks,
-    order: specs === state.specs ? state.order : order,
     specs,
     answers: dropFinishedAnswers(state.answers, tasks),
     orphans,
@@ -269,6 +274,10 @@ export function transitionTask(task: Task, event: StoredEvent): Task {
       moved.started_at_ms = null;
       moved.finished_at_ms = null;
       break;
+    case 'waiting':
+      // Held for a decision: not finished, whatever it did before.
+      moved.finished_at_ms = null;
+      break;
     case 'running':
       moved.started_at_ms = at;
       moved.finished_at_ms = null;
@@ -292,8 +301,7 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
   const summary0 = state.summary;
   if (!summary0) return state;
   let summary = summary0;
-  let tasks = state.tasks;
-  let touched = state.touched;
+  const tasks = state.tasks.edit();
   let answers = state.answers;
   let unknown = state.unknown;
   let orphans = state.orphans;
@@ -301,31 +309,15 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
   let lastSeq = state.lastSeq;
   let refetchWanted = state.refetchWanted;
   let changed = false;
-  let tasksCopied = false;
-  let touchedCopied = false;
   let answersCopied = false;
   let countsCopied = false;
 
-  const writableTasks = () => {
-    if (!tasksCopied) {
-      tasks = { ...tasks };
-      tasksCopied = true;
-    }
-    return tasks;
-  };
   const writableAnswers = () => {
     if (!answersCopied) {
       answers = { ...answers };
       answersCopied = true;
     }
     return answers;
-  };
-  const touch = (taskId: string) => {
-    if (!touchedCopied) {
-      touched = { ...touched };
-      touchedCopied = true;
-    }
-    touched[taskId] = (touched[taskId] ?? 0) + 1;
   };
   const moveCount = (from: TaskState, to: TaskState) => {
     if (from === to) return;
@@ -349,7 +341,7 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
   for (const event of events) {
     if (event.kind === 'progress') {
       if (event.run_id !== summary0.id) continue;
-      const task = tasks[event.task_id];
+      const task = tasks.get(event.task_id);
       if (task && event.attempt < task.attempt) continue;
       const delta = event.text_delta;
       if (delta) {
@@ -369,7 +361,7 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
       const progress = delta ? (event.progress ?? task.progress) : event.progress;
       const message = delta ? (event.message ?? task.progress_message) : event.message;
       if (progress === task.progress && message === task.progress_message) continue;
-      writableTasks()[event.task_id] = { ...task, progress, progress_message: message };
+      tasks.set({ ...task, progress, progress_message: message });
       changed = true;
       continue;
     }
@@ -382,10 +374,11 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
       continue;
     }
     if (!event.task_id) continue;
-    touch(event.task_id);
+    // A task not known yet has no counter; its detail is fetched afresh once it is known.
+    tasks.touch(event.task_id);
     if (event.kind === 'log') continue;
     if (!event.state || !TASK_STATE_SET.has(event.state)) continue;
-    const task = tasks[event.task_id];
+    const task = tasks.get(event.task_id);
     if (!task) {
       // A task we have no spec for: a child spawned while we watch (it starts `pending`).
       keepOrphan(event);
@@ -393,7 +386,7 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
     }
     const moved = transitionTask(task, event);
     moveCount(task.state, moved.state);
-    writableTasks()[event.task_id] = moved;
+    tasks.set(moved);
     const answer = answers[event.task_id];
     if (answer && (TERMINAL_TASK_STATES.has(moved.state) || moved.state === 'pending' || moved.attempt > answer.attempt)) {
       delete writableAnswers()[event.task_id];
@@ -405,8 +398,7 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
   return {
     ...state,
     summary: { ...summary, counts, last_seq: Math.max(summary.last_seq, lastSeq) },
-    tasks,
-    touched,
+    tasks: tasks.done(),
     answers,
     orphans,
     unknown,

@@ -21,7 +21,7 @@ class FakeSocket implements SocketLike {
   }
 }
 
-function harness() {
+function harness(since: number | null = null) {
   const sockets: FakeSocket[] = [];
   const timers: { fn: () => void; ms: number }[] = [];
   const snapshots: RunSnapshotFrame[] = [];
@@ -30,6 +30,7 @@ function harness() {
   const live = openLiveSocket<RunSnapshotFrame>({
     run: 'r1',
     token: 'sekret',
+    since,
     seqOf: runStreamSeq,
     onSnapshot: (f) => snapshots.push(f),
     onEvents: (e) => batches.push(e),
@@ -80,6 +81,25 @@ describe('openLiveSocket', () => {
     expect(h.timers).toHaveLength(1);
     h.timers[0]!.fn();
     expect(h.sockets[1]!.url).toBe('ws://apex.test/api/v1/ws?run=r1&since=6&token=sekret');
+  });
+
+  it('starts resumed when its owner already holds the state, and is live once open', () => {
+    const h = harness(41);
+    expect(h.sockets[0]!.url).toBe('ws://apex.test/api/v1/ws?run=r1&since=41&token=sekret');
+    expect(h.statuses).toEqual(['connecting']);
+    // A finished run replays nothing: opening is all the sign of life there is.
+    h.sockets[0]!.onopen?.({});
+    expect(h.statuses.at(-1)).toBe('live');
+    h.sockets[0]!.send({ type: 'events', events: [taskEvent('r1', 42, 'a', 'queued')] });
+    h.sockets[0]!.drop();
+    h.timers[0]!.fn();
+    expect(h.sockets[1]!.url).toBe('ws://apex.test/api/v1/ws?run=r1&since=42&token=sekret');
+  });
+
+  it('waits for the snapshot, not the open, when it starts fresh', () => {
+    const h = harness();
+    h.sockets[0]!.onopen?.({});
+    expect(h.statuses).toEqual(['connecting']);
   });
 
   it('backs off further on each failed attempt and resets once frames flow', () => {

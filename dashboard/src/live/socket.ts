@@ -1,6 +1,7 @@
 // The one WebSocket client: connects to /api/v1/ws, hands snapshots and event batches to
 // its owner, reconnects with exponential backoff and resumes with `?since=<last seq>` so
-// no event is missed. A `resync` frame (we fell behind, or the server no longer has our
+// no event is missed (an owner that loaded the state itself starts resumed, with `since`
+// set, so a big run is not sent twice). A `resync` frame (we fell behind, or the server no longer has our
 // `since`) drops the cursor and reconnects at once, which yields a fresh snapshot.
 
 import type { LiveEvent, ServerFrame } from '../api/types';
@@ -20,6 +21,11 @@ export interface LiveSocketOptions<Snapshot> {
   /** Subscribe to one run's events; without it, the global stream. */
   run?: string;
   token?: string | null;
+  /**
+   * Resume after this seq instead of starting with a snapshot: the owner already holds the
+   * state up to it (a run it loaded over REST), so the server only replays what followed.
+   */
+  since?: number | null;
   /** Which events move the resume cursor: each stream numbers a different kind. */
   seqOf: (event: LiveEvent) => number | null;
   onSnapshot: (frame: Snapshot) => void;
@@ -66,7 +72,7 @@ export function openLiveSocket<Snapshot>(options: LiveSocketOptions<Snapshot>): 
   const random = options.random ?? Math.random;
   const location = options.location ?? window.location;
 
-  let since: number | null = null;
+  let since: number | null = options.since ?? null;
   let failures = 0;
   let socket: SocketLike | null = null;
   let timer: unknown = null;
@@ -80,6 +86,11 @@ export function openLiveSocket<Snapshot>(options: LiveSocketOptions<Snapshot>): 
     setStatus(failures === 0 ? 'connecting' : 'reconnecting');
     const ws = createSocket(socketUrl(location, { run: options.run, since, token: options.token }));
     socket = ws;
+    ws.onopen = () => {
+      // A resumed stream sends nothing until something happens (a finished run: never),
+      // so an open socket is what says it is live. A fresh one waits for its snapshot.
+      if (socket === ws && since !== null) setStatus('live');
+    };
     ws.onmessage = (message) => {
       if (socket !== ws || typeof message.data !== 'string') return;
       let frame: ServerFrame;

@@ -1,19 +1,18 @@
 import { useCallback, useMemo, useState } from 'react';
-import { api, ApiError } from '../api/client';
+import { ApiError } from '../api/client';
 import type { RunSummary } from '../api/types';
 import { useNow } from '../clock';
-import { CountsBar } from '../components/CountsBar';
-import { LiveIndicator } from '../components/LiveIndicator';
-import { StateBadge } from '../components/StateBadge';
-import { formatDuration, formatTime, span } from '../format';
 import { DagView, type Selection } from '../graph/DagView';
 import { buildGraph, DEFAULT_MIN_GROUP, isSpawnedGroupId, type GroupNodeSpec } from '../graph/grouping';
-import { doneCount, type TaskSpec } from '../live/runReducer';
-import { useRunLive } from '../live/useRunLive';
+import { countStates, type TaskSpec } from '../live/runReducer';
+import { TaskTable } from '../live/taskTable';
+import { useRunLive, type RunLive } from '../live/useRunLive';
 import { GroupPanel } from '../run/GroupPanel';
+import { RunHeader } from '../run/RunHeader';
+import { RunTaskTable } from '../run/RunTaskTable';
 import { TaskPanel } from '../run/TaskPanel';
-import { Link } from '../router';
-import { formatUsage, formatUsageLong, hasUsage, sumUsage } from '../usage';
+import { defaultViewMode, TABLE_FIRST_TASKS, ViewToggle, type RunViewMode } from '../run/ViewToggle';
+import { sumUsage } from '../usage';
 
 /** Spawned task ids by the id of the task that spawned them, in submission order. */
 function childrenByParent(specs: TaskSpec[]): Map<string, string[]> {
@@ -28,38 +27,11 @@ function childrenByParent(specs: TaskSpec[]): Map<string, string[]> {
 }
 
 export function RunPage({ runId }: { runId: string }) {
-  const { view, status, error, dispatch } = useRunLive(runId);
-  const [selection, setSelection] = useState<Selection>(null);
-  const [collapse, setCollapse] = useState(true);
-  /** Nodes whose spawned children are drawn one by one instead of as a group. */
-  const [expanded, setExpanded] = useState<ReadonlySet<string>>(() => new Set());
-  const now = useNow();
-  const summary = view.summary;
-  const model = useMemo(
-    () => buildGraph(view.specs, { collapse, minGroupSize: DEFAULT_MIN_GROUP, expanded }),
-    [view.specs, collapse, expanded],
-  );
-  const children = useMemo(() => childrenByParent(view.specs), [view.specs]);
-  const selectedGroup = useMemo(() => {
-    if (selection?.kind !== 'group') return null;
-    const node = model.nodes.find((n) => n.id === selection.nodeId);
-    return node?.kind === 'group' ? (node as GroupNodeSpec) : null;
-  }, [model, selection]);
-  // The summary's total when the server sends one; else what the tasks we hold add up to.
-  const runUsage = useMemo(
-    () => (hasUsage(summary?.usage) ? summary.usage : sumUsage(Object.values(view.tasks).map((t) => t.usage))),
-    [summary, view.tasks],
-  );
-
-  const act = useCallback(
-    async (call: (id: string) => Promise<RunSummary>) => {
-      const run = await call(runId);
-      dispatch({ type: 'summary', run });
-    },
-    [runId, dispatch],
-  );
-
+  const live = useRunLive(runId);
+  // The summary arrives before the tasks: enough for the header while they load.
+  const summary = live.view.summary ?? live.loading?.summary ?? null;
   if (!summary) {
+    const { error } = live;
     return (
       <div className="page">
         {error ? (
@@ -72,10 +44,54 @@ export function RunPage({ runId }: { runId: string }) {
       </div>
     );
   }
+  return <RunBody runId={runId} live={live} summary={summary} />;
+}
 
-  const done = doneCount(summary.counts);
-  const selectTask = (taskId: string) => setSelection({ kind: 'task', taskId });
-  const selectedTask = selection?.kind === 'task' ? view.tasks[selection.taskId] : undefined;
+/** The page once the run's summary is in; its size at that moment picks the first view. */
+function RunBody({ runId, live, summary }: { runId: string; live: RunLive; summary: RunSummary }) {
+  const { view, loading, status, dispatch } = live;
+  const [mode, setMode] = useState<RunViewMode>(() => defaultViewMode(summary.task_count));
+  const [selection, setSelection] = useState<Selection>(null);
+  const [collapse, setCollapse] = useState(true);
+  /** Nodes whose spawned children are drawn one by one instead of as a group. */
+  const [expanded, setExpanded] = useState<ReadonlySet<string>>(() => new Set());
+  const now = useNow();
+  // Past the threshold the graph is always grouped: thousands of nodes would not stay responsive.
+  const big = summary.task_count > TABLE_FIRST_TASKS;
+  const grouped = collapse || big;
+  // Built only while the graph is shown: at 100,000 tasks this is real work the table does not need.
+  const model = useMemo(
+    () => (mode === 'graph' ? buildGraph(view.specs, { collapse: grouped, minGroupSize: DEFAULT_MIN_GROUP, expanded }) : null),
+    [mode, view.specs, grouped, expanded],
+  );
+  // While pages of tasks arrive, the table shows them as they were read; live once all are in.
+  const loadingTable = useMemo(() => (loading ? TaskTable.of(loading.tasks) : null), [loading]);
+  const tasks = view.summary ? view.tasks : (loadingTable ?? TaskTable.EMPTY);
+  const counts = useMemo(() => view.summary?.counts ?? countStates(tasks.values()), [view.summary, tasks]);
+  const children = useMemo(() => childrenByParent(view.specs), [view.specs]);
+  const selectedGroup = useMemo(() => {
+    if (selection?.kind !== 'group' || !model) return null;
+    const node = model.nodes.find((n) => n.id === selection.nodeId);
+    return node?.kind === 'group' ? (node as GroupNodeSpec) : null;
+  }, [model, selection]);
+  // A server that reports run usage at all is taken at its word; for older ones, the sum
+  // of the tasks we hold (not redone per event when the server gives the total).
+  const tasksForUsage = summary.usage === undefined ? view.tasks : null;
+  const runUsage = useMemo(
+    () => (tasksForUsage ? sumUsage(tasksForUsage.values().map((t) => t.usage)) : summary.usage),
+    [tasksForUsage, summary.usage],
+  );
+
+  const act = useCallback(
+    async (call: (id: string) => Promise<RunSummary>) => {
+      const run = await call(runId);
+      dispatch({ type: 'summary', run });
+    },
+    [runId, dispatch],
+  );
+  const selectTask = useCallback((taskId: string) => setSelection({ kind: 'task', taskId }), []);
+
+  const selectedTask = selection?.kind === 'task' ? tasks.get(selection.taskId) : undefined;
   const setChildrenExpanded = (parentNode: string, open: boolean) =>
     setExpanded((current) => {
       const next = new Set(current);
@@ -84,71 +100,52 @@ export function RunPage({ runId }: { runId: string }) {
       return next;
     });
   // The key under which a task's spawned children are expanded: the node that draws it.
-  // A task drawn inside a spawned group takes its children along: no key of its own.
+  // A task drawn inside a spawned group takes its children along: no key of its own; and
+  // the table draws no groups at all.
   const spawnKey = (taskId: string) => {
-    const node = model.nodeOf.get(taskId);
-    return collapse && node && !isSpawnedGroupId(node) ? node : null;
+    const node = model?.nodeOf.get(taskId);
+    return grouped && node && !isSpawnedGroupId(node) ? node : null;
   };
 
   return (
     <div className="run-page">
-      <header className="run-header">
-        <div className="run-title">
-          <Link to="/runs" className="muted">
-            Runs
-          </Link>
-          <span className="muted"> / </span>
-          <h1 data-testid="run-name">{summary.name || summary.id}</h1>
-          <StateBadge state={summary.state} testId="run-state" />
-          <LiveIndicator status={status} />
-        </div>
-        <div className="run-meta">
-          <span className="mono muted" data-testid="run-id">
-            {summary.id}
-          </span>
-          <span>
-            <b data-testid="run-progress">
-              {done}/{summary.task_count}
-            </b>{' '}
-            done
-          </span>
-          {summary.counts.failed > 0 && <span className="text-failed">{summary.counts.failed} failed</span>}
-          {hasUsage(runUsage) && (
-            <span data-testid="run-usage" title={formatUsageLong(runUsage)}>
-              {formatUsage(runUsage)}
-            </span>
-          )}
-          <span>created {formatTime(summary.created_at_ms)}</span>
-          <span>{formatDuration(span(summary.created_at_ms, summary.finished_at_ms, now))}</span>
-          <div className="run-progress-bar">
-            <CountsBar counts={summary.counts} total={summary.task_count} />
-          </div>
-          <RunActions summary={summary} act={act} />
-        </div>
-        <RunError summary={summary} />
-      </header>
+      <RunHeader summary={summary} status={status} usage={runUsage} now={now} act={act} />
+      <div className="run-toolbar">
+        <ViewToggle mode={mode} onChange={setMode} />
+        {model && !big && (!collapse || model.nodes.some((n) => n.kind === 'group')) && (
+          <label className="collapse-toggle">
+            <input type="checkbox" checked={collapse} onChange={(e) => setCollapse(e.target.checked)} data-testid="collapse-toggle" />{' '}
+            Group fan-outs and spawned tasks
+          </label>
+        )}
+        {model && big && <span className="muted">Grouped: {summary.task_count.toLocaleString()} tasks are too many to draw one by one.</span>}
+      </div>
       <div className="run-body">
         <div className="run-graph">
-          {(!collapse || model.nodes.some((n) => n.kind === 'group')) && (
-            <label className="collapse-toggle">
-              <input
-                type="checkbox"
-                checked={collapse}
-                onChange={(e) => setCollapse(e.target.checked)}
-                data-testid="collapse-toggle"
-              />{' '}
-              Group fan-outs and spawned tasks
-            </label>
+          {mode === 'table' ? (
+            <RunTaskTable
+              tasks={tasks}
+              counts={counts}
+              loadingOf={view.summary ? null : summary.task_count}
+              selected={selection?.kind === 'task' ? selection.taskId : null}
+              onSelect={selectTask}
+              now={now}
+            />
+          ) : model && view.summary ? (
+            // A new layout (grouping toggled, another DAG) deserves a fresh fit to view.
+            <DagView key={String(grouped)} model={model} tasks={view.tasks} selection={selection} onSelect={setSelection} />
+          ) : (
+            <div className="empty" data-testid="run-loading">
+              Loading tasks… {tasks.size.toLocaleString()} of {summary.task_count.toLocaleString()}
+            </div>
           )}
-          {/* A new layout (collapse toggled, another DAG) deserves a fresh fit to view. */}
-          <DagView key={String(collapse)} model={model} tasks={view.tasks} selection={selection} onSelect={setSelection} />
         </div>
         {selectedTask && (
           <TaskPanel
             key={selectedTask.id}
             runId={runId}
             task={selectedTask}
-            touched={view.touched[selectedTask.id] ?? 0}
+            touched={tasks.touched(selectedTask.id)}
             answer={view.answers[selectedTask.id] ?? null}
             spawned={children.get(selectedTask.id) ?? []}
             spawnedExpanded={spawnKey(selectedTask.id) === null ? null : expanded.has(spawnKey(selectedTask.id)!)}
@@ -161,7 +158,7 @@ export function RunPage({ runId }: { runId: string }) {
             onSelectTask={selectTask}
           />
         )}
-        {selectedGroup && (
+        {selectedGroup && model && (
           <GroupPanel
             label={selectedGroup.label}
             members={selectedGroup.members}
@@ -183,46 +180,6 @@ export function RunPage({ runId }: { runId: string }) {
           />
         )}
       </div>
-    </div>
-  );
-}
-
-function RunError({ summary }: { summary: RunSummary }) {
-  if (!summary.error) return null;
-  const text = typeof summary.error === 'string' ? summary.error : summary.error.message ?? summary.error.kind;
-  return <div className="error-box">{text}</div>;
-}
-
-function RunActions({ summary, act }: { summary: RunSummary; act: (call: (id: string) => Promise<RunSummary>) => Promise<void> }) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
-  const run = (call: (id: string) => Promise<RunSummary>) => {
-    setBusy(true);
-    setError(null);
-    act(call)
-      .catch((err: unknown) => setError(err instanceof Error ? err.message : String(err)))
-      .finally(() => setBusy(false));
-  };
-  const retryable = summary.state === 'failed' || summary.state === 'cancelled';
-  return (
-    <div className="run-actions">
-      <button
-        type="button"
-        className="danger"
-        disabled={busy || summary.state !== 'running'}
-        onClick={() => run(api.cancelRun)}
-        data-testid="cancel-run"
-      >
-        Cancel
-      </button>
-      <button type="button" disabled={busy || !retryable} onClick={() => run(api.retryRun)} data-testid="retry-run">
-        Retry failed
-      </button>
-      {error && (
-        <span className="text-failed" data-testid="run-action-error">
-          {error}
-        </span>
-      )}
     </div>
   );
 }

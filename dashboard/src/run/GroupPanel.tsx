@@ -3,10 +3,11 @@
 // A spawned group can be expanded into its tasks from here.
 
 import { useMemo, useState } from 'react';
-import { TASK_STATES, type Task, type TaskState } from '../api/types';
+import { TASK_STATES, type TaskState } from '../api/types';
 import { CountsBar } from '../components/CountsBar';
 import { StateBadge } from '../components/StateBadge';
 import { memberCounts, memberUsage } from '../graph/groupState';
+import type { TaskLookup } from '../live/taskTable';
 import { formatUsageLong, hasUsage } from '../usage';
 
 const LIST_LIMIT = 300;
@@ -14,7 +15,7 @@ const LIST_LIMIT = 300;
 interface Props {
   label: string;
   members: string[];
-  tasks: Record<string, Task>;
+  tasks: TaskLookup;
   /** What spawned the members, for a group of spawned tasks. */
   spawnedBy: string | null;
   /** Draws the members one by one; null for groups that only fold with the global toggle. */
@@ -30,7 +31,7 @@ export function GroupPanel({ label, members, tasks, spawnedBy, onExpand, onClose
   const usage = useMemo(() => memberUsage(members, tasks), [members, tasks]);
   const shown = useMemo(() => {
     const needle = search.trim().toLowerCase();
-    return members.filter((id) => (!filter || tasks[id]?.state === filter) && (!needle || id.toLowerCase().includes(needle)));
+    return members.filter((id) => (!filter || tasks.get(id)?.state === filter) && (!needle || id.toLowerCase().includes(needle)));
   }, [members, tasks, filter, search]);
 
   return (
@@ -72,7 +73,7 @@ export function GroupPanel({ label, members, tasks, spawnedBy, onExpand, onClose
             <button type="button" className="link-button mono" onClick={() => onSelectTask(id)} data-testid={`group-member-${id}`}>
               {id}
             </button>
-            <StateBadge state={tasks[id]?.state ?? 'pending'} />
+            <StateBadge state={tasks.get(id)?.state ?? 'pending'} />
           </li>
         ))}
       </ul>

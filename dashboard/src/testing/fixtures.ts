@@ -38,7 +38,7 @@ export function summary(id: string, fields: Partial<RunSummary> = {}): RunSummar
     created_at_ms: 1_000,
     finished_at_ms: null,
     task_count: 0,
-    counts: { pending: 0, ready: 0, queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0, skipped: 0 },
+    counts: { pending: 0, ready: 0, queued: 0, running: 0, waiting: 0, succeeded: 0, failed: 0, cancelled: 0, skipped: 0 },
     error: null,
     last_seq: 0,
     ...fields,
