@@ -32,6 +32,20 @@ pub struct ServeConfig {
     /// larger messages).
     #[arg(long, env = "APEX_MAX_TASK_INPUT_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1024..=(256 << 20)))]
     pub max_task_input_bytes: u64,
+    /// Log lines one attempt may store; later ones are counted, not kept.
+    #[arg(long, env = "APEX_MAX_LOG_LINES_PER_ATTEMPT", default_value_t = 1_000)]
+    pub max_log_lines_per_attempt: u32,
+    /// Log bytes one attempt may store (lines are cut at 64 KiB).
+    #[arg(long, env = "APEX_MAX_LOG_BYTES_PER_ATTEMPT", default_value_t = 1 << 20)]
+    pub max_log_bytes_per_attempt: usize,
+    /// Most distinct queue names in use at once (each is a Redis stream, a consumer
+    /// group and an autoscaler); a submission that would pass it is refused with 422.
+    #[arg(long, env = "APEX_MAX_QUEUES", default_value_t = 1_000)]
+    pub max_queues: usize,
+    /// Seconds a queue may go without tasks, runs or workers before its stream and
+    /// group are removed.
+    #[arg(long, env = "APEX_QUEUE_IDLE_S", default_value_t = 600)]
+    pub queue_idle_s: u64,
     /// Most tasks in one run.
     #[arg(long, env = "APEX_MAX_TASKS", default_value_t = 100_000)]
     pub max_tasks: usize,
@@ -174,6 +188,10 @@ impl ServeConfig {
             max_body_bytes: 64 << 20,
             max_tasks: 100_000,
             max_task_input_bytes: 64 << 20,
+            max_log_lines_per_attempt: 1_000,
+            max_log_bytes_per_attempt: 1 << 20,
+            max_queues: 1_000,
+            queue_idle_s: 600,
             max_inline_tasks: 10_000,
             max_websockets: 10_000,
             request_timeout_s: 30.0,

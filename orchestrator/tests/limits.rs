@@ -125,3 +125,151 @@ async fn a_queue_redis_keeps_refusing_fails_its_tasks_without_stalling_other_run
     assert_eq!(ready.status(), 200, "the writer is not stuck");
     sys.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_queue_names_are_capped_and_idle_ones_are_removed() {
+    let sys = TestSystem::start().await;
+    // 5,000 queue names in one run: over the default cap of 1,000.
+    let tasks: Vec<Value> = (0..5_000)
+        .map(|i| json!({"id": format!("t{i}"), "handler": "noop", "queue": format!("q{i}")}))
+        .collect();
+    let (status, body) = sys.post("/api/v1/runs", &json!({"tasks": tasks})).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["details"][0]["code"], "too_many_queues");
+    let (_, runs) = sys.get("/api/v1/runs").await;
+    assert_eq!(runs["runs"], json!([]), "nothing stored");
+    sys.shutdown().await;
+
+    let mut sys = TestSystem::start_with(|c| {
+        c.max_queues = 3;
+        c.queue_idle_s = 1;
+    })
+    .await;
+    // `default` (configured) plus two more fill the cap.
+    let first = sys
+        .submit(
+            &json!({"tasks": [{"id": "a", "handler": "noop", "queue": "alpha"},
+                                  {"id": "b", "handler": "noop", "queue": "beta"}]}),
+        )
+        .await;
+    let third = json!({"tasks": [{"id": "c", "handler": "noop", "queue": "gamma"}]});
+    let (status, body) = sys.post("/api/v1/runs", &third).await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["details"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("gamma") && message.contains("--max-queues"),
+        "{message}"
+    );
+    // Once alpha and beta have nothing left, they are removed, streams and all.
+    let (status, _) = sys
+        .post(&format!("/api/v1/runs/{first}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let mut conn = redis::Client::open(REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let exists: u32 = redis::cmd("EXISTS")
+            .arg(format!("{}:queue:alpha", sys.prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let (status, _) = sys.post("/api/v1/runs", &third).await;
+        if exists == 0 && status == 201 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alpha was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    sys.spawn_worker("default", 1);
+    sys.shutdown().await;
+}
+
+/// Resident memory of this process (the in-process server), in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_log_lines_is_capped_per_attempt_and_memory_stays_bounded() {
+    let sys = TestSystem::start().await;
+    // A task no worker takes, so only the forged lines below speak for it: 2,000 lines
+    // of 50 KB (100 MB), as a handler without the worker's own caps (or a forger) sends.
+    let id = sys
+        .submit(&json!({"tasks": [{"id": "chatty", "handler": "noop", "queue": "nobody"}]}))
+        .await;
+    sys.wait_until(&id, LIMIT, |r| r["counts"]["queued"] == 1)
+        .await;
+    let before = rss();
+    let mut conn = redis::Client::open(REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let line = "x".repeat(50_000);
+    for chunk in 0..20 {
+        let mut pipe = redis::pipe();
+        for n in 0..100 {
+            let msg = json!({"v": 1, "type": "log", "run_id": id, "task_id": "chatty",
+                "attempt": 1, "worker_id": "w", "level": "info",
+                "message": format!("{chunk}-{n} {line}"), "at_ms": 1});
+            pipe.cmd("XADD")
+                .arg(format!("{}:results", sys.prefix))
+                .arg("*")
+                .arg("m")
+                .arg(msg.to_string())
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + LIMIT;
+    let detail = loop {
+        let (_, detail) = sys.get(&format!("/api/v1/runs/{id}/tasks/chatty")).await;
+        let logs = detail["logs"].as_array().map_or(0, Vec::len);
+        let len: u64 = redis::cmd("XLEN")
+            .arg(format!("{}:results", sys.prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if len == 0 && logs > 0 {
+            break detail;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lines were not all read"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let logs = detail["logs"].as_array().unwrap();
+    let bytes: usize = logs
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().len())
+        .sum();
+    assert!(logs.len() <= 1_001, "{} lines stored", logs.len());
+    assert!(bytes <= (1 << 20) + 1_000, "{bytes} bytes stored");
+    assert!(
+        logs.last().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("log cap reached"),
+        "the cap is said in the log"
+    );
+    // The reader holds at most 128 MiB of unhandled messages; what is stored is 1 MiB.
+    let grew = rss().saturating_sub(before);
+    println!("RSS grew by {} MiB", grew >> 20);
+    assert!(grew < 300 << 20, "RSS grew by {} MiB", grew >> 20);
+    sys.shutdown().await;
+}

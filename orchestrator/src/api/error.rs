@@ -135,6 +135,7 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::RunNotFound(id) => ApiError::NotFound(format!("run {id} not found")),
             EngineError::Conflict(why) => ApiError::Conflict(why),
+            EngineError::Invalid(problems) => ApiError::InvalidDag(problems),
             EngineError::Store(s) => s.into(),
             EngineError::Stopped => {
                 ApiError::Unavailable("the orchestrator is shutting down".into())

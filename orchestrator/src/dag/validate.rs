@@ -42,6 +42,8 @@ pub enum ProblemCode {
     InvalidLimit,
     /// A submitted task sets `parent`, which only the orchestrator sets (on spawned tasks).
     InvalidParent,
+    /// The run would bring the distinct queue names in use past the server's cap.
+    TooManyQueues,
 }
 
 /// One thing wrong with a submission.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A run in memory: its machine plus what the machine does not track.
-pub(super) struct ActiveRun {
+pub(crate) struct ActiveRun {
     pub id: Arc<str>,
     pub machine: RunMachine,
     pub created_at_ms: i64,
@@ -27,6 +27,8 @@ pub(super) struct ActiveRun {
     /// Encoded size of succeeded tasks' outputs, measured once when a dependent is
     /// dispatched (a task message carries every upstream output).
     pub output_sizes: HashMap<u32, usize>,
+    /// Log stored per task's current attempt, against the per-attempt caps.
+    pub logs: super::log_cap::LogTally,
 }
 
 impl ActiveRun {
@@ -162,6 +164,7 @@ pub(super) async fn load(store: &dyn Store, id: &str) -> Result<Option<ActiveRun
         finished_at: run.state.is_terminal().then(Instant::now),
         entries: HashMap::new(),
         output_sizes: HashMap::new(),
+        logs: Default::default(),
         activity: HashMap::new(),
     }))
 }

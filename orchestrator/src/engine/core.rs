@@ -4,6 +4,7 @@
 
 use super::active::{self, ActiveRun};
 use super::limiter::Limiter;
+use super::log_cap::{self, Verdict};
 use super::writer::{Enqueued, Flush};
 use super::{now_ms, EngineConfig, EngineError, Input, RunReply};
 use crate::autoscale::Autoscaler;
@@ -98,6 +99,11 @@ pub(super) struct Core {
     /// writes (a message too large to send, or one Redis refused); failed as soon as
     /// the stimulus that dispatched them is done.
     refused: Vec<(Arc<str>, u32, u32, TaskFailure)>,
+    /// Queue names in use, with when they last were (tasks, runs or workers on them).
+    queues_seen: HashMap<String, i64>,
+    /// The loop's own input, for work done off the loop to come back (weak, so the
+    /// loop still ends when every handle is gone).
+    inbox: mpsc::WeakSender<Input>,
     /// The API token whose request is being applied (submit, cancel, retry), recorded
     /// as `by` on the events it causes; `None` for everything else.
     actor: Option<Arc<str>>,
@@ -132,6 +138,7 @@ impl Core {
         config: EngineConfig,
         flush_tx: mpsc::Sender<Flush>,
         enqueued: mpsc::UnboundedReceiver<Enqueued>,
+        inbox: mpsc::WeakSender<Input>,
     ) -> Self {
         let autoscalers = config
             .queues
@@ -155,6 +162,8 @@ impl Core {
             admit_due: true,
             admit_wake_ms: None,
             refused: Vec::new(),
+            queues_seen: HashMap::new(),
+            inbox,
             actor: None,
         }
     }
@@ -315,9 +324,29 @@ impl Core {
     async fn handle(&mut self, input: Input) {
         match input {
             Input::Submit { dag, by, reply } => {
+                if let Err(e) = self.admit_queues(&dag) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 let id = self.submit(dag, by);
                 self.pending.replies.push((reply, id));
             }
+            // A run no longer in memory is loaded off the loop, so a big old run does not
+            // stall scheduling for every other run; the request comes back as `Loaded`.
+            Input::Cancel { ref run_id, .. } | Input::Rerun { ref run_id, .. }
+                if !self.runs.contains_key(run_id.as_str()) =>
+            {
+                self.load_then(input);
+            }
+            Input::Loaded { run, then } => match run {
+                Ok(Some(run)) => {
+                    let id = Arc::clone(&run.id);
+                    self.runs.entry(id).or_insert(*run);
+                    Box::pin(self.handle(*then)).await;
+                }
+                Ok(None) => reply_to(*then, |id| EngineError::RunNotFound(id.to_owned())),
+                Err(e) => reply_to(*then, |_| EngineError::Store(e)),
+            },
             Input::Cancel { run_id, by, reply } => match self.cancel(&run_id, by).await {
                 Ok(id) => self.pending.replies.push((reply, id)),
                 Err(e) => {
@@ -330,7 +359,7 @@ impl Core {
                     let _ = reply.send(Err(e));
                 }
             },
-            Input::Worker(entries) => {
+            Input::Worker(entries, _held) => {
                 for (entry_id, msg) in entries {
                     self.pending.flush.outgoing.result_acks.push(entry_id);
                     match msg {
@@ -371,6 +400,77 @@ impl Core {
         }
     }
 
+    /// Counts the queues Redis already has as in use now, so they are reaped only after
+    /// the idle time like any other.
+    pub fn seed_queues(&mut self, names: Vec<String>) {
+        let now = now_ms();
+        for q in names {
+            self.queues_seen.entry(q).or_insert(now);
+        }
+    }
+
+    /// Refuses a run that would bring the distinct queue names in use past the cap: each
+    /// is a Redis stream, a consumer group, a reclaim per second and an autoscaler.
+    fn admit_queues(&mut self, dag: &Dag) -> Result<(), EngineError> {
+        let now = now_ms();
+        let wanted: HashSet<&str> = (0..dag.len() as u32).map(|i| dag.queue_of(i)).collect();
+        let new: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|q| {
+                !self.queues_seen.contains_key(*q) && !self.config.queues.iter().any(|c| c == q)
+            })
+            .collect();
+        let in_use = self.queues_seen.len()
+            + self
+                .config
+                .queues
+                .iter()
+                .filter(|q| !self.queues_seen.contains_key(q.as_str()))
+                .count();
+        if !new.is_empty() && in_use + new.len() > self.config.max_queues {
+            let mut names = new.clone();
+            names.sort_unstable();
+            names.truncate(5);
+            return Err(EngineError::Invalid(crate::dag::ValidationErrors(vec![
+                crate::dag::Problem {
+                    code: crate::dag::ProblemCode::TooManyQueues,
+                    message: format!(
+                        "this run names {} queue(s) not in use ({}{}); {in_use} are in use and the server allows {} (--max-queues)",
+                        new.len(),
+                        names.join(", "),
+                        if new.len() > names.len() { ", …" } else { "" },
+                        self.config.max_queues
+                    ),
+                    tasks: vec![],
+                },
+            ])));
+        }
+        for q in wanted {
+            self.queues_seen.insert(q.to_owned(), now);
+        }
+        Ok(())
+    }
+
+    /// Queues unused for the idle time are forgotten, and their (empty) streams and
+    /// groups removed from Redis.
+    fn reap_idle_queues(&mut self, now: i64) {
+        let idle = self.config.queue_idle.as_millis() as i64;
+        let configured = &self.config.queues;
+        let reaped: Vec<String> = self
+            .queues_seen
+            .iter()
+            .filter(|(q, last)| now - **last > idle && !configured.contains(q))
+            .map(|(q, _)| q.clone())
+            .collect();
+        for q in reaped {
+            self.queues_seen.remove(&q);
+            self.autoscalers.remove(&q);
+            tracing::info!(queue = %q, "removing an idle queue");
+            self.pending.flush.outgoing.reap_queues.push(q);
+        }
+    }
+
     fn submit(&mut self, dag: Arc<Dag>, by: Arc<str>) -> Arc<str> {
         let id: Arc<str> = Arc::from(uuid::Uuid::now_v7().to_string().as_str());
         let now = now_ms();
@@ -384,6 +484,7 @@ impl Core {
             entries: HashMap::new(),
             activity: HashMap::new(),
             output_sizes: HashMap::new(),
+            logs: Default::default(),
         };
         self.runs.insert(Arc::clone(&id), run);
         self.pending.new_runs.push(Arc::clone(&id));
@@ -396,6 +497,29 @@ impl Core {
     }
 
     /// Finds a run in memory, or loads it from the store.
+    /// Loads a stored run in a task of its own, then hands `next` back to the loop.
+    fn load_then(&self, next: Input) {
+        let (Input::Cancel { run_id, .. } | Input::Rerun { run_id, .. }) = &next else {
+            return;
+        };
+        let run_id = run_id.clone();
+        let store = Arc::clone(&self.store);
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            let run = active::load(store.as_ref(), &run_id)
+                .await
+                .map(|r| r.map(Box::new));
+            if let Some(tx) = inbox.upgrade() {
+                let _ = tx
+                    .send(Input::Loaded {
+                        run,
+                        then: Box::new(next),
+                    })
+                    .await;
+            }
+        });
+    }
+
     async fn find(&mut self, run_id: &str) -> Result<Arc<str>, EngineError> {
         if let Some((id, _)) = self.runs.get_key_value(run_id) {
             return Ok(Arc::clone(id));
@@ -572,10 +696,28 @@ impl Core {
             }
             WorkerMessage::Log(l) => {
                 let (run_id, task_id, attempt) = (l.run_id.clone(), l.task_id.clone(), l.attempt);
-                self.on_task(&l.run_id, &l.task_id, |m, i, o| {
-                    m.log(i, l.attempt, l.level, l.message, l.at_ms, o)
-                });
                 self.touch(&run_id, &task_id, attempt);
+                let Some(run) = self.runs.get_mut(run_id.as_str()) else {
+                    return;
+                };
+                let Some(i) = run.machine.dag().index_of(&task_id) else {
+                    return;
+                };
+                let (level, message) =
+                    match run
+                        .logs
+                        .admit(i, attempt, l.message.len(), self.config.log_limits)
+                    {
+                        Verdict::Keep(len) => (l.level, log_cap::cut(l.message, len)),
+                        Verdict::Notice(notice) => ("warning".to_owned(), notice),
+                        Verdict::Drop => {
+                            metrics::counter!("apex_log_lines_dropped_total").increment(1);
+                            return;
+                        }
+                    };
+                self.on_task(&run_id, &task_id, |m, i, o| {
+                    m.log(i, attempt, level, message, l.at_ms, o)
+                });
             }
             WorkerMessage::Heartbeat(h) => {
                 let state = match h.worker.state {
@@ -1039,6 +1181,7 @@ impl Core {
                     run.entries.remove(&t);
                     run.activity.remove(&t);
                     run.output_sizes.remove(&t);
+                    run.logs.forget(t);
                     if self.limiter.holds(id, t) {
                         self.limiter.release(id, t);
                         // A freed slot may be what a task of any run waits for.
@@ -1131,6 +1274,7 @@ impl Core {
             }
         }
         let queues = self.queue_stats();
+        self.reap_idle_queues(now);
         if queues != self.last_queues {
             self.pending
                 .flush
@@ -1186,6 +1330,15 @@ impl Core {
         }
         let now = now_ms();
         for s in by_queue.values_mut() {
+            if s.depth > 0
+                || s.running > 0
+                || self
+                    .workers
+                    .values()
+                    .any(|w| w.state == "running" && w.info.queues.contains(&s.name))
+            {
+                self.queues_seen.insert(s.name.clone(), now);
+            }
             let serving: Vec<&WorkerSeen> = self
                 .workers
                 .values()
@@ -1307,6 +1460,13 @@ pub fn worker_view(info: &Value, state: &str, last_heartbeat_ms: i64) -> Value {
         m.insert("last_heartbeat_ms".into(), last_heartbeat_ms.into());
     }
     v
+}
+
+/// Answers a cancel or re-run request with an error.
+fn reply_to(input: Input, error: impl FnOnce(&str) -> EngineError) {
+    if let Input::Cancel { run_id, reply, .. } | Input::Rerun { run_id, reply, .. } = input {
+        let _ = reply.send(Err(error(&run_id)));
+    }
 }
 
 /// A failure of an attempt that never reached a worker.

@@ -16,11 +16,13 @@
 mod active;
 mod core;
 mod limiter;
+mod log_cap;
 mod reader;
 mod redis_watch;
 mod writer;
 
 pub use self::core::{worker_view, QueueStats};
+pub use self::log_cap::LogLimits;
 pub use self::writer::{Stuck, WriterHealth};
 
 use crate::bus::Bus;
@@ -42,6 +44,9 @@ pub enum EngineError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The submission breaks a rule only the engine can check (e.g. the queue cap).
+    #[error("{0}")]
+    Invalid(crate::dag::ValidationErrors),
     /// The engine is shutting down (or crashed).
     #[error("the engine is not running")]
     Stopped,
@@ -66,6 +71,13 @@ pub struct EngineConfig {
     /// Largest input plus upstream outputs a task message may carry; a task over it
     /// fails before dispatch (`input_too_large`) instead of stalling Redis.
     pub max_task_input_bytes: usize,
+    /// Log lines and bytes one attempt may store.
+    pub log_limits: log_cap::LogLimits,
+    /// Most distinct queue names in use at once; a submission that would pass it is
+    /// refused.
+    pub max_queues: usize,
+    /// A queue with no task, run or worker for this long is removed (stream, group).
+    pub queue_idle: Duration,
     /// How many workers each queue's work calls for.
     pub autoscale: crate::autoscale::Policy,
     /// Queues known from the start, so they report a desired worker count (at least
@@ -83,6 +95,9 @@ impl Default for EngineConfig {
             lease_timeout: Duration::from_secs(7),
             max_output_bytes: 16 << 20,
             max_task_input_bytes: 64 << 20,
+            log_limits: log_cap::LogLimits::default(),
+            max_queues: 1_000,
+            queue_idle: Duration::from_secs(600),
             autoscale: crate::autoscale::Policy::default(),
             queues: Vec::new(),
         }
@@ -111,7 +126,11 @@ pub(crate) enum Input {
         reply: RunReply,
     },
     /// Entries read from the results stream: id and parsed message (or why not).
-    Worker(Vec<(String, Result<WorkerMessage, String>)>),
+    /// The permit holds the batch's bytes against the reader's budget until handled.
+    Worker(
+        Vec<(String, Result<WorkerMessage, String>)>,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
     QueueStats {
         reply: oneshot::Sender<Vec<QueueStats>>,
     },
@@ -121,6 +140,11 @@ pub(crate) enum Input {
     RedisReset,
     /// Messages copied to the dead-letter stream, as stored there.
     DeadLetters(Vec<serde_json::Value>),
+    /// A stored run loaded off the loop for `then` (a cancel or re-run of it).
+    Loaded {
+        run: Result<Option<Box<active::ActiveRun>>, crate::store::StoreError>,
+        then: Box<Input>,
+    },
     /// Progress of live tasks, which is not stored.
     Progress {
         run_id: String,
@@ -229,7 +253,13 @@ pub async fn start(
         enqueued_tx,
         health.clone(),
     ));
-    let mut core = core::Core::new(Arc::clone(&store), config.clone(), flush_tx, enqueued_rx);
+    let mut core = core::Core::new(
+        Arc::clone(&store),
+        config.clone(),
+        flush_tx,
+        enqueued_rx,
+        tx.downgrade(),
+    );
     let in_flight = core.recover().await?;
     // Attempts the store says are queued or running but Redis does not hold were never
     // pushed (a crash between commit and push) or were lost with Redis: queue them again.
@@ -237,6 +267,9 @@ pub async fn start(
         .await
         .map_err(|e| EngineError::Conflict(format!("cannot read the queues: {e}")))?;
     core.reconcile(in_flight, &present).await;
+    if let Ok(names) = queue.queues().await {
+        core.seed_queues(names);
+    }
     let reader = queue
         .results_reader(&config.consumer)
         .await

@@ -16,6 +16,15 @@ fn parse(body: Option<&[u8]>) -> Result<WorkerMessage, String> {
     Ok(msg)
 }
 
+/// Bytes of worker messages one read aims at: thousands of small results per read,
+/// a handful of large ones (outputs may be megabytes each).
+const READ_BYTES: usize = 32 << 20;
+/// Bytes of worker messages read but not yet handled by the core: beyond it the reader
+/// waits, so a burst of large results cannot grow memory without bound.
+const UNHANDLED_BYTES: usize = 128 << 20;
+/// Longest raw text of an unreadable message kept in its dead letter.
+const DEAD_RAW_BYTES: usize = 4 << 10;
+
 pub(super) async fn run(
     mut reader: ResultsReader,
     batch: usize,
@@ -23,15 +32,31 @@ pub(super) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut failures = 0u32;
+    let mut count = batch;
+    let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(UNHANDLED_BYTES));
     loop {
         let read = tokio::select! {
-            r = reader.read(batch, 1_000) => r,
+            r = reader.read(count, 1_000) => r,
             _ = shutdown.changed() => return,
         };
         match read {
             Ok(entries) if entries.is_empty() => {}
             Ok(entries) => {
                 failures = 0;
+                let bytes: usize = entries
+                    .iter()
+                    .map(|e| e.body.as_ref().map_or(0, Vec::len) + e.id.len())
+                    .sum();
+                count = (READ_BYTES / (bytes / entries.len()).max(1)).clamp(1, batch);
+                // A batch larger than the whole budget waits for all of it.
+                let want = bytes.clamp(1, UNHANDLED_BYTES) as u32;
+                let held = tokio::select! {
+                    p = std::sync::Arc::clone(&budget).acquire_many_owned(want) => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                    _ = shutdown.changed() => return,
+                };
                 let parsed = entries
                     .into_iter()
                     .map(|e| {
@@ -39,7 +64,7 @@ pub(super) async fn run(
                             let raw = e
                                 .body
                                 .as_deref()
-                                .map(String::from_utf8_lossy)
+                                .map(|b| String::from_utf8_lossy(&b[..b.len().min(DEAD_RAW_BYTES)]))
                                 .unwrap_or_default();
                             serde_json::json!({"reason": why, "raw": raw, "at_ms": super::now_ms()})
                                 .to_string()
@@ -47,7 +72,7 @@ pub(super) async fn run(
                         (e.id, msg)
                     })
                     .collect();
-                if tx.send(Input::Worker(parsed)).await.is_err() {
+                if tx.send(Input::Worker(parsed, held)).await.is_err() {
                     return;
                 }
             }

@@ -12,6 +12,11 @@ use worker_protocol::TaskMessage;
 
 /// How often Redis is checked.
 const PERIOD: Duration = Duration::from_secs(1);
+/// Consumers are swept every this many checks.
+const CONSUMER_SWEEP_TICKS: u64 = 60;
+/// A consumer holding nothing that has not read for this long is a worker that is gone
+/// (a live worker reads at least every few seconds, and would be added back anyway).
+const CONSUMER_IDLE: Duration = Duration::from_secs(600);
 
 /// Where each task message still in a queue stream is: `(run, task, attempt)` →
 /// `(queue, entry id)`.
@@ -44,7 +49,9 @@ pub(super) async fn run(
     let mut last_dead = "0".to_owned();
     let mut first_dead_read = true;
     let mut tick = tokio::time::interval(PERIOD);
+    let mut ticks: u64 = 0;
     loop {
+        ticks += 1;
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
@@ -75,6 +82,21 @@ pub(super) async fn run(
         let Ok(queues) = queue.queues().await else {
             continue;
         };
+        // Consumers of workers that are gone would stay in every group forever.
+        if ticks.is_multiple_of(CONSUMER_SWEEP_TICKS) {
+            for q in &queues {
+                match queue
+                    .remove_idle_consumers(q, CONSUMER_IDLE.as_millis() as u64)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(queue = %q, consumers = n, "removed consumers of workers that are gone")
+                    }
+                    Err(e) => tracing::debug!(queue = %q, error = %e, "cannot sweep consumers"),
+                }
+            }
+        }
         for q in queues {
             match queue.reclaim(&q, lease_timeout.as_millis() as u64).await {
                 Ok(entries) if !entries.is_empty() => {

@@ -59,6 +59,8 @@ pub struct Outgoing {
     pub controls: Vec<String>,
     /// Messages nobody could parse (JSON of `{reason, raw, at_ms}`).
     pub dead: Vec<String>,
+    /// Idle queues whose stream and group are removed if they are empty.
+    pub reap_queues: Vec<String>,
 }
 
 impl Outgoing {
@@ -68,6 +70,7 @@ impl Outgoing {
             && self.result_acks.is_empty()
             && self.controls.is_empty()
             && self.dead.is_empty()
+            && self.reap_queues.is_empty()
     }
 
     /// Appends a later flush's writes, keeping their order.
@@ -77,6 +80,7 @@ impl Outgoing {
         self.result_acks.extend(later.result_acks);
         self.controls.extend(later.controls);
         self.dead.extend(later.dead);
+        self.reap_queues.extend(later.reap_queues);
     }
 }
 
@@ -184,6 +188,76 @@ impl RedisQueue {
         Ok(refused)
     }
 
+    /// Removes an idle queue's stream (with its group) if it holds no entry, and its
+    /// name; a queue that got entries meanwhile is kept.
+    async fn reap(&self, queue: &str) -> Result<(), QueueError> {
+        let script = redis::Script::new(
+            r"if redis.call('XLEN', KEYS[1]) == 0 then
+                  redis.call('DEL', KEYS[1])
+                  redis.call('SREM', KEYS[2], ARGV[1])
+                  return 1
+              end
+              return 0",
+        );
+        let mut conn = self.conn.clone();
+        let removed: i64 = script
+            .key(self.keys.queue(queue))
+            .key(self.keys.queue_names())
+            .arg(queue)
+            .invoke_async(&mut conn)
+            .await?;
+        if removed == 1 {
+            self.groups.lock().remove(queue);
+        }
+        Ok(())
+    }
+
+    /// Removes consumers of `queue`'s worker group that hold nothing and have not read
+    /// for `min_idle_ms`: workers that are gone. A live one is added again by its next
+    /// read. Answers how many were removed.
+    pub async fn remove_idle_consumers(
+        &self,
+        queue: &str,
+        min_idle_ms: u64,
+    ) -> Result<usize, QueueError> {
+        let stream = self.keys.queue(queue);
+        let mut conn = self.conn.clone();
+        let reply: Result<Vec<HashMap<String, redis::Value>>, RedisError> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&stream)
+            .arg(WORKER_GROUP)
+            .query_async(&mut conn)
+            .await;
+        let consumers = match reply {
+            Ok(c) => c,
+            Err(e) if e.code() == Some("NOGROUP") => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let int = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::Int(n)) => *n as u64,
+            _ => 0,
+        };
+        let mut removed = 0;
+        for c in consumers {
+            let name = match c.get("name") {
+                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                Some(redis::Value::SimpleString(s)) => s.clone(),
+                _ => continue,
+            };
+            if int(c.get("pending")) == 0 && int(c.get("idle")) >= min_idle_ms {
+                let _: i64 = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&stream)
+                    .arg(WORKER_GROUP)
+                    .arg(&name)
+                    .query_async(&mut conn)
+                    .await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Forgets which groups exist, so they are created again (after Redis lost its data).
     pub fn forget_groups(&self) {
         self.groups.lock().clear();
@@ -266,6 +340,9 @@ impl RedisQueue {
                 .ignore();
         }
         landed.extend(Self::run_adds(&mut pipe, &mut conn).await?);
+        for q in &out.reap_queues {
+            self.reap(q).await?;
+        }
         for (i, why) in pending_refusals {
             landed.insert(i, Err(why));
         }
