@@ -59,6 +59,8 @@ export interface RunSummary {
   error: string | TaskError | null;
   last_seq: number;
   usage?: Usage | null;
+  /** The API token that submitted the run (`admin`, a scoped token's name, `anonymous`). */
+  created_by?: string | null;
 }
 
 export interface Task {
@@ -171,6 +173,8 @@ export interface StoredEvent {
   error?: TaskError | null;
   message?: string | null;
   level?: string | null;
+  /** The API token whose request caused this event (submit, cancel, retry). */
+  by?: string | null;
 }
 
 export interface ProgressEvent {

@@ -52,7 +52,15 @@ export function RunHeader({ summary, status, usage, now, act }: Props) {
             {formatUsage(usage)}
           </span>
         )}
-        <span>created {formatTime(summary.created_at_ms)}</span>
+        <span>
+          created {formatTime(summary.created_at_ms)}
+          {summary.created_by && (
+            <>
+              {' '}
+              by <b data-testid="run-created-by">{summary.created_by}</b>
+            </>
+          )}
+        </span>
         <span>{formatDuration(span(summary.created_at_ms, summary.finished_at_ms, now))}</span>
         <div className="run-progress-bar">
           <CountsBar counts={summary.counts} total={summary.task_count} />
