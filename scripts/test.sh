@@ -18,11 +18,13 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "rust: tests"
 # Each suite is bounded, so a hang fails fast instead of eating the CI budget.
 timeout 1800 cargo test --workspace --quiet
-APEX_TEST_STORE=sqlite timeout 1200 cargo test -p apex --quiet --test spine --test ws --test security --test faults --test swarm
+APEX_TEST_STORE=sqlite timeout 1200 cargo test -p apex --quiet --test spine --test ws --test security \
+  --test faults --test swarm --test limits --test providers --test bounds --test tokens
 
-say "python: ruff, pytest"
+say "python: ruff, mypy, pytest"
 .venv/bin/ruff check python-workers
 .venv/bin/ruff format --check python-workers
+(cd python-workers && ../.venv/bin/mypy apex_worker)
 timeout 600 .venv/bin/pytest -q python-workers/tests
 
 say "dashboard: typecheck, lint, unit tests"
