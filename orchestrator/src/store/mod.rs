@@ -6,6 +6,7 @@
 //! reads through the query methods. [`postgres::PgStore`] is the production store;
 //! [`sqlite::SqliteStore`], one file and no server, is the embedded default.
 
+mod decode;
 pub mod leader;
 pub mod postgres;
 mod rows;

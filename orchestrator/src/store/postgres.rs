@@ -2,14 +2,14 @@
 //! column as an array and expanding it with `unnest`, so a batch of thousands of rows
 //! costs a handful of round trips.
 
+use super::decode::{
+    self, EVENT_COLUMNS, RUN_COLUMNS, TASK_COLUMNS, TOKEN_COLUMNS, WORKER_COLUMNS,
+};
 use super::text::{json_text, without_nul as pg_text};
 use super::*;
-use crate::access::Scope;
 use crate::dag::TaskSpec;
-use crate::state_machine::{RunState, TaskFailure, TaskState};
-use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions, Row};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::ConnectOptions;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -56,10 +56,6 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
-}
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
 }
 
 /// Column arrays for task rows, shared by the insert of new runs and the update.
@@ -155,111 +151,6 @@ struct RunColumns {
     created_by: Vec<Option<String>>,
 }
 
-fn run_from_row(row: &PgRow) -> Result<RunRow, StoreError> {
-    let state: String = row.get("state");
-    let counts: Value = row.get("counts");
-    let options: Option<Value> = row.get("options");
-    Ok(RunRow {
-        id: row.get("id"),
-        name: row.get("name"),
-        queue: row.get("queue"),
-        state: RunState::parse(&state).ok_or_else(|| corrupt("run state", &state))?,
-        task_count: row.get::<i32, _>("task_count") as u32,
-        counts: counts_from_json(&counts),
-        error: row.get("error"),
-        created_at_ms: row.get("created_at_ms"),
-        finished_at_ms: row.get("finished_at_ms"),
-        last_seq: row.get::<i64, _>("last_seq") as u64,
-        options: options
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|e| corrupt("run options", e))?
-            .map(std::sync::Arc::new)
-            .unwrap_or_default(),
-        usage: usage_from_json(row.get("usage")),
-        created_by: row.get("created_by"),
-    })
-}
-
-fn task_from_row(row: &PgRow) -> Result<StoredTask, StoreError> {
-    let spec: Value = row.get("spec");
-    let state: String = row.get("state");
-    let error: Option<Value> = row.get("error");
-    Ok(StoredTask {
-        spec: serde_json::from_value::<TaskSpec>(spec).map_err(|e| corrupt("task spec", e))?,
-        row: TaskRow {
-            run_id: row.get("run_id"),
-            task_id: row.get("task_id"),
-            idx: row.get::<i32, _>("idx") as u32,
-            state: TaskState::parse(&state).ok_or_else(|| corrupt("task state", &state))?,
-            attempt: row.get::<i32, _>("attempt") as u32,
-            failures: row.get::<i32, _>("failures") as u32,
-            lost: row.get::<i32, _>("lost") as u32,
-            output: row.get("output"),
-            error: error
-                .map(serde_json::from_value::<TaskFailure>)
-                .transpose()
-                .map_err(|e| corrupt("task error", e))?,
-            worker_id: row.get("worker_id"),
-            queued_at_ms: row.get("queued_at_ms"),
-            started_at_ms: row.get("started_at_ms"),
-            finished_at_ms: row.get("finished_at_ms"),
-            usage: usage_from_json(row.get("usage")),
-        },
-    })
-}
-
-const RUN_COLUMNS: &str = "id, name, queue, state, task_count, counts, error, created_at_ms, \
-     finished_at_ms, last_seq, options, usage, created_by";
-const TASK_COLUMNS: &str =
-    "run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, \
-     worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage";
-
-const EVENT_COLUMNS: &str =
-    "run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data, actor";
-
-fn event_from_row(r: &PgRow) -> EventRow {
-    EventRow {
-        run_id: r.get("run_id"),
-        seq: r.get::<i64, _>("seq") as u64,
-        task_id: r.get("task_id"),
-        kind: r.get("kind"),
-        state: r.get("state"),
-        attempt: r.get::<i32, _>("attempt") as u32,
-        worker_id: r.get("worker_id"),
-        at_ms: r.get("at_ms"),
-        data: r.get("data"),
-        by: r.get("actor"),
-    }
-}
-
-fn token_from_row(row: &PgRow) -> Result<TokenRow, StoreError> {
-    let scope: String = row.get("scope");
-    Ok(TokenRow {
-        name: row.get("name"),
-        scope: Scope::parse(&scope).ok_or_else(|| corrupt("token scope", &scope))?,
-        secret_sha256: row.get("secret_sha256"),
-        created_at_ms: row.get("created_at_ms"),
-        created_by: row.get("created_by"),
-        last_used_at_ms: row.get("last_used_at_ms"),
-    })
-}
-
-const TOKEN_COLUMNS: &str =
-    "name, scope, secret_sha256, created_at_ms, created_by, last_used_at_ms";
-
-fn audit_from_row(row: &PgRow) -> Result<AuditRow, StoreError> {
-    let action: String = row.get("action");
-    Ok(AuditRow {
-        id: row.get("id"),
-        at_ms: row.get("at_ms"),
-        by: row.get("actor"),
-        action: AuditAction::parse(&action).ok_or_else(|| corrupt("audit action", &action))?,
-        target: row.get("target"),
-        detail: row.get("detail"),
-    })
-}
-
 /// Appends to the audit log, in the transaction of the change it records.
 async fn record(tx: &mut sqlx::PgConnection, a: &AuditRow) -> Result<(), StoreError> {
     sqlx::query(
@@ -339,16 +230,6 @@ async fn update_task_rows(tx: &mut sqlx::PgConnection, t: &TaskColumns) -> Resul
     .execute(tx)
     .await?;
     Ok(())
-}
-
-fn agent_from_row(row: &PgRow) -> Result<AgentRow, StoreError> {
-    let spec: Value = row.get("spec");
-    Ok(AgentRow {
-        name: row.get("name"),
-        spec: serde_json::from_value(spec).map_err(|e| corrupt("agent spec", e))?,
-        created_at_ms: row.get("created_at_ms"),
-        updated_at_ms: row.get("updated_at_ms"),
-    })
 }
 
 #[async_trait]
@@ -511,7 +392,7 @@ impl Store for PgStore {
         .bind(q.limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(run_from_row).collect()
+        rows.iter().map(decode::run).collect()
     }
 
     async fn get_run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
@@ -519,7 +400,7 @@ impl Store for PgStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(run_from_row).transpose()
+        row.as_ref().map(decode::run).transpose()
     }
 
     async fn get_tasks(&self, run_id: &str) -> Result<Vec<StoredTask>, StoreError> {
@@ -529,7 +410,7 @@ impl Store for PgStore {
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(task_from_row).collect()
+        rows.iter().map(decode::task).collect()
     }
 
     async fn list_tasks(&self, run_id: &str, q: &TaskQuery) -> Result<Vec<StoredTask>, StoreError> {
@@ -551,7 +432,7 @@ impl Store for PgStore {
         .bind(i64::from(q.limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(task_from_row).collect()
+        rows.iter().map(decode::task).collect()
     }
 
     async fn get_task(
@@ -566,7 +447,7 @@ impl Store for PgStore {
         .bind(task_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(task_from_row).transpose()
+        row.as_ref().map(decode::task).transpose()
     }
 
     async fn events(
@@ -587,7 +468,7 @@ impl Store for PgStore {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(event_from_row).collect())
+        rows.iter().map(decode::event).collect()
     }
 
     async fn run_history(&self, run_id: &str) -> Result<Vec<EventRow>, StoreError> {
@@ -599,7 +480,7 @@ impl Store for PgStore {
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(event_from_row).collect())
+        rows.iter().map(decode::event).collect()
     }
 
     async fn active_runs(&self) -> Result<Vec<RunRow>, StoreError> {
@@ -608,23 +489,14 @@ impl Store for PgStore {
         ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(run_from_row).collect()
+        rows.iter().map(decode::run).collect()
     }
 
     async fn list_workers(&self) -> Result<Vec<WorkerRow>, StoreError> {
-        let rows =
-            sqlx::query("select id, info, state, last_heartbeat_ms from workers order by id")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .iter()
-            .map(|r| WorkerRow {
-                id: r.get("id"),
-                info: r.get("info"),
-                state: r.get("state"),
-                last_heartbeat_ms: r.get("last_heartbeat_ms"),
-            })
-            .collect())
+        let rows = sqlx::query(&format!("select {WORKER_COLUMNS} from workers order by id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode::worker).collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -655,7 +527,7 @@ impl Store for PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(agent_from_row).collect()
+        rows.iter().map(decode::agent).collect()
     }
 
     async fn get_agent(&self, name: &str) -> Result<Option<AgentRow>, StoreError> {
@@ -665,7 +537,7 @@ impl Store for PgStore {
         .bind(name)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(agent_from_row).transpose()
+        row.as_ref().map(decode::agent).transpose()
     }
 
     async fn put_agent(&self, a: &AgentRow, by: &str) -> Result<(AgentRow, bool), StoreError> {
@@ -745,7 +617,7 @@ impl Store for PgStore {
         ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(token_from_row).collect()
+        rows.iter().map(decode::token).collect()
     }
 
     async fn find_token(&self, secret_sha256: &str) -> Result<Option<TokenRow>, StoreError> {
@@ -755,7 +627,7 @@ impl Store for PgStore {
         .bind(secret_sha256)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(token_from_row).transpose()
+        row.as_ref().map(decode::token).transpose()
     }
 
     async fn touch_token(&self, name: &str, at_ms: i64) -> Result<(), StoreError> {
@@ -801,7 +673,7 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(audit_from_row).collect()
+        rows.iter().map(decode::audit).collect()
     }
 }
 

@@ -8,17 +8,15 @@
 //! API meanwhile. Rows go in multi-row statements of a few hundred rows each, well
 //! under SQLite's bound-variable limit.
 
+use super::decode::{self, EVENT_COLUMNS, RUN_COLUMNS, TASK_COLUMNS, TOKEN_COLUMNS};
 use super::*;
-use crate::access::Scope;
 use crate::dag::TaskSpec;
-use crate::state_machine::{RunState, TaskFailure, TaskState};
-use serde_json::Value;
 use sqlx::query::Query;
 use sqlx::sqlite::{
     Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
-    SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Row};
+use sqlx::ConnectOptions;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -180,152 +178,6 @@ fn classify(e: sqlx::Error) -> StoreError {
 }
 
 use super::text::json_text;
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
-}
-
-/// A column's value; a missing column or one of the wrong type is corrupt data.
-fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    row.try_get(column).map_err(|e| corrupt(column, e))
-}
-
-/// An integer column that must fit `T` (counts, attempts, sequence numbers).
-fn get_int<T: TryFrom<i64>>(row: &SqliteRow, column: &str) -> Result<T, StoreError> {
-    let v: i64 = get(row, column)?;
-    T::try_from(v).map_err(|_| corrupt(column, format!("{v} is out of range")))
-}
-
-/// A JSON text column, parsed.
-fn get_json(row: &SqliteRow, column: &str) -> Result<Option<Value>, StoreError> {
-    get::<Option<String>>(row, column)?
-        .map(|s| serde_json::from_str(&s).map_err(|e| corrupt(column, e)))
-        .transpose()
-}
-
-fn run_from_row(row: &SqliteRow) -> Result<RunRow, StoreError> {
-    let state: String = get(row, "state")?;
-    let counts = get_json(row, "counts")?.ok_or_else(|| corrupt("counts", "null"))?;
-    Ok(RunRow {
-        id: get(row, "id")?,
-        name: get(row, "name")?,
-        queue: get(row, "queue")?,
-        state: RunState::parse(&state).ok_or_else(|| corrupt("run state", &state))?,
-        task_count: get_int(row, "task_count")?,
-        counts: counts_from_json(&counts),
-        error: get(row, "error")?,
-        created_at_ms: get(row, "created_at_ms")?,
-        finished_at_ms: get(row, "finished_at_ms")?,
-        last_seq: get_int(row, "last_seq")?,
-        options: get_json(row, "options")?
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|e| corrupt("run options", e))?
-            .map(std::sync::Arc::new)
-            .unwrap_or_default(),
-        usage: usage_from_json(get_json(row, "usage")?),
-        created_by: get(row, "created_by")?,
-    })
-}
-
-fn task_from_row(row: &SqliteRow) -> Result<StoredTask, StoreError> {
-    let spec = get_json(row, "spec")?.ok_or_else(|| corrupt("task spec", "null"))?;
-    let state: String = get(row, "state")?;
-    Ok(StoredTask {
-        spec: serde_json::from_value::<TaskSpec>(spec).map_err(|e| corrupt("task spec", e))?,
-        row: TaskRow {
-            run_id: get(row, "run_id")?,
-            task_id: get(row, "task_id")?,
-            idx: get_int(row, "idx")?,
-            state: TaskState::parse(&state).ok_or_else(|| corrupt("task state", &state))?,
-            attempt: get_int(row, "attempt")?,
-            failures: get_int(row, "failures")?,
-            lost: get_int(row, "lost")?,
-            output: get_json(row, "output")?,
-            error: get_json(row, "error")?
-                .map(serde_json::from_value::<TaskFailure>)
-                .transpose()
-                .map_err(|e| corrupt("task error", e))?,
-            worker_id: get(row, "worker_id")?,
-            queued_at_ms: get(row, "queued_at_ms")?,
-            started_at_ms: get(row, "started_at_ms")?,
-            finished_at_ms: get(row, "finished_at_ms")?,
-            usage: usage_from_json(get_json(row, "usage")?),
-        },
-    })
-}
-
-fn event_from_row(row: &SqliteRow) -> Result<EventRow, StoreError> {
-    Ok(EventRow {
-        run_id: get(row, "run_id")?,
-        seq: get_int(row, "seq")?,
-        task_id: get(row, "task_id")?,
-        kind: get(row, "kind")?,
-        state: get(row, "state")?,
-        attempt: get_int(row, "attempt")?,
-        worker_id: get(row, "worker_id")?,
-        at_ms: get(row, "at_ms")?,
-        data: get_json(row, "data")?,
-        by: get(row, "actor")?,
-    })
-}
-
-fn worker_from_row(row: &SqliteRow) -> Result<WorkerRow, StoreError> {
-    Ok(WorkerRow {
-        id: get(row, "id")?,
-        info: get_json(row, "info")?.ok_or_else(|| corrupt("worker info", "null"))?,
-        state: get(row, "state")?,
-        last_heartbeat_ms: get(row, "last_heartbeat_ms")?,
-    })
-}
-
-const RUN_COLUMNS: &str = "id, name, queue, state, task_count, counts, error, created_at_ms, \
-     finished_at_ms, last_seq, options, usage, created_by";
-const TASK_COLUMNS: &str =
-    "run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, \
-     worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage";
-
-fn agent_from_row(row: &SqliteRow) -> Result<AgentRow, StoreError> {
-    let spec = get_json(row, "spec")?.ok_or_else(|| corrupt("agent spec", "null"))?;
-    Ok(AgentRow {
-        name: get(row, "name")?,
-        spec: serde_json::from_value(spec).map_err(|e| corrupt("agent spec", e))?,
-        created_at_ms: get(row, "created_at_ms")?,
-        updated_at_ms: get(row, "updated_at_ms")?,
-    })
-}
-const EVENT_COLUMNS: &str =
-    "run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data, actor";
-
-fn token_from_row(row: &SqliteRow) -> Result<TokenRow, StoreError> {
-    let scope: String = get(row, "scope")?;
-    Ok(TokenRow {
-        name: get(row, "name")?,
-        scope: Scope::parse(&scope).ok_or_else(|| corrupt("token scope", &scope))?,
-        secret_sha256: get(row, "secret_sha256")?,
-        created_at_ms: get(row, "created_at_ms")?,
-        created_by: get(row, "created_by")?,
-        last_used_at_ms: get(row, "last_used_at_ms")?,
-    })
-}
-
-const TOKEN_COLUMNS: &str =
-    "name, scope, secret_sha256, created_at_ms, created_by, last_used_at_ms";
-
-fn audit_from_row(row: &SqliteRow) -> Result<AuditRow, StoreError> {
-    let action: String = get(row, "action")?;
-    Ok(AuditRow {
-        id: get(row, "id")?,
-        at_ms: get(row, "at_ms")?,
-        by: get(row, "actor")?,
-        action: AuditAction::parse(&action).ok_or_else(|| corrupt("audit action", &action))?,
-        target: get(row, "target")?,
-        detail: get_json(row, "detail")?,
-    })
-}
 
 /// Appends to the audit log, in the transaction of the change it records.
 async fn record(tx: &mut SqliteConnection, a: &AuditRow) -> Result<(), StoreError> {
@@ -585,7 +437,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        rows.iter().map(run_from_row).collect()
+        rows.iter().map(decode::run).collect()
     }
 
     async fn get_run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
@@ -594,7 +446,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
-        row.as_ref().map(run_from_row).transpose()
+        row.as_ref().map(decode::run).transpose()
     }
 
     async fn get_tasks(&self, run_id: &str) -> Result<Vec<StoredTask>, StoreError> {
@@ -605,7 +457,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        rows.iter().map(task_from_row).collect()
+        rows.iter().map(decode::task).collect()
     }
 
     async fn list_tasks(&self, run_id: &str, q: &TaskQuery) -> Result<Vec<StoredTask>, StoreError> {
@@ -630,7 +482,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        rows.iter().map(task_from_row).collect()
+        rows.iter().map(decode::task).collect()
     }
 
     async fn get_task(
@@ -646,7 +498,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(classify)?;
-        row.as_ref().map(task_from_row).transpose()
+        row.as_ref().map(decode::task).transpose()
     }
 
     async fn events(
@@ -675,7 +527,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        rows.iter().map(event_from_row).collect()
+        rows.iter().map(decode::event).collect()
     }
 
     async fn run_history(&self, run_id: &str) -> Result<Vec<EventRow>, StoreError> {
@@ -688,7 +540,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        rows.iter().map(event_from_row).collect()
+        rows.iter().map(decode::event).collect()
     }
 
     async fn active_runs(&self) -> Result<Vec<RunRow>, StoreError> {
@@ -698,7 +550,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        rows.iter().map(run_from_row).collect()
+        rows.iter().map(decode::run).collect()
     }
 
     async fn list_workers(&self) -> Result<Vec<WorkerRow>, StoreError> {
@@ -707,7 +559,7 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(classify)?;
-        rows.iter().map(worker_from_row).collect()
+        rows.iter().map(decode::worker).collect()
     }
 
     async fn fence(&self) -> Result<i64, StoreError> {
@@ -742,7 +594,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        rows.iter().map(agent_from_row).collect()
+        rows.iter().map(decode::agent).collect()
     }
 
     async fn get_agent(&self, name: &str) -> Result<Option<AgentRow>, StoreError> {
@@ -753,7 +605,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(classify)?;
-        row.as_ref().map(agent_from_row).transpose()
+        row.as_ref().map(decode::agent).transpose()
     }
 
     async fn put_agent(&self, a: &AgentRow, by: &str) -> Result<(AgentRow, bool), StoreError> {
@@ -841,7 +693,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        rows.iter().map(token_from_row).collect()
+        rows.iter().map(decode::token).collect()
     }
 
     async fn find_token(&self, secret_sha256: &str) -> Result<Option<TokenRow>, StoreError> {
@@ -852,7 +704,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(classify)?;
-        row.as_ref().map(token_from_row).transpose()
+        row.as_ref().map(decode::token).transpose()
     }
 
     async fn touch_token(&self, name: &str, at_ms: i64) -> Result<(), StoreError> {
@@ -901,645 +753,10 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        rows.iter().map(audit_from_row).collect()
+        rows.iter().map(decode::audit).collect()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state_machine::Usage;
-    use crate::store::postgres::PgStore;
-    use serde_json::json;
-
-    /// A database file in a fresh directory, removed on drop.
-    struct TempDb {
-        dir: PathBuf,
-        url: String,
-    }
-
-    impl TempDb {
-        fn new() -> Self {
-            let dir = std::env::temp_dir().join(format!("apex-sqlite-{}", uuid::Uuid::now_v7()));
-            let url = format!("sqlite://{}/nested/apex.db", dir.display());
-            Self { dir, url }
-        }
-    }
-
-    impl Drop for TempDb {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    fn spec(i: usize) -> TaskSpec {
-        let deps: Vec<String> = if i == 0 {
-            vec![]
-        } else {
-            vec![format!("t{}", i - 1)]
-        };
-        serde_json::from_value(json!({
-            "id": format!("t{i}"), "handler": "sum", "input": {"value": i, "note": "ünïcode ✓"},
-            "depends_on": deps, "retries": 2, "timeout_s": 1.5,
-        }))
-        .unwrap()
-    }
-
-    fn task_row(run: &str, i: usize, state: TaskState) -> TaskRow {
-        let done = state == TaskState::Succeeded;
-        let failed = state == TaskState::Failed;
-        TaskRow {
-            run_id: run.to_owned(),
-            task_id: format!("t{i}"),
-            idx: i as u32,
-            state,
-            attempt: u32::from(done || failed),
-            failures: u32::from(failed),
-            lost: 0,
-            // Even tasks output a number, odd ones JSON null (which is not SQL null).
-            output: done.then(|| [json!(i), Value::Null][i % 2].clone()),
-            error: failed.then(|| TaskFailure {
-                kind: "exception".into(),
-                error_type: Some("ValueError".into()),
-                message: "no".into(),
-                traceback: None,
-            }),
-            worker_id: (done || failed).then(|| "w1".to_owned()),
-            queued_at_ms: Some(1_000 + i as i64),
-            started_at_ms: (done || failed).then_some(2_000),
-            finished_at_ms: (done || failed).then_some(3_000 + i as i64),
-            // Odd finished tasks called a model; the rest report nothing.
-            usage: if (done || failed) && i % 2 == 1 {
-                Usage {
-                    input_tokens: 100 + i as u64,
-                    output_tokens: 40,
-                    cost_usd: 0.000125,
-                }
-            } else {
-                Usage::default()
-            },
-        }
-    }
-
-    fn run_row(id: &str, tasks: usize, state: RunState, seq: u64) -> RunRow {
-        let mut counts = [0u32; 8];
-        counts[TaskState::Queued as usize] = tasks as u32;
-        RunRow {
-            id: id.to_owned(),
-            name: format!("run {id}"),
-            queue: "default".into(),
-            state,
-            task_count: tasks as u32,
-            counts,
-            error: (state == RunState::Failed).then(|| "1 task(s) failed: t0".to_owned()),
-            created_at_ms: 500,
-            finished_at_ms: state.is_terminal().then_some(9_000),
-            last_seq: seq,
-            options: std::sync::Arc::new(serde_json::from_value(json!({
-                "agents": {"writer": {"provider": "mock", "model": "m", "max_concurrency": 2,
-                                      "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}},
-                "budget": {"max_tokens": 5000, "max_cost_usd": 0.25},
-                "max_parallel": 3,
-                "concurrency_limits": {"provider:mock": {"max_concurrency": 2, "rpm": 60}},
-            }))
-            .unwrap()),
-            usage: Usage {
-                input_tokens: seq * 10,
-                output_tokens: seq,
-                cost_usd: seq as f64 / 1_000.0,
-            },
-            created_by: Some("ci".into()),
-        }
-    }
-
-    fn new_run(id: &str, tasks: usize) -> NewRun {
-        NewRun {
-            run: run_row(id, tasks, RunState::Running, 0),
-            tasks: (0..tasks)
-                .map(|i| (spec(i), task_row(id, i, TaskState::Queued)))
-                .collect(),
-        }
-    }
-
-    fn event(run: &str, seq: u64, task: Option<usize>, state: &str) -> EventRow {
-        EventRow {
-            run_id: run.to_owned(),
-            seq,
-            task_id: task.map(|i| format!("t{i}")),
-            kind: if task.is_some() { "task" } else { "run" }.into(),
-            state: Some(state.into()),
-            attempt: 1,
-            worker_id: task.map(|_| "w1".to_owned()),
-            at_ms: 4_000 + seq as i64,
-            data: (state == "failed").then(|| json!({"kind": "exception", "message": "no"})),
-            // Run events were caused by API calls; task events by workers.
-            by: task.is_none().then(|| "ops".to_owned()),
-        }
-    }
-
-    fn worker(id: &str, state: &str, hb: i64) -> WorkerRow {
-        WorkerRow {
-            id: id.to_owned(),
-            info: json!({"id": id, "host": "h", "queues": ["default"], "concurrency": 10}),
-            state: state.into(),
-            last_heartbeat_ms: hb,
-        }
-    }
-
-    /// Three runs' lives in batches: submitted, progressing, finished (one failed, one
-    /// succeeded, one still running), with events (one replayed) and workers (one
-    /// updated).
-    fn history(ids: &[String; 3]) -> Vec<WriteBatch> {
-        let [a, b, c] = ids;
-        let mut batches = vec![WriteBatch {
-            new_runs: vec![new_run(a, 4), new_run(b, 3)],
-            workers: vec![worker("w2", "running", 10), worker("w1", "running", 11)],
-            ..Default::default()
-        }];
-        batches.push(WriteBatch {
-            new_runs: vec![new_run(c, 2)],
-            tasks: vec![
-                task_row(a, 0, TaskState::Succeeded),
-                task_row(a, 1, TaskState::Failed),
-                task_row(b, 0, TaskState::Succeeded),
-            ],
-            events: vec![
-                event(a, 1, Some(0), "succeeded"),
-                event(a, 2, Some(1), "failed"),
-                event(b, 1, Some(0), "succeeded"),
-            ],
-            runs: vec![
-                run_row(a, 4, RunState::Running, 2),
-                run_row(b, 3, RunState::Running, 1),
-            ],
-            workers: vec![worker("w1", "draining", 20)],
-            ..Default::default()
-        });
-
-        batches.push(WriteBatch {
-            tasks: vec![
-                task_row(a, 2, TaskState::Succeeded),
-                task_row(a, 3, TaskState::Skipped),
-                task_row(b, 1, TaskState::Succeeded),
-                task_row(b, 2, TaskState::Succeeded),
-            ],
-            events: vec![
-                // Replayed after a retried commit: ignored.
-                event(a, 2, Some(1), "failed"),
-                event(a, 3, Some(2), "succeeded"),
-                event(a, 4, Some(3), "skipped"),
-                event(a, 5, None, "failed"),
-                event(b, 2, Some(1), "succeeded"),
-                event(b, 3, Some(2), "succeeded"),
-                event(b, 4, None, "succeeded"),
-            ],
-            runs: vec![
-                run_row(a, 4, RunState::Failed, 5),
-                run_row(b, 3, RunState::Succeeded, 4),
-            ],
-            ..Default::default()
-        });
-        // t0 of run c spawns t9; t0's dependent t1 now waits on t9 too.
-        let mut child = spec(9);
-        child.depends_on = vec!["t0".into()];
-        child.parent = Some("t0".into());
-        let mut grown = spec(1);
-        grown.depends_on.push("t9".into());
-        batches.push(WriteBatch {
-            new_tasks: vec![(child, task_row(c, 9, TaskState::Pending))],
-            specs: vec![(c.clone(), grown)],
-            tasks: vec![task_row(c, 0, TaskState::Succeeded)],
-            ..Default::default()
-        });
-        batches
-    }
-
-    /// Registers, replaces and deletes agents; answers what the registry then holds.
-    async fn agent_answers(store: &dyn Store) -> (bool, bool, bool, bool, Vec<AgentRow>) {
-        let agent = |name: &str, model: &str, at: i64| AgentRow {
-            name: name.into(),
-            spec: serde_json::from_value(json!({"provider": "openai", "model": model,
-                "temperature": 0.5}))
-            .unwrap(),
-            created_at_ms: at,
-            updated_at_ms: at,
-        };
-        let (_, created) = store.put_agent(&agent("b", "m1", 10), "ops").await.unwrap();
-        let (stored, replaced) = store.put_agent(&agent("b", "m2", 20), "ops").await.unwrap();
-        assert_eq!((stored.created_at_ms, stored.updated_at_ms), (10, 20));
-        store
-            .put_agent(&agent("a", "m3", 30), "admin")
-            .await
-            .unwrap();
-        store
-            .put_agent(&agent("gone", "m", 40), "admin")
-            .await
-            .unwrap();
-        let deleted = store.delete_agent("gone", "ops", 50).await.unwrap();
-        let deleted_again = store.delete_agent("gone", "ops", 60).await.unwrap();
-        assert_eq!(
-            store.get_agent("b").await.unwrap().unwrap().spec.model,
-            "m2"
-        );
-        assert!(store.get_agent("nope").await.unwrap().is_none());
-        let mut agents = store.list_agents().await.unwrap();
-        agents.retain(|a| ["a", "b"].contains(&a.name.as_str()));
-        (created, replaced, deleted, deleted_again, agents)
-    }
-
-    /// What the token and audit tables answer after tokens are made, used and revoked.
-    #[derive(Debug, PartialEq)]
-    struct TokenAnswers {
-        created: Vec<bool>,
-        found: Vec<Option<TokenRow>>,
-        revoked: Vec<bool>,
-        tokens: Vec<TokenRow>,
-        /// The audit log without its ids, which the two stores number alike only by
-        /// chance of history; in pages of 3 and of all.
-        audit: Vec<Vec<AuditRow>>,
-    }
-
-    async fn token_answers(store: &dyn Store) -> TokenAnswers {
-        let token = |name: &str, scope, hash: &str, at| TokenRow {
-            name: name.into(),
-            scope,
-            secret_sha256: hash.into(),
-            created_at_ms: at,
-            created_by: "admin".into(),
-            last_used_at_ms: None,
-        };
-        let mut created = vec![];
-        for t in [
-            token("ci", Scope::Read, "aa", 100),
-            token("deploy", Scope::Operate, "bb", 110),
-            token("ci", Scope::Admin, "cc", 120),
-            token("old", Scope::Submit, "dd", 130),
-        ] {
-            created.push(store.create_token(&t).await.unwrap());
-        }
-        store.touch_token("ci", 200).await.unwrap();
-        store.touch_token("ci", 150).await.unwrap();
-        let revoked = vec![
-            store.revoke_token("old", "deploy", 300).await.unwrap(),
-            store.revoke_token("old", "deploy", 310).await.unwrap(),
-        ];
-        let mut found = vec![];
-        for hash in ["aa", "bb", "cc", "dd"] {
-            found.push(store.find_token(hash).await.unwrap());
-        }
-        let all = store.audit_log(None, 100).await.unwrap();
-        let mut audit = vec![all.clone(), store.audit_log(None, 3).await.unwrap()];
-        audit.push(store.audit_log(Some(all[2].id), 100).await.unwrap());
-        for page in &mut audit {
-            page.iter_mut().for_each(|a| a.id = 0);
-        }
-        TokenAnswers {
-            created,
-            found,
-            revoked,
-            tokens: store.list_tokens().await.unwrap(),
-            audit,
-        }
-    }
-
-    /// Everything the store answers about the runs `ids`.
-    #[derive(Debug, PartialEq)]
-    struct Answers {
-        lists: Vec<Vec<RunRow>>,
-        runs: Vec<Option<RunRow>>,
-        tasks: Vec<Vec<StoredTask>>,
-        task: Vec<Option<StoredTask>>,
-        events: Vec<Vec<EventRow>>,
-        history: Vec<Vec<EventRow>>,
-        active: Vec<RunRow>,
-        workers: Vec<WorkerRow>,
-    }
-
-    async fn answers(store: &dyn Store, ids: &[String; 3]) -> Answers {
-        let query = |state: Option<&str>, before: Option<&String>, limit| RunQuery {
-            state: state.map(str::to_owned),
-            before: before.cloned(),
-            limit,
-        };
-        let mut lists = vec![];
-        for q in [
-            query(None, None, 50),
-            query(None, None, 2),
-            query(None, None, 0),
-            query(Some("failed"), None, 50),
-            query(Some("running"), None, 50),
-            query(None, Some(&ids[2]), 50),
-            query(Some("succeeded"), Some(&ids[2]), 50),
-            query(Some("succeeded"), Some(&ids[1]), 50),
-        ] {
-            lists.push(store.list_runs(&q).await.unwrap());
-        }
-        let mut runs = vec![];
-        let mut tasks = vec![];
-        let mut task = vec![];
-        let mut events = vec![];
-        let mut history = vec![];
-        for id in ids.iter().chain([&"nope".to_owned()]) {
-            history.push(store.run_history(id).await.unwrap());
-            runs.push(store.get_run(id).await.unwrap());
-            tasks.push(store.get_tasks(id).await.unwrap());
-            task.push(store.get_task(id, "t1").await.unwrap());
-            task.push(store.get_task(id, "t9").await.unwrap());
-            events.push(store.events(id, 0, None, 100).await.unwrap());
-            events.push(store.events(id, 2, None, 100).await.unwrap());
-            events.push(store.events(id, 0, None, 2).await.unwrap());
-            events.push(store.events(id, 0, Some("t1"), 100).await.unwrap());
-            events.push(store.events(id, 2, Some("t1"), 100).await.unwrap());
-        }
-        Answers {
-            lists,
-            runs,
-            tasks,
-            task,
-            events,
-            history,
-            active: store.active_runs().await.unwrap(),
-            workers: store.list_workers().await.unwrap(),
-        }
-    }
-
-    fn run_ids() -> [String; 3] {
-        std::array::from_fn(|_| uuid::Uuid::now_v7().to_string())
-    }
-
-    #[test]
-    fn urls_name_files_relative_absolute_or_bare_and_never_memory() {
-        let path = |url| database_path(url).map(|p| p.display().to_string());
-        assert_eq!(path("sqlite://.apex/apex.db").unwrap(), ".apex/apex.db");
-        assert_eq!(
-            path("sqlite:///var/lib/apex.db").unwrap(),
-            "/var/lib/apex.db"
-        );
-        assert_eq!(path("sqlite:apex.db").unwrap(), "apex.db");
-        assert_eq!(path("sqlite://apex.db?mode=rwc").unwrap(), "apex.db");
-        for bad in [
-            "sqlite::memory:",
-            "sqlite://:memory:",
-            "sqlite://?mode=memory",
-            "sqlite://",
-        ] {
-            let err = database_path(bad).unwrap_err();
-            assert!(matches!(err, StoreError::InvalidUrl(_)), "{bad}: {err}");
-        }
-        let err = database_path("sqlite::memory:").unwrap_err().to_string();
-        assert!(
-            err.contains("in-memory") && err.contains("sqlite://.apex/apex.db"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn multi_row_statements_stay_under_the_bound_variable_limit() {
-        for rows in [
-            INSERT_RUNS,
-            INSERT_TASKS,
-            UPDATE_TASKS,
-            INSERT_EVENTS,
-            UPDATE_RUNS,
-            UPDATE_SPECS,
-            UPSERT_WORKERS,
-        ] {
-            let per_statement = rows.rows_per_statement();
-            let sql = rows.sql(per_statement);
-            assert_eq!(sql.matches('?').count(), per_statement * rows.width);
-            assert!(sql.matches('?').count() <= MAX_VARIABLES);
-            let widest = Rows {
-                width: MAX_VARIABLES / 100,
-                ..rows
-            };
-            assert!(widest.rows_per_statement() * widest.width <= MAX_VARIABLES);
-        }
-        assert_eq!(
-            UPDATE_TASKS
-                .sql(2)
-                .matches("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-                .count(),
-            2
-        );
-    }
-
-    #[tokio::test]
-    async fn open_creates_the_directory_and_a_wal_database_with_foreign_keys() {
-        let db = TempDb::new();
-        let store = open(&db.url).await.unwrap();
-        store.ping().await.unwrap();
-        let sqlite = SqliteStore::connect(&db.url).await.unwrap();
-        let (mode,): (String,) = sqlx::query_as("pragma journal_mode")
-            .fetch_one(sqlite.pool())
-            .await
-            .unwrap();
-        assert_eq!(mode, "wal");
-        let (fk,): (i64,) = sqlx::query_as("pragma foreign_keys")
-            .fetch_one(sqlite.pool())
-            .await
-            .unwrap();
-        assert_eq!(fk, 1);
-        // An event of a run that does not exist is refused, as by Postgres.
-        let orphan = WriteBatch {
-            events: vec![event("nope", 1, None, "running")],
-            ..Default::default()
-        };
-        let err = sqlite.apply(&orphan).await.unwrap_err();
-        assert!(matches!(err, StoreError::Query(_)), "{err}");
-    }
-
-    #[tokio::test]
-    async fn answers_match_postgres_after_the_same_batches() {
-        const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-        let name = format!("apex_sqlite_parity_{}", uuid::Uuid::new_v4().simple());
-        let admin = sqlx::PgPool::connect(PG_ADMIN)
-            .await
-            .expect("Postgres is reachable");
-        sqlx::query(&format!("create database {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let pg = PgStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"))
-            .await
-            .unwrap();
-        let db = TempDb::new();
-        let sqlite = SqliteStore::connect(&db.url).await.unwrap();
-
-        let ids = run_ids();
-        for batch in history(&ids) {
-            pg.apply(&batch).await.unwrap();
-            sqlite.apply(&batch).await.unwrap();
-        }
-        let from_pg = answers(&pg, &ids).await;
-        let from_sqlite = answers(&sqlite, &ids).await;
-        let agents_pg = agent_answers(&pg).await;
-        let agents_sqlite = agent_answers(&sqlite).await;
-        let tokens_pg = token_answers(&pg).await;
-        let tokens_sqlite = token_answers(&sqlite).await;
-        pg.pool().close().await;
-        sqlx::query(&format!("drop database {name} with (force)"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        assert_eq!(from_sqlite, from_pg);
-        // And the answers are what was written, not merely the same mistakes.
-        assert_eq!(from_sqlite.lists[0].len(), 3);
-        assert_eq!(
-            from_sqlite.active,
-            vec![run_row(&ids[2], 2, RunState::Running, 0)]
-        );
-        assert_eq!(
-            from_sqlite.tasks[0][1].row,
-            task_row(&ids[0], 1, TaskState::Failed)
-        );
-        assert_eq!(from_sqlite.tasks[0][1].spec, spec(1));
-        assert_eq!(from_sqlite.events[0].len(), 5);
-        assert_eq!(from_sqlite.workers[0], worker("w1", "draining", 20));
-        // Usage and options survive; a spawned task is stored and its parent's
-        // dependents' specs changed.
-        assert_eq!(
-            from_sqlite.runs[0],
-            Some(run_row(&ids[0], 4, RunState::Failed, 5))
-        );
-        assert_eq!(from_sqlite.tasks[2].len(), 3);
-        assert_eq!(from_sqlite.tasks[2][2].spec.parent.as_deref(), Some("t0"));
-        assert_eq!(from_sqlite.tasks[2][1].spec.depends_on, ["t0", "t9"]);
-        assert_eq!(agents_sqlite, agents_pg);
-        let (created, replaced, deleted, deleted_again, agents) = agents_sqlite;
-        assert!(created && !replaced && deleted && !deleted_again);
-        assert_eq!(agents.len(), 2);
-        assert_eq!((agents[1].created_at_ms, agents[1].updated_at_ms), (10, 20));
-        // Runs keep who created them; the run's own events, who caused them.
-        assert_eq!(
-            from_sqlite.runs[0].as_ref().unwrap().created_by.as_deref(),
-            Some("ci")
-        );
-        assert_eq!(from_sqlite.history[0].len(), 1);
-        assert_eq!(from_sqlite.history[0][0].by.as_deref(), Some("ops"));
-        assert_eq!(from_sqlite.history[3], vec![]);
-        assert_eq!(tokens_sqlite, tokens_pg);
-        let t = tokens_sqlite;
-        assert_eq!(t.created, [true, true, false, true]);
-        assert_eq!(t.revoked, [true, false]);
-        let names: Vec<&str> = t.tokens.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["ci", "deploy"]);
-        assert_eq!(
-            t.tokens[0].scope,
-            Scope::Read,
-            "a taken name keeps its token"
-        );
-        assert_eq!(
-            t.tokens[0].last_used_at_ms,
-            Some(200),
-            "last use never goes back"
-        );
-        assert_eq!(t.found[1].as_ref().map(|t| t.scope), Some(Scope::Operate));
-        assert_eq!((t.found[2].is_none(), t.found[3].is_none()), (true, true));
-        // The agents' changes, then the tokens': newest first.
-        let actions: Vec<(&str, &str, &str)> = t.audit[0]
-            .iter()
-            .map(|a| (a.action.as_str(), a.by.as_str(), a.target.as_str()))
-            .collect();
-        assert_eq!(
-            actions,
-            [
-                ("token.revoke", "deploy", "old"),
-                ("token.create", "admin", "old"),
-                ("token.create", "admin", "deploy"),
-                ("token.create", "admin", "ci"),
-                ("agent.delete", "ops", "gone"),
-                ("agent.put", "admin", "gone"),
-                ("agent.put", "admin", "a"),
-                ("agent.put", "ops", "b"),
-                ("agent.put", "ops", "b"),
-            ]
-        );
-        assert_eq!(t.audit[0][1].detail, Some(json!({"scope": "submit"})));
-        assert_eq!(t.audit[0][8].detail, Some(json!({"created": true})));
-        assert_eq!(t.audit[0][7].detail, Some(json!({"created": false})));
-        assert_eq!(t.audit[1], t.audit[0][..3]);
-        assert_eq!(t.audit[2], t.audit[0][3..]);
-    }
-
-    #[tokio::test]
-    async fn a_batch_wider_than_one_statement_is_written_whole() {
-        let db = TempDb::new();
-        let store = SqliteStore::connect(&db.url).await.unwrap();
-        let id = uuid::Uuid::now_v7().to_string();
-        // 4,950 tasks: 25 statements, the last one short of 200 rows.
-        let n = 4_950;
-        store
-            .apply(&WriteBatch {
-                new_runs: vec![new_run(&id, n)],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        store
-            .apply(&WriteBatch {
-                tasks: (0..n)
-                    .map(|i| task_row(&id, i, TaskState::Succeeded))
-                    .collect(),
-                events: (0..n)
-                    .map(|i| event(&id, i as u64 + 1, Some(i), "succeeded"))
-                    .collect(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let tasks = store.get_tasks(&id).await.unwrap();
-        assert_eq!(tasks.len(), n);
-        assert!(tasks
-            .iter()
-            .enumerate()
-            .all(|(i, t)| t.row == task_row(&id, i, TaskState::Succeeded)));
-        assert_eq!(store.events(&id, 0, None, 100_000).await.unwrap().len(), n);
-    }
-
-    #[tokio::test]
-    async fn a_locked_database_is_unavailable_and_a_damaged_row_corrupt() {
-        let db = TempDb::new();
-        let store = SqliteStore::connect(&db.url).await.unwrap();
-        let id = uuid::Uuid::now_v7().to_string();
-        store
-            .apply(&WriteBatch {
-                new_runs: vec![new_run(&id, 2)],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-
-        // Another connection holds the write lock; one that will not wait is refused.
-        let opts = options(&db.url).unwrap();
-        let mut holder = opts.clone().connect().await.unwrap();
-        sqlx::query("begin immediate")
-            .execute(&mut holder)
-            .await
-            .unwrap();
-        let mut impatient = opts.busy_timeout(Duration::ZERO).connect().await.unwrap();
-        let busy = sqlx::query("begin immediate")
-            .execute(&mut impatient)
-            .await
-            .unwrap_err();
-        let busy = classify(busy);
-        assert!(busy.is_transient(), "{busy}");
-        sqlx::query("rollback").execute(&mut holder).await.unwrap();
-
-        // A hand-edited row the store cannot read back.
-        sqlx::query("update tasks set state = 'lost_in_space' where task_id = 't0'")
-            .execute(&mut impatient)
-            .await
-            .unwrap();
-        sqlx::query("update tasks set spec = '{\"handler\": 3}' where task_id = 't1'")
-            .execute(&mut impatient)
-            .await
-            .unwrap();
-        let bad_state = store.get_task(&id, "t0").await.unwrap_err();
-        assert!(
-            matches!(bad_state, StoreError::Corrupt(ref m) if m.contains("lost_in_space")),
-            "{bad_state}"
-        );
-        let bad_spec = store.get_task(&id, "t1").await.unwrap_err();
-        assert!(matches!(bad_spec, StoreError::Corrupt(_)), "{bad_spec}");
-    }
-}
+#[path = "parity_tests.rs"]
+mod tests;
