@@ -22,10 +22,10 @@ APEX_TEST_STORE=sqlite timeout 1200 cargo test -p apex --quiet --test spine --te
   --test faults --test swarm --test limits --test providers --test bounds --test tokens
 
 say "python: ruff, mypy, pytest"
-.venv/bin/ruff check python-workers
-.venv/bin/ruff format --check python-workers
+.venv/bin/ruff check python-workers orchestrator/tests/openapi
+.venv/bin/ruff format --check python-workers orchestrator/tests/openapi
 (cd python-workers && ../.venv/bin/mypy apex_worker)
-timeout 600 .venv/bin/pytest -q python-workers/tests
+timeout 600 .venv/bin/pytest -q python-workers/tests orchestrator/tests/openapi
 
 say "dashboard: typecheck, lint, unit tests"
 (cd dashboard && npm run --silent typecheck && npm run --silent lint && npm test --silent)

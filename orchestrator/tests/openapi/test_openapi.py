@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 OPENAPI = REPO / "orchestrator" / "openapi.json"
 API_SRC = REPO / "orchestrator" / "src" / "api"
 EXAMPLES_DIR = REPO / "examples"
@@ -76,7 +76,9 @@ def registered_routes() -> set[tuple[str, str]]:
         text = source.read_text()
         for m in ROUTE_CALL.finditer(text):
             methods = _top_level_methods(_call_args(text, m.end()))
-            assert methods, f"{source.name}: no method router found for route {m.group(1)}"
+            assert methods, (
+                f"{source.name}: no method router found for route {m.group(1)}"
+            )
             routes.update((m.group(1), method) for method in methods)
     return routes
 
@@ -111,7 +113,9 @@ def test_the_route_parser_finds_the_known_routes() -> None:
 
 def test_every_registered_route_is_documented(doc: dict[str, Any]) -> None:
     missing = registered_routes() - documented_routes(doc)
-    assert not missing, f"routes missing from orchestrator/openapi.json: {sorted(missing)}"
+    assert not missing, (
+        f"routes missing from orchestrator/openapi.json: {sorted(missing)}"
+    )
 
 
 def test_every_documented_route_exists(doc: dict[str, Any]) -> None:
@@ -128,14 +132,21 @@ def test_operations_are_complete(doc: dict[str, Any]) -> None:
             ids.add(op["operationId"])
             assert any(s.startswith("2") or s == "101" for s in op["responses"]), where
             if path.startswith("/api/"):
-                assert "401" in op["responses"], f"{where}: needs the token, so may answer 401"
+                assert "401" in op["responses"], (
+                    f"{where}: needs the token, so may answer 401"
+                )
                 assert "503" in op["responses"], f"{where}: a standby answers 503"
             if path in PUBLIC:
                 assert op.get("security") == [], f"{where}: needs no token"
             else:
-                assert "security" not in op or op["security"], f"{where}: needs the token"
+                assert "security" not in op or op["security"], (
+                    f"{where}: needs the token"
+                )
             for name in re.findall(r"\{(\w+)\}", path):
-                params = [p.get("name") or p["$ref"].rsplit("/", 1)[-1] for p in op["parameters"]]
+                params = [
+                    p.get("name") or p["$ref"].rsplit("/", 1)[-1]
+                    for p in op["parameters"]
+                ]
                 resolved = [
                     doc["components"]["parameters"][p]["name"]
                     if p in doc["components"]["parameters"]
@@ -166,9 +177,9 @@ def test_error_responses_use_the_error_schema(doc: dict[str, Any]) -> None:
                 json_body = response.get("content", {}).get("application/json")
                 if json_body is None:
                     continue
-                assert "#/components/schemas/Error" in schema_refs(json_body["schema"]), (
-                    f"{method.upper()} {path} {status}"
-                )
+                assert "#/components/schemas/Error" in schema_refs(
+                    json_body["schema"]
+                ), f"{method.upper()} {path} {status}"
 
 
 def test_error_codes_match_the_server(doc: dict[str, Any]) -> None:
@@ -180,13 +191,19 @@ def test_error_codes_match_the_server(doc: dict[str, Any]) -> None:
 
 def test_problem_codes_match_the_server(doc: dict[str, Any]) -> None:
     source = (REPO / "orchestrator" / "src" / "dag" / "validate.rs").read_text()
-    body = re.search(r"pub enum ProblemCode \{(.*?)\}", source, re.S)
+    body = re.search(r"pub enum ProblemCode \{(.*?)\}", source, re.DOTALL)
     assert body is not None
-    variants = re.findall(r"^\s*([A-Z]\w*),", body.group(1), re.M)
+    variants = re.findall(r"^\s*([A-Z]\w*),", body.group(1), re.MULTILINE)
     codes = {re.sub(r"(?<!^)([A-Z])", r"_\1", v).lower() for v in variants}
-    documented = set(doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
-    assert documented <= codes, f"documented codes the server lacks: {documented - codes}"
-    assert codes <= documented, f"server codes missing from the document: {codes - documented}"
+    documented = set(
+        doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
+    )
+    assert documented <= codes, (
+        f"documented codes the server lacks: {documented - codes}"
+    )
+    assert codes <= documented, (
+        f"server codes missing from the document: {codes - documented}"
+    )
 
 
 def _run_spec_validator(doc: dict[str, Any]) -> jsonschema.Draft202012Validator:
@@ -204,11 +221,15 @@ def test_there_are_example_dags_to_check() -> None:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_dags_match_the_run_spec_schema(doc: dict[str, Any], path: Path) -> None:
+def test_example_dags_match_the_run_spec_schema(
+    doc: dict[str, Any], path: Path
+) -> None:
     _run_spec_validator(doc).validate(json.loads(path.read_text()))
 
 
-def _schema_validator(doc: dict[str, Any], name: str) -> jsonschema.Draft202012Validator:
+def _schema_validator(
+    doc: dict[str, Any], name: str
+) -> jsonschema.Draft202012Validator:
     schema = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
     return jsonschema.Draft202012Validator(schema)
 
@@ -238,7 +259,9 @@ def test_request_examples_match_their_schemas(doc: dict[str, Any]) -> None:
                 validator.validate(example)
 
 
-def test_the_run_spec_schema_rejects_what_the_server_rejects(doc: dict[str, Any]) -> None:
+def test_the_run_spec_schema_rejects_what_the_server_rejects(
+    doc: dict[str, Any],
+) -> None:
     validator = _run_spec_validator(doc)
     assert validator.is_valid({"tasks": [{"id": "a", "handler": "echo"}]})
     for bad in [
@@ -257,7 +280,10 @@ def test_the_run_spec_schema_rejects_what_the_server_rejects(doc: dict[str, Any]
         {"tasks": [{"id": "a", "handler": "echo", "budget": {"bogus": 1}}]},
         {"tasks": [{"id": "a", "handler": "echo"}], "max_parallel": 0},
         # An agent needs a model; endpoints and keys are the operator's, never a run's.
-        {"tasks": [{"id": "a", "handler": "echo"}], "agents": {"w": {"provider": "mock"}}},
+        {
+            "tasks": [{"id": "a", "handler": "echo"}],
+            "agents": {"w": {"provider": "mock"}},
+        },
         {
             "tasks": [{"id": "a", "handler": "echo"}],
             "agents": {"w": {**MOCK_AGENT, "base_url": "http://127.0.0.1:9/v1?x="}},
@@ -279,8 +305,14 @@ def test_the_run_spec_schema_rejects_what_the_server_rejects(doc: dict[str, Any]
             "agents": {"w": {**MOCK_AGENT, "max_concurrency": 0}},
         },
         {"tasks": [{"id": "a", "handler": "echo"}], "agents": {"a b": MOCK_AGENT}},
-        {"tasks": [{"id": "a", "handler": "echo"}], "concurrency_limits": {"k": {"rpm": 0}}},
-        {"tasks": [{"id": "a", "handler": "echo"}], "concurrency_limits": {"k": {"bogus": 1}}},
+        {
+            "tasks": [{"id": "a", "handler": "echo"}],
+            "concurrency_limits": {"k": {"rpm": 0}},
+        },
+        {
+            "tasks": [{"id": "a", "handler": "echo"}],
+            "concurrency_limits": {"k": {"bogus": 1}},
+        },
         {"tasks": [{"id": "a", "handler": "echo"}], "concurrency_limits": {"a b": {}}},
     ]:
         assert not validator.is_valid(bad), bad
@@ -297,7 +329,9 @@ def test_the_run_spec_schema_accepts_swarm_options(doc: dict[str, Any]) -> None:
         },
         "budget": {"max_tokens": 1000, "max_cost_usd": 0.5},
         "max_parallel": 2,
-        "concurrency_limits": {"provider:mock": {"max_concurrency": 2, "rpm": 60, "tpm": 10000}},
+        "concurrency_limits": {
+            "provider:mock": {"max_concurrency": 2, "rpm": 60, "tpm": 10000}
+        },
         "tasks": [
             {
                 "id": "a",
