@@ -381,7 +381,11 @@ fn signal(pid: u32, sig: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_its_lock_writes_nothing_after_the_standby_takes_over() {
-    let mut sys = TestSystem::without_server(PG_ADMIN, REDIS).await;
+    // The lock is a Postgres session here, whatever store the suite runs on.
+    let postgres = common::TestStore::Postgres {
+        admin_url: PG_ADMIN.to_owned(),
+    };
+    let mut sys = TestSystem::without_server_on(postgres, REDIS).await;
     let (leader, standby) = (free_port(), free_port());
     sys.spawn_orchestrator(leader);
     let leader_url = sys.base.clone();

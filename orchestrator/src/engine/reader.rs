@@ -22,6 +22,11 @@ const READ_BYTES: usize = 32 << 20;
 /// Bytes of worker messages read but not yet handled by the core: beyond it the reader
 /// waits, so a burst of large results cannot grow memory without bound.
 const UNHANDLED_BYTES: usize = 128 << 20;
+/// How often entries left unacknowledged by a reader that stopped are taken over.
+const RECLAIM_EVERY: Duration = Duration::from_secs(2);
+/// An entry unacknowledged this long was read by a reader that stopped: the core
+/// acknowledges what it handles within milliseconds of its commit.
+const RECLAIM_IDLE: Duration = Duration::from_secs(5);
 /// Longest raw text of an unreadable message kept in its dead letter.
 const DEAD_RAW_BYTES: usize = 4 << 10;
 
@@ -34,9 +39,18 @@ pub(super) async fn run(
     let mut failures = 0u32;
     let mut count = batch;
     let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(UNHANDLED_BYTES));
+    let mut last_reclaim = std::time::Instant::now();
     loop {
+        let reclaim = last_reclaim.elapsed() >= RECLAIM_EVERY;
         let read = tokio::select! {
-            r = reader.read(count, 1_000) => r,
+            r = async {
+                if reclaim {
+                    last_reclaim = std::time::Instant::now();
+                    reader.reclaim_stale(RECLAIM_IDLE.as_millis() as u64, count).await
+                } else {
+                    reader.read(count, 1_000).await
+                }
+            } => r,
             _ = shutdown.changed() => return,
         };
         match read {

@@ -118,6 +118,39 @@ impl ResultsReader {
     }
 }
 
+impl ResultsReader {
+    /// Entries delivered at least `min_idle_ms` ago and never acknowledged: a reader
+    /// that stopped (an orchestrator that crashed or lost leadership after reading)
+    /// left them, and nothing else would ever read them again. Taken over by this
+    /// consumer, at most `count`.
+    pub async fn reclaim_stale(
+        &mut self,
+        min_idle_ms: u64,
+        count: usize,
+    ) -> Result<Vec<WorkerEntry>, QueueError> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => Self::connect(&self.client).await?,
+        };
+        let reply: Result<Value, redis::RedisError> = redis::cmd("XAUTOCLAIM")
+            .arg(self.keys.results())
+            .arg(ORCHESTRATOR_GROUP)
+            .arg(&self.consumer)
+            .arg(min_idle_ms)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await;
+        self.conn = Some(conn);
+        match reply {
+            Ok(v) => Ok(parse_autoclaim(v).1),
+            Err(e) if e.code() == Some("NOGROUP") => Ok(vec![]),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// Parses an `XAUTOCLAIM` reply: `[next cursor, [[id, fields], …], [deleted ids]]`.
 pub(super) fn parse_autoclaim(reply: Value) -> (String, Vec<WorkerEntry>) {
     let Value::Array(mut parts) = reply else {

@@ -3,11 +3,11 @@
 //! A child module of `sqlite`, so it reaches the store's private helpers.
 
 use super::*;
-use crate::state_machine::{RunState, TaskFailure, TaskState, Usage};
 use crate::access::Scope;
-use serde_json::Value;
+use crate::state_machine::{RunState, TaskFailure, TaskState, Usage};
 use crate::store::postgres::PgStore;
 use serde_json::json;
+use serde_json::Value;
 
 /// A database file in a fresh directory, removed on drop.
 struct TempDb {
