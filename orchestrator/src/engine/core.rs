@@ -549,6 +549,7 @@ impl Core {
                 });
             }
             WorkerMessage::Progress(p) => {
+                self.count_progress_usage(&p);
                 let Some(run) = self.runs.get_mut(p.run_id.as_str()) else {
                     return;
                 };
@@ -612,6 +613,17 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Counts the usage a progress report states (its attempt's so far) at once, so
+    /// budgets and the run's usage move while the call is in flight.
+    fn count_progress_usage(&mut self, p: &worker_protocol::Progress) {
+        let Some(usage) = &p.usage else {
+            return;
+        };
+        self.on_task(&p.run_id, &p.task_id, |m, i, o| {
+            m.report_usage(i, p.attempt, &p.worker_id, usage, o)
+        });
     }
 
     /// Records a sign of life of a running attempt, for its idle timeout.

@@ -109,8 +109,11 @@ impl TaskColumns {
         self.queued_at.push(t.queued_at_ms);
         self.started_at.push(t.started_at_ms);
         self.finished_at.push(t.finished_at_ms);
-        self.usage
-            .push(usage_json(&t.usage).as_ref().map(json_text));
+        self.usage.push(
+            task_usage_json(&t.usage, &t.charges)
+                .as_ref()
+                .map(json_text),
+        );
         self.bytes += [&self.output, &self.error, &self.usage]
             .iter()
             .filter_map(|c| c.last().and_then(|v| v.as_ref()).map(String::len))
@@ -185,6 +188,7 @@ fn task_from_row(row: &PgRow) -> Result<StoredTask, StoreError> {
     let spec: Value = row.get("spec");
     let state: String = row.get("state");
     let error: Option<Value> = row.get("error");
+    let (usage, charges) = task_usage_from_json(row.get("usage"));
     Ok(StoredTask {
         spec: serde_json::from_value::<TaskSpec>(spec).map_err(|e| corrupt("task spec", e))?,
         row: TaskRow {
@@ -204,7 +208,8 @@ fn task_from_row(row: &PgRow) -> Result<StoredTask, StoreError> {
             queued_at_ms: row.get("queued_at_ms"),
             started_at_ms: row.get("started_at_ms"),
             finished_at_ms: row.get("finished_at_ms"),
-            usage: usage_from_json(row.get("usage")),
+            usage,
+            charges,
         },
     })
 }

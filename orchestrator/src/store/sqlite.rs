@@ -234,6 +234,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRow, StoreError> {
 fn task_from_row(row: &SqliteRow) -> Result<StoredTask, StoreError> {
     let spec = get_json(row, "spec")?.ok_or_else(|| corrupt("task spec", "null"))?;
     let state: String = get(row, "state")?;
+    let (usage, charges) = task_usage_from_json(get_json(row, "usage")?);
     Ok(StoredTask {
         spec: serde_json::from_value::<TaskSpec>(spec).map_err(|e| corrupt("task spec", e))?,
         row: TaskRow {
@@ -253,7 +254,8 @@ fn task_from_row(row: &SqliteRow) -> Result<StoredTask, StoreError> {
             queued_at_ms: get(row, "queued_at_ms")?,
             started_at_ms: get(row, "started_at_ms")?,
             finished_at_ms: get(row, "finished_at_ms")?,
-            usage: usage_from_json(get_json(row, "usage")?),
+            usage,
+            charges,
         },
     })
 }
@@ -449,7 +451,11 @@ fn bind_task_state<'q>(q: SqliteQuery<'q>, t: &'q TaskRow) -> SqliteQuery<'q> {
         .bind(t.queued_at_ms)
         .bind(t.started_at_ms)
         .bind(t.finished_at_ms)
-        .bind(usage_json(&t.usage).as_ref().map(json_text))
+        .bind(
+            task_usage_json(&t.usage, &t.charges)
+                .as_ref()
+                .map(json_text),
+        )
 }
 
 /// Inserts tasks with their specs: those of new runs, and those spawned into running ones.
@@ -948,6 +954,17 @@ mod tests {
     fn task_row(run: &str, i: usize, state: TaskState) -> TaskRow {
         let done = state == TaskState::Succeeded;
         let failed = state == TaskState::Failed;
+        // Odd finished tasks called a model; the rest report nothing.
+        let called_model = (done || failed) && i % 2 == 1;
+        let usage = Usage {
+            input_tokens: 100 + i as u64,
+            output_tokens: 40,
+            cost_usd: 0.000125,
+        };
+        let mut charges = crate::state_machine::budget::Charges::default();
+        if called_model {
+            charges.report(1, &usage);
+        }
         TaskRow {
             run_id: run.to_owned(),
             task_id: format!("t{i}"),
@@ -968,16 +985,12 @@ mod tests {
             queued_at_ms: Some(1_000 + i as i64),
             started_at_ms: (done || failed).then_some(2_000),
             finished_at_ms: (done || failed).then_some(3_000 + i as i64),
-            // Odd finished tasks called a model; the rest report nothing.
-            usage: if (done || failed) && i % 2 == 1 {
-                Usage {
-                    input_tokens: 100 + i as u64,
-                    output_tokens: 40,
-                    cost_usd: 0.000125,
-                }
+            usage: if called_model {
+                usage
             } else {
                 Usage::default()
             },
+            charges,
         }
     }
 
