@@ -533,3 +533,76 @@ async fn usage_billed_by_a_call_that_then_times_out_counts_at_once_against_the_r
     assert_eq!(fake.requests().len(), 1, "only the stalled call was made");
     sys.shutdown().await;
 }
+
+/// Issue #13: the operator's limits (`--concurrency-limits-file`) hold every run whose
+/// tasks name the key, whether the run sets no limit for it or a looser one, and an
+/// agent's limit holds runs whose agent sets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_limits_hold_runs_that_set_none_or_a_looser_one() {
+    let fake = FakeProviders::start(0.3);
+    let providers = fake.providers_file();
+    let limits = std::env::temp_dir().join(format!("{}.json", common::unique("limits")));
+    let file = json!({"provider:fake": {"max_concurrency": 2},
+                      "agent:solo": {"max_concurrency": 1}});
+    std::fs::write(&limits, file.to_string()).unwrap();
+    let mut sys = TestSystem::start_with(|c| {
+        c.providers_file = Some(providers.clone());
+        c.concurrency_limits_file = Some(limits.clone());
+    })
+    .await;
+    sys.spawn_worker_with(
+        "default",
+        16,
+        &["--providers-file", providers.to_str().unwrap()],
+        &[("FAKE_LLM_KEY", "sk-test")],
+    );
+    let keyed = |limits: Value| {
+        json!({
+            "agents": {"k": {"provider": "fake", "model": "fake-keyed", "max_output_tokens": 20}},
+            "concurrency_limits": limits,
+            "tasks": (0..4).map(|i| json!({"id": format!("k{i}"), "handler": "agent", "agent": "k",
+                "concurrency_key": "provider:fake", "input": {"prompt": format!("hi {i}")}}))
+                .collect::<Vec<_>>(),
+        })
+    };
+    let runs = [
+        sys.submit(&keyed(json!({}))).await,
+        sys.submit(&keyed(json!({"provider:fake": {"max_concurrency": 10}})))
+            .await,
+        sys.submit(&json!({
+            "agents": {"solo": {"provider": "fake", "model": "fake-solo", "max_output_tokens": 20}},
+            "tasks": (0..3).map(|i| json!({"id": format!("s{i}"), "handler": "agent", "agent": "solo",
+                "input": {"prompt": format!("hello {i}")}})).collect::<Vec<_>>(),
+        }))
+        .await,
+    ];
+    for id in &runs {
+        let run = sys.wait_run(id, LIMIT).await;
+        assert_eq!(run["state"], "succeeded", "{run:#}");
+    }
+    let requests = fake.requests();
+    let intervals = |model: &str| -> Vec<(f64, f64)> {
+        requests
+            .iter()
+            .filter(|r| r["model"] == model)
+            .map(|r| {
+                (
+                    r["started_at"].as_f64().unwrap(),
+                    r["finished_at"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let keyed = intervals("fake-keyed");
+    assert_eq!(keyed.len(), 8);
+    assert_eq!(
+        max_overlap(&keyed),
+        2,
+        "the operator's 2, not the runs' none or 10"
+    );
+    let solo = intervals("fake-solo");
+    assert_eq!(solo.len(), 3);
+    assert_eq!(max_overlap(&solo), 1, "the operator's 1 for agent:solo");
+    sys.shutdown().await;
+    let _ = std::fs::remove_file(limits);
+}

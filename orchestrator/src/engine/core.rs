@@ -138,6 +138,7 @@ impl Core {
             .iter()
             .map(|q| (q.clone(), Autoscaler::new(config.autoscale)))
             .collect();
+        let limiter = Limiter::new(config.ceilings.clone());
         Self {
             store,
             config,
@@ -150,7 +151,7 @@ impl Core {
             last_queues: Vec::new(),
             enqueued,
             autoscalers,
-            limiter: Limiter::default(),
+            limiter,
             waiting_runs: HashSet::new(),
             admit_due: true,
             admit_wake_ms: None,

@@ -208,20 +208,20 @@ pub fn shortfall(budget: &Budget, used: &Usage, extra: &Usage) -> Option<String>
     None
 }
 
-/// The keys a task counts against while it is in flight, with their limits: its
-/// agent's `max_concurrency` (key `agent:NAME`, shared by every run) and its
-/// `concurrency_key` with the run's limit for it (none: counted, not limited).
+/// The keys a task counts against while it is in flight, with its run's limits for
+/// them: its agent (key `agent:NAME`, shared by every run, limited by the agent's
+/// `max_concurrency`) and its `concurrency_key` K (key `key:K`, limited by the run's
+/// `concurrency_limits[K]`). Parts the run leaves unset do not limit; the operator's
+/// ceilings on the same keys apply whatever the run says (see [`crate::ceilings`]).
 pub fn limit_keys(dag: &Dag, i: u32) -> Vec<(String, KeyLimit)> {
     let spec = dag.task(i);
     let mut keys = Vec::new();
     if let Some(name) = &spec.agent {
-        if let Some(max) = dag.options.agents.get(name).and_then(|a| a.max_concurrency) {
-            let limit = KeyLimit {
-                max_concurrency: Some(max),
-                ..KeyLimit::default()
-            };
-            keys.push((format!("agent:{name}"), limit));
-        }
+        let limit = KeyLimit {
+            max_concurrency: dag.options.agents.get(name).and_then(|a| a.max_concurrency),
+            ..KeyLimit::default()
+        };
+        keys.push((format!("agent:{name}"), limit));
     }
     if let Some(key) = &spec.concurrency_key {
         let limit = dag
