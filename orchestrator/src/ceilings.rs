@@ -180,4 +180,24 @@ mod tests {
         assert!(why.contains("unknown field"), "{why}");
         assert!(Ceilings::parse("{}").unwrap().is_empty());
     }
+
+    #[test]
+    fn a_file_that_cannot_be_used_is_named() {
+        let dir = std::env::temp_dir();
+        let missing = dir.join(format!("apex-no-limits-{}.json", std::process::id()));
+        let why = Ceilings::load(&missing).unwrap_err().to_string();
+        assert!(
+            why.starts_with("cannot read the concurrency limits file"),
+            "{why}"
+        );
+        assert!(why.contains(&*missing.to_string_lossy()), "{why}");
+        let bad = dir.join(format!("apex-bad-limits-{}.json", std::process::id()));
+        std::fs::write(&bad, r#"{"k": {"rpm": 0}}"#).unwrap();
+        let why = Ceilings::load(&bad).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&bad);
+        assert!(
+            why.contains(&*bad.to_string_lossy()) && why.contains("rpm 0"),
+            "{why}"
+        );
+    }
 }
