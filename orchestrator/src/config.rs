@@ -97,6 +97,15 @@ pub struct ServeConfig {
     /// python-workers/README.md) [default: openai, anthropic, mock].
     #[arg(long, env = "APEX_PROVIDERS_FILE")]
     pub providers_file: Option<PathBuf>,
+    /// Ceilings on the limits runs share, per concurrency key or agent, that no run can
+    /// loosen (JSON in the shape of a run's `concurrency_limits`, e.g.
+    /// `{"provider:openai": {"max_concurrency": 8, "rpm": 500, "tpm": 200000},
+    /// "agent:researcher": {"max_concurrency": 4}}`). A run's tasks that name a key
+    /// (`concurrency_key` K, or `agent` NAME for `agent:NAME`) are held to the tighter of
+    /// the run's limit and this one, whether the run sets one or not. See docs/API.md
+    /// (Limits).
+    #[arg(long, env = "APEX_CONCURRENCY_LIMITS_FILE")]
+    pub concurrency_limits_file: Option<PathBuf>,
     /// Queues to report (and autoscale) from the start, before any task names them.
     #[arg(
         long = "queue",
@@ -206,6 +215,7 @@ impl ServeConfig {
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
             providers_file: None,
+            concurrency_limits_file: None,
         }
     }
 }

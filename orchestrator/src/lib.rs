@@ -16,13 +16,16 @@
 //! - [`autoscale`]: how many workers each queue's work calls for (pure policy).
 //! - [`up`]: `apex up`, the whole system on one machine (private Redis, local workers).
 //! - [`config`], [`server`]: settings and assembly of a running server; [`providers`]:
-//!   the LLM providers the operator declared (runs name one, never an endpoint or key).
+//!   the LLM providers the operator declared (runs name one, never an endpoint or key);
+//!   [`ceilings`]: the operator's limits per concurrency key or agent, which runs cannot
+//!   loosen.
 //! - [`cli`]: the client commands of the `apex` binary (submit, watch, inspect, …).
 
 pub mod access;
 pub mod api;
 pub mod autoscale;
 pub mod bus;
+pub mod ceilings;
 pub mod cli;
 pub mod config;
 pub mod dag;

@@ -133,6 +133,10 @@ pub async fn start_on(
         Some(path) => crate::providers::load(path)?,
         None => crate::providers::built_in(),
     };
+    let ceilings = match &config.concurrency_limits_file {
+        Some(path) => crate::ceilings::Ceilings::load(path)?,
+        None => crate::ceilings::Ceilings::default(),
+    };
     let browser = BrowserPolicy::new(addr, &config.allowed_hosts, &config.cors_origins);
     if !browser.checks_host() {
         tracing::warn!(
@@ -180,6 +184,7 @@ pub async fn start_on(
         max_queues: config.max_queues,
         queue_idle: Duration::from_secs(config.queue_idle_s),
         queues: config.queues.clone(),
+        ceilings,
         ..EngineConfig::default()
     };
     let (engine, engine_task) = engine::start(

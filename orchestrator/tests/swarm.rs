@@ -473,3 +473,136 @@ async fn a_spawned_child_cycle_fails_the_parent_with_a_clear_error() {
     sys.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Issue #13: a provider that bills the prompt and then hangs until the task's timeout
+/// costs the run what it billed as soon as the worker hears of it, and the run's budget
+/// stops what comes after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_billed_by_a_call_that_then_times_out_counts_at_once_against_the_run_budget() {
+    let fake = FakeProviders::start(0.0);
+    let providers = fake.providers_file();
+    let mut sys = TestSystem::start_with(|c| c.providers_file = Some(providers.clone())).await;
+    let file = providers.to_str().unwrap();
+    sys.spawn_worker_with(
+        "default",
+        4,
+        &["--providers-file", file],
+        &[("FAKE_LLM_KEY", "sk-test")],
+    );
+    // About 500 tokens of prompt each: the stalled call bills its prompt, the next task
+    // would need about as many again, and the budget covers only one of the two.
+    let padding = "lorem ipsum ".repeat(170);
+    const MAX: u64 = 800;
+    let id = sys
+        .submit(&json!({
+            "agents": {"a": {"provider": "fake", "model": "fake-stall", "max_output_tokens": 20}},
+            "budget": {"max_tokens": MAX},
+            "tasks": [
+                {"id": "stall", "handler": "agent", "agent": "a", "timeout_s": 3,
+                 "input": {"prompt": format!("[fake:stall] {padding}")}},
+                {"id": "after", "handler": "agent", "agent": "a", "trigger": "all_done",
+                 "depends_on": ["stall"], "input": {"prompt": format!("then {padding}")}},
+                {"id": "last", "handler": "agent", "agent": "a", "depends_on": ["after"],
+                 "input": {"prompt": "and finally"}},
+            ],
+        }))
+        .await;
+    // While the call hangs, what it billed already shows on the task and the run.
+    let seen = sys
+        .wait_until(&id, LIMIT, |run| {
+            tokens(&run["usage"]) > 0 || task(run, "stall")["state"] == "failed"
+        })
+        .await;
+    let stall = task(&seen, "stall");
+    assert_eq!(stall["state"], "running", "{seen:#}");
+    assert!(tokens(&stall["usage"]) >= 400, "{stall:#}");
+    assert_eq!(tokens(&seen["usage"]), tokens(&stall["usage"]), "{seen:#}");
+
+    let run = sys.wait_run(&id, LIMIT).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let stall = task(&run, "stall");
+    assert_eq!(stall["error"]["kind"], "timeout", "{stall:#}");
+    let billed = tokens(&stall["usage"]);
+    assert!(billed >= 400, "the billed prompt counts: {stall:#}");
+    assert_eq!(tokens(&run["usage"]), billed, "counted once: {run:#}");
+    for t in ["after", "last"] {
+        let t = task(&run, t);
+        assert_eq!(t["state"], "skipped", "{t:#}");
+        assert_eq!(t["error"]["kind"], "budget_exceeded", "{t:#}");
+    }
+    assert_eq!(fake.requests().len(), 1, "only the stalled call was made");
+    sys.shutdown().await;
+}
+
+/// Issue #13: the operator's limits (`--concurrency-limits-file`) hold every run whose
+/// tasks name the key, whether the run sets no limit for it or a looser one, and an
+/// agent's limit holds runs whose agent sets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_limits_hold_runs_that_set_none_or_a_looser_one() {
+    let fake = FakeProviders::start(0.3);
+    let providers = fake.providers_file();
+    let limits = std::env::temp_dir().join(format!("{}.json", common::unique("limits")));
+    let file = json!({"provider:fake": {"max_concurrency": 2},
+                      "agent:solo": {"max_concurrency": 1}});
+    std::fs::write(&limits, file.to_string()).unwrap();
+    let mut sys = TestSystem::start_with(|c| {
+        c.providers_file = Some(providers.clone());
+        c.concurrency_limits_file = Some(limits.clone());
+    })
+    .await;
+    sys.spawn_worker_with(
+        "default",
+        16,
+        &["--providers-file", providers.to_str().unwrap()],
+        &[("FAKE_LLM_KEY", "sk-test")],
+    );
+    let keyed = |limits: Value| {
+        json!({
+            "agents": {"k": {"provider": "fake", "model": "fake-keyed", "max_output_tokens": 20}},
+            "concurrency_limits": limits,
+            "tasks": (0..4).map(|i| json!({"id": format!("k{i}"), "handler": "agent", "agent": "k",
+                "concurrency_key": "provider:fake", "input": {"prompt": format!("hi {i}")}}))
+                .collect::<Vec<_>>(),
+        })
+    };
+    let runs = [
+        sys.submit(&keyed(json!({}))).await,
+        sys.submit(&keyed(json!({"provider:fake": {"max_concurrency": 10}})))
+            .await,
+        sys.submit(&json!({
+            "agents": {"solo": {"provider": "fake", "model": "fake-solo", "max_output_tokens": 20}},
+            "tasks": (0..3).map(|i| json!({"id": format!("s{i}"), "handler": "agent", "agent": "solo",
+                "input": {"prompt": format!("hello {i}")}})).collect::<Vec<_>>(),
+        }))
+        .await,
+    ];
+    for id in &runs {
+        let run = sys.wait_run(id, LIMIT).await;
+        assert_eq!(run["state"], "succeeded", "{run:#}");
+    }
+    let requests = fake.requests();
+    let intervals = |model: &str| -> Vec<(f64, f64)> {
+        requests
+            .iter()
+            .filter(|r| r["model"] == model)
+            .map(|r| {
+                (
+                    r["started_at"].as_f64().unwrap(),
+                    r["finished_at"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let keyed = intervals("fake-keyed");
+    assert_eq!(keyed.len(), 8);
+    assert_eq!(
+        max_overlap(&keyed),
+        2,
+        "the operator's 2, not the runs' none or 10"
+    );
+    let solo = intervals("fake-solo");
+    assert_eq!(solo.len(), 3);
+    assert_eq!(max_overlap(&solo), 1, "the operator's 1 for agent:solo");
+    sys.shutdown().await;
+    let _ = std::fs::remove_file(limits);
+}

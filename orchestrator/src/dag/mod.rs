@@ -15,6 +15,7 @@ pub use limits::Limits;
 pub use spec::{
     AgentSpec, Budget, KeyLimit, RunOptions, RunSpec, TaskSpec, Trigger, DEFAULT_RETRY_BACKOFF_S,
 };
+pub(crate) use validate::is_valid_id;
 pub use validate::{
     json_size, validate, validate_agent, validate_submission, Problem, ProblemCode,
     ValidationErrors,

@@ -78,7 +78,7 @@ fn problem(code: ProblemCode, message: String, tasks: Vec<String>) -> Problem {
 }
 
 /// Whether `s` is a usable id: letters, digits and `_ - . :`, within the length limit.
-fn is_valid_id(s: &str, max_len: usize) -> bool {
+pub(crate) fn is_valid_id(s: &str, max_len: usize) -> bool {
     !s.is_empty()
         && s.len() <= max_len
         && s.bytes()

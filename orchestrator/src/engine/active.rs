@@ -102,6 +102,7 @@ impl ActiveRun {
             started_at_ms: t.started_at_ms,
             finished_at_ms: t.finished_at_ms,
             usage: t.usage,
+            charges: t.charges.clone(),
         }
     }
 }
@@ -145,6 +146,7 @@ pub(super) async fn load(store: &dyn Store, id: &str) -> Result<Option<ActiveRun
             rt.started_at_ms = r.started_at_ms;
             rt.finished_at_ms = r.finished_at_ms;
             rt.usage = r.usage;
+            rt.charges = r.charges;
             rt
         })
         .collect();

@@ -145,6 +145,7 @@ impl Core {
             .iter()
             .map(|q| (q.clone(), Autoscaler::new(config.autoscale)))
             .collect();
+        let limiter = Limiter::new(config.ceilings.clone());
         Self {
             store,
             config,
@@ -157,7 +158,7 @@ impl Core {
             last_queues: Vec::new(),
             enqueued,
             autoscalers,
-            limiter: Limiter::default(),
+            limiter,
             waiting_runs: HashSet::new(),
             admit_due: true,
             admit_wake_ms: None,
@@ -673,6 +674,7 @@ impl Core {
                 });
             }
             WorkerMessage::Progress(p) => {
+                self.count_progress_usage(&p);
                 let Some(run) = self.runs.get_mut(p.run_id.as_str()) else {
                     return;
                 };
@@ -754,6 +756,17 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Counts the usage a progress report states (its attempt's so far) at once, so
+    /// budgets and the run's usage move while the call is in flight.
+    fn count_progress_usage(&mut self, p: &worker_protocol::Progress) {
+        let Some(usage) = &p.usage else {
+            return;
+        };
+        self.on_task(&p.run_id, &p.task_id, |m, i, o| {
+            m.report_usage(i, p.attempt, &p.worker_id, usage, o)
+        });
     }
 
     /// Records a sign of life of a running attempt, for its idle timeout.

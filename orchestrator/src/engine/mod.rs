@@ -83,6 +83,8 @@ pub struct EngineConfig {
     /// Queues known from the start, so they report a desired worker count (at least
     /// the policy's minimum) before any task or worker names them.
     pub queues: Vec<String>,
+    /// The operator's limits per key, which tighten every run's.
+    pub ceilings: crate::ceilings::Ceilings,
 }
 
 impl Default for EngineConfig {
@@ -100,6 +102,7 @@ impl Default for EngineConfig {
             queue_idle: Duration::from_secs(600),
             autoscale: crate::autoscale::Policy::default(),
             queues: Vec::new(),
+            ceilings: crate::ceilings::Ceilings::default(),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! yet terminal), so a task's completion costs O(its children). It does no I/O and reads
 //! no clock: callers pass `now_ms`, and carry out the [`Command`]s it returns.
 
-use super::budget::{self, estimate, limit_keys, shortfall};
+use super::budget::{self, estimate, limit_keys, shortfall, Change, Charges};
 use super::states::{
     transition, IllegalTransition, RunState, Stimulus, TaskState, ALL_TASK_STATES,
 };
@@ -65,8 +65,10 @@ pub struct TaskRuntime {
     pub lost: u32,
     pub output: Option<Value>,
     pub error: Option<TaskFailure>,
-    /// Tokens and money all attempts used so far.
+    /// Tokens and money all attempts used so far: the sum of `charges`.
     pub usage: Usage,
+    /// What each attempt counts against budgets (see [`budget`]).
+    pub charges: Charges,
     pub worker_id: Option<Arc<str>>,
     pub queued_at_ms: Option<i64>,
     pub started_at_ms: Option<i64>,
@@ -94,6 +96,7 @@ impl TaskRuntime {
             output: None,
             error: None,
             usage: Usage::default(),
+            charges: Charges::default(),
             worker_id: None,
             queued_at_ms: None,
             started_at_ms: None,
@@ -168,6 +171,10 @@ pub enum Rejected {
     UnknownTask,
     #[error("attempt {got} is not the current attempt {current}")]
     StaleAttempt { got: u32, current: u32 },
+    #[error("attempt {got} was never dispatched (the latest is {current})")]
+    UnknownAttempt { got: u32, current: u32 },
+    #[error("the attempt is running on another worker")]
+    OtherWorker,
     #[error("task is already {0}")]
     AlreadyFinal(TaskState),
     #[error("the run is {0}")]
@@ -201,9 +208,11 @@ pub struct RunMachine {
     gated: bool,
     /// Ready tasks waiting to be admitted, highest priority first, then in order.
     waiting: BTreeSet<(Reverse<i32>, u32)>,
-    /// What attempts in flight are expected to spend, reserved against the budget.
+    /// What attempts in flight are expected to spend, reserved against the budget (by
+    /// task: a task has one attempt in flight at most).
     reserved: HashMap<u32, Usage>,
-    /// What finished attempts spent.
+    /// What every attempt was charged so far, in flight or not: the sum of the tasks'
+    /// `usage`.
     spent: Usage,
     /// Why the run stopped dispatching: its budget would be exceeded.
     exhausted: Option<String>,
@@ -374,11 +383,7 @@ impl RunMachine {
                     ));
                     break;
                 }
-                let mut committed = self.spent;
-                self.reserved
-                    .values()
-                    .for_each(|r| budget::add(&mut committed, r));
-                if shortfall(b, &committed, &est).is_some() {
+                if shortfall(b, &self.committed(), &est).is_some() {
                     // What is in flight may spend less than reserved: wait for it.
                     break;
                 }
@@ -495,6 +500,10 @@ impl RunMachine {
             usage,
             children,
         } = success;
+        // What any report of an attempt says it used counts, even a late one.
+        if let Some(u) = &usage {
+            self.charge_report(i, attempt, u, out)?;
+        }
         // Before anything else: a duplicate report must not spawn the children twice.
         self.check_current(i, attempt)?;
         if !children.is_empty() {
@@ -520,7 +529,7 @@ impl RunMachine {
                 return self.failed(i, attempt, failure, Some(worker), finished_at_ms, out);
             }
         }
-        self.settle(i, usage);
+        self.settle(i, attempt, false, out);
         self.set_state(i, Stimulus::Succeeded, out)?;
         let t = &mut self.tasks[i as usize];
         t.output = Some(output);
@@ -544,6 +553,9 @@ impl RunMachine {
         finished_at_ms: i64,
         out: &mut Output,
     ) -> Result<(), Rejected> {
+        if let Some(u) = &failure.usage {
+            self.charge_report(i, attempt, u, out)?;
+        }
         self.check_current(i, attempt)?;
         let spec = self.dag.task(i);
         let retries = spec.retries;
@@ -556,7 +568,8 @@ impl RunMachine {
             Stimulus::FailedFinal
         };
         self.set_state(i, stimulus, out)?;
-        self.settle(i, failure.usage);
+        let unaccounted = budget::ends_unaccounted(&failure.failure.kind);
+        self.settle(i, attempt, unaccounted, out);
         let t = &mut self.tasks[i as usize];
         t.failures += 1;
         t.error = Some(failure.failure.clone());
@@ -680,8 +693,13 @@ impl RunMachine {
         };
         if lost >= MAX_LOST_ATTEMPTS {
             self.set_state(i, Stimulus::FailedFinal, out)?;
+            self.settle(i, attempt, true, out);
         } else {
             self.set_state(i, Stimulus::FailedWillRetry, out)?;
+            // The next attempt goes out at once, under the same reservation.
+            if let Some(r) = self.reserved.get(&i).copied() {
+                self.charge(i, out, |c| c.keep_reservation(attempt, &r));
+            }
         }
         let t = &mut self.tasks[i as usize];
         t.lost = lost;
@@ -707,11 +725,19 @@ impl RunMachine {
             if t.state.is_terminal() {
                 continue;
             }
-            if matches!(t.state, TaskState::Queued | TaskState::Running) {
-                out.commands.push(Command::CancelAttempt {
-                    task: i,
-                    attempt: t.attempt,
-                });
+            let attempt = t.attempt;
+            match t.state {
+                TaskState::Running => {
+                    out.commands
+                        .push(Command::CancelAttempt { task: i, attempt });
+                    // A worker is on it: its call may have been billed.
+                    self.settle(i, attempt, true, out);
+                }
+                TaskState::Queued => {
+                    out.commands
+                        .push(Command::CancelAttempt { task: i, attempt });
+                }
+                _ => {}
             }
             self.set_state(i, Stimulus::Cancel, out)?;
             let t = &mut self.tasks[i as usize];
@@ -793,13 +819,81 @@ impl RunMachine {
         Ok(())
     }
 
-    /// Task `i`'s attempt ended having spent `usage`: its reservation gives way to it.
-    fn settle(&mut self, i: u32, usage: Option<Usage>) {
-        self.reserved.remove(&i);
-        if let Some(u) = usage {
-            budget::add(&mut self.tasks[i as usize].usage, &u);
-            budget::add(&mut self.spent, &u);
+    /// `attempt` of task `i` reported using `usage` so far (a progress report, while
+    /// its call is in flight): it counts at once, against the task's and the run's
+    /// budgets alike. Reports of any dispatched attempt count, stale or not; a running
+    /// attempt's only from the worker that started it.
+    pub fn report_usage(
+        &mut self,
+        i: u32,
+        attempt: u32,
+        worker: &str,
+        usage: &Usage,
+        out: &mut Output,
+    ) -> Result<(), Rejected> {
+        let t = self.tasks.get(i as usize).ok_or(Rejected::UnknownTask)?;
+        let running_elsewhere = t.attempt == attempt
+            && t.state == TaskState::Running
+            && t.worker_id.as_deref().is_some_and(|w| w != worker);
+        if running_elsewhere {
+            return Err(Rejected::OtherWorker);
         }
+        self.charge_report(i, attempt, usage, out)
+    }
+
+    /// Counts a report's usage for `attempt` of task `i`, whatever became of the attempt.
+    fn charge_report(
+        &mut self,
+        i: u32,
+        attempt: u32,
+        usage: &Usage,
+        out: &mut Output,
+    ) -> Result<(), Rejected> {
+        let t = self.tasks.get(i as usize).ok_or(Rejected::UnknownTask)?;
+        if attempt == 0 || attempt > t.attempt {
+            return Err(Rejected::UnknownAttempt {
+                got: attempt,
+                current: t.attempt,
+            });
+        }
+        self.charge(i, out, |c| c.report(attempt, usage));
+        Ok(())
+    }
+
+    /// Changes one attempt's charge of task `i` and carries it into the totals.
+    fn charge(&mut self, i: u32, out: &mut Output, f: impl FnOnce(&mut Charges) -> Change) {
+        let t = &mut self.tasks[i as usize];
+        let change = f(&mut t.charges);
+        if change.is_none() {
+            return;
+        }
+        change.apply(&mut t.usage);
+        change.apply(&mut self.spent);
+        out.dirty.push(i);
+        out.run_changed = true;
+    }
+
+    /// `attempt` of task `i` ended: its reservation gives way to what it was charged.
+    /// One that ended without its worker's account (`unaccounted`) and reported nothing
+    /// is charged its reservation instead.
+    fn settle(&mut self, i: u32, attempt: u32, unaccounted: bool, out: &mut Output) {
+        let Some(reservation) = self.reserved.remove(&i) else {
+            return;
+        };
+        if unaccounted {
+            self.charge(i, out, |c| c.keep_reservation(attempt, &reservation));
+        }
+    }
+
+    /// What the run has spent plus what its attempts in flight may still spend.
+    pub(super) fn committed(&self) -> Usage {
+        let mut committed = self.spent;
+        for (&i, r) in &self.reserved {
+            let t = &self.tasks[i as usize];
+            let charged = t.charges.of(t.attempt).map(|c| c.usage).unwrap_or_default();
+            budget::add(&mut committed, &budget::outstanding(r, &charged));
+        }
+        committed
     }
 
     /// Task `i`'s own budget cannot cover another attempt: it fails without one.

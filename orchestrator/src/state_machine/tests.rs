@@ -714,3 +714,224 @@ fn a_retry_in_a_gated_run_waits_for_admission_and_says_so() {
     assert_eq!(dispatched(&out), vec![0]);
     assert_eq!(m.task(0).attempt, 2);
 }
+
+/// Tokens in and out, as budgets count them.
+fn toks(u: &Usage) -> u64 {
+    u.input_tokens + u.output_tokens
+}
+
+fn tokens_in(input: u64) -> Usage {
+    Usage {
+        input_tokens: input,
+        output_tokens: 0,
+        cost_usd: 0.0,
+    }
+}
+
+fn ending(kind: &str, usage: Option<Usage>) -> AttemptFailure {
+    AttemptFailure {
+        failure: TaskFailure {
+            kind: kind.into(),
+            error_type: None,
+            message: kind.into(),
+            traceback: None,
+        },
+        retryable: false,
+        retry_after_s: None,
+        started_at_ms: Some(0),
+        usage,
+    }
+}
+
+/// Independent agent tasks `a`, `b`, … (each reserving 101 tokens) under a roomy run
+/// budget, all dispatched and started on worker `w1`.
+fn started_agents(n: usize) -> RunMachine {
+    let agent: Value = serde_json::from_str(AGENT).unwrap();
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("{}", (b'a' + i as u8) as char), "handler": "agent", "agent": "w"}))
+        .collect();
+    let mut m =
+        machine(json!({"tasks": tasks, "agents": {"w": agent}, "budget": {"max_tokens": 100_000}}));
+    let mut out = Output::default();
+    m.start(0, &mut out);
+    admit(&mut m, &mut out);
+    for i in 0..n as u32 {
+        m.started(i, 1, w(), 1, &mut out).unwrap();
+    }
+    m
+}
+
+const RESERVED: u64 = 101;
+
+#[test]
+fn usage_in_progress_counts_at_once_and_the_result_supersedes_it() {
+    let mut m = started_agents(1);
+    let mut out = Output::default();
+    m.report_usage(0, 1, "w1", &tokens_in(60), &mut out)
+        .unwrap();
+    assert_eq!(toks(&m.task(0).usage), 60);
+    assert_eq!(toks(&m.usage()), 60);
+    assert!(
+        out.dirty.contains(&0) && out.run_changed,
+        "the rows are written"
+    );
+    let mut out = Output::default();
+    m.report_usage(0, 1, "w1", &tokens_in(60), &mut out)
+        .unwrap();
+    assert!(out.dirty.is_empty(), "a repeated figure changes nothing");
+    report(&mut m, 0, 80, &mut out);
+    assert_eq!(toks(&m.task(0).usage), 80, "the result's figure, not 140");
+    assert_eq!(toks(&m.usage()), 80);
+}
+
+#[test]
+fn a_running_attempts_usage_counts_only_from_its_worker_and_dispatched_attempts() {
+    let mut m = started_agents(1);
+    let mut out = Output::default();
+    assert_eq!(
+        m.report_usage(0, 1, "intruder", &tokens_in(9_999), &mut out),
+        Err(Rejected::OtherWorker)
+    );
+    assert_eq!(
+        m.report_usage(0, 2, "w1", &tokens_in(9_999), &mut out),
+        Err(Rejected::UnknownAttempt { got: 2, current: 1 })
+    );
+    assert_eq!(m.usage(), Usage::default());
+}
+
+#[test]
+fn a_stale_or_duplicate_results_usage_counts_once() {
+    let mut m = started_agents(1);
+    let mut out = Output::default();
+    m.lost(0, 1, 10, &mut out).unwrap();
+    assert_eq!(
+        toks(&m.usage()),
+        RESERVED,
+        "the lost attempt keeps its reservation"
+    );
+    // The lost attempt's worker was only slow: its result is stale, its usage is not.
+    let mut late = ok_report(json!(1), 0, 11);
+    late.usage = Some(tokens_in(30));
+    for _ in 0..2 {
+        assert_eq!(
+            m.succeeded(0, 1, late.clone(), &mut out),
+            Err(Rejected::StaleAttempt { got: 1, current: 2 })
+        );
+        assert_eq!(toks(&m.usage()), 30, "its report replaces the reservation");
+    }
+    report(&mut m, 0, 50, &mut out);
+    let mut again = ok_report(json!(1), 0, 12);
+    again.usage = Some(tokens_in(50));
+    assert_eq!(
+        m.succeeded(0, 2, again, &mut out),
+        Err(Rejected::AlreadyFinal(TaskState::Succeeded))
+    );
+    assert_eq!(toks(&m.task(0).usage), 80);
+    assert_eq!(toks(&m.usage()), 80);
+}
+
+#[test]
+fn attempts_cut_off_without_a_report_are_charged_their_reservation() {
+    let mut m = started_agents(5);
+    let mut out = Output::default();
+    // a: timed out with nothing reported; b: timed out after billing 40 (the worker's
+    // account); c: idle-timed-out by the engine after a progress report of 25.
+    m.failed(0, 1, ending("timeout", None), Some(w()), 5, &mut out)
+        .unwrap();
+    m.failed(
+        1,
+        1,
+        ending("timeout", Some(tokens_in(40))),
+        Some(w()),
+        5,
+        &mut out,
+    )
+    .unwrap();
+    m.report_usage(2, 1, "w1", &tokens_in(25), &mut out)
+        .unwrap();
+    m.failed(2, 1, ending("idle_timeout", None), None, 5, &mut out)
+        .unwrap();
+    // d: an ordinary failure is the worker's account: no usage, no charge.
+    m.failed(3, 1, ending("exception", None), Some(w()), 5, &mut out)
+        .unwrap();
+    let used: Vec<u64> = m.tasks().iter().map(|t| toks(&t.usage)).collect();
+    assert_eq!(used, [RESERVED, 40, 25, 0, 0]);
+    // e: lost three times, each attempt charged its reservation.
+    for attempt in 1..=3 {
+        m.lost(4, attempt, 10, &mut out).unwrap();
+    }
+    assert_eq!(m.task(4).state, TaskState::Failed);
+    assert_eq!(toks(&m.task(4).usage), 3 * RESERVED);
+    assert_eq!(toks(&m.usage()), 4 * RESERVED + 65);
+    assert_eq!(m.committed(), m.usage(), "nothing is left reserved");
+}
+
+#[test]
+fn cancelling_charges_running_attempts_their_reservation_but_not_queued_ones() {
+    let agent: Value = serde_json::from_str(AGENT).unwrap();
+    let mut m = machine(json!({
+        "tasks": [{"id": "a", "handler": "agent", "agent": "w"}, {"id": "b", "handler": "agent", "agent": "w"}],
+        "agents": {"w": agent}, "budget": {"max_tokens": 100_000},
+    }));
+    let mut out = Output::default();
+    m.start(0, &mut out);
+    admit(&mut m, &mut out);
+    m.started(0, 1, w(), 1, &mut out).unwrap();
+    m.cancel(2, &mut out).unwrap();
+    assert_eq!(toks(&m.task(0).usage), RESERVED);
+    assert_eq!(m.task(1).usage, Usage::default(), "no worker took it");
+    // The cancelled attempt's own account arrives later and replaces the reservation.
+    let mut late = ending("cancelled", Some(tokens_in(12)));
+    late.retryable = false;
+    assert!(m.failed(0, 1, late, Some(w()), 3, &mut out).is_err());
+    assert_eq!(toks(&m.usage()), 12);
+}
+
+#[test]
+fn usage_reported_in_flight_is_not_counted_twice_with_the_reservation() {
+    // `c` (102 tokens: b's output is its prompt too) is admitted only if a's reported 40
+    // tokens come out of a's reservation of 101 rather than on top of it:
+    // 40 + 61 + 102 = 203.
+    let agent: Value = serde_json::from_str(AGENT).unwrap();
+    let mut m = machine(json!({
+        "tasks": [
+            {"id": "a", "handler": "agent", "agent": "w"},
+            {"id": "b", "handler": "noop"},
+            {"id": "c", "handler": "agent", "agent": "w", "depends_on": ["b"]},
+        ],
+        "agents": {"w": agent}, "budget": {"max_tokens": 2 * RESERVED + 1},
+    }));
+    let mut out = Output::default();
+    m.start(0, &mut out);
+    admit(&mut m, &mut out);
+    m.started(0, 1, w(), 1, &mut out).unwrap();
+    m.report_usage(0, 1, "w1", &tokens_in(40), &mut out)
+        .unwrap();
+    ok(&mut m, 1, &mut out);
+    let mut out = Output::default();
+    admit(&mut m, &mut out);
+    assert_eq!(dispatched(&out), vec![2]);
+}
+
+#[test]
+fn charges_survive_a_restore_so_a_report_seen_again_counts_once() {
+    let mut m = started_agents(2);
+    let mut out = Output::default();
+    m.report_usage(0, 1, "w1", &tokens_in(60), &mut out)
+        .unwrap();
+    report(&mut m, 1, 70, &mut out);
+    let mut m = RunMachine::restore(
+        Arc::clone(m.dag()),
+        m.tasks().to_vec(),
+        m.state(),
+        m.seq(),
+        None,
+    );
+    assert_eq!(toks(&m.usage()), 130);
+    // a's result restates its 60; b's result is delivered again.
+    report(&mut m, 0, 60, &mut out);
+    let mut again = ok_report(json!(1), 0, 12);
+    again.usage = Some(tokens_in(70));
+    assert!(m.succeeded(1, 1, again, &mut out).is_err());
+    assert_eq!(toks(&m.usage()), 130);
+}

@@ -4,7 +4,7 @@
 //! column that is missing, of the wrong type or out of range is a
 //! [`StoreError::Corrupt`] naming it, never a panic.
 
-use super::rows::{counts_from_json, usage_from_json};
+use super::rows::{counts_from_json, task_usage_from_json, usage_from_json};
 use super::{AgentRow, AuditAction, AuditRow, EventRow, RunRow, StoredTask, TaskRow, TokenRow};
 use super::{StoreError, WorkerRow};
 use crate::access::Scope;
@@ -90,6 +90,7 @@ pub fn run(row: &impl Columns) -> Result<RunRow, StoreError> {
 /// A row of `tasks` with its spec ([`TASK_COLUMNS`]).
 pub fn task(row: &impl Columns) -> Result<StoredTask, StoreError> {
     let state = row.text("state")?;
+    let (usage, charges) = task_usage_from_json(row.opt_json("usage")?);
     Ok(StoredTask {
         spec: parsed::<TaskSpec>("task spec", row.json("spec")?)?,
         row: TaskRow {
@@ -109,7 +110,8 @@ pub fn task(row: &impl Columns) -> Result<StoredTask, StoreError> {
             queued_at_ms: row.opt_int("queued_at_ms")?,
             started_at_ms: row.opt_int("started_at_ms")?,
             finished_at_ms: row.opt_int("finished_at_ms")?,
-            usage: usage_from_json(row.opt_json("usage")?),
+            usage,
+            charges,
         },
     })
 }

@@ -45,6 +45,17 @@ fn spec(i: usize) -> TaskSpec {
 fn task_row(run: &str, i: usize, state: TaskState) -> TaskRow {
     let done = state == TaskState::Succeeded;
     let failed = state == TaskState::Failed;
+    // Odd finished tasks called a model; the rest report nothing.
+    let called_model = (done || failed) && i % 2 == 1;
+    let usage = Usage {
+        input_tokens: 100 + i as u64,
+        output_tokens: 40,
+        cost_usd: 0.000125,
+    };
+    let mut charges = crate::state_machine::budget::Charges::default();
+    if called_model {
+        charges.report(1, &usage);
+    }
     TaskRow {
         run_id: run.to_owned(),
         task_id: format!("t{i}"),
@@ -65,16 +76,12 @@ fn task_row(run: &str, i: usize, state: TaskState) -> TaskRow {
         queued_at_ms: Some(1_000 + i as i64),
         started_at_ms: (done || failed).then_some(2_000),
         finished_at_ms: (done || failed).then_some(3_000 + i as i64),
-        // Odd finished tasks called a model; the rest report nothing.
-        usage: if (done || failed) && i % 2 == 1 {
-            Usage {
-                input_tokens: 100 + i as u64,
-                output_tokens: 40,
-                cost_usd: 0.000125,
-            }
+        usage: if called_model {
+            usage
         } else {
             Usage::default()
         },
+        charges,
     }
 }
 

@@ -105,8 +105,11 @@ impl TaskColumns {
         self.queued_at.push(t.queued_at_ms);
         self.started_at.push(t.started_at_ms);
         self.finished_at.push(t.finished_at_ms);
-        self.usage
-            .push(usage_json(&t.usage).as_ref().map(json_text));
+        self.usage.push(
+            task_usage_json(&t.usage, &t.charges)
+                .as_ref()
+                .map(json_text),
+        );
         self.bytes += [&self.output, &self.error, &self.usage]
             .iter()
             .filter_map(|c| c.last().and_then(|v| v.as_ref()).map(String::len))

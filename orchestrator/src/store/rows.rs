@@ -2,6 +2,7 @@
 
 use crate::access::Scope;
 use crate::dag::{AgentSpec, RunOptions, TaskSpec};
+use crate::state_machine::budget::Charges;
 use crate::state_machine::{RunState, TaskFailure, TaskState, Usage, ALL_TASK_STATES};
 use serde::Serialize;
 use serde_json::Value;
@@ -135,6 +136,28 @@ pub fn usage_from_json(v: Option<Value>) -> Usage {
         .unwrap_or_default()
 }
 
+/// A task's usage as stored: its total, and under `attempts` what each attempt was
+/// charged, so a report seen again after a restart still counts once.
+pub fn task_usage_json(u: &Usage, charges: &Charges) -> Option<Value> {
+    let mut v = usage_json(u);
+    if let (Some(Value::Object(m)), false) = (&mut v, charges.is_empty()) {
+        let attempts = serde_json::to_value(charges).unwrap_or(Value::Null);
+        m.insert("attempts".into(), attempts);
+    }
+    v
+}
+
+/// Reads a column written by [`task_usage_json`]; rows stored before attempts were
+/// recorded read as no charges.
+pub fn task_usage_from_json(v: Option<Value>) -> (Usage, Charges) {
+    let charges = v
+        .as_ref()
+        .and_then(|v| v.get("attempts"))
+        .and_then(|a| serde_json::from_value(a.clone()).ok())
+        .unwrap_or_default();
+    (usage_from_json(v), charges)
+}
+
 /// Tasks per state by name, as in the API.
 pub fn counts_map(counts: &[u32; 8]) -> BTreeMap<&'static str, u32> {
     ALL_TASK_STATES
@@ -169,6 +192,8 @@ pub struct TaskRow {
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
     pub usage: Usage,
+    /// What each attempt was charged; `usage` adds them up.
+    pub charges: Charges,
 }
 
 /// A task as stored: its spec and its current row.

@@ -301,7 +301,11 @@ fn bind_task_state<'q>(q: SqliteQuery<'q>, t: &'q TaskRow) -> SqliteQuery<'q> {
         .bind(t.queued_at_ms)
         .bind(t.started_at_ms)
         .bind(t.finished_at_ms)
-        .bind(usage_json(&t.usage).as_ref().map(json_text))
+        .bind(
+            task_usage_json(&t.usage, &t.charges)
+                .as_ref()
+                .map(json_text),
+        )
 }
 
 /// Inserts tasks with their specs: those of new runs, and those spawned into running ones.

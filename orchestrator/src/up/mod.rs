@@ -72,6 +72,10 @@ pub struct UpArgs {
     /// see python-workers/README.md) [default: openai, anthropic, mock].
     #[arg(long, env = "APEX_PROVIDERS_FILE")]
     pub providers_file: Option<PathBuf>,
+    /// Ceilings on the limits runs share, per concurrency key or agent (JSON; see
+    /// `apex serve --help` and docs/API.md, Limits).
+    #[arg(long, env = "APEX_CONCURRENCY_LIMITS_FILE")]
+    pub concurrency_limits_file: Option<PathBuf>,
     /// The `apex-worker` command (default: the project's .venv, then PATH).
     #[arg(long, env = "APEX_WORKER_BIN")]
     pub worker_bin: Option<PathBuf>,
@@ -228,6 +232,7 @@ fn serve_config(args: &UpArgs, database_url: String, redis_url: String) -> Serve
     c.worker_slots = args.worker_concurrency;
     c.queues = args.queues.clone();
     c.dashboard_dir = args.dashboard_dir.clone();
+    c.concurrency_limits_file = args.concurrency_limits_file.clone();
     c
 }
 
