@@ -61,6 +61,8 @@ export interface RunSummary {
   usage?: Usage | null;
   /** The API token that submitted the run (`admin`, a scoped token's name, `anonymous`). */
   created_by?: string | null;
+  /** The run's own events (created, cancelled, retried), each with the token that caused it. */
+  history?: StoredEvent[];
 }
 
 export interface Task {

@@ -110,6 +110,15 @@ describe('runReducer events', () => {
     expect(view.summary).toMatchObject({ state: 'running', finished_at_ms: null });
   });
 
+  it('remembers who cancelled and retried the run, as the events name them', () => {
+    let view = runReducer(loaded(), events({ seq: 4, run_id: 'r1', task_id: null, kind: 'run', state: 'cancelled', at_ms: 1, by: 'ops' }));
+    view = runReducer(view, events({ seq: 5, run_id: 'r1', task_id: null, kind: 'run', state: 'running', at_ms: 2, by: 'ci' }));
+    expect(view.summary?.history?.map((e) => [e.state, e.by])).toEqual([
+      ['cancelled', 'ops'],
+      ['running', 'ci'],
+    ]);
+  });
+
   it('shows progress of the current attempt only', () => {
     let view = runReducer(loaded(), events(taskEvent('r1', 4, 'a', 'running', { attempt: 2 })));
     const progress = (attempt: number, value: number): LiveEvent => ({

@@ -371,6 +371,8 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
     changed = true;
     if (event.kind === 'run') {
       if (event.state && RUN_STATE_SET.has(event.state)) summary = runMoved(summary, event.state as RunState, event.at_ms);
+      // Who cancelled or retried it shows as it happens, not only after a reload.
+      if (event.by) summary = { ...summary, history: [...(summary.history ?? []), event] };
       continue;
     }
     if (!event.task_id) continue;

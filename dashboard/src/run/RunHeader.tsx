@@ -62,6 +62,7 @@ export function RunHeader({ summary, status, usage, now, act }: Props) {
           )}
         </span>
         <span>{formatDuration(span(summary.created_at_ms, summary.finished_at_ms, now))}</span>
+        <RunActors summary={summary} />
         <div className="run-progress-bar">
           <CountsBar counts={summary.counts} total={summary.task_count} />
         </div>
@@ -69,6 +70,18 @@ export function RunHeader({ summary, status, usage, now, act }: Props) {
       </div>
       <RunError summary={summary} />
     </header>
+  );
+}
+
+/** Who changed the run after creating it: "cancelled by ops", "retried by ci". */
+function RunActors({ summary }: { summary: RunSummary }) {
+  const verbs: Record<string, string> = { cancelled: 'cancelled', running: 'retried' };
+  const acts = (summary.history ?? []).filter((e) => e.by && e.seq > 1 && e.state && verbs[e.state]);
+  if (acts.length === 0) return null;
+  return (
+    <span data-testid="run-actors">
+      {acts.map((e) => `${verbs[e.state as string]} by ${e.by as string}`).join(' · ')}
+    </span>
   );
 }
 

@@ -142,7 +142,11 @@ async fn get_run(
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if p.tasks == Some(false) {
-        return Ok(Json(views::run_summary(&find_run(&state, &id).await?)));
+        let mut body = views::run_summary(&find_run(&state, &id).await?);
+        // Who created, cancelled or retried it: small, and what a run page shows first.
+        let history = state.store.run_history(&id).await?;
+        body["history"] = history.iter().map(views::event).collect();
+        return Ok(Json(body));
     }
     run_document(&state, &id).await.map(Json)
 }
