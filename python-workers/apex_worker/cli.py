@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -213,11 +214,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _run(worker)
     except (RedisConnectionError, OSError) as exc:
-        log.error("cannot reach Redis at %s: %s", config.redis_url, exc)
+        log.error("cannot reach Redis at %s: %s", redact(config.redis_url), exc)
         return 1
     except RuntimeError:
         return 1
     return 0
+
+
+def redact(url: str) -> str:
+    """`url` with its password hidden: a worker's logs go where its secrets must not."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 def _run(worker: Worker) -> None:

@@ -41,3 +41,11 @@ def test_a_bad_environment_value_is_named(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("APEX_CONCURRENCY", "lots")
     with pytest.raises(SystemExit, match="APEX_CONCURRENCY"):
         build_parser()
+
+
+def test_a_redis_password_never_reaches_the_log() -> None:
+    from apex_worker.cli import redact
+
+    assert redact("redis://:s3cret-pw@127.0.0.1:6390/0") == "redis://:***@127.0.0.1:6390/0"
+    assert redact("redis://apex:s3cret@redis:6379") == "redis://apex:***@redis:6379"
+    assert redact("redis://127.0.0.1:6379") == "redis://127.0.0.1:6379"
