@@ -23,8 +23,8 @@ mod writer;
 pub use self::core::{worker_view, QueueStats};
 pub use self::writer::{Stuck, WriterHealth};
 
-use crate::bus::Bus;
 use crate::dag::Dag;
+use crate::live::Bus;
 use crate::queue::RedisQueue;
 use crate::store::{RunRow, Store};
 use std::sync::Arc;
