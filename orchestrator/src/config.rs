@@ -57,6 +57,15 @@ pub struct ServeConfig {
     /// Most WebSocket connections open at once; more are refused with 503.
     #[arg(long, env = "APEX_MAX_WEBSOCKETS", default_value_t = 10_000)]
     pub max_websockets: usize,
+    /// Most bytes of recent fleet events (run summaries, workers, queues) kept so a
+    /// WebSocket client can resume with `since`; older ones get a fresh snapshot.
+    #[arg(long, env = "APEX_LIVE_RING_BYTES", default_value_t = 16 << 20)]
+    pub live_ring_bytes: usize,
+    /// Most bytes of streamed text kept per running attempt, so a client that connects
+    /// mid-answer first gets the text so far; past it the oldest text is left out (the
+    /// task's output still carries all of it).
+    #[arg(long, env = "APEX_LIVE_ANSWER_BYTES", default_value_t = 256 << 10)]
+    pub live_answer_bytes: usize,
     /// Seconds any request but a WebSocket may take before it is answered 503 `timeout`.
     #[arg(long, env = "APEX_REQUEST_TIMEOUT_S", default_value_t = 30.0,
           value_parser = positive_seconds)]
@@ -203,6 +212,8 @@ impl ServeConfig {
             queue_idle_s: 600,
             max_inline_tasks: 10_000,
             max_websockets: 10_000,
+            live_ring_bytes: 16 << 20,
+            live_answer_bytes: 256 << 10,
             request_timeout_s: 30.0,
             dashboard_dir: None,
             worker_lost_after_s: 10,

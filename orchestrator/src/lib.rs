@@ -10,7 +10,8 @@
 //!   carries out their commands, and group-commits the results.
 //! - [`queue`]: Redis Streams transport to and from the workers (`worker-protocol`).
 //! - [`store`]: persistence, the source of truth (Postgres, or SQLite for `apex up`).
-//! - [`bus`]: stored events published live to WebSocket clients.
+//! - [`live`]: stored events and streamed text published live to WebSocket clients:
+//!   routed per run, coalesced into frames built once and shared by every subscriber.
 //! - [`api`]: the HTTP API (axum), one module per resource; [`views`] shapes its JSON.
 //! - [`access`]: who may do what: token scopes, principals, token secrets. Pure.
 //! - [`autoscale`]: how many workers each queue's work calls for (pure policy).
@@ -24,12 +25,12 @@
 pub mod access;
 pub mod api;
 pub mod autoscale;
-pub mod bus;
 pub mod ceilings;
 pub mod cli;
 pub mod config;
 pub mod dag;
 pub mod engine;
+pub mod live;
 pub mod providers;
 pub mod queue;
 pub mod server;

@@ -3,10 +3,10 @@
 use crate::api::browser::BrowserPolicy;
 use crate::api::error::ApiError;
 use crate::api::{self, AppState};
-use crate::bus::Bus;
 use crate::config::ServeConfig;
 use crate::dag::Limits;
 use crate::engine::{self, EngineConfig, EngineHandle};
+use crate::live::{Bus, BusConfig};
 use crate::queue::RedisQueue;
 use crate::store::leader::Leadership;
 use crate::store::Store;
@@ -171,7 +171,11 @@ pub async fn start_on(
             .await
             .with_context(|| format!("cannot connect to Redis at {}", redact(&config.redis_url)))?,
     );
-    let bus = Bus::new();
+    let bus = Bus::new(BusConfig {
+        ring_bytes: config.live_ring_bytes,
+        answer_bytes: config.live_answer_bytes,
+        ..BusConfig::default()
+    });
     let engine_config = EngineConfig {
         worker_lost_after: Duration::from_secs(config.worker_lost_after_s),
         lease_timeout: Duration::from_secs_f64(config.lease_timeout_s),

@@ -34,23 +34,58 @@ async fn next_frame(ws: &mut Socket) -> Value {
     }
 }
 
-/// Reads `events` frames until the run's terminal event; returns every event read.
-async fn events_until_finished(ws: &mut Socket) -> Vec<Value> {
-    let mut all = Vec::new();
+/// Reads `events` frames until the run's terminal event; returns every frame read.
+async fn frames_until_finished(ws: &mut Socket) -> Vec<Value> {
+    let mut frames = Vec::new();
     loop {
         let frame = next_frame(ws).await;
         assert_eq!(frame["type"], "events", "{frame}");
-        for e in frame["events"].as_array().unwrap() {
-            all.push(e.clone());
-            if e["kind"] == "run" && e["state"] != "running" {
-                return all;
-            }
+        let done = frame["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "run" && e["state"] != "running");
+        frames.push(frame);
+        if done {
+            return frames;
         }
     }
 }
 
-fn stored_seqs(events: &[Value]) -> Vec<u64> {
-    events.iter().filter_map(|e| e["seq"].as_u64()).collect()
+fn events_of(frames: &[Value]) -> Vec<Value> {
+    frames
+        .iter()
+        .flat_map(|f| f["events"].as_array().unwrap().iter().cloned())
+        .collect()
+}
+
+/// Checks that the frames account for every stored event after `from` exactly once:
+/// their `seq_from..=seq_to` ranges follow each other with no gap or overlap, and each
+/// event's `seq` lies in its frame's range. Returns the last sequence number.
+fn assert_contiguous(frames: &[Value], from: u64) -> u64 {
+    let mut last = from;
+    for f in frames {
+        let (Some(lo), Some(hi)) = (f["seq_from"].as_u64(), f["seq_to"].as_u64()) else {
+            assert!(
+                f["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|e| e["seq"].is_null()),
+                "a frame of stored events names its range: {f}"
+            );
+            continue;
+        };
+        assert_eq!(lo, last + 1, "no gap, no repeat: {f}");
+        assert!(hi >= lo);
+        for e in f["events"].as_array().unwrap() {
+            if let Some(s) = e["seq"].as_u64() {
+                assert!((lo..=hi).contains(&s), "{e} outside {lo}..={hi}");
+            }
+        }
+        last = hi;
+    }
+    last
 }
 
 fn slow_chain() -> Value {
@@ -74,41 +109,60 @@ async fn a_client_gets_the_snapshot_then_every_transition_in_order() {
     assert_eq!(snapshot["run"]["tasks"].as_array().unwrap().len(), 4);
     let from = snapshot["seq"].as_u64().unwrap();
 
-    let events = events_until_finished(&mut ws).await;
-    let seqs = stored_seqs(&events);
-    assert_eq!(
-        seqs,
-        ((from + 1)..=(from + seqs.len() as u64)).collect::<Vec<_>>(),
-        "no gaps, no repeats"
-    );
+    let frames = frames_until_finished(&mut ws).await;
+    let last_seq = assert_contiguous(&frames, from);
+    let events = events_of(&frames);
     let last = events.last().unwrap();
     assert_eq!(
         (last["kind"].as_str(), last["state"].as_str()),
         (Some("run"), Some("succeeded"))
     );
-    // d's lifecycle is all there, in order.
+    assert!(
+        frames.iter().any(|f| f["run"]["counts"].is_object()),
+        "frames carry the run's counts"
+    );
+    // d's lifecycle is in order and ends as stored (steps within one frame coalesce).
     let d: Vec<&str> = events
         .iter()
         .filter(|e| e["task_id"] == "d" && e["kind"] == "task")
         .map(|e| e["state"].as_str().unwrap())
         .collect();
-    assert_eq!(d.first(), Some(&"queued"));
     assert_eq!(d.last(), Some(&"succeeded"));
-    // The stream matches the stored log exactly, plus when each event was stored.
+    // Every event sent is the stored one, plus when it was stored; a stored event not
+    // sent was superseded by a later one of its task within the same frame.
     let (_, stored) = sys
         .get(&format!("/api/v1/runs/{id}/events?since={from}"))
         .await;
-    let live: Vec<Value> = events
-        .iter()
-        .filter(|e| e["seq"].is_u64())
-        .map(|e| {
+    let stored = stored["events"].as_array().unwrap();
+    assert_eq!(stored.last().unwrap()["seq"].as_u64(), Some(last_seq));
+    for f in &frames {
+        let sent = f["events"].as_array().unwrap();
+        for e in sent.iter().filter(|e| e["seq"].is_u64()) {
             let mut e = e.clone();
             assert!(e["stored_at_ms"].as_i64().unwrap() >= e["at_ms"].as_i64().unwrap());
             e.as_object_mut().unwrap().remove("stored_at_ms");
-            e
-        })
-        .collect();
-    assert_eq!(stored["events"].as_array().unwrap(), &live);
+            let seq = e["seq"].as_u64().unwrap();
+            assert_eq!(stored.iter().find(|s| s["seq"] == seq), Some(&e));
+        }
+        let (Some(lo), Some(hi)) = (f["seq_from"].as_u64(), f["seq_to"].as_u64()) else {
+            continue;
+        };
+        for s in stored
+            .iter()
+            .filter(|s| (lo..=hi).contains(&s["seq"].as_u64().unwrap()))
+        {
+            let kept = sent.iter().any(|e| e["seq"] == s["seq"]);
+            let superseded = sent.iter().any(|e| {
+                e["kind"] == "task"
+                    && e["task_id"] == s["task_id"]
+                    && e["seq"].as_u64() > s["seq"].as_u64()
+            });
+            assert!(
+                kept || (s["kind"] == "task" && superseded),
+                "{s} went missing"
+            );
+        }
+    }
     sys.shutdown().await;
 }
 
@@ -122,8 +176,8 @@ async fn reconnecting_with_since_loses_nothing() {
     let mut seen = snapshot["seq"].as_u64().unwrap();
     // Read one frame, then drop the connection mid-run.
     let first = next_frame(&mut ws).await;
-    if let Some(s) = stored_seqs(first["events"].as_array().unwrap()).last() {
-        seen = *s;
+    if let Some(s) = first["seq_to"].as_u64() {
+        seen = s;
     }
     drop(ws);
     sys.wait_run(&id, LIMIT).await;
@@ -134,10 +188,20 @@ async fn reconnecting_with_since_loses_nothing() {
         frame["type"], "events",
         "a resuming client gets the missed events, not a snapshot"
     );
-    let resumed = stored_seqs(frame["events"].as_array().unwrap());
     let (_, run) = sys.get(&format!("/api/v1/runs/{id}")).await;
     let last = run["last_seq"].as_u64().unwrap();
-    assert_eq!(resumed, ((seen + 1)..=last).collect::<Vec<_>>());
+    assert_eq!(assert_contiguous(std::slice::from_ref(&frame), seen), last);
+    // Coalesced, the missed events still end every task in its stored state.
+    for t in run["tasks"].as_array().unwrap() {
+        let latest = frame["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rfind(|e| e["kind"] == "task" && e["task_id"] == t["id"]);
+        if let Some(e) = latest {
+            assert_eq!(e["state"], t["state"], "{e}");
+        }
+    }
     sys.shutdown().await;
 }
 
@@ -224,6 +288,203 @@ async fn clients_are_told_when_the_server_stops() {
             }
             other => panic!("expected a close frame, got {other:?}"),
         }
+    }
+    sys.shutdown().await;
+}
+
+/// Where a state lies in a task's lifecycle; without retries, a client must never see a
+/// task move back.
+fn rank(state: &str) -> u8 {
+    match state {
+        "pending" | "ready" | "waiting" => 0,
+        "queued" => 1,
+        "running" => 2,
+        _ => 3,
+    }
+}
+
+/// The parts of a frame a follower reads (fifty of them read every frame, so no more).
+#[derive(serde::Deserialize)]
+struct Lite {
+    #[serde(rename = "type")]
+    kind: String,
+    seq: Option<u64>,
+    seq_from: Option<u64>,
+    seq_to: Option<u64>,
+    #[serde(default)]
+    events: Vec<LiteEvent>,
+    run: Option<LiteRun>,
+}
+
+#[derive(serde::Deserialize)]
+struct LiteRun {
+    counts: Option<std::collections::HashMap<String, u64>>,
+    #[serde(default)]
+    tasks: Vec<LiteTask>,
+}
+
+#[derive(serde::Deserialize)]
+struct LiteTask {
+    id: String,
+    state: String,
+}
+
+#[derive(serde::Deserialize)]
+struct LiteEvent {
+    kind: String,
+    seq: Option<u64>,
+    task_id: Option<String>,
+    state: Option<String>,
+}
+
+/// One client's view of a run, folded from its snapshot and frames.
+#[derive(Default)]
+struct Follower {
+    tasks: std::collections::HashMap<String, u8>,
+    cursor: u64,
+    finished: bool,
+    resyncs: u32,
+    problems: Vec<String>,
+}
+
+impl Follower {
+    fn apply(&mut self, text: &str) {
+        let f: Lite = serde_json::from_str(text).unwrap();
+        match f.kind.as_str() {
+            "snapshot" => {
+                self.cursor = f.seq.unwrap();
+                for t in f.run.into_iter().flat_map(|r| r.tasks) {
+                    self.tasks.insert(t.id, rank(&t.state));
+                }
+            }
+            "events" => {
+                if let (Some(lo), Some(hi)) = (f.seq_from, f.seq_to) {
+                    if lo != self.cursor + 1 {
+                        self.problems
+                            .push(format!("frame {lo}..={hi} after {}", self.cursor));
+                    }
+                    self.cursor = hi;
+                }
+                for e in f.events {
+                    match (e.kind.as_str(), e.task_id, e.state) {
+                        ("task", Some(id), Some(state)) => {
+                            let to = rank(&state);
+                            let from = self.tasks.insert(id.clone(), to).unwrap_or(0);
+                            if to < from || (to == from && to == 3) {
+                                self.problems
+                                    .push(format!("{id} went {from} → {state} (seq {:?})", e.seq));
+                            }
+                        }
+                        ("run", _, Some(state)) if state != "running" => self.finished = true,
+                        _ => {}
+                    }
+                }
+            }
+            "resync" => self.resyncs += 1,
+            other => self.problems.push(format!("unexpected frame {other}")),
+        }
+    }
+}
+
+/// Follows run `id` to its end; with `drop_after`, leaves after that many frames and
+/// comes back with `since`.
+async fn follow_to_the_end(
+    base: String,
+    id: String,
+    tasks: usize,
+    drop_after: Option<usize>,
+) -> Follower {
+    let url = |q: String| format!("{}/api/v1/ws?run={id}{q}", base.replace("http://", "ws://"));
+    let mut f = Follower::default();
+    let (mut ws, _) = tokio_tungstenite::connect_async(url(String::new()))
+        .await
+        .unwrap();
+    let mut frames = 0;
+    loop {
+        let msg = tokio::time::timeout(LIMIT, ws.next())
+            .await
+            .expect("a frame in time");
+        let Some(Ok(msg)) = msg else {
+            f.problems.push(format!("connection dropped: {msg:?}"));
+            return f;
+        };
+        let Message::Text(text) = msg else { continue };
+        f.apply(&text);
+        if frames == 0 {
+            // The snapshot carries the first tasks; the rest are queued, as its counts say.
+            let queued = (0..tasks)
+                .filter(|i| !f.tasks.contains_key(&format!("t{i}")))
+                .count();
+            let counts: Lite = serde_json::from_str(&text).unwrap();
+            let says = counts
+                .run
+                .and_then(|r| r.counts)
+                .and_then(|c| c.get("queued").copied());
+            assert!(
+                says.unwrap_or(0) >= queued as u64,
+                "{queued} tasks not in the snapshot"
+            );
+            for i in 0..tasks {
+                f.tasks.entry(format!("t{i}")).or_insert(rank("queued"));
+            }
+        }
+        frames += 1;
+        if f.finished || f.resyncs > 0 {
+            return f;
+        }
+        if drop_after == Some(frames) {
+            let _ = ws.close(None).await;
+            let since = format!("&since={}", f.cursor);
+            ws = tokio_tungstenite::connect_async(url(since))
+                .await
+                .unwrap()
+                .0;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_subscribers_of_a_20k_task_run_each_end_with_every_tasks_final_state() {
+    const TASKS: usize = 20_000;
+    // Small snapshots: fifty clients of a 20,000-task run need not each parse it all.
+    let mut sys = TestSystem::start_with(|c| c.max_inline_tasks = 100).await;
+    let tasks: Vec<Value> = (0..TASKS)
+        .map(|i| json!({"id": format!("t{i}"), "handler": "noop"}))
+        .collect();
+    let id = sys.submit(&json!({"tasks": tasks})).await;
+    // Everyone is subscribed before the first task runs.
+    let followers: Vec<_> = (0..50)
+        .map(|i| {
+            let drop_after = (i == 7).then_some(40);
+            tokio::spawn(follow_to_the_end(
+                sys.base.clone(),
+                id.clone(),
+                TASKS,
+                drop_after,
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sys.spawn_worker("default", 200);
+    sys.spawn_worker("default", 200);
+    let run = sys.wait_run(&id, Duration::from_secs(180)).await;
+    assert_eq!(run["counts"]["succeeded"], TASKS);
+    let last = run["last_seq"].as_u64().unwrap();
+    for (i, f) in followers.into_iter().enumerate() {
+        let f = f.await.unwrap();
+        assert!(
+            f.problems.is_empty(),
+            "client {i}: {:?}",
+            &f.problems[..f.problems.len().min(5)]
+        );
+        assert_eq!(f.resyncs, 0, "client {i} was told to resync");
+        assert!(f.finished, "client {i} saw the run finish");
+        assert_eq!(f.cursor, last, "client {i} accounted for every event");
+        assert_eq!(f.tasks.len(), TASKS);
+        assert!(
+            f.tasks.values().all(|&r| r == rank("succeeded")),
+            "client {i} ends with every task succeeded"
+        );
     }
     sys.shutdown().await;
 }

@@ -191,6 +191,20 @@ export interface ProgressEvent {
   at_ms: number;
 }
 
+/**
+ * The text a task's running attempt streamed before this client joined, sent once on
+ * (re)connecting; the `text_delta`s that follow continue it. Past the server's buffer
+ * the oldest text is left out and counted in `dropped_bytes`.
+ */
+export interface AnswerEvent {
+  kind: 'answer';
+  run_id: string;
+  task_id: string;
+  attempt: number;
+  text: string;
+  dropped_bytes: number;
+}
+
 export interface RunCreatedEvent {
   kind: 'run_created';
   run: RunSummary;
@@ -216,6 +230,7 @@ export interface QueuesEvent {
 export type LiveEvent =
   | StoredEvent
   | ProgressEvent
+  | AnswerEvent
   | RunCreatedEvent
   | RunUpdatedEvent
   | WorkerEvent
@@ -237,6 +252,15 @@ export interface OverviewSnapshotFrame {
 
 export interface EventsFrame {
   type: 'events';
+  /**
+   * The stored events this frame accounts for (run seqs on a run's stream, bus seqs on the
+   * fleet's): each is in `events` or was superseded by a later one of its task that is.
+   * Resuming with `since=seq_to` is exact. Absent on frames of live-only events.
+   */
+  seq_from?: number;
+  seq_to?: number;
+  /** A run's stream: the run's latest summary (counts), when it changed. */
+  run?: RunSummary;
   events: LiveEvent[];
 }
 

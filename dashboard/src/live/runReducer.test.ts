@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { doneCount, emptyRunView, MAX_ANSWER_CHARS, runReducer, type RunView } from './runReducer';
 import { run, summary, task, taskEvent } from '../testing/fixtures';
-import type { LiveEvent, ProgressEvent, Task } from '../api/types';
+import type { AnswerEvent, LiveEvent, ProgressEvent, Task } from '../api/types';
 
 const diamond = () =>
   run('r1', [
@@ -322,6 +322,25 @@ describe('runReducer streamed answers', () => {
     const view = runReducer(start(), events(delta('plan', 1, 'head'), delta('plan', 1, chunk), delta('plan', 1, chunk), delta('plan', 1, 'tail')));
     expect(view.answers.plan!.text).toHaveLength(MAX_ANSWER_CHARS);
     expect(view.answers.plan!.text.endsWith('tail')).toBe(true);
+    expect(view.answers.plan!.truncated).toBe(true);
+  });
+
+  const answer = (taskId: string, attempt: number, text: string, dropped_bytes = 0): AnswerEvent => ({
+    kind: 'answer', run_id: 'r1', task_id: taskId, attempt, text, dropped_bytes,
+  });
+
+  it('takes the text so far on rejoining, in place of its own, and grows it with the deltas that follow', () => {
+    let view = runReducer(start(), events(delta('plan', 1, 'The moon')));
+    // Reconnected: the server sends what the attempt streamed so far, then what follows.
+    view = runReducer(view, events(answer('plan', 1, 'The moon pulls'), delta('plan', 1, ' the tides')));
+    expect(view.answers.plan).toEqual({ attempt: 1, text: 'The moon pulls the tides' });
+  });
+
+  it('marks an answer whose beginning the server no longer had, and ignores one for a finished task', () => {
+    let view = runReducer(start(), events(answer('plan', 1, 'ides.', 40)));
+    expect(view.answers.plan).toEqual({ attempt: 1, text: 'ides.', truncated: true });
+    view = runReducer(view, events(taskEvent('r1', 5, 'plan', 'succeeded'), answer('plan', 1, 'late')));
+    expect(view.answers.plan).toBeUndefined();
   });
 });
 

@@ -37,6 +37,8 @@ export interface TaskSpec {
 export interface LiveAnswer {
   attempt: number;
   text: string;
+  /** Earlier text is left out: the server's buffer or ours only kept the latest. */
+  truncated?: boolean;
 }
 
 export interface RunView {
@@ -297,6 +299,12 @@ function bearsUsage(task: Task): boolean {
   return !!task.agent || hasUsage(task.usage);
 }
 
+/** An answer trimmed to its latest MAX_ANSWER_CHARS. */
+function keptAnswer(attempt: number, text: string, truncated: boolean): LiveAnswer {
+  if (text.length <= MAX_ANSWER_CHARS) return truncated ? { attempt, text, truncated } : { attempt, text };
+  return { attempt, text: text.slice(text.length - MAX_ANSWER_CHARS), truncated: true };
+}
+
 function applyEvents(state: RunView, events: LiveEvent[]): RunView {
   const summary0 = state.summary;
   if (!summary0) return state;
@@ -339,6 +347,17 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
   };
 
   for (const event of events) {
+    if (event.kind === 'answer') {
+      // The text so far, on (re)joining: it replaces ours, and the deltas that follow continue it.
+      if (event.run_id !== summary0.id) continue;
+      const task = tasks.get(event.task_id);
+      if (task && (event.attempt < task.attempt || TERMINAL_TASK_STATES.has(task.state))) continue;
+      const answer = answers[event.task_id];
+      if (answer && event.attempt < answer.attempt) continue;
+      writableAnswers()[event.task_id] = keptAnswer(event.attempt, event.text, event.dropped_bytes > 0);
+      changed = true;
+      continue;
+    }
     if (event.kind === 'progress') {
       if (event.run_id !== summary0.id) continue;
       const task = tasks.get(event.task_id);
@@ -348,11 +367,9 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
         // Kept even for a task not known yet: a spawned child may stream before its spec arrives.
         const answer = answers[event.task_id];
         if (!answer || event.attempt >= answer.attempt) {
-          const text = answer && answer.attempt === event.attempt ? answer.text + delta : delta;
-          writableAnswers()[event.task_id] = {
-            attempt: event.attempt,
-            text: text.length > MAX_ANSWER_CHARS ? text.slice(text.length - MAX_ANSWER_CHARS) : text,
-          };
+          const same = answer && answer.attempt === event.attempt;
+          const text = same ? answer.text + delta : delta;
+          writableAnswers()[event.task_id] = keptAnswer(event.attempt, text, !!(same && answer.truncated));
           changed = true;
         }
       }

@@ -83,6 +83,16 @@ describe('openLiveSocket', () => {
     expect(h.sockets[1]!.url).toBe('ws://apex.test/api/v1/ws?run=r1&since=6&token=sekret');
   });
 
+  it('resumes after seq_to: the frame accounts for events it coalesced away', () => {
+    const h = harness();
+    h.sockets[0]!.send({ type: 'snapshot', run: run('r1', []), seq: 4 });
+    // Seqs 5..7 were a's queued, running, succeeded: only the last is sent, and a log after it.
+    h.sockets[0]!.send({ type: 'events', seq_from: 5, seq_to: 9, events: [taskEvent('r1', 7, 'a', 'succeeded')] });
+    h.sockets[0]!.drop();
+    h.timers[0]!.fn();
+    expect(h.sockets[1]!.url).toBe('ws://apex.test/api/v1/ws?run=r1&since=9&token=sekret');
+  });
+
   it('starts resumed when its owner already holds the state, and is live once open', () => {
     const h = harness(41);
     expect(h.sockets[0]!.url).toBe('ws://apex.test/api/v1/ws?run=r1&since=41&token=sekret');

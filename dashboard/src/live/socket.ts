@@ -126,6 +126,8 @@ export function openLiveSocket<Snapshot>(options: LiveSocketOptions<Snapshot>): 
           const seq = options.seqOf(event);
           if (seq !== null && (since === null || seq > since)) since = seq;
         }
+        // Events a later one superseded within the frame are accounted for up to seq_to.
+        if (typeof frame.seq_to === 'number' && (since === null || frame.seq_to > since)) since = frame.seq_to;
         failures = 0;
         setStatus('live');
         options.onEvents(frame.events);

@@ -100,7 +100,7 @@ export function TaskPanel(props: Props) {
         <Spawned {...props} />
       </dl>
 
-      {streaming && <LiveAnswerView text={answer?.text ?? ''} />}
+      {streaming && <LiveAnswerView text={answer?.text ?? ''} truncated={!!answer?.truncated} />}
 
       {/* A streaming task shows its answer; a bar saying only "running" would add nothing. */}
       {task.state === 'running' && (!streaming || typeof task.progress === 'number' || !!task.progress_message) && (
@@ -184,8 +184,8 @@ function Spawned({ spawned, spawnedExpanded, onExpandSpawned }: Props) {
   );
 }
 
-/** The streamed answer, kept scrolled to its end unless the reader scrolled up. */
-function LiveAnswerView({ text }: { text: string }) {
+/** The streamed answer as it grows, kept scrolled to its end unless the reader scrolled up. */
+function LiveAnswerView({ text, truncated }: { text: string; truncated: boolean }) {
   const box = useRef<HTMLPreElement>(null);
   const pinned = useRef(true);
   useLayoutEffect(() => {
@@ -195,6 +195,11 @@ function LiveAnswerView({ text }: { text: string }) {
   return (
     <section>
       <h3>Answer (live)</h3>
+      {truncated && (
+        <div className="muted" data-testid="task-answer-truncated">
+          … the beginning is not shown (the whole text will be in the output)
+        </div>
+      )}
       <pre
         ref={box}
         className="live-answer"

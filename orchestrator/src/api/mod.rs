@@ -22,9 +22,9 @@ pub use dashboard::embedded as dashboard_embedded;
 pub use health::prometheus;
 pub use ws::WsSlots;
 
-use crate::bus::Bus;
 use crate::dag::Limits;
 use crate::engine::EngineHandle;
+use crate::live::Bus;
 use crate::queue::RedisQueue;
 use crate::store::Store;
 use axum::extract::DefaultBodyLimit;

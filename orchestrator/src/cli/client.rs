@@ -239,11 +239,25 @@ impl Client {
 
     /// Opens the live stream of one run, resuming after `since` when given.
     pub async fn follow_run(&self, run: &str, since: Option<u64>) -> Result<Socket, CliError> {
+        self.open_stream(run, &[], since).await
+    }
+
+    /// Opens the live stream of one run, task-level for `tasks` only (all of them when
+    /// empty), resuming after `since` when given.
+    pub async fn open_stream(
+        &self,
+        run: &str,
+        tasks: &[&str],
+        since: Option<u64>,
+    ) -> Result<Socket, CliError> {
         let ws_base = match self.base.strip_prefix("https://") {
             Some(rest) => format!("wss://{rest}"),
             None => self.base.replacen("http://", "ws://", 1),
         };
         let mut url = format!("{ws_base}/api/v1/ws?run={}", encode(run));
+        for t in tasks {
+            url.push_str(&format!("&tasks={}", encode(t)));
+        }
         if let Some(s) = since {
             url.push_str(&format!("&since={s}"));
         }

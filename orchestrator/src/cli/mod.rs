@@ -9,7 +9,7 @@
 //! - [`output`]: colour on terminals only, tables, times and durations.
 //! - [`submit`]: reading DAG files; `submit` and `validate`.
 //! - [`runs`]: `runs`, `run show`, `cancel`, `retry`.
-//! - [`task`]: `task show`.
+//! - [`task`]: `task show`; [`follow`]: `task show --follow`, a task's answer as it streams.
 //! - [`fleet`]: `workers`, `queues`.
 //! - [`agents`]: the agent registry: `agents`, `agents show`, `agents put`, `agents delete`.
 //! - [`tokens`]: scoped API tokens: `tokens create`, `tokens list`, `tokens revoke`.
@@ -22,6 +22,7 @@ pub mod agents;
 pub mod client;
 pub mod error;
 pub mod fleet;
+mod follow;
 pub mod output;
 pub mod runs;
 pub mod submit;

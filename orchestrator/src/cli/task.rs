@@ -1,6 +1,7 @@
 //! `apex task show`: everything about one task, to answer "what happened to it": its
 //! input, what its dependencies handed it, its output or error and traceback, every
-//! attempt with timings and worker, and what it logged.
+//! attempt with timings and worker, and what it logged; with `--follow`, its answer as
+//! it is streamed ([`super::follow`]).
 
 use super::client::{encode, Client, Connection};
 use super::error::{CliError, Exit};
@@ -29,6 +30,10 @@ pub struct TaskShowArgs {
     /// Print the API's TaskDetail as JSON (it always includes the logs).
     #[arg(long)]
     pub json: bool,
+    /// Print the task's answer as its model streams it, and exit when the task ends
+    /// (0 if it succeeded, 1 if not).
+    #[arg(long, conflicts_with_all = ["json", "logs"])]
+    pub follow: bool,
     #[command(flatten)]
     pub conn: Connection,
 }
@@ -36,6 +41,9 @@ pub struct TaskShowArgs {
 /// `apex task show RUN TASK`.
 pub async fn show(args: &TaskShowArgs, out: &mut Printer) -> Result<Exit, CliError> {
     let client = Client::new(&args.conn)?;
+    if args.follow {
+        return super::follow::follow(&client, &args.run, &args.task, out).await;
+    }
     let path = format!(
         "/api/v1/runs/{}/tasks/{}",
         encode(&args.run),

@@ -681,16 +681,26 @@ impl Core {
                 let Some(i) = run.machine.dag().index_of(&p.task_id) else {
                     return;
                 };
-                run.progress.insert(i, (p.progress, p.message.clone()));
+                // Streamed text alone says nothing about how far along the task is.
+                let text_only =
+                    p.text_delta.is_some() && p.progress.is_none() && p.message.is_empty();
+                if !text_only {
+                    run.progress.insert(i, (p.progress, p.message.clone()));
+                }
                 if let Some(seen) = run.activity.get_mut(&i) {
                     if seen.0 == p.attempt {
                         seen.1 = now_ms();
                     }
                 }
-                let body = json!({
+                let mut body = json!({
                     "kind": "progress", "run_id": p.run_id, "task_id": p.task_id, "attempt": p.attempt,
                     "progress": p.progress, "message": p.message, "at_ms": p.at_ms,
                 });
+                // Live only, never stored per delta: the bus keeps the text so far for
+                // clients that join mid-answer, and the final text is in the output.
+                if let Some(delta) = p.text_delta {
+                    body["text_delta"] = delta.into();
+                }
                 self.pending
                     .flush
                     .live

@@ -25,8 +25,8 @@ pub use self::core::{worker_view, QueueStats};
 pub use self::log_cap::LogLimits;
 pub use self::writer::{Stuck, WriterHealth};
 
-use crate::bus::Bus;
 use crate::dag::Dag;
+use crate::live::Bus;
 use crate::queue::RedisQueue;
 use crate::store::{RunRow, Store};
 use std::sync::Arc;

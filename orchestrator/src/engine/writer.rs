@@ -1,6 +1,6 @@
 //! Group commit: store first, then Redis, then the bus, then the callers.
 
-use crate::bus::Bus;
+use crate::live::Bus;
 use crate::queue::{Outgoing, RedisQueue};
 use crate::store::{RunRow, Store, StoreError, WriteBatch};
 use serde_json::Value;

@@ -1,0 +1,343 @@
+//! The bus: where the writer publishes what it stored (and what workers stream), routed
+//! to the run's stream or the fleet's.
+//!
+//! Publishing never waits for subscribers: it classifies and encodes each event once,
+//! appends it to a stream's pending list, and returns. A run's events go to that run's
+//! stream only if someone watches it (or its attempts stream text); fleet events are
+//! numbered, kept in the [`Ring`] for `since`, and go to the fleet stream, and a run
+//! summary also goes to its run's stream, as the run's frames carry it.
+
+use super::event::{BusEvent, Kind};
+use super::ring::Ring;
+use super::stream::{Cadence, Feed, Stream, Streams, Subscription};
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bounds and timing of the bus.
+#[derive(Debug, Clone, Copy)]
+pub struct BusConfig {
+    /// Most fleet events kept for `since`.
+    pub ring_events: usize,
+    /// Most bytes (encoded) of fleet events kept for `since`.
+    pub ring_bytes: usize,
+    /// Most bytes of streamed text kept per running attempt for clients that join
+    /// mid-answer.
+    pub answer_bytes: usize,
+    pub run: Cadence,
+    pub fleet: Cadence,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            ring_events: 65_536,
+            ring_bytes: 16 << 20,
+            answer_bytes: 256 << 10,
+            // 20 ms keeps stored→client latency well under 50 ms while a busy run's
+            // events share frames; summaries a few times a second are enough for counts.
+            run: Cadence {
+                frame: Duration::from_millis(20),
+                summary: Duration::from_millis(250),
+            },
+            fleet: Cadence {
+                frame: Duration::from_millis(50),
+                summary: Duration::from_millis(250),
+            },
+        }
+    }
+}
+
+/// A cheap-to-clone handle on the bus.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BusConfig,
+    /// Run streams by run id; locked for one publish, join or stream removal, never
+    /// across an `.await`. Taken before any stream's own lock.
+    streams: Arc<Streams>,
+    fleet: Arc<Stream>,
+    /// Fleet events kept for `since`; locked briefly on publish and on join.
+    ring: Mutex<Ring>,
+    /// The last bus sequence number given to a fleet event.
+    seq: AtomicU64,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Self::new(BusConfig::default())
+    }
+}
+
+impl Bus {
+    pub fn new(config: BusConfig) -> Self {
+        let streams: Arc<Streams> = Arc::default();
+        let fleet = Stream::new(None, config.fleet, 0, std::sync::Weak::new());
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                streams,
+                fleet,
+                ring: Mutex::new(Ring::new(config.ring_events, config.ring_bytes)),
+                seq: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Publishes events in order: `(run_id, run_seq, body)`; a run's stored events
+    /// carry their `run_seq`, live-only and fleet events none.
+    pub fn publish(
+        &self,
+        events: impl IntoIterator<Item = (Option<Arc<str>>, Option<u64>, Value)>,
+    ) {
+        let inner = &*self.inner;
+        let mut streams = inner.streams.lock();
+        let mut fleet = Vec::new();
+        // Consecutive events of one run go to its stream in one push.
+        let mut batch: Vec<Arc<BusEvent>> = Vec::new();
+        for (run_id, run_seq, body) in events {
+            match run_id {
+                Some(run) => {
+                    if batch
+                        .first()
+                        .is_some_and(|e| e.run_id.as_ref() != Some(&run))
+                    {
+                        self.route(&mut streams, std::mem::take(&mut batch));
+                    }
+                    batch.push(Arc::new(BusEvent::new(Some(run), run_seq, None, body)));
+                }
+                None => {
+                    // A run's summary follows its events.
+                    self.route(&mut streams, std::mem::take(&mut batch));
+                    let seq = inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
+                    let e = Arc::new(BusEvent::new(None, None, Some(seq), body));
+                    let mut ring = inner.ring.lock();
+                    ring.push(Arc::clone(&e));
+                    metrics::gauge!("apex_live_ring_bytes").set(ring.bytes() as f64);
+                    drop(ring);
+                    if let Some(stream) = e.summary_of().and_then(|run| streams.get(run)) {
+                        stream.push_summary(Arc::clone(&e));
+                    }
+                    fleet.push(e);
+                }
+            }
+        }
+        self.route(&mut streams, batch);
+        drop(streams);
+        if !fleet.is_empty() {
+            inner.fleet.push(fleet);
+        }
+    }
+
+    /// Hands one run's events to its stream: an existing one, or a new one when an
+    /// attempt streams text (kept for whoever joins mid-answer).
+    fn route(
+        &self,
+        streams: &mut std::collections::HashMap<Arc<str>, Arc<Stream>>,
+        batch: Vec<Arc<BusEvent>>,
+    ) {
+        let Some(run) = batch.first().and_then(|e| e.run_id.clone()) else {
+            return;
+        };
+        let stream = match streams.get(&run) {
+            Some(s) => Arc::clone(s),
+            None if batch.iter().any(|e| e.kind == Kind::Text) => {
+                let s = self.new_stream(&run);
+                streams.insert(Arc::clone(&run), Arc::clone(&s));
+                s
+            }
+            None => return,
+        };
+        stream.push(batch);
+        if stream.idle() {
+            streams.remove(&run);
+        }
+    }
+
+    fn new_stream(&self, run: &Arc<str>) -> Arc<Stream> {
+        let c = &self.inner.config;
+        Stream::new(
+            Some(Arc::clone(run)),
+            c.run,
+            c.answer_bytes,
+            Arc::downgrade(&self.inner.streams),
+        )
+    }
+
+    /// The last bus sequence number used.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.seq.load(Ordering::Relaxed)
+    }
+
+    /// Subscribes to run `run_id`'s stream. `wanted` picks the tasks whose answers so
+    /// far the subscription carries.
+    pub fn join_run(
+        &self,
+        run_id: &str,
+        feed: Feed,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Subscription {
+        let mut streams = self.inner.streams.lock();
+        let stream = match streams.get(run_id) {
+            Some(s) => Arc::clone(s),
+            None => {
+                let run: Arc<str> = Arc::from(run_id);
+                let s = self.new_stream(&run);
+                streams.insert(run, Arc::clone(&s));
+                s
+            }
+        };
+        stream.join(feed, wanted)
+    }
+
+    /// Subscribes to the fleet's stream, and returns the kept fleet events after
+    /// `since` when all of them are still kept (`None` when some are gone).
+    pub fn join_fleet(&self, since: Option<u64>) -> (Subscription, Option<Vec<Arc<BusEvent>>>) {
+        // Joined first: whatever is published meanwhile is in both the replay and the
+        // frames, and the client's cursor drops the repeats.
+        let sub = self.inner.fleet.join(Feed::Frames, |_| false);
+        let replay = since.and_then(|s| self.inner.ring.lock().after(s));
+        (sub, replay)
+    }
+
+    /// Run streams open now (watched, or holding streamed text).
+    pub fn run_streams(&self) -> usize {
+        self.inner.streams.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn fast() -> BusConfig {
+        let c = Cadence {
+            frame: Duration::from_millis(5),
+            summary: Duration::from_millis(30),
+        };
+        BusConfig {
+            run: c,
+            fleet: c,
+            ..BusConfig::default()
+        }
+    }
+
+    fn task(run: &str, seq: u64, id: &str, state: &str) -> (Option<Arc<str>>, Option<u64>, Value) {
+        (
+            Some(run.into()),
+            Some(seq),
+            json!({"kind": "task", "run_id": run, "task_id": id, "state": state, "seq": seq, "attempt": 1}),
+        )
+    }
+
+    fn text(run: &str, id: &str, t: &str) -> (Option<Arc<str>>, Option<u64>, Value) {
+        (
+            Some(run.into()),
+            None,
+            json!({"kind": "progress", "run_id": run, "task_id": id, "attempt": 1, "text_delta": t}),
+        )
+    }
+
+    async fn next(sub: &mut Subscription) -> Arc<super::super::Frame> {
+        tokio::time::timeout(Duration::from_secs(5), sub.frames.recv())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+    }
+
+    #[tokio::test]
+    async fn subscribers_share_one_coalesced_frame_with_the_run_summary() {
+        let bus = Bus::new(fast());
+        let mut a = bus.join_run("r", Feed::Frames, |_| true);
+        let mut b = bus.join_run("r", Feed::Frames, |_| true);
+        bus.publish([
+            task("r", 1, "x", "queued"),
+            task("r", 2, "x", "running"),
+            task("other", 1, "y", "queued"),
+            task("r", 3, "x", "succeeded"),
+            (
+                None,
+                None,
+                json!({"kind": "run_updated", "run": {"id": "r", "counts": {}}}),
+            ),
+        ]);
+        let (fa, fb) = (next(&mut a).await, next(&mut b).await);
+        assert!(Arc::ptr_eq(&fa, &fb), "one frame, shared");
+        assert_eq!((fa.seq_from, fa.seq_to), (Some(1), Some(3)));
+        assert_eq!(fa.events.len(), 1);
+        assert_eq!(fa.events[0].state.as_deref(), Some("succeeded"));
+        assert!(fa.run.is_some());
+        assert_eq!(bus.run_streams(), 1, "no stream for a run nobody watches");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_joining_mid_answer_gets_the_text_so_far_then_only_what_follows() {
+        let bus = Bus::new(fast());
+        bus.publish([
+            task("r", 1, "a", "running"),
+            text("r", "a", "The moon "),
+            text("r", "a", "pulls"),
+        ]);
+        assert_eq!(bus.run_streams(), 1, "kept for whoever joins");
+        let mut sub = bus.join_run("r", Feed::Frames, |_| true);
+        assert_eq!(sub.answers.len(), 1);
+        assert_eq!(sub.answers[0]["text"], "The moon pulls");
+        bus.publish([text("r", "a", " the tides")]);
+        let f = next(&mut sub).await;
+        assert_eq!(f.events[0].text.as_deref(), Some(" the tides"));
+        // A second subscriber, after that frame: the whole text, as one answer.
+        let late = bus.join_run("r", Feed::Frames, |_| true);
+        assert_eq!(late.answers[0]["text"], "The moon pulls the tides");
+        drop((sub, late));
+        bus.publish([task("r", 2, "a", "succeeded")]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            bus.run_streams(),
+            0,
+            "a finished answer and no watcher: nothing kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn summary_subscribers_get_counts_and_failures_a_few_times_a_second() {
+        let bus = Bus::new(fast());
+        let mut sub = bus.join_run("r", Feed::Summaries, |_| false);
+        bus.publish([
+            task("r", 1, "x", "running"),
+            task("r", 2, "x", "failed"),
+            task("r", 3, "y", "succeeded"),
+            (
+                None,
+                None,
+                json!({"kind": "run_updated", "run": {"id": "r"}}),
+            ),
+        ]);
+        let f = next(&mut sub).await;
+        assert_eq!((f.seq_from, f.seq_to), (Some(1), Some(3)));
+        let states: Vec<_> = f.events.iter().map(|e| e.state.as_deref()).collect();
+        assert_eq!(states, [Some("failed")]);
+        assert!(f.run.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_fleet_replays_from_the_ring_and_numbers_its_events() {
+        let bus = Bus::new(fast());
+        bus.publish([(None, None, json!({"kind": "queues", "queues": []}))]);
+        let (mut sub, replay) = bus.join_fleet(Some(0));
+        assert_eq!(replay.unwrap().len(), 1);
+        bus.publish([(None, None, json!({"kind": "worker", "worker": {"id": "w"}}))]);
+        let f = next(&mut sub).await;
+        assert_eq!((f.seq_from, f.seq_to), (Some(2), Some(2)));
+        assert!(
+            bus.join_fleet(Some(9)).1.is_none(),
+            "a sequence the bus never had"
+        );
+    }
+}

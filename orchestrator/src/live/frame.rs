@@ -1,0 +1,150 @@
+//! A frame: the coalesced events of one frame interval of one stream, encoded at most
+//! once and shared by every subscriber that takes it whole.
+//!
+//! ```json
+//! {"type": "events", "seq_from": 101, "seq_to": 180, "run": RunSummary, "events": [...]}
+//! ```
+//!
+//! `seq_from..=seq_to` is the range of stored events (run sequence numbers on a run's
+//! stream, bus sequence numbers on the fleet's) the frame accounts for: each one is in
+//! `events` or was superseded by a later one that is. A client that has applied the
+//! frame resumes exactly with `since=seq_to`. A frame of live-only events (progress,
+//! text) has no range. `run` (a run's stream only) is the run's latest summary, when it
+//! changed.
+
+use super::coalesce::coalesce;
+use super::event::BusEvent;
+use axum::extract::ws::Utf8Bytes;
+use std::sync::{Arc, OnceLock};
+
+/// One frame, shared behind an `Arc` by every subscriber of its stream.
+#[derive(Debug)]
+pub struct Frame {
+    pub seq_from: Option<u64>,
+    pub seq_to: Option<u64>,
+    /// Coalesced, in order.
+    pub events: Vec<Arc<BusEvent>>,
+    /// The run's latest summary ([`BusEvent::summary_json`]).
+    pub run: Option<Arc<BusEvent>>,
+    /// The frame as JSON text, encoded by the first subscriber that sends it whole.
+    encoded: OnceLock<Utf8Bytes>,
+}
+
+impl Frame {
+    /// A frame of `events` (one interval's, in publication order, not yet coalesced)
+    /// and the run's latest summary.
+    pub fn build(events: Vec<Arc<BusEvent>>, run: Option<Arc<BusEvent>>) -> Self {
+        let (seq_from, seq_to) = range(&events);
+        Self::new(seq_from, seq_to, coalesce(events), run)
+    }
+
+    pub fn new(
+        seq_from: Option<u64>,
+        seq_to: Option<u64>,
+        events: Vec<Arc<BusEvent>>,
+        run: Option<Arc<BusEvent>>,
+    ) -> Self {
+        Self {
+            seq_from,
+            seq_to,
+            events,
+            run,
+            encoded: OnceLock::new(),
+        }
+    }
+
+    /// Nothing to tell a client.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.run.is_none() && self.seq_to.is_none()
+    }
+
+    /// The frame as JSON text: encoded once, then shared.
+    pub fn bytes(&self) -> Utf8Bytes {
+        self.encoded
+            .get_or_init(|| Utf8Bytes::from(self.encode()))
+            .clone()
+    }
+
+    /// The frame as JSON text.
+    pub fn encode(&self) -> String {
+        let size = self.events.iter().map(|e| e.json.len() + 1).sum::<usize>()
+            + self
+                .run
+                .as_ref()
+                .and_then(|r| r.summary_json.as_ref())
+                .map_or(0, |s| s.len())
+            + 96;
+        let mut out = String::with_capacity(size);
+        out.push_str(r#"{"type":"events""#);
+        if let (Some(from), Some(to)) = (self.seq_from, self.seq_to) {
+            out.push_str(&format!(r#","seq_from":{from},"seq_to":{to}"#));
+        }
+        if let Some(run) = self.run.as_ref().and_then(|r| r.summary_json.as_ref()) {
+            out.push_str(r#","run":"#);
+            out.push_str(run);
+        }
+        out.push_str(r#","events":["#);
+        for (i, e) in self.events.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&e.json);
+        }
+        out.push_str("]}");
+        out
+    }
+}
+
+/// The lowest and highest stored sequence numbers among `events`.
+pub fn range(events: &[Arc<BusEvent>]) -> (Option<u64>, Option<u64>) {
+    let mut seqs = events.iter().filter_map(|e| e.cursor());
+    let first = seqs.next();
+    let last = seqs.next_back().or(first);
+    (first, last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn a_frame_names_the_range_it_accounts_for_and_carries_the_latest_run_summary() {
+        let task = |seq: u64, state: &str| {
+            Arc::new(BusEvent::new(
+                Some("r".into()),
+                Some(seq),
+                None,
+                json!({"kind": "task", "task_id": "a", "state": state, "seq": seq}),
+            ))
+        };
+        let run = Arc::new(BusEvent::new(
+            None,
+            None,
+            Some(1),
+            json!({"kind": "run_updated", "run": {"id": "r", "counts": {"succeeded": 1}}, "stored_at_ms": 4}),
+        ));
+        let frame = Frame::build(
+            vec![task(5, "queued"), task(6, "running"), task(7, "succeeded")],
+            Some(run),
+        );
+        let v: Value = serde_json::from_str(frame.bytes().as_str()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "events", "seq_from": 5, "seq_to": 7,
+                   "run": {"id": "r", "counts": {"succeeded": 1}, "stored_at_ms": 4},
+                   "events": [{"kind": "task", "task_id": "a", "state": "succeeded", "seq": 7}]})
+        );
+        let live = Frame::build(
+            vec![Arc::new(BusEvent::new(
+                Some("r".into()),
+                None,
+                None,
+                json!({"kind": "progress", "task_id": "a"}),
+            ))],
+            None,
+        );
+        let v: Value = serde_json::from_str(&live.encode()).unwrap();
+        assert!(v.get("seq_to").is_none() && v["events"].as_array().unwrap().len() == 1);
+    }
+}

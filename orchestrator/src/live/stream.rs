@@ -1,0 +1,368 @@
+//! A stream: one run's events (or the fleet's), turned into frames once per frame
+//! interval by one task, and shared by every subscriber through `broadcast` channels.
+//!
+//! ```text
+//! publish ──push──▶ pending ──(one task, every interval)──▶ coalesce, Frame ──▶ frames ──▶ clients
+//!                                                 └──(every summary interval)──▶ summaries ──▶ clients
+//! ```
+//!
+//! The cost of a frame is paid once per stream, not per client: a client only clones an
+//! `Arc` and writes the shared bytes. A client that falls more than the channel's
+//! capacity behind is told so by `broadcast` (it lagged) and cut off; nobody waits for it.
+//!
+//! A run's stream also holds the text its running attempts streamed so far
+//! ([`Answers`]), as of the last frame sent: joining takes a copy of it and a receiver
+//! under the same lock the frame task sends under, so a joining client gets the text so
+//! far and then exactly the deltas that follow, none twice.
+//!
+//! The frame task runs only while someone subscribes; without subscribers, publishing
+//! updates the answers directly.
+
+use super::answers::Answers;
+use super::event::BusEvent;
+use super::frame::Frame;
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::{broadcast, Notify};
+use tokio::time::Instant;
+
+/// What a subscriber takes from a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// Every frame: all events, coalesced (`detail=tasks`, or a task filter applied by
+    /// the subscriber).
+    Frames,
+    /// Summary frames only: the run's summary, its transitions and its tasks' failures,
+    /// at most one per summary interval (`detail=summary`).
+    Summaries,
+}
+
+/// How often a stream sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Cadence {
+    /// Shortest gap between two frames; what arrives within it shares a frame.
+    pub frame: Duration,
+    /// Shortest gap between two summary frames.
+    pub summary: Duration,
+}
+
+/// Frames a subscriber may fall behind before it is cut off (told to resync): a few
+/// seconds at full rate. Frames are shared, so this bounds memory per stream, not per
+/// client.
+const FRAMES_BUFFERED: usize = 512;
+const SUMMARIES_BUFFERED: usize = 64;
+
+/// The streams of runs, by run id: only runs someone watches or whose attempts stream
+/// text have one.
+pub(super) type Streams = Mutex<HashMap<Arc<str>, Arc<Stream>>>;
+
+/// One stream.
+#[derive(Debug)]
+pub struct Stream {
+    /// The run it follows; `None` for the fleet.
+    run_id: Option<Arc<str>>,
+    cadence: Cadence,
+    /// Held for a push, a join, or while the frame task takes a batch or sends one;
+    /// never across an `.await`. Sending frames under it is what makes joining exact.
+    state: Mutex<State>,
+    /// Wakes the frame task: something was pushed, or a subscriber left.
+    wake: Notify,
+    frames: broadcast::Sender<Arc<Frame>>,
+    summaries: broadcast::Sender<Arc<Frame>>,
+    /// The registry a run's stream removes itself from once nobody needs it.
+    registry: Weak<Streams>,
+    /// The last snapshot built for a subscriber, reused by those that join soon after
+    /// (fifty dashboards opening a big run read it from the store once). A tokio mutex:
+    /// held while the snapshot is built, so joiners wait for it instead of each
+    /// building their own.
+    snapshot: tokio::sync::Mutex<Option<Snapshot>>,
+}
+
+/// A run's snapshot frame, encoded, with the sequence numbers around its reading.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub built: Instant,
+    /// The run's last event before the snapshot was read: the snapshot's `seq`.
+    pub seq: u64,
+    /// The run's last event after it was read. Events in `seq + 1..=through` may or may
+    /// not show in the snapshot: a client gets them as one coalesced frame, so no task
+    /// is seen moving backwards.
+    pub through: u64,
+    pub bytes: Utf8Bytes,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Published since the last frame, while the frame task runs.
+    pending: Vec<Arc<BusEvent>>,
+    /// The run's latest summary since the last frame.
+    run: Option<Arc<BusEvent>>,
+    /// The text each running attempt streamed, as of the last frame sent.
+    answers: Answers,
+    /// Whether the frame task runs.
+    ticking: bool,
+    /// Subscribers of each feed.
+    framed: usize,
+    summarised: usize,
+}
+
+/// A subscriber's hold on a stream; leaving is dropping it.
+#[derive(Debug)]
+pub struct Subscription {
+    stream: Arc<Stream>,
+    feed: Feed,
+    pub frames: broadcast::Receiver<Arc<Frame>>,
+    /// The run's answers as of the last frame before `frames` starts (empty on the
+    /// fleet's stream and for summaries), as `answer` events.
+    pub answers: Vec<serde_json::Value>,
+}
+
+impl Stream {
+    pub(super) fn new(
+        run_id: Option<Arc<str>>,
+        cadence: Cadence,
+        answer_cap: usize,
+        registry: Weak<Streams>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            run_id,
+            cadence,
+            state: Mutex::new(State {
+                pending: Vec::new(),
+                run: None,
+                answers: Answers::new(answer_cap),
+                ticking: false,
+                framed: 0,
+                summarised: 0,
+            }),
+            wake: Notify::new(),
+            frames: broadcast::channel(FRAMES_BUFFERED).0,
+            summaries: broadcast::channel(SUMMARIES_BUFFERED).0,
+            registry,
+            snapshot: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Publishes events of this stream, in order.
+    pub(super) fn push(&self, events: impl IntoIterator<Item = Arc<BusEvent>>) {
+        let mut s = self.state.lock();
+        if s.ticking {
+            s.pending.extend(events);
+            drop(s);
+            self.wake.notify_one();
+        } else {
+            // Nobody is watching: only the answers need the events.
+            for e in events {
+                s.answers.apply(&e);
+            }
+        }
+    }
+
+    /// Publishes the run's latest summary.
+    pub(super) fn push_summary(&self, summary: Arc<BusEvent>) {
+        let mut s = self.state.lock();
+        if s.ticking {
+            s.run = Some(summary);
+            drop(s);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether nobody needs this stream: no subscriber, no frame task, no answer.
+    pub(super) fn idle(&self) -> bool {
+        let s = self.state.lock();
+        !s.ticking && s.framed + s.summarised == 0 && s.answers.is_empty()
+    }
+
+    /// Subscribes to `feed`, starting the frame task if it is not running. `wanted`
+    /// picks the tasks whose answers the subscriber gets.
+    pub(super) fn join(
+        self: &Arc<Self>,
+        feed: Feed,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Subscription {
+        let mut s = self.state.lock();
+        match feed {
+            Feed::Frames => s.framed += 1,
+            Feed::Summaries => s.summarised += 1,
+        }
+        if !s.ticking {
+            s.ticking = true;
+            tokio::spawn(Arc::clone(self).tick());
+        }
+        let (frames, answers) = match (feed, &self.run_id) {
+            (Feed::Frames, Some(run)) => (self.frames.subscribe(), s.answers.events(run, wanted)),
+            (Feed::Frames, None) => (self.frames.subscribe(), Vec::new()),
+            (Feed::Summaries, _) => (self.summaries.subscribe(), Vec::new()),
+        };
+        drop(s);
+        // A summary subscriber may shorten the wait of a frame task that was only
+        // framing for it; wake it so it recomputes.
+        self.wake.notify_one();
+        Subscription {
+            stream: Arc::clone(self),
+            feed,
+            frames,
+            answers,
+        }
+    }
+
+    /// Makes frames until nobody subscribes and nothing is pending.
+    async fn tick(self: Arc<Self>) {
+        let mut summary = Summary::default();
+        let mut next_frame = Instant::now();
+        let mut next_summary = Instant::now();
+        loop {
+            let summary_due = (!summary.is_empty()).then_some(next_summary);
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = sleep_until(summary_due) => {}
+            }
+            tokio::time::sleep_until(next_frame).await;
+            let (batch, run, framed, summarised) = {
+                let mut s = self.state.lock();
+                if s.pending.is_empty() && s.run.is_none() && s.framed + s.summarised == 0 {
+                    drop(s);
+                    if self.stop() {
+                        return;
+                    }
+                    continue;
+                }
+                (
+                    std::mem::take(&mut s.pending),
+                    s.run.take(),
+                    s.framed,
+                    s.summarised,
+                )
+            };
+            let now = Instant::now();
+            // Only summaries wanted: gather a summary interval's worth before framing.
+            next_frame = now
+                + if framed > 0 {
+                    self.cadence.frame
+                } else {
+                    self.cadence.summary
+                };
+            let frame = (!batch.is_empty() || run.is_some()).then(|| Frame::build(batch, run));
+            if let Some(f) = &frame {
+                if summarised > 0 {
+                    summary.add(f);
+                }
+            }
+            let summary_frame = (summarised > 0 && !summary.is_empty() && now >= next_summary)
+                .then(|| {
+                    next_summary = now + self.cadence.summary;
+                    summary.take()
+                });
+            if summarised == 0 {
+                summary = Summary::default();
+            }
+            let mut s = self.state.lock();
+            if let Some(f) = frame {
+                for e in &f.events {
+                    s.answers.apply(e);
+                }
+                if framed > 0 && !f.is_empty() {
+                    metrics::counter!("apex_live_frames_total").increment(1);
+                    // Only fails without receivers, which is fine.
+                    let _ = self.frames.send(Arc::new(f));
+                }
+            }
+            if let Some(f) = summary_frame {
+                let _ = self.summaries.send(Arc::new(f));
+            }
+        }
+    }
+
+    /// Ends the frame task if nobody subscribes and nothing is pending, removing a
+    /// run's stream from the registry when it holds no answer either. Answers whether
+    /// the task ended.
+    fn stop(&self) -> bool {
+        let registry = self.registry.upgrade();
+        // The registry first, as publishing and joining lock it: nobody can find this
+        // stream between the check and the removal.
+        let mut streams = registry.as_ref().map(|r| r.lock());
+        let mut s = self.state.lock();
+        if !s.pending.is_empty() || s.run.is_some() || s.framed + s.summarised > 0 {
+            return false;
+        }
+        s.ticking = false;
+        if let (Some(streams), Some(run)) = (streams.as_mut(), &self.run_id) {
+            if s.answers.is_empty() {
+                streams.remove(run);
+            }
+        }
+        true
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Subscription {
+    /// The stream's last snapshot if it is younger than `reuse`, else a new one from
+    /// `build`, kept for the next subscribers. Whatever happened after a reused
+    /// snapshot was read is not in it: the caller replays the store from its `seq`.
+    pub async fn snapshot<E, F, Fut>(&self, reuse: Duration, build: F) -> Result<Snapshot, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Snapshot, E>>,
+    {
+        let mut cached = self.stream.snapshot.lock().await;
+        if let Some(s) = cached.as_ref().filter(|s| s.built.elapsed() < reuse) {
+            return Ok(s.clone());
+        }
+        let s = build().await?;
+        *cached = Some(s.clone());
+        Ok(s)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut s = self.stream.state.lock();
+        match self.feed {
+            Feed::Frames => s.framed -= 1,
+            Feed::Summaries => s.summarised -= 1,
+        }
+        drop(s);
+        self.stream.wake.notify_one();
+    }
+}
+
+/// What summary subscribers are owed since their last frame.
+#[derive(Debug, Default)]
+struct Summary {
+    seq_from: Option<u64>,
+    seq_to: Option<u64>,
+    events: Vec<Arc<BusEvent>>,
+    run: Option<Arc<BusEvent>>,
+}
+
+impl Summary {
+    fn is_empty(&self) -> bool {
+        self.seq_to.is_none() && self.events.is_empty() && self.run.is_none()
+    }
+
+    fn add(&mut self, f: &Frame) {
+        self.seq_from = self.seq_from.or(f.seq_from);
+        self.seq_to = f.seq_to.or(self.seq_to);
+        self.events
+            .extend(f.events.iter().filter(|e| e.summarised()).cloned());
+        if f.run.is_some() {
+            self.run = f.run.clone();
+        }
+    }
+
+    fn take(&mut self) -> Frame {
+        let s = std::mem::take(self);
+        Frame::new(s.seq_from, s.seq_to, s.events, s.run)
+    }
+}
