@@ -72,7 +72,7 @@ def _top_level_methods(args: str) -> set[str]:
 def registered_routes() -> set[tuple[str, str]]:
     """`(path, method)` of every `.route("PATH", METHOD(...)...)` in the API modules."""
     routes = set()
-    for source in sorted(API_SRC.glob("*.rs")):
+    for source in sorted(API_SRC.rglob("*.rs")):
         text = source.read_text()
         for m in ROUTE_CALL.finditer(text):
             methods = _top_level_methods(_call_args(text, m.end()))
