@@ -40,10 +40,16 @@ impl PgStore {
             .connect_with(opts.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
+        // A leader stalled inside a write transaction (a long pause, a partition) holds
+        // the leadership row `for share`, which would keep a standby from taking the next
+        // epoch until Postgres noticed the dead connection, maybe hours later: its
+        // session is ended after this long idle inside a transaction instead. The
+        // engine's transactions never wait on the client that long.
+        let writer_opts = opts.options([("idle_in_transaction_session_timeout", "10s")]);
         let writer = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(opts)
+            .connect_with(writer_opts)
             .await?;
         Ok(Self {
             pool,
