@@ -19,7 +19,7 @@ say "rust: tests"
 # Each suite is bounded, so a hang fails fast instead of eating the CI budget.
 timeout 1800 cargo test --workspace --quiet
 APEX_TEST_STORE=sqlite timeout 1200 cargo test -p apex --quiet --test spine --test ws --test security \
-  --test faults --test swarm --test limits --test providers --test bounds --test tokens
+  --test faults --test swarm --test limits --test providers --test bounds --test tokens --test streaming
 
 say "python: ruff, mypy, pytest"
 .venv/bin/ruff check python-workers orchestrator/tests/openapi
