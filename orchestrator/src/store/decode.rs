@@ -27,6 +27,10 @@ pub const TOKEN_COLUMNS: &str =
     "name, scope, secret_sha256, created_at_ms, created_by, last_used_at_ms";
 /// Columns read by [`worker`].
 pub const WORKER_COLUMNS: &str = "id, info, state, last_heartbeat_ms";
+/// Columns read by [`agent`].
+pub const AGENT_COLUMNS: &str = "name, spec, created_at_ms, updated_at_ms";
+/// Columns read by [`audit`].
+pub const AUDIT_COLUMNS: &str = "id, at_ms, actor, action, target, detail";
 
 /// One typed column of a row, as a store reads it.
 pub trait Columns {
@@ -142,7 +146,7 @@ pub fn worker(row: &impl Columns) -> Result<WorkerRow, StoreError> {
     })
 }
 
-/// A row of `agents`.
+/// A row of `agents` ([`AGENT_COLUMNS`]).
 pub fn agent(row: &impl Columns) -> Result<AgentRow, StoreError> {
     Ok(AgentRow {
         name: row.text("name")?,
@@ -165,7 +169,7 @@ pub fn token(row: &impl Columns) -> Result<TokenRow, StoreError> {
     })
 }
 
-/// A row of `audit_log`.
+/// A row of `audit_log` ([`AUDIT_COLUMNS`]).
 pub fn audit(row: &impl Columns) -> Result<AuditRow, StoreError> {
     let action = row.text("action")?;
     Ok(AuditRow {

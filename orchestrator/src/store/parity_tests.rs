@@ -8,6 +8,7 @@ use crate::state_machine::{RunState, TaskFailure, TaskState, Usage};
 use crate::store::postgres::PgStore;
 use serde_json::json;
 use serde_json::Value;
+use std::path::PathBuf;
 
 /// A database file in a fresh directory, removed on drop.
 struct TempDb {

@@ -6,6 +6,8 @@ use super::decode::{
     self, EVENT_COLUMNS, RUN_COLUMNS, TASK_COLUMNS, TOKEN_COLUMNS, WORKER_COLUMNS,
 };
 use super::text::{json_text, without_nul as pg_text};
+mod access;
+
 use super::*;
 use crate::dag::TaskSpec;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -531,142 +533,39 @@ impl Store for PgStore {
     }
 
     async fn list_agents(&self) -> Result<Vec<AgentRow>, StoreError> {
-        let rows = sqlx::query(
-            "select name, spec, created_at_ms, updated_at_ms from agents order by name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(decode::agent).collect()
+        access::list_agents(self).await
     }
 
     async fn get_agent(&self, name: &str) -> Result<Option<AgentRow>, StoreError> {
-        let row = sqlx::query(
-            "select name, spec, created_at_ms, updated_at_ms from agents where name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(decode::agent).transpose()
+        access::get_agent(self, name).await
     }
 
     async fn put_agent(&self, a: &AgentRow, by: &str) -> Result<(AgentRow, bool), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // `xmax = 0` only on a row this statement inserted: tells created from replaced.
-        let (created_at_ms, created): (i64, bool) = sqlx::query_as(
-            "insert into agents (name, spec, created_at_ms, updated_at_ms)
-             values ($1, $2::text::jsonb, $3, $3)
-             on conflict (name) do update set spec = excluded.spec, updated_at_ms = excluded.updated_at_ms
-             returning created_at_ms, (xmax = 0)",
-        )
-        .bind(pg_text(&a.name))
-        .bind(json_text(&a.spec))
-        .bind(a.updated_at_ms)
-        .fetch_one(&mut *tx)
-        .await?;
-        let audit = AuditRow::new(AuditAction::AgentPut, by, &a.name, a.updated_at_ms)
-            .with_detail(serde_json::json!({"created": created}));
-        record(&mut tx, &audit).await?;
-        tx.commit().await?;
-        let stored = AgentRow {
-            created_at_ms,
-            ..a.clone()
-        };
-        Ok((stored, created))
+        access::put_agent(self, a, by).await
     }
 
     async fn delete_agent(&self, name: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("delete from agents where name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        record(
-            &mut tx,
-            &AuditRow::new(AuditAction::AgentDelete, by, name, at_ms),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        access::delete_agent(self, name, by, at_ms).await
     }
 
     async fn create_token(&self, t: &TokenRow) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "insert into api_tokens (name, scope, secret_sha256, created_at_ms, created_by)
-             values ($1, $2, $3, $4, $5) on conflict (name) do nothing",
-        )
-        .bind(pg_text(&t.name))
-        .bind(t.scope.as_str())
-        .bind(&t.secret_sha256)
-        .bind(t.created_at_ms)
-        .bind(pg_text(&t.created_by))
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        let audit = AuditRow::new(
-            AuditAction::TokenCreate,
-            &t.created_by,
-            &t.name,
-            t.created_at_ms,
-        )
-        .with_detail(serde_json::json!({"scope": t.scope}));
-        record(&mut tx, &audit).await?;
-        tx.commit().await?;
-        Ok(true)
+        access::create_token(self, t).await
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "select {TOKEN_COLUMNS} from api_tokens order by name"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(decode::token).collect()
+        access::list_tokens(self).await
     }
 
     async fn find_token(&self, secret_sha256: &str) -> Result<Option<TokenRow>, StoreError> {
-        let row = sqlx::query(&format!(
-            "select {TOKEN_COLUMNS} from api_tokens where secret_sha256 = $1"
-        ))
-        .bind(secret_sha256)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(decode::token).transpose()
+        access::find_token(self, secret_sha256).await
     }
 
     async fn touch_token(&self, name: &str, at_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "update api_tokens set last_used_at_ms = $2
-             where name = $1 and (last_used_at_ms is null or last_used_at_ms < $2)",
-        )
-        .bind(name)
-        .bind(at_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        access::touch_token(self, name, at_ms).await
     }
 
     async fn revoke_token(&self, name: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("delete from api_tokens where name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        record(
-            &mut tx,
-            &AuditRow::new(AuditAction::TokenRevoke, by, name, at_ms),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        access::revoke_token(self, name, by, at_ms).await
     }
 
     async fn audit_log(
@@ -674,35 +573,9 @@ impl Store for PgStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query(
-            "select id, at_ms, actor, action, target, detail from audit_log
-             where ($1::int8 is null or id < $1) order by id desc limit $2",
-        )
-        .bind(before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(decode::audit).collect()
+        access::audit_log(self, before, limit).await
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::text::{json_text, without_nul as pg_text};
-    use serde_json::json;
-
-    #[test]
-    fn nul_never_reaches_postgres_and_literal_escapes_survive() {
-        let v = json!({"out\u{0}put": "a\u{0}b", "literal": "\\u0000", "n": [1, "\u{0}"]});
-        let text = json_text(&v);
-        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert!(!back.to_string().contains('\u{0}'), "{text}");
-        assert_eq!(back["out\u{fffd}put"], "a\u{fffd}b");
-        assert_eq!(
-            back["literal"], "\\u0000",
-            "a backslash followed by u0000 is not a NUL"
-        );
-        assert_eq!(back["n"][1], "\u{fffd}");
-        assert_eq!(pg_text("w\u{0}1"), "w\u{fffd}1");
-    }
-}
+mod tests;

@@ -8,17 +8,25 @@
 //! API meanwhile. Rows go in multi-row statements of a few hundred rows each, well
 //! under SQLite's bound-variable limit.
 
+mod access;
+mod codes;
+mod url;
+
+pub(super) use url::create_parent_dir;
+pub use url::database_path;
+
 use super::decode::{self, EVENT_COLUMNS, RUN_COLUMNS, TASK_COLUMNS, TOKEN_COLUMNS};
+use codes::classify;
+use url::options;
+
 use super::*;
 use crate::dag::TaskSpec;
 use sqlx::query::Query;
 use sqlx::sqlite::{
-    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
-    SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteArguments, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::ConnectOptions;
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 /// SQLite-backed [`Store`].
@@ -100,80 +108,6 @@ impl SqliteStore {
             .begin_with("begin immediate")
             .await
             .map_err(classify)
-    }
-}
-
-/// Connect options for a `sqlite:` URL: `sqlite://relative/path.db`,
-/// `sqlite:///absolute/path.db` or `sqlite:path.db`, with sqlx's query parameters.
-/// In-memory databases are refused: they vanish with their last connection and no
-/// standby can share them.
-fn options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
-    let rest = url
-        .strip_prefix("sqlite:")
-        .ok_or_else(|| StoreError::InvalidUrl(format!("{url:?} is not a sqlite: URL")))?;
-    let rest = rest.strip_prefix("//").unwrap_or(rest);
-    let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
-    if path == ":memory:" || params.split('&').any(|p| p == "mode=memory") {
-        return Err(StoreError::InvalidUrl(format!(
-            "{url:?} is an in-memory SQLite database, which is lost when its last \
-             connection closes and cannot be shared with a standby; name a file instead, \
-             e.g. sqlite://.apex/apex.db"
-        )));
-    }
-    if path.is_empty() {
-        return Err(StoreError::InvalidUrl(format!(
-            "{url:?} names no database file; e.g. sqlite://.apex/apex.db"
-        )));
-    }
-    SqliteConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(format!("{url:?}: {e}")))
-}
-
-/// The database file a `sqlite:` URL names.
-pub fn database_path(url: &str) -> Result<PathBuf, StoreError> {
-    Ok(options(url)?.get_filename().to_owned())
-}
-
-/// Creates the directory a database (or lock) file goes in, if missing.
-pub(super) fn create_parent_dir(file: &std::path::Path) -> Result<(), StoreError> {
-    match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Primary result codes (<https://www.sqlite.org/rescode.html>) that say the database
-/// cannot be used right now rather than that the statement is wrong.
-const TRANSIENT_CODES: [i32; 6] = [
-    5,  // SQLITE_BUSY: another connection holds the lock past the busy timeout
-    6,  // SQLITE_LOCKED
-    10, // SQLITE_IOERR
-    13, // SQLITE_FULL: the disk is full
-    14, // SQLITE_CANTOPEN: the file or its directory is gone or unreadable
-    15, // SQLITE_PROTOCOL: WAL locking raced
-];
-/// Primary result codes of a damaged database file.
-const CORRUPT_CODES: [i32; 2] = [
-    11, // SQLITE_CORRUPT
-    26, // SQLITE_NOTADB
-];
-
-/// Classifies a sqlx error as [`StoreError::from`] does, plus what only SQLite says
-/// through its result codes.
-fn classify(e: sqlx::Error) -> StoreError {
-    let primary = match &e {
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|c| c.parse::<i32>().ok())
-            // Extended result codes carry the primary one in their low byte.
-            .map(|c| c & 0xff),
-        _ => None,
-    };
-    match primary {
-        Some(c) if TRANSIENT_CODES.contains(&c) => StoreError::Unavailable(e),
-        Some(c) if CORRUPT_CODES.contains(&c) => StoreError::Corrupt(e.to_string()),
-        _ => StoreError::from(e),
     }
 }
 
@@ -592,155 +526,39 @@ impl Store for SqliteStore {
     }
 
     async fn list_agents(&self) -> Result<Vec<AgentRow>, StoreError> {
-        let rows = sqlx::query(
-            "select name, spec, created_at_ms, updated_at_ms from agents order by name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
-        rows.iter().map(decode::agent).collect()
+        access::list_agents(self).await
     }
 
     async fn get_agent(&self, name: &str) -> Result<Option<AgentRow>, StoreError> {
-        let row = sqlx::query(
-            "select name, spec, created_at_ms, updated_at_ms from agents where name = ?1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)?;
-        row.as_ref().map(decode::agent).transpose()
+        access::get_agent(self, name).await
     }
 
     async fn put_agent(&self, a: &AgentRow, by: &str) -> Result<(AgentRow, bool), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let created_at: Option<i64> =
-            sqlx::query_scalar("select created_at_ms from agents where name = ?1")
-                .bind(a.name.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(classify)?;
-        sqlx::query(
-            "insert into agents (name, spec, created_at_ms, updated_at_ms) values (?1, ?2, ?3, ?3)
-             on conflict (name) do update set spec = excluded.spec, updated_at_ms = excluded.updated_at_ms",
-        )
-        .bind(a.name.as_str())
-        .bind(json_text(&a.spec))
-        .bind(a.updated_at_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
-        let created = created_at.is_none();
-        let audit = AuditRow::new(AuditAction::AgentPut, by, &a.name, a.updated_at_ms)
-            .with_detail(serde_json::json!({"created": created}));
-        record(&mut tx, &audit).await?;
-        tx.commit().await.map_err(classify)?;
-        let stored = AgentRow {
-            created_at_ms: created_at.unwrap_or(a.created_at_ms),
-            ..a.clone()
-        };
-        Ok((stored, created))
+        access::put_agent(self, a, by).await
     }
 
     async fn delete_agent(&self, name: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query("delete from agents where name = ?1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        record(
-            &mut tx,
-            &AuditRow::new(AuditAction::AgentDelete, by, name, at_ms),
-        )
-        .await?;
-        tx.commit().await.map_err(classify)?;
-        Ok(true)
+        access::delete_agent(self, name, by, at_ms).await
     }
 
     async fn create_token(&self, t: &TokenRow) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "insert into api_tokens (name, scope, secret_sha256, created_at_ms, created_by)
-             values (?1, ?2, ?3, ?4, ?5) on conflict (name) do nothing",
-        )
-        .bind(t.name.as_str())
-        .bind(t.scope.as_str())
-        .bind(t.secret_sha256.as_str())
-        .bind(t.created_at_ms)
-        .bind(t.created_by.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        let audit = AuditRow::new(
-            AuditAction::TokenCreate,
-            &t.created_by,
-            &t.name,
-            t.created_at_ms,
-        )
-        .with_detail(serde_json::json!({"scope": t.scope}));
-        record(&mut tx, &audit).await?;
-        tx.commit().await.map_err(classify)?;
-        Ok(true)
+        access::create_token(self, t).await
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "select {TOKEN_COLUMNS} from api_tokens order by name"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
-        rows.iter().map(decode::token).collect()
+        access::list_tokens(self).await
     }
 
     async fn find_token(&self, secret_sha256: &str) -> Result<Option<TokenRow>, StoreError> {
-        let row = sqlx::query(&format!(
-            "select {TOKEN_COLUMNS} from api_tokens where secret_sha256 = ?1"
-        ))
-        .bind(secret_sha256)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)?;
-        row.as_ref().map(decode::token).transpose()
+        access::find_token(self, secret_sha256).await
     }
 
     async fn touch_token(&self, name: &str, at_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "update api_tokens set last_used_at_ms = ?2
-             where name = ?1 and (last_used_at_ms is null or last_used_at_ms < ?2)",
-        )
-        .bind(name)
-        .bind(at_ms)
-        .execute(&self.writer)
-        .await
-        .map_err(classify)?;
-        Ok(())
+        access::touch_token(self, name, at_ms).await
     }
 
     async fn revoke_token(&self, name: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query("delete from api_tokens where name = ?1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        record(
-            &mut tx,
-            &AuditRow::new(AuditAction::TokenRevoke, by, name, at_ms),
-        )
-        .await?;
-        tx.commit().await.map_err(classify)?;
-        Ok(true)
+        access::revoke_token(self, name, by, at_ms).await
     }
 
     async fn audit_log(
@@ -748,16 +566,7 @@ impl Store for SqliteStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query(
-            "select id, at_ms, actor, action, target, detail from audit_log
-             where (?1 is null or id < ?1) order by id desc limit ?2",
-        )
-        .bind(before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
-        rows.iter().map(decode::audit).collect()
+        access::audit_log(self, before, limit).await
     }
 }
 
