@@ -11,32 +11,21 @@ workers=${WORKERS:-2}
 concurrency=${CONCURRENCY:-200}
 
 bash scripts/setup.sh >/dev/null
-cargo build --release --quiet --bin apex --bin apex-loadgen
+require_services
+build_apex release apex apex-loadgen
 
 .venv/bin/python benches/baseline_streams.py --repeat "$repeat"
 
-db=apex_bench_$$
-prefix=bench$$
 port=$(free_port)
-createdb -h 127.0.0.1 -U postgres "$db"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  dropdb -h 127.0.0.1 -U postgres --if-exists "$db" || true
-  redis_del_prefix "$prefix"
-}
-trap cleanup EXIT
-APEX_LOG=warn target/release/apex serve --no-auth --bind "127.0.0.1:$port" \
-  --database-url "postgres://postgres@127.0.0.1:5432/$db" --redis-prefix "$prefix" &
-pids+=($!)
+stack_up bench
+spawn env APEX_LOG=warn "$bin_dir/apex" serve --no-auth --bind "127.0.0.1:$port" \
+  --database-url "$database_url" --redis-prefix "$prefix"
 for _ in $(seq "$workers"); do
-  .venv/bin/apex-worker --queue default --redis-prefix "$prefix" --concurrency "$concurrency" --log-level warning &
-  pids+=($!)
+  spawn .venv/bin/apex-worker --queue default --redis-prefix "$prefix" --concurrency "$concurrency" --log-level warning
 done
 wait_http "http://127.0.0.1:$port/readyz"
 sleep 1
-lg() { target/release/apex-loadgen --server "http://127.0.0.1:$port" --repeat "$repeat" \
+lg() { "$bin_dir/apex-loadgen" --server "http://127.0.0.1:$port" --repeat "$repeat" \
   --label "workers=$workers" --label "concurrency=$concurrency" --label store=postgres "$@"; }
 lg --workload w1
 lg --workload w2

@@ -6,28 +6,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-db=apex_e2e_$$
-prefix=e2e$$
+require_services
+# The binary embeds dashboard/dist when it compiles, so the dashboard is built first;
+# a fresh build touches the embedding module, since cargo does not watch a folder that
+# was missing.
+if [ ! -f dashboard/dist/index.html ]; then
+  (cd dashboard && npm run --silent build)
+  touch orchestrator/src/api/dashboard.rs
+fi
+build_apex debug apex
+
 port=$(free_port)
 out=${E2E_OUTPUT:-$PWD/test-output/e2e}
 mkdir -p "$out"
-createdb -h 127.0.0.1 -U postgres "$db"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  dropdb -h 127.0.0.1 -U postgres --if-exists "$db" || true
-  redis_del_prefix "$prefix"
-}
-trap cleanup EXIT
+stack_up e2e
 
-target/debug/apex serve --no-auth --bind "127.0.0.1:$port" \
-  --database-url "postgres://postgres@127.0.0.1:5432/$db" --redis-prefix "$prefix" \
-  --dashboard-dir dashboard/dist >"$out/server.log" 2>&1 &
-pids+=($!)
+spawn "$bin_dir/apex" serve --no-auth --bind "127.0.0.1:$port" \
+  --database-url "$database_url" --redis-prefix "$prefix" \
+  --dashboard-dir dashboard/dist >"$out/server.log" 2>&1
 for _ in 1 2; do
-  .venv/bin/apex-worker --queue default --redis-prefix "$prefix" --concurrency 50 >>"$out/workers.log" 2>&1 &
-  pids+=($!)
+  spawn .venv/bin/apex-worker --queue default --redis-prefix "$prefix" --concurrency 50 >>"$out/workers.log" 2>&1
 done
 wait_http "http://127.0.0.1:$port/readyz"
 (cd dashboard && APEX_URL="http://127.0.0.1:$port" E2E_OUTPUT="$out" npm run --silent e2e)
@@ -38,7 +36,7 @@ wait_http "http://127.0.0.1:$port/readyz"
 up_dir=$(mktemp -d)
 up_port=$(free_port)
 (cd "$up_dir" && PATH="$OLDPWD/.venv/bin:$PATH" exec env -u APEX_API_TOKEN -u APEX_DATA_DIR \
-  "$OLDPWD/target/debug/apex" up --demo --bind "127.0.0.1:$up_port" --redis-prefix "${prefix}up" \
+  "$bin_dir/apex" up --demo --bind "127.0.0.1:$up_port" --redis-prefix "${prefix}up" \
   >"$out/up.log" 2>&1) &
 up_pid=$!
 pids+=($up_pid)
