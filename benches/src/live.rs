@@ -71,8 +71,9 @@ fn finished(state: &str) -> bool {
 }
 
 /// Follows run `run` at `detail` until it ends, resuming with `since` after a resync or
-/// a dropped connection (each counted). Latency counts task events (with `tasks`) or
-/// run summaries (with `summary`) stored after the watcher's first snapshot.
+/// a dropped connection (each counted). Latency counts live task events (with `tasks`)
+/// or run summaries (with `summary`) stored after the watcher's first snapshot; events
+/// replayed from the store (a watcher whose snapshot took long) are not timed.
 async fn watch(ws_base: String, run: String, detail: String) -> anyhow::Result<Seen> {
     let mut seen = Seen::default();
     let mut since: Option<u64> = None;
@@ -107,8 +108,7 @@ async fn watch(ws_base: String, run: String, detail: String) -> anyhow::Result<S
                         since = frame.seq_to;
                     }
                     if let Some(r) = &frame.run {
-                        if detail == "summary" {
-                            let stored = r.stored_at_ms.unwrap_or(arrived);
+                        if let Some(stored) = r.stored_at_ms.filter(|_| detail == "summary") {
                             if stored >= live_from {
                                 seen.latencies.push((arrived - stored) as f64);
                             }
@@ -121,9 +121,12 @@ async fn watch(ws_base: String, run: String, detail: String) -> anyhow::Result<S
                         if e.seq.is_some() && frame.seq_to.is_none() {
                             since = e.seq;
                         }
-                        let stored = e.stored_at_ms.unwrap_or(arrived);
-                        if detail == "tasks" && e.kind == "task" && stored >= live_from {
-                            seen.latencies.push((arrived - stored) as f64);
+                        // Replayed events (read back from the store) carry no
+                        // `stored_at_ms`: only live ones are timed.
+                        if let Some(stored) = e.stored_at_ms {
+                            if detail == "tasks" && e.kind == "task" && stored >= live_from {
+                                seen.latencies.push((arrived - stored) as f64);
+                            }
                         }
                         if e.kind == "run" && e.state.as_deref().is_some_and(finished) {
                             return Ok(seen);
