@@ -2,7 +2,9 @@
 # Runs the end-to-end benchmarks on this machine and prints one JSON line each:
 # the bare Redis Streams baseline, then W1 and W2 against a fresh Apex (release build,
 # Postgres, two worker processes at concurrency 200), then WebSocket event latency at
-# 1 and 50 clients under W1. Medians of --repeat runs (default 3).
+# 1 and 50 clients under W1. Medians of --repeat runs (default 3). With LIVE=1, also the
+# live-view table: W1 watched by 1 and 50 task-detail and 500 summary clients, with the
+# orchestrator's CPU, against the 1-watcher row (issue #15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -31,3 +33,6 @@ lg --workload w1
 lg --workload w2
 lg --workload ws --clients 1
 lg --workload ws --clients 50
+if [[ "${LIVE:-0}" == 1 ]]; then
+  lg --workload live --server-pid "${pids[0]}"
+fi

@@ -2,6 +2,7 @@
 //! per workload with its throughput (tasks/s from submit to run completion), and, when
 //! asked, the latency of live events to WebSocket clients.
 
+mod live;
 mod workloads;
 
 use anyhow::{bail, Context};
@@ -17,7 +18,8 @@ struct Args {
     /// The orchestrator's URL.
     #[arg(long, env = "APEX_SERVER", default_value = "http://127.0.0.1:8080")]
     server: String,
-    /// `w1`, `w2`, or `ws` (W1 with WebSocket clients measuring event latency).
+    /// `w1`, `w2`, `ws` (W1 with WebSocket clients measuring event latency), or `live`
+    /// (W1 watched by each of `--live-rows`, against the first row).
     #[arg(long, default_value = "w1")]
     workload: String,
     /// Runs of the workload; the median is reported.
@@ -29,6 +31,12 @@ struct Args {
     /// WebSocket clients for the `ws` workload.
     #[arg(long, default_value_t = 1)]
     clients: usize,
+    /// The `live` workload's rows: watchers and their detail (`tasks` or `summary`).
+    #[arg(long, default_value = "1:tasks,50:tasks,500:summary")]
+    live_rows: String,
+    /// The orchestrator's process id, for the `live` workload's CPU figures.
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Free-form labels copied into the output (e.g. workers=2).
     #[arg(long)]
     label: Vec<String>,
@@ -284,7 +292,19 @@ async fn main() -> anyhow::Result<()> {
             out["event_latency_ms_p95"] = json!(median(&mut p95s));
             out["resyncs"] = json!(resyncs);
         }
-        other => bail!("unknown workload {other:?}: use w1, w2 or ws"),
+        "live" => {
+            let rows = live::parse_rows(&args.live_rows)?;
+            let mut runs: Vec<Vec<live::Measured>> = rows.iter().map(|_| Vec::new()).collect();
+            // Rows interleaved, so a drift of the machine's load hits them alike.
+            for _ in 0..args.repeat {
+                for (i, row) in rows.iter().enumerate() {
+                    runs[i].push(live::measure(&c, args.tasks, row, args.server_pid).await?);
+                }
+            }
+            out["tasks"] = json!(args.tasks);
+            out["rows"] = live::table(&rows, &runs);
+        }
+        other => bail!("unknown workload {other:?}: use w1, w2, ws or live"),
     }
     println!("{out}");
     Ok(())

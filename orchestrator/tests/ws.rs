@@ -292,6 +292,50 @@ async fn clients_are_told_when_the_server_stops() {
     sys.shutdown().await;
 }
 
+/// Runs one statement on the test system's store, behind the server's back.
+async fn execute(sys: &TestSystem, sql: &str) {
+    if sys.db_url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&sys.db_url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&sys.db_url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_is_told_why_when_the_store_cannot_be_read() {
+    let sys = TestSystem::start().await;
+    let id = sys
+        .submit(&json!({"name": "r", "tasks": [{"id": "a", "handler": "noop"}]}))
+        .await;
+    // The run is there, its events are not readable: replaying them fails.
+    execute(&sys, "alter table task_events rename to task_events_gone").await;
+    let mut ws = connect(&sys, &format!("?run={id}&since=0")).await;
+    let frame = next_frame(&mut ws).await;
+    assert_eq!(frame["type"], "resync", "{frame}");
+    let reason = frame["reason"].as_str().unwrap();
+    assert!(reason.contains("could not read"), "{reason}");
+    assert!(
+        !reason.contains("task_events"),
+        "no internals leak: {reason}"
+    );
+    let msg = tokio::time::timeout(LIMIT, ws.next())
+        .await
+        .expect("closed in time");
+    match msg {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 1013, "try again later");
+            assert_eq!(frame.reason.as_str(), reason);
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    execute(&sys, "alter table task_events_gone rename to task_events").await;
+    sys.shutdown().await;
+}
+
 /// Where a state lies in a task's lifecycle; without retries, a client must never see a
 /// task move back.
 fn rank(state: &str) -> u8 {
@@ -380,7 +424,11 @@ impl Follower {
                     }
                 }
             }
-            "resync" => self.resyncs += 1,
+            "resync" => {
+                self.resyncs += 1;
+                let v: Value = serde_json::from_str(text).unwrap_or_default();
+                self.problems.push(format!("resync: {}", v["reason"]));
+            }
             other => self.problems.push(format!("unexpected frame {other}")),
         }
     }

@@ -20,6 +20,8 @@ export interface SocketLike {
 export interface LiveSocketOptions<Snapshot> {
   /** Subscribe to one run's events; without it, the global stream. */
   run?: string;
+  /** Extra query parameters choosing what a run's stream carries (`subscriptionParams`). */
+  params?: Record<string, string>;
   token?: string | null;
   /**
    * Resume after this seq instead of starting with a snapshot: the owner already holds the
@@ -54,11 +56,13 @@ export function backoffDelay(failures: number, random: () => number = Math.rando
 
 export function socketUrl(
   location: { protocol: string; host: string },
-  params: { run?: string; since?: number | null; token?: string | null },
+  params: { run?: string; since?: number | null; token?: string | null; params?: Record<string, string> },
 ): string {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const query = new URLSearchParams();
   if (params.run) query.set('run', params.run);
+  // What the run's stream carries (`detail`, `tasks`: see subscription.ts).
+  for (const [k, v] of Object.entries(params.params ?? {})) query.set(k, v);
   if (params.since !== null && params.since !== undefined) query.set('since', String(params.since));
   if (params.token) query.set('token', params.token);
   const qs = query.toString();
@@ -84,7 +88,7 @@ export function openLiveSocket<Snapshot>(options: LiveSocketOptions<Snapshot>): 
     timer = null;
     if (closed) return;
     setStatus(failures === 0 ? 'connecting' : 'reconnecting');
-    const ws = createSocket(socketUrl(location, { run: options.run, since, token: options.token }));
+    const ws = createSocket(socketUrl(location, { run: options.run, since, token: options.token, params: options.params }));
     socket = ws;
     ws.onopen = () => {
       // A resumed stream sends nothing until something happens (a finished run: never),

@@ -9,6 +9,8 @@
 //! - [`frame`], [`coalesce`]: what a frame holds, and which events a later one makes
 //!   redundant within it. Pure.
 //! - [`event`]: one published event, classified and encoded once.
+//! - [`shared_read`]: one store read (a snapshot, a run's summary) serving every
+//!   subscriber that asks while it is in flight.
 //!
 //! The cost of a frame is paid once per stream, not per client × event: a client takes
 //! the shared frame whole (cloning an `Arc` and the bytes' reference count), or, when
@@ -20,6 +22,7 @@ mod coalesce;
 mod event;
 mod frame;
 mod ring;
+mod shared_read;
 mod stream;
 
 pub use bus::{Bus, BusConfig};

@@ -21,6 +21,7 @@
 use super::answers::Answers;
 use super::event::BusEvent;
 use super::frame::Frame;
+use super::shared_read::SharedRead;
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -74,17 +75,18 @@ pub struct Stream {
     summaries: broadcast::Sender<Arc<Frame>>,
     /// The registry a run's stream removes itself from once nobody needs it.
     registry: Weak<Streams>,
-    /// The last snapshot built for a subscriber, reused by those that join soon after
-    /// (fifty dashboards opening a big run read it from the store once). A tokio mutex:
-    /// held while the snapshot is built, so joiners wait for it instead of each
-    /// building their own.
-    snapshot: tokio::sync::Mutex<Option<Snapshot>>,
+    /// The last full snapshot built for a subscriber, reused by those that join soon
+    /// after (fifty dashboards opening a big run read it from the store once).
+    snapshot: SharedRead<Snapshot>,
+    /// The run's last summary read, shared by every subscriber that joined before its
+    /// reading began (a thousand summary watchers connecting at once read the run a
+    /// few times, not a thousand).
+    summary: SharedRead<Snapshot>,
 }
 
 /// A run's snapshot frame, encoded, with the sequence numbers around its reading.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub built: Instant,
     /// The run's last event before the snapshot was read: the snapshot's `seq`.
     pub seq: u64,
     /// The run's last event after it was read. Events in `seq + 1..=through` may or may
@@ -118,6 +120,8 @@ pub struct Subscription {
     /// The run's answers as of the last frame before `frames` starts (empty on the
     /// fleet's stream and for summaries), as `answer` events.
     pub answers: Vec<serde_json::Value>,
+    /// When it joined: a store read begun since sees everything the frames will not.
+    joined: Instant,
 }
 
 impl Stream {
@@ -142,7 +146,8 @@ impl Stream {
             frames: broadcast::channel(FRAMES_BUFFERED).0,
             summaries: broadcast::channel(SUMMARIES_BUFFERED).0,
             registry,
-            snapshot: tokio::sync::Mutex::new(None),
+            snapshot: SharedRead::default(),
+            summary: SharedRead::default(),
         })
     }
 
@@ -207,6 +212,7 @@ impl Stream {
             feed,
             frames,
             answers,
+            joined: Instant::now(),
         }
     }
 
@@ -307,21 +313,32 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Subscription {
-    /// The stream's last snapshot if it is younger than `reuse`, else a new one from
-    /// `build`, kept for the next subscribers. Whatever happened after a reused
-    /// snapshot was read is not in it: the caller replays the store from its `seq`.
+    /// The stream's last full snapshot if its reading began less than `reuse` ago, else
+    /// a new one from `build`, kept for the next subscribers. Whatever happened after a
+    /// reused snapshot was read is not in it: the caller replays the store from its
+    /// `seq`.
     pub async fn snapshot<E, F, Fut>(&self, reuse: Duration, build: F) -> Result<Snapshot, E>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Snapshot, E>>,
     {
-        let mut cached = self.stream.snapshot.lock().await;
-        if let Some(s) = cached.as_ref().filter(|s| s.built.elapsed() < reuse) {
-            return Ok(s.clone());
-        }
-        let s = build().await?;
-        *cached = Some(s.clone());
-        Ok(s)
+        let good = |began: Instant| began.elapsed() < reuse;
+        self.stream.snapshot.get(good, build).await
+    }
+
+    /// The run's summary as read after this subscription joined: shared with every
+    /// subscriber that joined before the same read began, and complete without a
+    /// replay (what happened after the read comes in the frames).
+    pub async fn summary<E, F, Fut>(&self, build: F) -> Result<Snapshot, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Snapshot, E>>,
+    {
+        let joined = self.joined;
+        self.stream
+            .summary
+            .get(|began| began >= joined, build)
+            .await
     }
 }
 

@@ -31,6 +31,11 @@ use std::sync::Arc;
 /// Most task ids one `tasks=` filter may name.
 pub const MAX_FILTER_TASKS: usize = 1_000;
 
+/// Bytes read from a client at a time.
+const CLIENT_READ_BUFFER: usize = 4 << 10;
+/// Largest message a client may send.
+const CLIENT_MAX_MESSAGE: usize = 64 << 10;
+
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/ws", get(subscribe))
 }
@@ -200,22 +205,30 @@ async fn subscribe(
         None => Box::pin(std::future::pending()),
     };
     let Query(pairs) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let p = Params::parse(pairs)?;
+    let Params { run, since, view } = Params::parse(pairs)?;
     // Taken first, so a server at its cap refuses without touching the store.
     let slot = state
         .websockets
         .take()
         .ok_or(ApiError::WebSocketLimit(state.websockets.max))?;
-    if let Some(run) = &p.run {
-        if state.store.get_run(run).await?.is_none() {
-            return Err(ApiError::NotFound(format!("run {run} not found")));
-        }
-    }
+    // Joined before the upgrade: the read that proves the run exists is the client's
+    // first summary, shared with everyone connecting at the same time.
+    let joined = match run {
+        Some(run) => Some(run::join(&state, run, &view).await?),
+        None => None,
+    };
+    // Clients only ever send pings and a close: a small read buffer (not the default
+    // 128 KiB) keeps a thousand connections cheap, and a small message cap stops a
+    // client from making the server buffer megabytes it will ignore.
+    let ws = ws
+        .read_buffer_size(CLIENT_READ_BUFFER)
+        .max_message_size(CLIENT_MAX_MESSAGE)
+        .max_frame_size(CLIENT_MAX_MESSAGE);
     Ok(ws.on_upgrade(move |socket| async move {
         let _slot = slot;
-        let result = match p.run {
-            Some(run) => run::follow(state, socket, run, p.since, p.view, revoked).await,
-            None => fleet::follow(state, socket, p.since, revoked).await,
+        let result = match joined {
+            Some(joined) => run::follow(state, socket, joined, since, view, revoked).await,
+            None => fleet::follow(state, socket, since, revoked).await,
         };
         if let Err(why) = result {
             tracing::debug!(%why, "websocket closed");

@@ -4,17 +4,16 @@
 //! Joining comes first, so nothing published after the store is read is missed; what
 //! the frames repeat is dropped by the client's [`Picker`] cursor.
 
-use super::socket::{relay, resync, send, send_raw, send_text, Picker};
+use super::socket::{give_up, relay, resync, send, send_raw, send_text, Picker};
 use super::{Closed, Revoked, View};
 use crate::api::error::ApiError;
 use crate::api::AppState;
-use crate::live::{BusEvent, Feed, Frame, Snapshot};
+use crate::live::{BusEvent, Feed, Frame, Snapshot, Subscription};
 use crate::views;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// Stored events replayed per store read when catching up.
 const REPLAY_PAGE: u32 = 5_000;
@@ -23,29 +22,86 @@ const REPLAY_PAGE: u32 = 5_000;
 /// snapshot is every task).
 const SNAPSHOT_REUSE: Duration = Duration::from_millis(500);
 
-pub(super) async fn follow(
-    state: AppState,
-    mut socket: WebSocket,
+/// A run's subscriber before its connection is upgraded: joined to the stream, with the
+/// run's summary as read after joining (which also proved the run exists).
+pub(super) struct Joined {
+    pub run_id: String,
+    pub sub: Subscription,
+    pub summary: Snapshot,
+}
+
+/// Joins run `run_id`'s stream and reads its summary, shared with every client joining
+/// at the same time. `NotFound` when there is no such run.
+pub(super) async fn join(
+    state: &AppState,
     run_id: String,
-    since: Option<u64>,
-    view: View,
-    revoked: Revoked,
-) -> Result<(), Closed> {
+    view: &View,
+) -> Result<Joined, ApiError> {
     let feed = match view {
         View::Summary => Feed::Summaries,
         View::Tasks | View::Only(_) => Feed::Frames,
     };
     let sub = state.bus.join_run(&run_id, feed, |t| view.wants_text(t));
-    let known = state
-        .store
-        .get_run(&run_id)
-        .await
-        .map_err(|e| e.to_string())?
-        .map_or(0, |r| r.last_seq);
+    let summary = sub.summary(|| summary_snapshot(state, &run_id)).await?;
+    Ok(Joined {
+        run_id,
+        sub,
+        summary,
+    })
+}
+
+/// Why serving a run's stream stopped.
+enum Stop {
+    /// The connection ended (the client left, lagged, or was closed).
+    Closed(Closed),
+    /// The store could not be read: the client is told so, not just disconnected.
+    Store(ApiError),
+}
+
+impl From<Closed> for Stop {
+    fn from(why: Closed) -> Self {
+        Stop::Closed(why)
+    }
+}
+
+pub(super) async fn follow(
+    state: AppState,
+    mut socket: WebSocket,
+    joined: Joined,
+    since: Option<u64>,
+    view: View,
+    revoked: Revoked,
+) -> Result<(), Closed> {
+    match serve(&state, &mut socket, joined, since, view, revoked).await {
+        Ok(()) => Ok(()),
+        Err(Stop::Closed(why)) => Err(why),
+        Err(Stop::Store(e)) => {
+            tracing::warn!(error = %e, "a run's stream could not read the store");
+            let why = "the server could not read this run's events; reconnect shortly";
+            give_up(&mut socket, why).await;
+            Err(why.into())
+        }
+    }
+}
+
+async fn serve(
+    state: &AppState,
+    socket: &mut WebSocket,
+    joined: Joined,
+    since: Option<u64>,
+    view: View,
+    revoked: Revoked,
+) -> Result<(), Stop> {
+    let Joined {
+        run_id,
+        sub,
+        summary,
+    } = joined;
+    let known = summary.seq;
     let since = match since {
         Some(s) if s > known => {
             resync(
-                &mut socket,
+                socket,
                 &format!("sequence {s} is beyond this run's last event {known}"),
             )
             .await?;
@@ -53,29 +109,34 @@ pub(super) async fn follow(
         }
         other => other,
     };
-    let socket = &mut socket;
     let cursor = match since {
         Some(since) => {
-            let last = replay(&state, socket, &run_id, since, since, &view).await?;
             if !matches!(view, View::Tasks) {
-                // Counts may have moved without an event this view shows.
-                send_current_summary(&state, socket, &run_id).await?;
+                // Counts may have moved without an event this view shows. Sent before
+                // the replay, which is newer: a run's end it replays is not undone.
+                send_raw(socket, Message::Text(summary_frame(&summary))).await?;
             }
-            last
+            replay(state, socket, &run_id, since, since, &view).await?
         }
-        None => {
-            let snap = match &view {
-                View::Tasks => {
-                    sub.snapshot(SNAPSHOT_REUSE, || full_snapshot(&state, &run_id))
-                        .await
+        None => match &view {
+            // Read after joining: the frames carry everything after it.
+            View::Summary => {
+                send_raw(socket, Message::Text(summary.bytes)).await?;
+                summary.seq
+            }
+            View::Tasks | View::Only(_) => {
+                let snap = match &view {
+                    View::Only(ids) => tasks_snapshot(state, &run_id, ids).await,
+                    _ => {
+                        sub.snapshot(SNAPSHOT_REUSE, || full_snapshot(state, &run_id))
+                            .await
+                    }
                 }
-                View::Summary => summary_snapshot(&state, &run_id).await,
-                View::Only(ids) => tasks_snapshot(&state, &run_id, ids).await,
+                .map_err(Stop::Store)?;
+                send_raw(socket, Message::Text(snap.bytes)).await?;
+                replay(state, socket, &run_id, snap.seq, snap.through, &view).await?
             }
-            .map_err(|e| e.to_string())?;
-            send_raw(socket, Message::Text(snap.bytes)).await?;
-            replay(&state, socket, &run_id, snap.seq, snap.through, &view).await?
-        }
+        },
     };
     // The text so far; the frames carry the rest.
     if !sub.answers.is_empty() {
@@ -92,7 +153,8 @@ pub(super) async fn follow(
         state.shutdown.clone(),
         revoked,
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// Sends the stored events after `since` that `view` shows, coalesced; those up to
@@ -105,7 +167,7 @@ async fn replay(
     since: u64,
     through: u64,
     view: &View,
-) -> Result<u64, Closed> {
+) -> Result<u64, Stop> {
     let run: Arc<str> = Arc::from(run_id);
     let mut last = since;
     let mut held: Vec<Arc<BusEvent>> = Vec::new();
@@ -114,7 +176,7 @@ async fn replay(
             .store
             .events(run_id, last, None, REPLAY_PAGE)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Stop::Store(e.into()))?;
         let Some(tail) = rows.last() else { break };
         last = tail.seq;
         let full = rows.len() as u32 == REPLAY_PAGE;
@@ -159,22 +221,11 @@ async fn send_frame(
     .await
 }
 
-/// A frame carrying only the run's current summary.
-async fn send_current_summary(
-    state: &AppState,
-    socket: &mut WebSocket,
-    run_id: &str,
-) -> Result<(), Closed> {
-    let row = state
-        .store
-        .get_run(run_id)
-        .await
-        .map_err(|e| e.to_string())?;
-    if let Some(row) = row {
-        let run = views::run_summary(&row);
-        send(socket, &json!({"type": "events", "run": run, "events": []})).await?;
-    }
-    Ok(())
+/// A frame carrying only the run's summary, from its summary snapshot.
+fn summary_frame(summary: &Snapshot) -> Utf8Bytes {
+    let snap: Value = serde_json::from_str(summary.bytes.as_str()).unwrap_or_default();
+    let body = json!({"type": "events", "run": snap["run"], "events": []});
+    Utf8Bytes::from(body.to_string())
 }
 
 /// The run's last stored sequence number now.
@@ -185,7 +236,6 @@ async fn last_seq(state: &AppState, run_id: &str) -> Result<u64, ApiError> {
 
 fn snapshot(seq: u64, through: u64, body: Value) -> Snapshot {
     Snapshot {
-        built: Instant::now(),
         seq,
         through,
         bytes: Utf8Bytes::from(body.to_string()),

@@ -43,6 +43,23 @@ pub(super) async fn resync(socket: &mut WebSocket, reason: &str) -> Result<(), C
     send(socket, &json!({"type": "resync", "reason": reason})).await
 }
 
+/// Ends a connection the server cannot serve (a store read failed): the client gets a
+/// `resync` frame saying why, then a close with code 1013 (try again later), rather
+/// than a bare close it cannot tell from a network failure.
+pub(super) async fn give_up(socket: &mut WebSocket, why: &str) {
+    let _ = resync(socket, why).await;
+    // A close frame's reason holds at most 123 bytes.
+    let mut end = why.len().min(123);
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame {
+        code: close_code::AGAIN,
+        reason: why[..end].into(),
+    };
+    let _ = send_raw(socket, Message::Close(Some(frame))).await;
+}
+
 /// What one client takes from each shared frame.
 #[derive(Debug)]
 pub(super) struct Picker {
