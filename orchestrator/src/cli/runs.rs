@@ -576,7 +576,8 @@ fn state_counts<'a>(tasks: impl Iterator<Item = &'a Task>) -> String {
 }
 
 /// Task states, most telling first.
-const STATE_ORDER: [&str; 8] = [
+const STATE_ORDER: [&str; 9] = [
+    "waiting",
     "succeeded",
     "failed",
     "skipped",

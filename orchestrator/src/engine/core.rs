@@ -68,6 +68,9 @@ struct Pending {
 /// A retry due at `.0` (ms) for `(run, task, attempt)`.
 type Timer = Reverse<(i64, Arc<str>, u32, u32)>;
 
+/// A waiting task's decision deadline at `.0` (ms) for `(run, task)`.
+type Deadline = Reverse<(i64, Arc<str>, u32)>;
+
 /// Inputs handled before a flush; bounds the latency a long burst adds.
 const MAX_BATCH_INPUTS: usize = 256;
 
@@ -77,6 +80,7 @@ pub(super) struct Core {
     flush_tx: mpsc::Sender<Flush>,
     runs: HashMap<Arc<str>, ActiveRun>,
     timers: BinaryHeap<Timer>,
+    deadlines: BinaryHeap<Deadline>,
     workers: HashMap<String, WorkerSeen>,
     pending: Pending,
     /// Reused for every stimulus, to avoid allocating per task.
@@ -152,6 +156,7 @@ impl Core {
             flush_tx,
             runs: HashMap::new(),
             timers: BinaryHeap::new(),
+            deadlines: BinaryHeap::new(),
             workers: HashMap::new(),
             pending: Pending::default(),
             out: Output::default(),
@@ -285,10 +290,14 @@ impl Core {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let next_timer = match (self.timers.peek().map(|Reverse(t)| t.0), self.admit_wake_ms) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next_timer = [
+                self.timers.peek().map(|Reverse(t)| t.0),
+                self.deadlines.peek().map(|Reverse(t)| t.0),
+                self.admit_wake_ms,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timer = async {
                 match next_timer {
                     Some(due) => {
@@ -334,7 +343,9 @@ impl Core {
             }
             // A run no longer in memory is loaded off the loop, so a big old run does not
             // stall scheduling for every other run; the request comes back as `Loaded`.
-            Input::Cancel { ref run_id, .. } | Input::Rerun { ref run_id, .. }
+            Input::Cancel { ref run_id, .. }
+            | Input::Rerun { ref run_id, .. }
+            | Input::Decide { ref run_id, .. }
                 if !self.runs.contains_key(run_id.as_str()) =>
             {
                 self.load_then(input);
@@ -355,6 +366,18 @@ impl Core {
                 }
             },
             Input::Rerun { run_id, by, reply } => match self.rerun(&run_id, by).await {
+                Ok(id) => self.pending.replies.push((reply, id)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Input::Decide {
+                run_id,
+                task_id,
+                decision,
+                by,
+                reply,
+            } => match self.decide(&run_id, &task_id, decision, by) {
                 Ok(id) => self.pending.replies.push((reply, id)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -500,7 +523,10 @@ impl Core {
     /// Finds a run in memory, or loads it from the store.
     /// Loads a stored run in a task of its own, then hands `next` back to the loop.
     fn load_then(&self, next: Input) {
-        let (Input::Cancel { run_id, .. } | Input::Rerun { run_id, .. }) = &next else {
+        let (Input::Cancel { run_id, .. }
+        | Input::Rerun { run_id, .. }
+        | Input::Decide { run_id, .. }) = &next
+        else {
             return;
         };
         let run_id = run_id.clone();
@@ -562,6 +588,33 @@ impl Core {
             ))),
             Err(e) => Err(EngineError::Conflict(e.to_string())),
         }
+    }
+
+    /// Applies a person's decision about one task of a run in memory.
+    fn decide(
+        &mut self,
+        run_id: &str,
+        task_id: &str,
+        decision: super::Decision,
+        by: Arc<str>,
+    ) -> Result<Arc<str>, EngineError> {
+        let Some((id, run)) = self.runs.get_key_value(run_id) else {
+            return Err(EngineError::RunNotFound(run_id.to_owned()));
+        };
+        let id = Arc::clone(id);
+        let Some(i) = run.machine.dag().index_of(task_id) else {
+            return Err(EngineError::TaskNotFound(
+                run_id.to_owned(),
+                task_id.to_owned(),
+            ));
+        };
+        let now = now_ms();
+        let who = Arc::clone(&by);
+        self.apply_as(by, &id, |m, o| {
+            super::decisions::apply(m, i, decision, &who, now, o)
+        })
+        .map(|()| id)
+        .map_err(|e| EngineError::Conflict(super::decisions::conflict(run_id, task_id, e)))
     }
 
     fn on_worker_message(&mut self, msg: WorkerMessage) {
@@ -1113,6 +1166,9 @@ impl Core {
                     self.timers
                         .push(Reverse((due, Arc::clone(id), task, attempt)));
                 }
+                Command::Deadline { task, at_ms } => {
+                    self.deadlines.push(Reverse((at_ms, Arc::clone(id), task)));
+                }
                 Command::CancelAttempt { task, attempt } => {
                     // Not yet read by any worker: delete it, so none ever starts it.
                     if let Some((_, queue, entry)) =
@@ -1241,6 +1297,14 @@ impl Core {
             let Reverse((_, id, task, attempt)) = self.timers.pop().expect("peeked");
             // A timer whose attempt was overtaken (cancel, rerun) is simply stale.
             let _ = self.apply(&id, |m, o| m.retry_due(task, attempt, now, o));
+        }
+        while let Some(Reverse((due, _, _))) = self.deadlines.peek() {
+            if *due > now {
+                break;
+            }
+            let Reverse((_, id, task)) = self.deadlines.pop().expect("peeked");
+            // A task decided meanwhile is no longer waiting: the timeout applies once.
+            let _ = self.apply(&id, |m, o| m.decision_due(task, now, o));
         }
     }
 

@@ -11,7 +11,7 @@ use super::budget::{self, estimate, limit_keys, shortfall, Change, Charges};
 use super::states::{
     transition, IllegalTransition, RunState, Stimulus, TaskState, ALL_TASK_STATES,
 };
-use crate::dag::{grow, Dag, KeyLimit, Limits, Trigger, DEFAULT_RETRY_BACKOFF_S};
+use crate::dag::{approval, grow, Dag, KeyLimit, Limits, Trigger, DEFAULT_RETRY_BACKOFF_S};
 use serde_json::Value;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
@@ -19,6 +19,7 @@ use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::Arc;
 pub use worker_protocol::Usage;
 mod admission;
+mod approvals;
 mod control;
 mod reports;
 mod types;
@@ -42,7 +43,7 @@ pub struct RunMachine {
     tasks: Vec<TaskRuntime>,
     state: RunState,
     /// Tasks per state, indexed by `TaskState as usize`.
-    counts: [u32; 8],
+    counts: [u32; crate::state_machine::TASK_STATE_COUNT],
     /// Last event sequence number used.
     seq: u64,
     finished_at_ms: Option<i64>,
@@ -93,7 +94,7 @@ impl RunMachine {
                 t
             })
             .collect();
-        let mut counts = [0u32; 8];
+        let mut counts = [0u32; crate::state_machine::TASK_STATE_COUNT];
         counts[TaskState::Pending as usize] = tasks.len() as u32;
         let gated = needs_gate(&dag, 0);
         Self {
@@ -124,7 +125,7 @@ impl RunMachine {
             dag,
             tasks,
             state,
-            counts: [0; 8],
+            counts: [0; crate::state_machine::TASK_STATE_COUNT],
             seq,
             finished_at_ms,
             gated,
@@ -197,7 +198,7 @@ impl RunMachine {
     }
 
     /// Tasks per state, in the order of [`ALL_TASK_STATES`].
-    pub fn counts(&self) -> [u32; 8] {
+    pub fn counts(&self) -> [u32; crate::state_machine::TASK_STATE_COUNT] {
         self.counts
     }
 
@@ -235,6 +236,7 @@ impl RunMachine {
             })
             .collect();
         self.resolve(stuck, now_ms, out);
+        self.rearm_deadlines(out);
         self.complete_if_done(now_ms, out);
     }
 
@@ -296,6 +298,8 @@ impl RunMachine {
                 self.tasks[i as usize].finished_at_ms = Some(now_ms);
                 self.record_task(i, now_ms, None, out);
                 self.release_children(i, now_ms, &mut todo);
+            } else if approval::is_approval(self.dag.task(i)) {
+                self.await_decision(i, now_ms, out);
             } else if self.gated {
                 let _ = self.set_state(i, Stimulus::DepsMetGated, out);
                 self.record_task(i, now_ms, None, out);

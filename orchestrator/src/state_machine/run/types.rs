@@ -110,6 +110,8 @@ pub enum Command {
     },
     /// Tell the worker running this attempt to stop it.
     CancelAttempt { task: u32, attempt: u32 },
+    /// Deliver [`super::RunMachine::decision_due`] for this waiting task at `at_ms`.
+    Deadline { task: u32, at_ms: i64 },
 }
 
 /// What a recorded event is about.
@@ -171,6 +173,9 @@ pub enum Rejected {
     RunFinished(RunState),
     #[error("the run is still running")]
     RunNotFinished,
+    /// A decision (approve, reject) on a task that does not wait for one.
+    #[error("task is {0}, not waiting for a decision")]
+    NotWaiting(TaskState),
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
 }
