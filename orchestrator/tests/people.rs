@@ -265,3 +265,111 @@ async fn cancelling_one_running_task_frees_its_slot_and_the_rest_goes_on() {
     assert_eq!(status, 409);
     sys.shutdown().await;
 }
+
+/// Runs `apex ARGS` to the end, off the async runtime: `(exit code, stdout, stderr)`.
+async fn apex(args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_apex"))
+            .args(&args)
+            .env_remove("APEX_SERVER")
+            .env_remove("APEX_API_TOKEN")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("apex runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_waiting_runs_and_decides() {
+    let mut sys = TestSystem::start().await;
+    sys.spawn_worker("default", 2);
+    let base = sys.base.clone();
+    let waiting = sys.submit(&reviewed(Value::Null)).await;
+    let rejected = sys.submit(&reviewed(Value::Null)).await;
+    wait_waiting(&sys, &waiting).await;
+    wait_waiting(&sys, &rejected).await;
+
+    let (code, out, err) = apex(&["runs", "--waiting", "--json", "--server", &base]).await;
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<&str> = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&waiting.as_str()) && ids.contains(&rejected.as_str()),
+        "{out}"
+    );
+
+    let (code, out, err) = apex(&[
+        "approve",
+        &waiting,
+        "review",
+        "--comment",
+        "fine",
+        "--output",
+        "{\"n\": 1}",
+        "--server",
+        &base,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("approved task review"), "{out}");
+    let (code, _, err) = apex(&["approve", &waiting, "review", "--server", &base]).await;
+    assert_eq!(code, 6, "a second decision is a conflict: {err}");
+    assert!(
+        err.contains("not waiting") || err.contains("already succeeded"),
+        "{err}"
+    );
+    let (code, _, _) = apex(&[
+        "approve", &waiting, "review", "--output", "{", "--server", &base,
+    ])
+    .await;
+    assert_eq!(code, 2, "bad --output JSON is bad input");
+
+    let (code, _, err) = apex(&[
+        "reject",
+        &rejected,
+        "review",
+        "--comment",
+        "no",
+        "--server",
+        &base,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let review = sys.task(&rejected, "review").await;
+    assert_eq!(review["error"]["kind"], "rejected");
+    assert_eq!(sys.wait_run(&waiting, LIMIT).await["state"], "succeeded");
+    assert_eq!(
+        sys.task(&waiting, "write").await["upstream"]["review"]["output"],
+        json!({"n": 1})
+    );
+
+    let (code, out, _) = apex(&["runs", "--waiting", "--server", &base]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("no run waits"), "{out}");
+
+    let slow = sys
+        .submit(&json!({"tasks": [{"id": "nap", "handler": "sleep", "input": {"seconds": 60}}]}))
+        .await;
+    let (code, out, err) = apex(&["task", "cancel", &slow, "nap", "--server", &base]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cancelled task nap"), "{out}");
+    assert_eq!(sys.wait_run(&slow, LIMIT).await["state"], "failed");
+    let (code, _, _) = apex(&["task", "cancel", &slow, "nap", "--server", &base]).await;
+    assert_eq!(code, 6);
+    let (code, _, _) = apex(&["task", "cancel", &slow, "nope", "--server", &base]).await;
+    assert_eq!(code, 3);
+    sys.shutdown().await;
+}
