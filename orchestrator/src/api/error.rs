@@ -143,6 +143,7 @@ impl From<EngineError> for ApiError {
             EngineError::Stopped => {
                 ApiError::Unavailable("the orchestrator is shutting down".into())
             }
+            EngineError::QueueStartup { .. } => ApiError::Unavailable(e.to_string()),
         }
     }
 }

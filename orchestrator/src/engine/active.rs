@@ -1,11 +1,11 @@
 //! A run the engine holds in memory, and its row images for the store.
 
 use crate::dag::{validate, Limits, RunOptions, RunSpec};
+use crate::queue::QueueEntry;
 use crate::state_machine::{RunMachine, RunState, TaskRuntime, TaskState};
 use crate::store::{RunRow, Store, StoreError, TaskRow};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// A run in memory: its machine plus what the machine does not track.
 pub(crate) struct ActiveRun {
@@ -16,19 +16,33 @@ pub(crate) struct ActiveRun {
     pub created_by: Option<Arc<str>>,
     /// Latest progress report per task; live only, never stored.
     pub progress: HashMap<u32, (Option<f64>, String)>,
-    /// When the run last became terminal, to evict it later.
-    pub finished_at: Option<Instant>,
-    /// Where each task's current attempt waits in Redis: task → (attempt, queue, entry
-    /// id). Lets a cancel delete entries no worker has read yet.
-    pub entries: HashMap<u32, (u32, String, String)>,
+    /// When the run last became terminal (engine clock, ms), to evict it later.
+    pub finished_at: Option<i64>,
+    /// Where each task's current attempt waits in Redis. Lets a cancel delete entries
+    /// no worker has read yet.
+    pub entries: HashMap<u32, Pushed>,
     /// Last sign of life (start, progress, log) of running attempts of tasks that set
-    /// `idle_timeout_s`: task → (attempt, ms).
-    pub activity: HashMap<u32, (u32, i64)>,
+    /// `idle_timeout_s`.
+    pub activity: HashMap<u32, Activity>,
     /// Encoded size of succeeded tasks' outputs, measured once when a dependent is
     /// dispatched (a task message carries every upstream output).
     pub output_sizes: HashMap<u32, usize>,
     /// Log stored per task's current attempt, against the per-attempt caps.
     pub logs: super::log_cap::LogTally,
+}
+
+/// The queue entry an attempt of a task was pushed as.
+#[derive(Debug, Clone)]
+pub(crate) struct Pushed {
+    pub attempt: u32,
+    pub entry: QueueEntry,
+}
+
+/// When a running attempt last showed a sign of life.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Activity {
+    pub attempt: u32,
+    pub last_ms: i64,
 }
 
 impl ActiveRun {
@@ -107,8 +121,13 @@ impl ActiveRun {
     }
 }
 
-/// Rebuilds a stored run in memory. `None` when there is no such run.
-pub(super) async fn load(store: &dyn Store, id: &str) -> Result<Option<ActiveRun>, StoreError> {
+/// Rebuilds a stored run in memory (a finished one counts as finished at `now_ms`).
+/// `None` when there is no such run.
+pub(super) async fn load(
+    store: &dyn Store,
+    id: &str,
+    now_ms: i64,
+) -> Result<Option<ActiveRun>, StoreError> {
     let Some(run) = store.get_run(id).await? else {
         return Ok(None);
     };
@@ -163,7 +182,7 @@ pub(super) async fn load(store: &dyn Store, id: &str) -> Result<Option<ActiveRun
         created_at_ms: run.created_at_ms,
         created_by: run.created_by.as_deref().map(Arc::from),
         progress: HashMap::new(),
-        finished_at: run.state.is_terminal().then(Instant::now),
+        finished_at: run.state.is_terminal().then_some(now_ms),
         entries: HashMap::new(),
         output_sizes: HashMap::new(),
         logs: Default::default(),

@@ -14,16 +14,22 @@
 //! know, and the engine keeps scheduling while the previous batch commits.
 
 mod active;
+mod clock;
 mod core;
 mod decisions;
+mod fleet;
+mod flush;
 mod limiter;
 mod log_cap;
 mod reader;
+mod recovery;
 mod redis_watch;
+mod reports;
 mod writer;
 
-pub use self::core::{worker_view, QueueStats};
+pub use self::clock::Clock;
 pub use self::decisions::Decision;
+pub use self::fleet::{worker_view, QueueStats};
 pub use self::log_cap::LogLimits;
 pub use self::writer::{Stuck, WriterHealth};
 
@@ -55,6 +61,13 @@ pub enum EngineError {
     /// The engine is shutting down (or crashed).
     #[error("the engine is not running")]
     Stopped,
+    /// The engine could not start: Redis would not show its queues or results stream.
+    #[error("cannot start the engine: {what}: {source}")]
+    QueueStartup {
+        /// What the engine was reading.
+        what: &'static str,
+        source: crate::queue::QueueError,
+    },
 }
 
 /// Settings of the engine.
@@ -90,6 +103,8 @@ pub struct EngineConfig {
     pub queues: Vec<String>,
     /// The operator's limits per key, which tighten every run's.
     pub ceilings: crate::ceilings::Ceilings,
+    /// Where the engine reads the time.
+    pub clock: Clock,
 }
 
 impl Default for EngineConfig {
@@ -108,6 +123,7 @@ impl Default for EngineConfig {
             autoscale: crate::autoscale::Policy::default(),
             queues: Vec::new(),
             ceilings: crate::ceilings::Ceilings::default(),
+            clock: Clock::System,
         }
     }
 }
@@ -300,7 +316,10 @@ pub async fn start(
     // pushed (a crash between commit and push) or were lost with Redis: queue them again.
     let present = redis_watch::attempts_in_redis(&queue)
         .await
-        .map_err(|e| EngineError::Conflict(format!("cannot read the queues: {e}")))?;
+        .map_err(|source| EngineError::QueueStartup {
+            what: "reading the queues",
+            source,
+        })?;
     core.reconcile(in_flight, &present).await;
     if let Ok(names) = queue.queues().await {
         core.seed_queues(names);
@@ -308,7 +327,10 @@ pub async fn start(
     let reader = queue
         .results_reader(&config.consumer)
         .await
-        .map_err(|e| EngineError::Conflict(format!("cannot read the results stream: {e}")))?;
+        .map_err(|source| EngineError::QueueStartup {
+            what: "reading the results stream",
+            source,
+        })?;
     tokio::spawn(reader::run(
         reader,
         config.read_batch,

@@ -3,7 +3,7 @@
 //! epoch key is gone), and new dead letters.
 
 use super::Input;
-use crate::queue::RedisQueue;
+use crate::queue::{QueueEntry, RedisQueue};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +18,21 @@ const CONSUMER_SWEEP_TICKS: u64 = 60;
 /// (a live worker reads at least every few seconds, and would be added back anyway).
 const CONSUMER_IDLE: Duration = Duration::from_secs(600);
 
-/// Where each task message still in a queue stream is: `(run, task, attempt)` →
-/// `(queue, entry id)`.
+/// An attempt as a task message names it: run and task by id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct NamedAttempt {
+    pub run_id: String,
+    pub task_id: String,
+    pub attempt: u32,
+}
+
+/// Where each task message still in a queue stream is.
+pub(super) type InRedis = HashMap<NamedAttempt, QueueEntry>;
+
+/// Where each task message still in a queue stream is.
 pub(super) async fn attempts_in_redis(
     queue: &RedisQueue,
-) -> Result<HashMap<(String, String, u32), (String, String)>, crate::queue::QueueError> {
+) -> Result<InRedis, crate::queue::QueueError> {
     let mut present = HashMap::new();
     for q in queue.queues().await? {
         for entry in queue.scan(&q).await? {
@@ -31,7 +41,16 @@ pub(super) async fn attempts_in_redis(
                 .as_deref()
                 .and_then(|b| serde_json::from_slice::<TaskMessage>(b).ok())
             {
-                present.insert((m.run_id, m.task_id, m.attempt), (q.clone(), entry.id));
+                let at = NamedAttempt {
+                    run_id: m.run_id,
+                    task_id: m.task_id,
+                    attempt: m.attempt,
+                };
+                let entry = QueueEntry {
+                    queue: q.clone(),
+                    id: entry.id,
+                };
+                present.insert(at, entry);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Group commit: store first, then Redis, then the bus, then the callers.
 
 use crate::live::Bus;
-use crate::queue::{Outgoing, RedisQueue};
+use crate::queue::{AttemptKey, Outgoing, RedisQueue};
 use crate::store::{RunRow, Store, StoreError, WriteBatch};
 use serde_json::Value;
 use std::sync::Arc;
@@ -40,9 +40,16 @@ impl Flush {
 /// Most flushes merged into one commit; bounds the size of one transaction.
 const MAX_MERGE: usize = 32;
 
-/// Where each task message landed: `(run, task, attempt)`, queue, and the entry id or
-/// why Redis refused the message.
-pub(super) type Enqueued = Vec<((Arc<str>, u32, u32), String, Result<String, String>)>;
+/// Where one task message landed: its attempt, queue, and the entry id or why Redis
+/// refused the message.
+pub(super) struct Landed {
+    pub attempt: AttemptKey,
+    pub queue: String,
+    pub entry: Result<String, String>,
+}
+
+/// Where each task message of one flush landed.
+pub(super) type Enqueued = Vec<Landed>;
 
 /// What the writer is stuck on, if anything: shown by `/readyz` and `/api/v1/health`.
 #[derive(Debug, Clone, Default)]
@@ -148,7 +155,11 @@ pub(super) async fn run(
                 .tasks
                 .into_iter()
                 .zip(ids)
-                .map(|(t, id)| (t.attempt, t.queue, id))
+                .map(|(t, entry)| Landed {
+                    attempt: t.attempt,
+                    queue: t.queue,
+                    entry,
+                })
                 .collect();
             let _ = enqueued.send(landed);
         }

@@ -38,21 +38,37 @@ impl QueueError {
     }
 }
 
+/// One attempt of one task of one run, as the engine keys it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttemptKey {
+    pub run: std::sync::Arc<str>,
+    /// The task's index in its run's DAG.
+    pub task: u32,
+    pub attempt: u32,
+}
+
+/// An entry of a queue stream: which queue, and the id Redis gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub queue: String,
+    pub id: String,
+}
+
 /// A task message to add to a queue, and which attempt it carries.
 #[derive(Debug, Clone)]
 pub struct OutTask {
     pub queue: String,
     pub json: String,
-    /// `(run, task index, attempt)`, to learn the entry id the message gets.
-    pub attempt: (std::sync::Arc<str>, u32, u32),
+    /// The attempt it carries, to learn the entry id the message gets.
+    pub attempt: AttemptKey,
 }
 
 /// Writes one engine flush produces, sent in a single pipeline.
 #[derive(Debug, Default)]
 pub struct Outgoing {
     pub tasks: Vec<OutTask>,
-    /// Task entries whose attempt's outcome is stored: `(queue, entry id)`.
-    pub task_acks: Vec<(String, String)>,
+    /// Task entries whose attempt's outcome is stored.
+    pub task_acks: Vec<QueueEntry>,
     /// Entries of the results stream that have been processed.
     pub result_acks: Vec<String>,
     /// Control messages (JSON).
@@ -508,9 +524,9 @@ impl RedisQueue {
     }
 }
 
-fn group_by_queue(acks: &[(String, String)]) -> Vec<(&str, Vec<&str>)> {
+fn group_by_queue(acks: &[QueueEntry]) -> Vec<(&str, Vec<&str>)> {
     let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
-    for (q, id) in acks {
+    for QueueEntry { queue: q, id } in acks {
         match out.iter_mut().find(|(name, _)| *name == q.as_str()) {
             Some((_, ids)) => ids.push(id),
             None => out.push((q, vec![id])),
