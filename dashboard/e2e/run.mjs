@@ -213,6 +213,37 @@ const scenarios = [
     },
   },
   {
+    name: 'approval: a waiting task stands out and is approved from its panel',
+    async run(page) {
+      const spec = {
+        name: `e2e-approval-${unique}`,
+        tasks: [
+          { id: 'plan', handler: 'echo', input: { draft: `draft-${unique}` } },
+          { id: 'review', handler: 'approval', depends_on: ['plan'], input: { prompt: `Publish ${unique}?` } },
+          { id: 'write', handler: 'echo', depends_on: ['review'] },
+        ],
+      };
+      const { id } = await callApi('POST', '/api/v1/runs', spec);
+      await page.goto(`${BASE}/runs/${encodeURIComponent(id)}`);
+      await waitForState(page, 'task-node-review', 'waiting', 60_000);
+      await page.click(byTestId('task-node-review'));
+      await page.waitForSelector(`${byTestId('task-panel')}[data-task="review"]`);
+      const prompt = await page.textContent(byTestId('approval-prompt'));
+      if (!prompt?.includes(`Publish ${unique}?`)) throw new Error(`approval prompt not shown: ${prompt}`);
+      await page.waitForFunction(
+        (expected) => document.querySelector('[data-testid="task-upstream"]')?.textContent?.includes(expected),
+        `draft-${unique}`,
+        { timeout: 15_000 },
+      );
+      await page.fill(byTestId('decision-comment'), 'ship it');
+      await page.click(byTestId('approve-task'));
+      await waitForState(page, 'task-node-review', 'succeeded', 30_000);
+      await waitForState(page, 'run-state', 'succeeded', 60_000);
+      const review = await callApi('GET', `/api/v1/runs/${encodeURIComponent(id)}/tasks/review`);
+      if (review.output?.comment !== 'ship it') throw new Error(`approval output: ${JSON.stringify(review.output)}`);
+    },
+  },
+  {
     name: 'cancel: a run of long sleeps is cancelled from the run page',
     async run(page) {
       await submitAndOpenRun(page, longSleeps);
@@ -406,6 +437,8 @@ async function main() {
   try {
     for (const [index, scenario] of scenarios.entries()) {
       const label = `${String(index + 1).padStart(2, '0')}-${slug(scenario.name)}`;
+      // E2E_ONLY=approval runs only the scenarios whose name starts with it (while iterating).
+      if (process.env.E2E_ONLY && !scenario.name.startsWith(process.env.E2E_ONLY)) continue;
       if (scenario.skip) {
         skipped += 1;
         console.log(`skip - ${scenario.name}`);

@@ -4,6 +4,7 @@
 import { getToken, markUnauthorized } from './auth';
 import type {
   Agent,
+  DecisionBody,
   ErrorBody,
   ErrorDetail,
   Queue,
@@ -11,6 +12,7 @@ import type {
   RunList,
   RunState,
   RunSummary,
+  Task,
   TaskDetail,
   TaskPage,
   TaskPageQuery,
@@ -106,6 +108,12 @@ export const api = {
   validate: (spec: string) => request<{ valid: boolean; tasks: number }>('POST', '/api/v1/validate', spec),
   cancelRun: (id: string) => request<RunSummary>('POST', `/api/v1/runs/${enc(id)}/cancel`),
   retryRun: (id: string) => request<RunSummary>('POST', `/api/v1/runs/${enc(id)}/retry`),
+  approveTask: (runId: string, taskId: string, body: DecisionBody) =>
+    request<Task>('POST', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}/approve`, body),
+  rejectTask: (runId: string, taskId: string, body: DecisionBody) =>
+    request<Task>('POST', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}/reject`, body),
+  cancelTask: (runId: string, taskId: string) =>
+    request<Task>('POST', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}/cancel`),
   listWorkers: (signal?: AbortSignal) => request<{ workers: Worker[] }>('GET', '/api/v1/workers', undefined, signal),
   listQueues: (signal?: AbortSignal) => request<{ queues: Queue[] }>('GET', '/api/v1/queues', undefined, signal),
   listAgents: (signal?: AbortSignal) => request<{ agents: Agent[] }>('GET', '/api/v1/agents', undefined, signal),

@@ -308,3 +308,9 @@ export interface RunList {
   runs: RunSummary[];
   next: string | null;
 }
+
+/** The body of an approve or reject decision (docs/API.md, "People in the loop"). */
+export interface DecisionBody {
+  comment?: string;
+  output?: unknown;
+}

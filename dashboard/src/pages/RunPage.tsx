@@ -156,6 +156,7 @@ function RunBody({ runId, live, summary }: { runId: string; live: RunLive; summa
             now={now}
             onClose={() => setSelection(null)}
             onSelectTask={selectTask}
+            runRunning={summary.state === 'running'}
           />
         )}
         {selectedGroup && model && (

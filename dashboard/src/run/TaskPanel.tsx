@@ -9,6 +9,7 @@ import { StateBadge } from '../components/StateBadge';
 import { formatDuration, formatTime, span } from '../format';
 import type { LiveAnswer } from '../live/runReducer';
 import { formatUsageLong, hasUsage, laterUsage } from '../usage';
+import { TaskActions } from './TaskActions';
 import { useTaskDetail } from './useTaskDetail';
 
 interface Props {
@@ -25,6 +26,8 @@ interface Props {
   now: number;
   onClose: () => void;
   onSelectTask: (taskId: string) => void;
+  /** Whether the run is still running, so a task of it may be decided or cancelled. */
+  runRunning: boolean;
 }
 
 export function TaskPanel(props: Props) {
@@ -99,6 +102,8 @@ export function TaskPanel(props: Props) {
         )}
         <Spawned {...props} />
       </dl>
+
+      <TaskActions runId={runId} task={task} input={detail?.input ?? task.input} runRunning={props.runRunning} />
 
       {streaming && <LiveAnswerView text={answer?.text ?? ''} truncated={!!answer?.truncated} />}
 

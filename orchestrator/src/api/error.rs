@@ -134,6 +134,9 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::RunNotFound(id) => ApiError::NotFound(format!("run {id} not found")),
+            EngineError::TaskNotFound(run, task) => {
+                ApiError::NotFound(format!("run {run} has no task {task:?}"))
+            }
             EngineError::Conflict(why) => ApiError::Conflict(why),
             EngineError::Invalid(problems) => ApiError::InvalidDag(problems),
             EngineError::Store(s) => s.into(),

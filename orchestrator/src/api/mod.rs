@@ -8,6 +8,7 @@ pub mod auth;
 pub mod browser;
 mod dashboard;
 mod deadline;
+mod decisions;
 pub mod error;
 mod failures;
 mod fleet;
@@ -82,6 +83,7 @@ pub fn app(state: AppState) -> Router {
     let cors = state.browser.cors();
     let bounded = Router::new()
         .merge(runs::router())
+        .merge(decisions::router())
         .merge(agents::router())
         .merge(tokens::router())
         .merge(audit::router())

@@ -9,6 +9,7 @@
 //! - [`output`]: colour on terminals only, tables, times and durations.
 //! - [`submit`]: reading DAG files; `submit` and `validate`.
 //! - [`runs`]: `runs`, `run show`, `cancel`, `retry`.
+//! - [`approve`]: `approve`, `reject`, `task cancel`: a person's decision on one task.
 //! - [`task`]: `task show`; [`follow`]: `task show --follow`, a task's answer as it streams.
 //! - [`fleet`]: `workers`, `queues`.
 //! - [`agents`]: the agent registry: `agents`, `agents show`, `agents put`, `agents delete`.
@@ -19,6 +20,7 @@
 //! an error and turns it into the process's exit code.
 
 pub mod agents;
+pub mod approve;
 pub mod client;
 pub mod error;
 pub mod fleet;
@@ -71,6 +73,10 @@ pub enum Command {
     Cancel(runs::RunIdArgs),
     /// Re-run the failed, cancelled and skipped tasks of a finished run.
     Retry(runs::RunIdArgs),
+    /// Approve a task waiting for a decision (an approval task): it succeeds.
+    Approve(approve::ApproveArgs),
+    /// Reject a task waiting for a decision: it fails, and what needed it is skipped.
+    Reject(approve::RejectArgs),
     /// List the worker fleet.
     Workers(fleet::FleetArgs),
     /// Show each queue's depth and the work in flight on it.
@@ -118,6 +124,9 @@ async fn execute(command: Command, out: &mut output::Printer) -> Result<Exit, Cl
         Command::Runs(args) => runs::list(&args, out).await,
         Command::Run(runs::RunCommand::Show(args)) => runs::show(&args, out).await,
         Command::Task(task::TaskCommand::Show(args)) => task::show(&args, out).await,
+        Command::Task(task::TaskCommand::Cancel(args)) => approve::cancel(&args, out).await,
+        Command::Approve(args) => approve::approve(&args, out).await,
+        Command::Reject(args) => approve::reject(&args, out).await,
         Command::Watch(args) => watch::watch_command(&args, out).await,
         Command::Cancel(args) => runs::cancel(&args, out).await,
         Command::Retry(args) => runs::retry(&args, out).await,

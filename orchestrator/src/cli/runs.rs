@@ -42,6 +42,9 @@ pub struct ListArgs {
     /// Only runs older than this one (to page through the list).
     #[arg(long, value_name = "RUN_ID")]
     pub before: Option<String>,
+    /// Only running runs with a task waiting for a decision (`apex approve` takes it).
+    #[arg(long, conflicts_with = "state")]
+    pub waiting: bool,
     /// Print the API's answer as JSON: `{"runs": [RunSummary], "next": RUN_ID|null}`.
     #[arg(long)]
     pub json: bool,
@@ -84,6 +87,22 @@ pub struct RunIdArgs {
 /// `apex runs`.
 pub async fn list(args: &ListArgs, out: &mut Printer) -> Result<Exit, CliError> {
     let client = Client::new(&args.conn)?;
+    if args.waiting {
+        let runs = super::approve::waiting_runs(&client, args).await?;
+        if args.json {
+            out.json(&serde_json::json!({"runs": runs, "next": null}))?;
+            return Ok(Exit::Ok);
+        }
+        let runs: Vec<RunSummary> = wire::parse(&serde_json::Value::Array(runs), "runs")
+            .map_err(|m| client.unexpected(m))?;
+        if runs.is_empty() {
+            out.line("no run waits for a decision")?;
+        } else {
+            out.block(&runs_table(&runs))?;
+            out.line(&output::dim("`apex run show ID` shows the waiting tasks"))?;
+        }
+        return Ok(Exit::Ok);
+    }
     let mut path = format!("/api/v1/runs?limit={}", args.limit);
     if let Some(s) = args.state {
         path.push_str(&format!("&state={}", s.as_str()));
@@ -576,7 +595,8 @@ fn state_counts<'a>(tasks: impl Iterator<Item = &'a Task>) -> String {
 }
 
 /// Task states, most telling first.
-const STATE_ORDER: [&str; 8] = [
+const STATE_ORDER: [&str; 9] = [
+    "waiting",
     "succeeded",
     "failed",
     "skipped",

@@ -13,6 +13,8 @@ use super::wire::{self, Task, TaskDetail};
 pub enum TaskCommand {
     /// Show a task: input, upstream outputs, output, error, attempts and logs.
     Show(TaskShowArgs),
+    /// Cancel one task of a running run; the rest of the run goes on.
+    Cancel(super::approve::TaskRef),
 }
 
 /// Arguments of `apex task show`.

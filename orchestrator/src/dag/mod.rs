@@ -3,6 +3,7 @@
 //! `spec` → [`validate`] → [`Dag`]. Validation reports every problem at once; a `Dag`
 //! exists only for a valid spec. No I/O, no async.
 
+pub mod approval;
 mod fan_out;
 mod graph;
 mod limits;

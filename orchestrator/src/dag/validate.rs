@@ -44,6 +44,8 @@ pub enum ProblemCode {
     InvalidParent,
     /// The run would bring the distinct queue names in use past the server's cap.
     TooManyQueues,
+    /// An approval task's input is not a valid approval setting.
+    InvalidApproval,
 }
 
 /// One thing wrong with a submission.
@@ -398,6 +400,15 @@ fn check_ids(spec: &RunSpec, limits: &Limits, problems: &mut Vec<Problem>) -> Ha
 fn check_task_fields(task: &super::spec::TaskSpec, limits: &Limits, problems: &mut Vec<Problem>) {
     use ProblemCode::*;
     let id = || vec![task.id.clone()];
+    if super::approval::is_approval(task) {
+        if let Err(why) = super::approval::parse(&task.input) {
+            problems.push(problem(
+                InvalidApproval,
+                format!("task {:?}: {why}", task.id),
+                id(),
+            ));
+        }
+    }
     if !is_valid_id(&task.handler, limits.max_id_len) {
         problems.push(problem(
             InvalidHandler,

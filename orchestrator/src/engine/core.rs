@@ -44,6 +44,8 @@ pub(super) struct Core {
     pub(super) flush_tx: mpsc::Sender<Flush>,
     pub(super) runs: HashMap<Arc<str>, ActiveRun>,
     pub(super) timers: BinaryHeap<Reverse<Timer>>,
+    /// Decision deadlines of waiting tasks (see [`super::decisions`]).
+    pub(super) deadlines: BinaryHeap<Reverse<super::decisions::Deadline>>,
     pub(super) workers: HashMap<String, WorkerSeen>,
     pub(super) pending: Pending,
     /// Reused for every stimulus, to avoid allocating per task.
@@ -119,6 +121,7 @@ impl Core {
             flush_tx,
             runs: HashMap::new(),
             timers: BinaryHeap::new(),
+            deadlines: BinaryHeap::new(),
             workers: HashMap::new(),
             pending: Pending::default(),
             out: Output::default(),
@@ -145,13 +148,14 @@ impl Core {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let next_timer = match (
+            let next_timer = [
                 self.timers.peek().map(|Reverse(t)| t.due_ms),
+                self.deadlines.peek().map(|Reverse(d)| d.due_ms),
                 self.admit_wake_ms,
-            ) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let wait = next_timer.map(|due| (due - self.config.clock.now_ms()).max(0) as u64);
             let timer = async {
                 match wait {
@@ -207,7 +211,9 @@ impl Core {
             }
             // A run no longer in memory is loaded off the loop, so a big old run does not
             // stall scheduling for every other run; the request comes back as `Loaded`.
-            Input::Cancel { ref run_id, .. } | Input::Rerun { ref run_id, .. }
+            Input::Cancel { ref run_id, .. }
+            | Input::Rerun { ref run_id, .. }
+            | Input::Decide { ref run_id, .. }
                 if !self.runs.contains_key(run_id.as_str()) =>
             {
                 self.load_then(input);
@@ -228,6 +234,18 @@ impl Core {
                 }
             },
             Input::Rerun { run_id, by, reply } => match self.rerun(&run_id, by).await {
+                Ok(id) => self.pending.replies.push((reply, id)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Input::Decide {
+                run_id,
+                task_id,
+                decision,
+                by,
+                reply,
+            } => match self.decide(&run_id, &task_id, decision, by) {
                 Ok(id) => self.pending.replies.push((reply, id)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -302,7 +320,10 @@ impl Core {
     /// Finds a run in memory, or loads it from the store.
     /// Loads a stored run in a task of its own, then hands `next` back to the loop.
     pub(super) fn load_then(&self, next: Input) {
-        let (Input::Cancel { run_id, .. } | Input::Rerun { run_id, .. }) = &next else {
+        let (Input::Cancel { run_id, .. }
+        | Input::Rerun { run_id, .. }
+        | Input::Decide { run_id, .. }) = &next
+        else {
             return;
         };
         let run_id = run_id.clone();
@@ -462,6 +483,7 @@ impl Core {
             // A timer whose attempt was overtaken (cancel, rerun) is simply stale.
             let _ = self.apply(&key.run, |m, o| m.retry_due(key.task, key.attempt, now, o));
         }
+        self.fire_deadlines(now);
     }
 
     /// Dispatches what waiting tasks their runs' limits, budgets and the shared limits
@@ -516,7 +538,10 @@ impl Core {
 
 /// Answers a cancel or re-run request with an error.
 fn reply_to(input: Input, error: impl FnOnce(&str) -> EngineError) {
-    if let Input::Cancel { run_id, reply, .. } | Input::Rerun { run_id, reply, .. } = input {
+    if let Input::Cancel { run_id, reply, .. }
+    | Input::Rerun { run_id, reply, .. }
+    | Input::Decide { run_id, reply, .. } = input
+    {
         let _ = reply.send(Err(error(&run_id)));
     }
 }

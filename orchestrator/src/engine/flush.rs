@@ -152,6 +152,13 @@ impl Core {
                         },
                     }));
                 }
+                Command::Deadline { task, at_ms } => {
+                    self.deadlines.push(Reverse(super::decisions::Deadline {
+                        due_ms: at_ms,
+                        run: Arc::clone(id),
+                        task,
+                    }))
+                }
                 Command::CancelAttempt { task, attempt } => {
                     // Not yet read by any worker: delete it, so none ever starts it.
                     if let Some(pushed) = run.entries.remove(&task).filter(|e| e.attempt == attempt)

@@ -16,6 +16,7 @@
 mod active;
 mod clock;
 mod core;
+mod decisions;
 mod fleet;
 mod flush;
 mod limiter;
@@ -27,6 +28,7 @@ mod reports;
 mod writer;
 
 pub use self::clock::Clock;
+pub use self::decisions::Decision;
 pub use self::fleet::{worker_view, QueueStats};
 pub use self::log_cap::LogLimits;
 pub use self::writer::{Stuck, WriterHealth};
@@ -45,6 +47,9 @@ use worker_protocol::WorkerMessage;
 pub enum EngineError {
     #[error("run {0} not found")]
     RunNotFound(String),
+    /// The run has no task of that id: `(run, task)`.
+    #[error("run {0} has no task {1:?}")]
+    TaskNotFound(String, String),
     /// The request does not fit the run's state (e.g. cancelling a finished run).
     #[error("{0}")]
     Conflict(String),
@@ -144,6 +149,14 @@ pub(crate) enum Input {
         by: Arc<str>,
         reply: RunReply,
     },
+    /// A person's decision about one task.
+    Decide {
+        run_id: String,
+        task_id: String,
+        decision: Decision,
+        by: Arc<str>,
+        reply: RunReply,
+    },
     /// Entries read from the results stream: id and parsed message (or why not).
     /// The permit holds the batch's bytes against the reader's budget until handled.
     Worker(
@@ -227,6 +240,25 @@ impl EngineHandle {
     pub async fn rerun(&self, run_id: &str, by: &str) -> Result<RunRow, EngineError> {
         self.ask(|reply| Input::Rerun {
             run_id: run_id.to_owned(),
+            by: Arc::from(by),
+            reply,
+        })
+        .await?
+    }
+
+    /// Applies a person's `decision` about one task, on behalf of token `by`; answers
+    /// once it is stored.
+    pub async fn decide(
+        &self,
+        run_id: &str,
+        task_id: &str,
+        decision: Decision,
+        by: &str,
+    ) -> Result<RunRow, EngineError> {
+        self.ask(|reply| Input::Decide {
+            run_id: run_id.to_owned(),
+            task_id: task_id.to_owned(),
+            decision,
             by: Arc::from(by),
             reply,
         })

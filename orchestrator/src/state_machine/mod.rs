@@ -12,7 +12,11 @@ pub use run::{
     AttemptFailure, AttemptSuccess, Command, Event, EventKind, Gate, Open, Output, Rejected,
     RunMachine, TaskFailure, TaskRuntime, Usage, BUDGET_EXCEEDED, MAX_LOST_ATTEMPTS,
 };
-pub use states::{transition, IllegalTransition, RunState, Stimulus, TaskState, ALL_TASK_STATES};
+pub use states::{
+    transition, IllegalTransition, RunState, Stimulus, TaskState, ALL_TASK_STATES, TASK_STATE_COUNT,
+};
 
+#[cfg(test)]
+mod approval_tests;
 #[cfg(test)]
 mod tests;

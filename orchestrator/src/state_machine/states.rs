@@ -10,6 +10,8 @@
 //! skipped                   released ──┘────┴──────────────────┘
 //! any non-terminal ── cancel ──▶ cancelled;  failed | skipped | cancelled ── rerun ──▶ pending
 //! ready ── over its budget ──▶ failed;  pending | ready ── run budget spent ──▶ skipped
+//! pending ── approval task's deps met ──▶ waiting;  ready ── budget asks ──▶ waiting
+//! waiting ── approved ──▶ succeeded | ready (budget raised);  ── rejected ──▶ failed
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,9 @@ pub enum TaskState {
     Queued,
     /// A worker took it.
     Running,
+    /// Waits for a person's decision (an `approval` task, or a budget that asks), on no
+    /// worker and holding no slot.
+    Waiting,
     Succeeded,
     Failed,
     Cancelled,
@@ -34,12 +39,16 @@ pub enum TaskState {
     Skipped,
 }
 
+/// How many task states there are.
+pub const TASK_STATE_COUNT: usize = 9;
+
 /// Every task state, in display order; `TaskState as usize` indexes it.
-pub const ALL_TASK_STATES: [TaskState; 8] = [
+pub const ALL_TASK_STATES: [TaskState; TASK_STATE_COUNT] = [
     TaskState::Pending,
     TaskState::Ready,
     TaskState::Queued,
     TaskState::Running,
+    TaskState::Waiting,
     TaskState::Succeeded,
     TaskState::Failed,
     TaskState::Cancelled,
@@ -62,6 +71,7 @@ impl TaskState {
             TaskState::Ready => "ready",
             TaskState::Queued => "queued",
             TaskState::Running => "running",
+            TaskState::Waiting => "waiting",
             TaskState::Succeeded => "succeeded",
             TaskState::Failed => "failed",
             TaskState::Cancelled => "cancelled",
@@ -156,6 +166,16 @@ pub enum Stimulus {
     OverBudget,
     /// The run's budget is spent: tasks not yet dispatched never will be.
     BudgetExhausted,
+    /// An approval task's dependencies are done: it waits for a decision.
+    AwaitDecision,
+    /// A budget that asks cannot cover the task: it waits for a decision.
+    AskBudget,
+    /// A person approved (an approval task succeeds).
+    Approved,
+    /// A person raised the budget a waiting task asked about: it waits its turn again.
+    BudgetRaised,
+    /// A person rejected, or the decision timed out as a rejection.
+    Declined,
 }
 
 /// A stimulus that is not legal in the task's current state.
@@ -181,7 +201,12 @@ pub fn transition(from: TaskState, stimulus: Stimulus) -> Result<TaskState, Ille
         (T::Queued | T::Running, S::FailedWillRetry) => T::Ready,
         (T::Queued | T::Running, S::FailedFinal) => T::Failed,
         (T::Queued | T::Running, S::Released) => T::Queued,
-        (T::Pending | T::Ready | T::Queued | T::Running, S::Cancel) => T::Cancelled,
+        (T::Pending | T::Ready | T::Queued | T::Running | T::Waiting, S::Cancel) => T::Cancelled,
+        (T::Pending, S::AwaitDecision) => T::Waiting,
+        (T::Ready, S::AskBudget) => T::Waiting,
+        (T::Waiting, S::Approved) => T::Succeeded,
+        (T::Waiting, S::BudgetRaised) => T::Ready,
+        (T::Waiting, S::Declined) => T::Failed,
         (T::Failed | T::Skipped | T::Cancelled, S::Rerun) => T::Pending,
         (T::Ready, S::OverBudget) => T::Failed,
         (T::Pending | T::Ready, S::BudgetExhausted) => T::Skipped,

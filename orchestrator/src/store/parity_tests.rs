@@ -87,7 +87,7 @@ fn task_row(run: &str, i: usize, state: TaskState) -> TaskRow {
 }
 
 fn run_row(id: &str, tasks: usize, state: RunState, seq: u64) -> RunRow {
-    let mut counts = [0u32; 8];
+    let mut counts = [0u32; crate::state_machine::TASK_STATE_COUNT];
     counts[TaskState::Queued as usize] = tasks as u32;
     RunRow {
         id: id.to_owned(),

@@ -18,7 +18,7 @@ pub struct RunRow {
     pub state: RunState,
     pub task_count: u32,
     /// Tasks per state, indexed by `TaskState as usize`.
-    pub counts: [u32; 8],
+    pub counts: [u32; crate::state_machine::TASK_STATE_COUNT],
     pub error: Option<String>,
     pub created_at_ms: i64,
     pub finished_at_ms: Option<i64>,
@@ -159,7 +159,9 @@ pub fn task_usage_from_json(v: Option<Value>) -> (Usage, Charges) {
 }
 
 /// Tasks per state by name, as in the API.
-pub fn counts_map(counts: &[u32; 8]) -> BTreeMap<&'static str, u32> {
+pub fn counts_map(
+    counts: &[u32; crate::state_machine::TASK_STATE_COUNT],
+) -> BTreeMap<&'static str, u32> {
     ALL_TASK_STATES
         .iter()
         .map(|s| (s.as_str(), counts[*s as usize]))
@@ -167,8 +169,8 @@ pub fn counts_map(counts: &[u32; 8]) -> BTreeMap<&'static str, u32> {
 }
 
 /// Parses a counts object written by [`counts_map`].
-pub fn counts_from_json(v: &Value) -> [u32; 8] {
-    let mut out = [0u32; 8];
+pub fn counts_from_json(v: &Value) -> [u32; crate::state_machine::TASK_STATE_COUNT] {
+    let mut out = [0u32; crate::state_machine::TASK_STATE_COUNT];
     for s in ALL_TASK_STATES {
         out[s as usize] = v.get(s.as_str()).and_then(Value::as_u64).unwrap_or(0) as u32;
     }

@@ -1,0 +1,185 @@
+//! `/api/v1/runs/{id}/tasks/{task}/approve|reject|cancel`: a person decides one task of
+//! a running run. Each answers once the decision is stored, with the task as it is then.
+
+use super::auth::{needs, Allowed};
+use super::error::ApiError;
+use super::AppState;
+use crate::dag::json_size;
+use crate::engine::Decision;
+use crate::views;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Longest comment kept with a decision, in bytes.
+const MAX_COMMENT_BYTES: usize = 4_096;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/runs/{id}/tasks/{task_id}/approve", post(approve))
+        .route("/api/v1/runs/{id}/tasks/{task_id}/reject", post(reject))
+        .route(
+            "/api/v1/runs/{id}/tasks/{task_id}/cancel",
+            post(cancel_task),
+        )
+}
+
+/// The body of an approval: all of it optional.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// Kept with the decision and shown with the task.
+    pub comment: Option<String>,
+    /// Any JSON, handed to the dependents as part of the task's output.
+    pub output: Option<Value>,
+}
+
+/// The body of a rejection: all of it optional.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectRequest {
+    /// Kept with the decision, in the task's error message.
+    pub comment: Option<String>,
+}
+
+/// Reads an optional JSON body: none, or an empty one, is the default.
+fn body<T: Default + serde::de::DeserializeOwned>(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(state.max_body_bytes),
+        other => ApiError::BadRequest(other.body_text()),
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))
+}
+
+fn check_comment(comment: &Option<String>) -> Result<(), ApiError> {
+    match comment {
+        Some(c) if c.len() > MAX_COMMENT_BYTES => Err(ApiError::BadRequest(format!(
+            "the comment is {} bytes; at most {MAX_COMMENT_BYTES} are kept",
+            c.len()
+        ))),
+        Some(c) if c.contains('\0') => Err(ApiError::BadRequest(
+            "the comment contains a NUL character, which cannot be stored".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The task as the API shows it, after a decision.
+async fn task_view(state: &AppState, id: &str, task_id: &str) -> Result<Json<Value>, ApiError> {
+    let run = state
+        .store
+        .get_run(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))?;
+    let task = state
+        .store
+        .get_task(id, task_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("task {task_id} not found in run {id}")))?;
+    let mut body = views::task(&task, &run.queue, None);
+    body["run_id"] = json!(id);
+    Ok(Json(body))
+}
+
+/// Approves a waiting task: it succeeds and its dependents proceed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/tasks/{task_id}/approve",
+    params(("id" = String, Path, description = "Run id"), ("task_id" = String, Path, description = "Task id")),
+    request_body(content = Option<ApproveRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Approved and stored: the task, now succeeded"),
+        (status = 404, description = "No such run or task"),
+        (status = 409, description = "The task is not waiting for a decision (already decided, or never waited)"),
+    ),
+    tag = "runs"
+)]
+pub async fn approve(
+    allowed: Allowed<needs::Operate>,
+    State(state): State<AppState>,
+    Path((id, task_id)): Path<(String, String)>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let req: ApproveRequest = body(&state, raw)?;
+    check_comment(&req.comment)?;
+    if let Some(o) = &req.output {
+        let size = json_size(o);
+        if size > state.limits.max_input_bytes {
+            return Err(ApiError::PayloadTooLarge(state.limits.max_input_bytes));
+        }
+    }
+    let decision = Decision::Approve {
+        comment: req.comment,
+        output: req.output,
+    };
+    state
+        .engine
+        .decide(&id, &task_id, decision, allowed.name())
+        .await?;
+    task_view(&state, &id, &task_id).await
+}
+
+/// Rejects a waiting task: it fails with error kind `rejected`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/tasks/{task_id}/reject",
+    params(("id" = String, Path, description = "Run id"), ("task_id" = String, Path, description = "Task id")),
+    request_body(content = Option<RejectRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Rejected and stored: the task, now failed"),
+        (status = 404, description = "No such run or task"),
+        (status = 409, description = "The task is not waiting for a decision"),
+    ),
+    tag = "runs"
+)]
+pub async fn reject(
+    allowed: Allowed<needs::Operate>,
+    State(state): State<AppState>,
+    Path((id, task_id)): Path<(String, String)>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let req: RejectRequest = body(&state, raw)?;
+    check_comment(&req.comment)?;
+    let decision = Decision::Reject {
+        comment: req.comment,
+    };
+    state
+        .engine
+        .decide(&id, &task_id, decision, allowed.name())
+        .await?;
+    task_view(&state, &id, &task_id).await
+}
+
+/// Cancels one task of a running run; the rest of the run goes on.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/tasks/{task_id}/cancel",
+    params(("id" = String, Path, description = "Run id"), ("task_id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "Cancelled and stored: the task, now cancelled"),
+        (status = 404, description = "No such run or task"),
+        (status = 409, description = "The task or its run already finished"),
+    ),
+    tag = "runs"
+)]
+pub async fn cancel_task(
+    allowed: Allowed<needs::Operate>,
+    State(state): State<AppState>,
+    Path((id, task_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .engine
+        .decide(&id, &task_id, Decision::Cancel, allowed.name())
+        .await?;
+    task_view(&state, &id, &task_id).await
+}
