@@ -6,6 +6,7 @@
 mod fan_out;
 mod graph;
 mod limits;
+pub mod origin;
 mod spec;
 mod validate;
 

@@ -44,6 +44,8 @@ pub enum ProblemCode {
     InvalidParent,
     /// The run would bring the distinct queue names in use past the server's cap.
     TooManyQueues,
+    /// A template parameter is undeclared, missing, or malformed.
+    InvalidParam,
 }
 
 /// One thing wrong with a submission.

@@ -669,6 +669,10 @@ impl Store for PgStore {
         Ok(true)
     }
 
+    fn daily(&self) -> &dyn super::daily::DailyStore {
+        self
+    }
+
     async fn audit_log(
         &self,
         before: Option<i64>,

@@ -95,7 +95,9 @@ impl SqliteStore {
 
     /// A transaction on the writer connection that holds the write lock from the start
     /// (rather than failing halfway when a read turns into a write).
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+    pub(super) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
         self.writer
             .begin_with("begin immediate")
             .await
@@ -161,7 +163,7 @@ const CORRUPT_CODES: [i32; 2] = [
 
 /// Classifies a sqlx error as [`StoreError::from`] does, plus what only SQLite says
 /// through its result codes.
-fn classify(e: sqlx::Error) -> StoreError {
+pub(super) fn classify(e: sqlx::Error) -> StoreError {
     let primary = match &e {
         sqlx::Error::Database(db) => db
             .code()
@@ -741,6 +743,10 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await.map_err(classify)?;
         Ok(true)
+    }
+
+    fn daily(&self) -> &dyn super::daily::DailyStore {
+        self
     }
 
     async fn audit_log(
