@@ -20,6 +20,10 @@ pub struct DailyConfig {
     #[arg(long, env = "APEX_RETENTION_BATCH", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub retention_batch: u32,
+    /// Seconds between retention passes.
+    #[arg(long, env = "APEX_RETENTION_INTERVAL_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_interval_s: u64,
 }
 
 impl Default for DailyConfig {
@@ -29,6 +33,7 @@ impl Default for DailyConfig {
             hook_max_body_bytes: 256 << 10,
             retain_finished_days: 30,
             retention_batch: 100,
+            retention_interval_s: 60,
         }
     }
 }

@@ -34,6 +34,7 @@ pub mod engine;
 pub mod live;
 pub mod providers;
 pub mod queue;
+pub mod retention;
 pub mod schedule;
 pub mod server;
 pub mod state_machine;

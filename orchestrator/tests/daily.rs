@@ -478,3 +478,92 @@ async fn a_signed_webhook_starts_a_run_and_bad_signatures_and_replays_are_refuse
     assert_eq!(r.status(), 401);
     sys.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_only_due_runs_in_batches_while_another_run_proceeds() {
+    let mut sys = TestSystem::start_with(|c| {
+        c.daily.retention_interval_s = 1;
+        c.daily.retention_batch = 2;
+    })
+    .await;
+    sys.spawn_worker("default", 8);
+    // A run that keeps working while retention deletes around it.
+    let long = sys
+        .submit(&json!({"name": "long", "tasks": [
+            {"id": "a", "handler": "sleep", "input": {"seconds": 1.5}},
+            {"id": "b", "handler": "sleep", "input": {"seconds": 1.5}, "depends_on": ["a"]},
+            {"id": "c", "handler": "sum", "depends_on": ["b"]}
+        ]}))
+        .await;
+    let mut short = Vec::new();
+    for i in 0..5 {
+        short.push(
+            sys.submit(&json!({"name": format!("short-{i}"), "ttl_s": 1,
+                "tasks": [{"id": "a", "handler": "echo", "input": {"i": i}}]}))
+                .await,
+        );
+    }
+    let kept = sys
+        .submit(&json!({"name": "kept", "tasks": [{"id": "a", "handler": "noop"}]}))
+        .await;
+    for id in short.iter().chain([&kept]) {
+        sys.wait_run(id, LIMIT).await;
+    }
+    let (s, too_long) = sys
+        .post(
+            "/api/v1/runs",
+            &json!({"ttl_s": u64::MAX / 2, "tasks": [{"id": "a", "handler": "noop"}]}),
+        )
+        .await;
+    assert_eq!(s, 400, "{too_long}");
+
+    // Five due runs, two per batch: all go within a few passes.
+    let deadline = Instant::now() + LIMIT;
+    for id in &short {
+        loop {
+            let (s, _) = sys.get(&format!("/api/v1/runs/{id}")).await;
+            if s == 404 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "run {id} was not deleted");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let run = sys.wait_run(&long, LIMIT).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let (s, _) = sys.get(&format!("/api/v1/runs/{kept}")).await;
+    assert_eq!(
+        s, 200,
+        "a run without ttl_s is kept for --retain-finished-days"
+    );
+
+    // One run deleted by hand: refused while it runs, done once it finished.
+    let busy = sys
+        .submit(&json!({"tasks": [{"id": "a", "handler": "sleep", "input": {"seconds": 1}}]}))
+        .await;
+    let r = sys
+        .http
+        .delete(sys.url(&format!("/api/v1/runs/{busy}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    sys.wait_run(&busy, LIMIT).await;
+    let r = sys
+        .http
+        .delete(sys.url(&format!("/api/v1/runs/{busy}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(sys.get(&format!("/api/v1/runs/{busy}")).await.0, 404);
+    assert_eq!(sys.get(&format!("/api/v1/runs/{busy}/events")).await.0, 404);
+    let r = sys
+        .http
+        .delete(sys.url(&format!("/api/v1/runs/{busy}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    sys.shutdown().await;
+}

@@ -18,7 +18,17 @@ pub struct Daily {
     /// Held by the ticker through each pass, and by pause and delete: once either
     /// answers, no tick of that schedule fires from an earlier read.
     pub schedules: tokio::sync::Mutex<()>,
+    /// Held while runs are deleted, and while a run is re-run: a run is never loaded
+    /// back to be re-run while it is being deleted.
+    pub deletions: tokio::sync::Mutex<()>,
+    /// How long finished runs are kept; `None`: forever.
+    pub retain_finished_ms: Option<i64>,
+    pub retention_batch: u32,
+    pub retention_interval_s: u64,
 }
+
+/// Longest `ttl_s` a run may ask for: ten years.
+pub const MAX_TTL_S: u64 = 10 * 366 * 86_400;
 
 impl Daily {
     /// From `apex serve`'s settings.
@@ -29,6 +39,11 @@ impl Daily {
             )),
             hook_max_body_bytes: config.hook_max_body_bytes,
             schedules: tokio::sync::Mutex::new(()),
+            deletions: tokio::sync::Mutex::new(()),
+            retain_finished_ms: (config.retain_finished_days > 0)
+                .then(|| (config.retain_finished_days.min(1_000_000) as i64) * 86_400_000),
+            retention_batch: config.retention_batch,
+            retention_interval_s: config.retention_interval_s,
         }
     }
 }
@@ -53,6 +68,11 @@ pub async fn start(
     origin: RunOrigin,
     by: &str,
 ) -> Result<RunRow, ApiError> {
+    if let Some(ttl) = dag.options.ttl_s.filter(|t| *t > MAX_TTL_S) {
+        return Err(ApiError::BadRequest(format!(
+            "ttl_s: {ttl} is over the limit of {MAX_TTL_S} s (ten years)"
+        )));
+    }
     if origin != RunOrigin::default() {
         Arc::make_mut(&mut dag.options).origin = Some(origin);
     }

@@ -17,6 +17,7 @@ pub mod hooks;
 mod idempotency;
 mod openapi;
 pub mod params;
+mod run_delete;
 mod runs;
 pub mod schedules;
 pub mod templates;
@@ -96,6 +97,7 @@ pub fn app(state: AppState) -> Router {
         .merge(templates::router())
         .merge(schedules::router())
         .merge(hooks::router(state.daily.hook_max_body_bytes))
+        .merge(run_delete::router())
         .merge(health::router())
         .merge(openapi::router())
         .merge(dashboard::router(state.dashboard_dir.clone()))

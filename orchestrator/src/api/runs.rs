@@ -450,6 +450,7 @@ async fn retry_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let _not_being_deleted = state.daily.deletions.lock().await;
     let run = state.engine.rerun(&id, allowed.name()).await?;
     Ok((StatusCode::ACCEPTED, Json(views::run_summary(&run))))
 }

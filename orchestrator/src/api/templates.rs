@@ -80,14 +80,17 @@ fn param_problem(message: String) -> ApiError {
 }
 
 /// Splits a template body into its declared parameters and its DAG.
-fn split(spec: &Value) -> Result<(BTreeMap<String, ParamSpec>, Map<String, Value>), ApiError> {
+/// Declared parameters, by name.
+type Params = BTreeMap<String, ParamSpec>;
+
+fn split(spec: &Value) -> Result<(Params, Map<String, Value>), ApiError> {
     let Value::Object(obj) = spec else {
         return Err(ApiError::InvalidJson(
             "a template must be a JSON object".into(),
         ));
     };
     let mut dag = obj.clone();
-    let params: BTreeMap<String, ParamSpec> = match dag.remove("params") {
+    let params: Params = match dag.remove("params") {
         None => BTreeMap::new(),
         Some(p) => {
             serde_json::from_value(p).map_err(|e| ApiError::InvalidJson(format!("params: {e}")))?

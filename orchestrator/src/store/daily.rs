@@ -92,6 +92,26 @@ pub trait DailyStore: Send + Sync {
     async fn put_hook(&self, h: &HookRow) -> Result<bool, StoreError>;
     async fn get_hook(&self, name: &str) -> Result<Option<HookRow>, StoreError>;
     async fn list_hooks(&self) -> Result<Vec<HookRow>, StoreError>;
+
+    /// Up to `limit` finished runs due for deletion at `now_ms`, oldest first: those
+    /// finished more than `keep_ms` ago (`None`: kept forever), or more than their own
+    /// `ttl_s`.
+    async fn due_runs(
+        &self,
+        now_ms: i64,
+        keep_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Deletes these runs, if finished, with their tasks and events, in one transaction.
+    async fn delete_runs(&self, ids: &[String]) -> Result<Deleted, StoreError>;
+}
+
+/// Rows one deletion removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub runs: u64,
+    pub tasks: u64,
+    pub events: u64,
 }
 
 use super::decode::Columns;

@@ -1,6 +1,8 @@
 //! [`DailyStore`] on Postgres.
 
-use super::daily::{self, DailyStore, HookRow, ScheduleRow, TemplateRow, SCHEDULE_COLUMNS};
+use super::daily::{
+    self, DailyStore, Deleted, HookRow, ScheduleRow, TemplateRow, SCHEDULE_COLUMNS,
+};
 use super::decode::{self, RUN_COLUMNS};
 use super::postgres::PgStore;
 use super::text::{json_text, without_nul};
@@ -206,5 +208,58 @@ impl DailyStore for PgStore {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(daily::hook).collect()
+    }
+
+    async fn due_runs(
+        &self,
+        now_ms: i64,
+        keep_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "select id from runs where finished_at_ms is not null and (
+                 (options->>'ttl_s' is null and $2::bigint is not null and finished_at_ms < $1 - $2)
+                 or finished_at_ms + (options->>'ttl_s')::bigint * 1000 < $1)
+             order by finished_at_ms limit $3",
+        )
+        .bind(now_ms)
+        .bind(keep_ms)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn delete_runs(&self, ids: &[String]) -> Result<Deleted, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // Only runs still finished: one re-run since it was picked is kept.
+        let (ids,): (Vec<String>,) = sqlx::query_as(
+            "select coalesce(array_agg(id), '{}') from runs
+             where id = any($1) and finished_at_ms is not null",
+        )
+        .bind(ids)
+        .fetch_one(&mut *tx)
+        .await?;
+        let events = sqlx::query("delete from task_events where run_id = any($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let tasks = sqlx::query("delete from tasks where run_id = any($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let runs = sqlx::query("delete from runs where id = any($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Deleted {
+            runs,
+            tasks,
+            events,
+        })
     }
 }

@@ -1,6 +1,8 @@
 //! [`DailyStore`] on SQLite: writes on the one writer connection, reads on the pool.
 
-use super::daily::{self, DailyStore, HookRow, ScheduleRow, TemplateRow, SCHEDULE_COLUMNS};
+use super::daily::{
+    self, DailyStore, Deleted, HookRow, ScheduleRow, TemplateRow, SCHEDULE_COLUMNS,
+};
 use super::decode::{self, RUN_COLUMNS};
 use super::sqlite::{classify, SqliteStore};
 use super::text::json_text;
@@ -228,5 +230,59 @@ impl DailyStore for SqliteStore {
         .await
         .map_err(classify)?;
         rows.iter().map(daily::hook).collect()
+    }
+
+    async fn due_runs(
+        &self,
+        now_ms: i64,
+        keep_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "select id from runs where finished_at_ms is not null and (
+                 (json_extract(options, '$.ttl_s') is null and ?2 is not null and finished_at_ms < ?1 - ?2)
+                 or finished_at_ms + json_extract(options, '$.ttl_s') * 1000 < ?1)
+             order by finished_at_ms limit ?3",
+        )
+        .bind(now_ms)
+        .bind(keep_ms)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn delete_runs(&self, ids: &[String]) -> Result<Deleted, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut out = Deleted::default();
+        for id in ids {
+            // Only runs still finished: one re-run since it was picked is kept.
+            let finished: Option<(i64,)> =
+                sqlx::query_as("select 1 from runs where id = ?1 and finished_at_ms is not null")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            if finished.is_none() {
+                continue;
+            }
+            for (table, counter) in [("task_events", &mut out.events), ("tasks", &mut out.tasks)] {
+                *counter += sqlx::query(&format!("delete from {table} where run_id = ?1"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?
+                    .rows_affected();
+            }
+            out.runs += sqlx::query("delete from runs where id = ?1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(out)
     }
 }
