@@ -567,3 +567,137 @@ async fn retention_deletes_only_due_runs_in_batches_while_another_run_proceeds()
     assert_eq!(r.status(), 404);
     sys.shutdown().await;
 }
+
+/// Runs the `apex` binary against `base`; its exit status and standard output.
+fn apex(base: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_apex"))
+        .args(args)
+        .args(["--server", base])
+        .env_remove("APEX_API_TOKEN")
+        .env(
+            "APEX_DATA_DIR",
+            std::env::temp_dir().join(common::unique("apex-cli")),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_submits_idempotently_and_manages_templates_schedules_and_hooks() {
+    let sys = TestSystem::start().await;
+    let base = sys.base.clone();
+    let dag = dag("tides").to_string();
+    let run = |args: Vec<String>, stdin: Option<String>| {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            apex(&base, &args, stdin.as_deref())
+        })
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let (ok1, id1) = run(
+        args(&["submit", "-", "--idempotency-key", "cli-1"]),
+        Some(dag.clone()),
+    )
+    .await
+    .unwrap();
+    let (ok2, id2) = run(
+        args(&["submit", "-", "--idempotency-key", "cli-1"]),
+        Some(dag.clone()),
+    )
+    .await
+    .unwrap();
+    assert!(ok1 && ok2, "{id1} {id2}");
+    assert_eq!(id1, id2, "the same key answers the same run");
+    let (_, id3) = run(args(&["submit", "-"]), Some(dag.clone()))
+        .await
+        .unwrap();
+    assert_ne!(id1, id3, "each invocation has its own key by default");
+
+    let (ok, text) = run(
+        args(&["templates", "put", "research", "-f", "-"]),
+        Some(research_template().to_string()),
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{text}");
+    assert!(text.contains("version 1"), "{text}");
+    let (ok, text) = run(args(&["templates", "list"]), None).await.unwrap();
+    assert!(ok && text.contains("research"), "{text}");
+    let (ok, id) = run(
+        args(&["templates", "run", "research", "-p", "who=ana", "--json"]),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{id}");
+    let summary: Value = serde_json::from_str(&id).unwrap();
+    assert_eq!(summary["template"]["name"], "research");
+
+    let schedule = json!({"template": "research", "params": {"who": "bo"}, "cron": "0 9 * * 1", "timezone": "Europe/Paris"});
+    let (ok, text) = run(
+        args(&["schedules", "put", "weekly", "-f", "-"]),
+        Some(schedule.to_string()),
+    )
+    .await
+    .unwrap();
+    assert!(ok && text.contains("created schedule"), "{text}");
+    let (ok, text) = run(args(&["schedules", "pause", "weekly"]), None)
+        .await
+        .unwrap();
+    assert!(ok, "{text}");
+    let (ok, text) = run(args(&["schedules", "list"]), None).await.unwrap();
+    assert!(
+        ok && text.contains("weekly") && text.contains("paused"),
+        "{text}"
+    );
+    let (ok, text) = run(args(&["schedules", "resume", "weekly"]), None)
+        .await
+        .unwrap();
+    assert!(ok, "{text}");
+    let (ok, text) = run(args(&["schedules", "delete", "weekly"]), None)
+        .await
+        .unwrap();
+    assert!(ok, "{text}");
+    let (ok, _) = run(args(&["schedules", "delete", "weekly"]), None)
+        .await
+        .unwrap();
+    assert!(!ok, "deleting it twice fails");
+
+    let (ok, text) = run(
+        args(&[
+            "hooks",
+            "put",
+            "gh",
+            "--template",
+            "research",
+            "--secret",
+            "0123456789abcdef-x",
+        ]),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{text}");
+    let (ok, text) = run(args(&["hooks", "list"]), None).await.unwrap();
+    assert!(
+        ok && text.contains("gh") && !text.contains("0123456789abcdef"),
+        "{text}"
+    );
+    sys.shutdown().await;
+}

@@ -23,10 +23,13 @@ pub mod client;
 pub mod error;
 pub mod fleet;
 mod follow;
+pub mod hooks;
 pub mod output;
 pub mod runs;
+pub mod schedules;
 pub mod submit;
 pub mod task;
+pub mod templates;
 mod terminal;
 pub mod tokens;
 pub mod watch;
@@ -80,6 +83,15 @@ pub enum Command {
     /// Create, list and revoke scoped API tokens (needs an admin token).
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Store versioned templates, list them, start runs of one.
+    #[command(subcommand)]
+    Templates(templates::TemplatesCommand),
+    /// Run templates on a cron or an interval: put, list, pause, resume, delete.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
+    /// Webhooks in: signed deliveries that start templates.
+    #[command(subcommand)]
+    Hooks(hooks::HooksCommand),
 }
 
 /// Arguments of `apex completions`.
@@ -125,5 +137,8 @@ async fn execute(command: Command, out: &mut output::Printer) -> Result<Exit, Cl
         Command::Queues(args) => fleet::queues(&args, out).await,
         Command::Agents(args) => agents::agents(args, out).await,
         Command::Tokens(command) => tokens::tokens(command, out).await,
+        Command::Templates(command) => templates::templates(command, out).await,
+        Command::Schedules(command) => schedules::schedules(command, out).await,
+        Command::Hooks(command) => hooks::hooks(command, out).await,
     }
 }
