@@ -694,6 +694,21 @@ async fn the_cli_submits_idempotently_and_manages_templates_schedules_and_hooks(
     .await
     .unwrap();
     assert!(ok, "{text}");
+    // A running run cannot be deleted; a cancelled one can.
+    let id1 = id1.trim().to_owned();
+    let (ok, text) = run(args(&["runs", "delete", &id1]), None).await.unwrap();
+    assert!(!ok, "{text}");
+    let (s, _) = sys
+        .post(&format!("/api/v1/runs/{id1}/cancel"), &json!({}))
+        .await;
+    assert_eq!(s, 202);
+    sys.wait_run(&id1, LIMIT).await;
+    let (ok, text) = run(args(&["runs", "delete", &id1]), None).await.unwrap();
+    assert!(ok && text.contains("deleted run"), "{text}");
+    assert_eq!(sys.get(&format!("/api/v1/runs/{id1}")).await.0, 404);
+    let (ok, text) = run(args(&["runs", "--limit", "5"]), None).await.unwrap();
+    assert!(ok, "{text}");
+
     let (ok, text) = run(args(&["hooks", "list"]), None).await.unwrap();
     assert!(
         ok && text.contains("gh") && !text.contains("0123456789abcdef"),

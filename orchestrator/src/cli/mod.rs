@@ -25,6 +25,7 @@ pub mod fleet;
 mod follow;
 pub mod hooks;
 pub mod output;
+pub mod run_delete;
 pub mod runs;
 pub mod schedules;
 pub mod submit;
@@ -60,7 +61,7 @@ pub enum Command {
     Submit(submit::SubmitArgs),
     /// Check a DAG file offline, with the same errors the server gives.
     Validate(submit::ValidateArgs),
-    /// List recent runs, newest first.
+    /// List recent runs, newest first; `apex runs delete ID` deletes a finished one.
     Runs(runs::ListArgs),
     /// Inspect a run.
     #[command(subcommand)]
@@ -127,7 +128,10 @@ async fn execute(command: Command, out: &mut output::Printer) -> Result<Exit, Cl
     match command {
         Command::Submit(args) => submit::submit(args, out).await,
         Command::Validate(args) => submit::validate(&args, out),
-        Command::Runs(args) => runs::list(&args, out).await,
+        Command::Runs(mut args) => match args.command.take() {
+            Some(command) => run_delete::runs(command, out).await,
+            None => runs::list(&args, out).await,
+        },
         Command::Run(runs::RunCommand::Show(args)) => runs::show(&args, out).await,
         Command::Task(task::TaskCommand::Show(args)) => task::show(&args, out).await,
         Command::Watch(args) => watch::watch_command(&args, out).await,
