@@ -7,7 +7,9 @@ import { AgentsPage } from './pages/AgentsPage';
 import { QueuesPage } from './pages/QueuesPage';
 import { RunPage } from './pages/RunPage';
 import { RunsPage } from './pages/RunsPage';
+import { SchedulesPage } from './pages/SchedulesPage';
 import { SubmitPage } from './pages/SubmitPage';
+import { TemplatesPage } from './pages/TemplatesPage';
 import { WorkersPage } from './pages/WorkersPage';
 import { Link, parseRoute, usePathname, type Route } from './router';
 
@@ -16,6 +18,8 @@ const NAV: { to: string; label: string; pages: Route['page'][] }[] = [
   { to: '/workers', label: 'Workers', pages: ['workers'] },
   { to: '/queues', label: 'Queues', pages: ['queues'] },
   { to: '/agents', label: 'Agents', pages: ['agents'] },
+  { to: '/templates', label: 'Templates', pages: ['templates'] },
+  { to: '/schedules', label: 'Schedules', pages: ['schedules'] },
   { to: '/submit', label: 'Submit', pages: ['submit'] },
 ];
 
@@ -31,6 +35,10 @@ function Page({ route }: { route: Route }) {
       return <QueuesPage />;
     case 'agents':
       return <AgentsPage />;
+    case 'templates':
+      return <TemplatesPage />;
+    case 'schedules':
+      return <SchedulesPage />;
     case 'submit':
       return <SubmitPage />;
     case 'not_found':

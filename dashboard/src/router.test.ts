@@ -10,6 +10,8 @@ describe('parseRoute', () => {
     expect(parseRoute('/queues')).toEqual({ page: 'queues' });
     expect(parseRoute('/agents')).toEqual({ page: 'agents' });
     expect(parseRoute('/submit')).toEqual({ page: 'submit' });
+    expect(parseRoute('/templates')).toEqual({ page: 'templates' });
+    expect(parseRoute('/schedules')).toEqual({ page: 'schedules' });
     expect(parseRoute('/nope/x')).toEqual({ page: 'not_found', path: '/nope/x' });
   });
 });

@@ -9,6 +9,8 @@ export type Route =
   | { page: 'workers' }
   | { page: 'queues' }
   | { page: 'agents' }
+  | { page: 'templates' }
+  | { page: 'schedules' }
   | { page: 'submit' }
   | { page: 'not_found'; path: string };
 
@@ -18,7 +20,11 @@ export function parseRoute(pathname: string): Route {
   const [head, id, ...rest] = parts;
   if (head === 'runs' && !id) return { page: 'runs' };
   if (head === 'runs' && id && rest.length === 0) return { page: 'run', runId: id };
-  if (parts.length === 1 && (head === 'workers' || head === 'queues' || head === 'agents' || head === 'submit')) return { page: head };
+  if (
+    parts.length === 1 &&
+    (head === 'workers' || head === 'queues' || head === 'agents' || head === 'templates' || head === 'schedules' || head === 'submit')
+  )
+    return { page: head };
   return { page: 'not_found', path: pathname };
 }
 

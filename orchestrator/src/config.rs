@@ -70,6 +70,9 @@ pub struct ServeConfig {
     #[arg(long, env = "APEX_REQUEST_TIMEOUT_S", default_value_t = 30.0,
           value_parser = positive_seconds)]
     pub request_timeout_s: f64,
+    /// Idempotency, webhooks, schedules and retention.
+    #[command(flatten)]
+    pub daily: crate::config_daily::DailyConfig,
     /// Serve the dashboard from this built directory instead of the copy compiled into
     /// the binary (for dashboard development).
     #[arg(long, env = "APEX_DASHBOARD_DIR")]
@@ -215,6 +218,7 @@ impl ServeConfig {
             live_ring_bytes: 16 << 20,
             live_answer_bytes: 256 << 10,
             request_timeout_s: 30.0,
+            daily: Default::default(),
             dashboard_dir: None,
             worker_lost_after_s: 10,
             lease_timeout_s: 7.0,

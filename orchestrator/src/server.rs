@@ -218,7 +218,10 @@ pub async fn start_on(
         request_timeout: config.request_timeout(),
         dashboard_dir: config.dashboard_dir.clone(),
         shutdown: shutdown.subscribe(),
+        daily: Arc::new(api::daily::Daily::new(&config.daily)),
     };
+    let _ticker = crate::ticker::spawn(state.clone(), shutdown.subscribe());
+    let _retention = crate::retention::spawn(state.clone(), shutdown.subscribe());
     *slot.write() = Some(api::app(state));
     tracing::info!(%addr, "apex is serving");
     Ok(RunningServer {

@@ -21,6 +21,11 @@ pub fn run_summary(r: &RunRow) -> Value {
         "budget": r.options.budget,
         "max_parallel": r.options.max_parallel,
         "created_by": r.created_by,
+        "template": r.options.origin.as_ref().and_then(|o| o.template.as_ref()),
+        "schedule": r.options.origin.as_ref().and_then(|o| o.schedule.as_ref()),
+        "schedule_tick_ms": r.options.origin.as_ref().and_then(|o| o.tick_ms),
+        "hook": r.options.origin.as_ref().and_then(|o| o.hook.as_ref()),
+        "ttl_s": r.options.ttl_s,
     })
 }
 

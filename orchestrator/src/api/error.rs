@@ -49,6 +49,12 @@ pub enum ApiError {
     InvalidToken(String),
     #[error("{0}")]
     Conflict(String),
+    /// An `Idempotency-Key` reused with a different request; holds the first one's run.
+    #[error("this Idempotency-Key was first used with a different request (run {0}); send a new key with a new request")]
+    IdempotencyConflict(String),
+    /// A webhook request whose signature or timestamp does not check out.
+    #[error("{0}")]
+    BadSignature(String),
     #[error("this server does not answer to Host {0:?}: use the address it serves at, or have the operator add it with --allowed-hosts (APEX_ALLOWED_HOSTS)")]
     MisdirectedHost(String),
     #[error("requests from pages of {0:?} are refused: the API answers its own dashboard's origin and the operator's --cors-origins (APEX_CORS_ORIGINS) only")]
@@ -82,6 +88,8 @@ impl ApiError {
             ApiError::TooManyFailures { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::InvalidToken(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_token"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::IdempotencyConflict(_) => (StatusCode::CONFLICT, "idempotency_conflict"),
+            ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             ApiError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_host"),
             ApiError::ForeignOrigin(_) => (StatusCode::FORBIDDEN, "foreign_origin"),
             ApiError::UnsupportedMediaType => {
@@ -106,6 +114,9 @@ impl IntoResponse for ApiError {
         if let ApiError::InvalidDag(errors) | ApiError::InvalidAgent(errors) = &self {
             let details: Vec<&Problem> = errors.0.iter().collect();
             body["error"]["details"] = json!(details);
+        }
+        if let ApiError::IdempotencyConflict(run) = &self {
+            body["error"]["run_id"] = json!(run);
         }
         if let ApiError::Forbidden { required, .. } = &self {
             body["error"]["required_scope"] = json!(required);

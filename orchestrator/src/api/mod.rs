@@ -6,6 +6,7 @@ mod agents;
 mod audit;
 pub mod auth;
 pub mod browser;
+pub mod daily;
 mod dashboard;
 mod deadline;
 mod decisions;
@@ -13,9 +14,14 @@ pub mod error;
 mod failures;
 mod fleet;
 mod health;
+pub mod hooks;
+mod idempotency;
 mod openapi;
 pub mod params;
+mod run_delete;
 mod runs;
+pub mod schedules;
+pub mod templates;
 mod tokens;
 mod ws;
 
@@ -57,6 +63,8 @@ pub struct AppState {
     pub browser: browser::BrowserPolicy,
     /// Turns true when the server stops, so long-lived connections close too.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Idempotency keys in flight and the everyday endpoints' settings.
+    pub daily: Arc<daily::Daily>,
 }
 
 /// Records `apex_http_request_duration_seconds` by method, route pattern and status.
@@ -88,6 +96,10 @@ pub fn app(state: AppState) -> Router {
         .merge(tokens::router())
         .merge(audit::router())
         .merge(fleet::router())
+        .merge(templates::router())
+        .merge(schedules::router())
+        .merge(hooks::router(state.daily.hook_max_body_bytes))
+        .merge(run_delete::router())
         .merge(health::router())
         .merge(openapi::router())
         .merge(dashboard::router(state.dashboard_dir.clone()))

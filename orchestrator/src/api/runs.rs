@@ -3,7 +3,9 @@
 
 use super::auth::{needs, Allowed};
 use super::error::ApiError;
+use super::idempotency::Outcome;
 use super::AppState;
+use crate::dag::origin::RunOrigin;
 use crate::dag::{validate_submission, Dag, RunSpec};
 use crate::state_machine::{TaskState, ALL_TASK_STATES};
 use crate::store::{EventRow, RunQuery, RunRow, StoredTask, TaskQuery};
@@ -11,7 +13,7 @@ use crate::views;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -41,7 +43,10 @@ fn has_nul_escape(body: &[u8]) -> bool {
 }
 
 /// Parses and validates a submitted DAG; nothing is stored for a rejected one.
-async fn parse_dag(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Dag, ApiError> {
+pub(super) async fn parse_dag(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Dag, ApiError> {
     let body = body.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(state.max_body_bytes),
         other => ApiError::BadRequest(other.body_text()),
@@ -60,20 +65,37 @@ async fn parse_dag(state: &AppState, body: Result<Bytes, BytesRejection>) -> Res
 async fn create_run(
     allowed: Allowed<needs::Submit>,
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = super::idempotency::key(&headers)?;
+    let request = body.as_ref().ok().map(|b| super::idempotency::digest(&[b]));
     let dag = parse_dag(&state, body).await?;
-    // A run is accepted only when it can be stored now; otherwise the caller is told
-    // to come back rather than left waiting on an outage.
-    let reachable =
-        tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
-    if !matches!(reachable, Ok(Ok(()))) {
-        return Err(ApiError::Unavailable(
-            "the store is unavailable; try again shortly".into(),
-        ));
-    }
-    let run = state.engine.submit(dag, allowed.name()).await?;
-    Ok((StatusCode::CREATED, Json(views::run_summary(&run))))
+    let (status, run) = match (key, request) {
+        (Some(key), Some(request)) => {
+            let outcome = state
+                .daily
+                .idempotency
+                .once(
+                    state.store.as_ref(),
+                    allowed.name(),
+                    &key,
+                    request,
+                    |origin| super::daily::start(&state, dag, origin, allowed.name()),
+                )
+                .await?;
+            match outcome {
+                Outcome::Created(run) => (StatusCode::CREATED, run),
+                Outcome::Repeated(run) => (StatusCode::OK, run),
+            }
+        }
+        _ => {
+            let run =
+                super::daily::start(&state, dag, RunOrigin::default(), allowed.name()).await?;
+            (StatusCode::CREATED, run)
+        }
+    };
+    Ok((status, Json(views::run_summary(&run))))
 }
 
 async fn validate_dag(
@@ -428,6 +450,7 @@ async fn retry_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let _not_being_deleted = state.daily.deletions.lock().await;
     let run = state.engine.rerun(&id, allowed.name()).await?;
     Ok((StatusCode::ACCEPTED, Json(views::run_summary(&run))))
 }

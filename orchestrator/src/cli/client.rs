@@ -140,6 +140,23 @@ impl Client {
         self.send(req).await
     }
 
+    /// `POST path` with a JSON body and an `Idempotency-Key`: the server answers a
+    /// repeat with the run the first request created, so retrying is safe.
+    pub async fn post_idempotent(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        key: &str,
+    ) -> Result<Value, CliError> {
+        let req = self
+            .http
+            .post(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", key)
+            .body(body);
+        self.send(req).await
+    }
+
     /// `PUT path` with a JSON body; answers the status too (201 created, 200 replaced).
     pub async fn put(&self, path: &str, body: Vec<u8>) -> Result<(u16, Value), CliError> {
         let req = self

@@ -25,10 +25,14 @@ pub mod client;
 pub mod error;
 pub mod fleet;
 mod follow;
+pub mod hooks;
 pub mod output;
+pub mod run_delete;
 pub mod runs;
+pub mod schedules;
 pub mod submit;
 pub mod task;
+pub mod templates;
 mod terminal;
 pub mod tokens;
 pub mod watch;
@@ -59,7 +63,7 @@ pub enum Command {
     Submit(submit::SubmitArgs),
     /// Check a DAG file offline, with the same errors the server gives.
     Validate(submit::ValidateArgs),
-    /// List recent runs, newest first.
+    /// List recent runs, newest first; `apex runs delete ID` deletes a finished one.
     Runs(runs::ListArgs),
     /// Inspect a run.
     #[command(subcommand)]
@@ -86,6 +90,15 @@ pub enum Command {
     /// Create, list and revoke scoped API tokens (needs an admin token).
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Store versioned templates, list them, start runs of one.
+    #[command(subcommand)]
+    Templates(templates::TemplatesCommand),
+    /// Run templates on a cron or an interval: put, list, pause, resume, delete.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
+    /// Webhooks in: signed deliveries that start templates.
+    #[command(subcommand)]
+    Hooks(hooks::HooksCommand),
 }
 
 /// Arguments of `apex completions`.
@@ -121,7 +134,10 @@ async fn execute(command: Command, out: &mut output::Printer) -> Result<Exit, Cl
     match command {
         Command::Submit(args) => submit::submit(args, out).await,
         Command::Validate(args) => submit::validate(&args, out),
-        Command::Runs(args) => runs::list(&args, out).await,
+        Command::Runs(mut args) => match args.command.take() {
+            Some(command) => run_delete::runs(command, out).await,
+            None => runs::list(&args, out).await,
+        },
         Command::Run(runs::RunCommand::Show(args)) => runs::show(&args, out).await,
         Command::Task(task::TaskCommand::Show(args)) => task::show(&args, out).await,
         Command::Task(task::TaskCommand::Cancel(args)) => approve::cancel(&args, out).await,
@@ -134,5 +150,8 @@ async fn execute(command: Command, out: &mut output::Printer) -> Result<Exit, Cl
         Command::Queues(args) => fleet::queues(&args, out).await,
         Command::Agents(args) => agents::agents(args, out).await,
         Command::Tokens(command) => tokens::tokens(command, out).await,
+        Command::Templates(command) => templates::templates(command, out).await,
+        Command::Schedules(command) => schedules::schedules(command, out).await,
+        Command::Hooks(command) => hooks::hooks(command, out).await,
     }
 }

@@ -32,6 +32,7 @@ impl RunState {
 
 /// Arguments of `apex runs`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ListArgs {
     /// Only runs in this state.
     #[arg(long, value_enum)]
@@ -50,6 +51,9 @@ pub struct ListArgs {
     pub json: bool,
     #[command(flatten)]
     pub conn: Connection,
+    /// `apex runs delete ID` (cli/run_delete.rs).
+    #[command(subcommand)]
+    pub command: Option<super::run_delete::RunsCommand>,
 }
 
 /// `apex run …`.

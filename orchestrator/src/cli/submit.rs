@@ -29,6 +29,11 @@ pub struct SubmitArgs {
     /// Print the run summary as JSON (with --watch: one JSON event per line).
     #[arg(long)]
     pub json: bool,
+    /// Sent as `Idempotency-Key`: a repeat with the same key and file answers the run
+    /// the first one created. A fresh random key by default, so a retry of this
+    /// invocation never starts a second run.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
     #[command(flatten)]
     pub watch_options: WatchOptions,
     #[command(flatten)]
@@ -197,8 +202,12 @@ pub async fn submit(args: SubmitArgs, out: &mut Printer) -> Result<Exit, CliErro
     let mut file = DagFile::read(&args.file)?;
     file.parse().map_err(|e| file.not_a_spec(&e))?;
     let client = Client::new(&args.conn)?;
+    let key = args
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
     let body = client
-        .post("/api/v1/runs", Some(std::mem::take(&mut file.bytes)))
+        .post_idempotent("/api/v1/runs", std::mem::take(&mut file.bytes), &key)
         .await
         .map_err(|e| file.blame(e))?;
     let summary: RunSummary = wire::parse(&body, "run").map_err(|m| client.unexpected(m))?;

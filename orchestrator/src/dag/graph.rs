@@ -79,6 +79,8 @@ impl Dag {
                 budget: spec.budget,
                 max_parallel: spec.max_parallel,
                 concurrency_limits: spec.concurrency_limits,
+                ttl_s: spec.ttl_s,
+                origin: None,
             }),
             tasks: spec.tasks,
             index,

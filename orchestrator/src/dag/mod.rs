@@ -7,6 +7,7 @@ pub mod approval;
 mod fan_out;
 mod graph;
 mod limits;
+pub mod origin;
 mod spec;
 mod validate;
 

@@ -28,6 +28,9 @@ pub struct RunSpec {
     /// run that uses the key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub concurrency_limits: BTreeMap<String, KeyLimit>,
+    /// Seconds the run is kept once finished, instead of `--retain-finished-days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
 }
 
 /// What a concurrency key allows: attempts in flight at once, requests and tokens per
@@ -58,6 +61,12 @@ pub struct RunOptions {
     pub max_parallel: Option<u32>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub concurrency_limits: BTreeMap<String, KeyLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
+    /// Where the run came from (template, schedule tick, webhook, idempotency key): set
+    /// by the server after validation, never by a submitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<super::origin::RunOrigin>,
 }
 
 impl RunSpec {
@@ -71,6 +80,7 @@ impl RunSpec {
             budget: o.budget,
             max_parallel: o.max_parallel,
             concurrency_limits: o.concurrency_limits,
+            ttl_s: o.ttl_s,
         }
     }
 }

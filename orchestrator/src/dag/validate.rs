@@ -46,6 +46,8 @@ pub enum ProblemCode {
     TooManyQueues,
     /// An approval task's input is not a valid approval setting.
     InvalidApproval,
+    /// A template parameter is undeclared, missing, or malformed.
+    InvalidParam,
 }
 
 /// One thing wrong with a submission.

@@ -276,6 +276,14 @@ impl Core {
                     self.pending.flush.live.push((None, None, body));
                 }
             }
+            Input::Forget { run_id, reply } => {
+                let active =
+                    (self.runs.get(run_id.as_str())).is_some_and(|r| r.finished_at.is_none());
+                if !active {
+                    self.runs.remove(run_id.as_str());
+                }
+                let _ = reply.send(!active);
+            }
             Input::Progress { run_id, reply } => {
                 let out = self
                     .runs

@@ -182,6 +182,11 @@ pub(crate) enum Input {
         run_id: String,
         reply: oneshot::Sender<Vec<(String, Option<f64>, String)>>,
     },
+    /// Drops a finished run from memory before it is deleted; false if it is active.
+    Forget {
+        run_id: String,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// The API's handle on the engine.
@@ -276,6 +281,16 @@ impl EngineHandle {
         run_id: &str,
     ) -> Result<Vec<(String, Option<f64>, String)>, EngineError> {
         self.ask(|reply| Input::Progress {
+            run_id: run_id.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// Lets go of a finished run about to be deleted (retention), so nothing is written
+    /// for it again; false when the run is still active and must be kept.
+    pub async fn forget(&self, run_id: &str) -> Result<bool, EngineError> {
+        self.ask(|reply| Input::Forget {
             run_id: run_id.to_owned(),
             reply,
         })

@@ -6,11 +6,14 @@
 //! reads through the query methods. [`postgres::PgStore`] is the production store;
 //! [`sqlite::SqliteStore`], one file and no server, is the embedded default.
 
+pub mod daily;
 mod decode;
 pub mod leader;
 pub mod postgres;
+mod postgres_daily;
 mod rows;
 pub mod sqlite;
+mod sqlite_daily;
 mod text;
 
 pub use rows::*;
@@ -159,4 +162,6 @@ pub trait Store: Send + Sync + 'static {
     /// Audit records, newest first, optionally only those older than record `before`.
     async fn audit_log(&self, before: Option<i64>, limit: u32)
         -> Result<Vec<AuditRow>, StoreError>;
+    /// Templates, schedules, hooks, and runs by origin (`store/daily.rs`).
+    fn daily(&self) -> &dyn daily::DailyStore;
 }

@@ -568,6 +568,10 @@ impl Store for PgStore {
         access::revoke_token(self, name, by, at_ms).await
     }
 
+    fn daily(&self) -> &dyn super::daily::DailyStore {
+        self
+    }
+
     async fn audit_log(
         &self,
         before: Option<i64>,

@@ -16,7 +16,7 @@ pub(super) use url::create_parent_dir;
 pub use url::database_path;
 
 use super::decode::{self, EVENT_COLUMNS, RUN_COLUMNS, TASK_COLUMNS, TOKEN_COLUMNS};
-use codes::classify;
+pub(in crate::store) use codes::classify;
 use url::options;
 
 use super::*;
@@ -103,7 +103,9 @@ impl SqliteStore {
 
     /// A transaction on the writer connection that holds the write lock from the start
     /// (rather than failing halfway when a read turns into a write).
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+    pub(super) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
         self.writer
             .begin_with("begin immediate")
             .await
@@ -559,6 +561,10 @@ impl Store for SqliteStore {
 
     async fn revoke_token(&self, name: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
         access::revoke_token(self, name, by, at_ms).await
+    }
+
+    fn daily(&self) -> &dyn super::daily::DailyStore {
+        self
     }
 
     async fn audit_log(

@@ -20,7 +20,7 @@ const CORRUPT_CODES: [i32; 2] = [
 
 /// Classifies a sqlx error as [`StoreError::from`] does, plus what only SQLite says
 /// through its result codes.
-pub(super) fn classify(e: sqlx::Error) -> StoreError {
+pub(in crate::store) fn classify(e: sqlx::Error) -> StoreError {
     let primary = match &e {
         sqlx::Error::Database(db) => db
             .code()
