@@ -6,13 +6,13 @@ use super::limits::Limits;
 use super::spec::RunSpec;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 
 /// The kind of a validation problem; stable, machine-readable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProblemCode {
     EmptyRun,
@@ -46,13 +46,24 @@ pub enum ProblemCode {
     TooManyQueues,
 }
 
+impl fmt::Display for ProblemCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The serde name (`unknown_agent`) is the one the API and the CLI show.
+        match serde_json::to_value(self) {
+            Ok(Value::String(s)) => f.write_str(&s),
+            _ => write!(f, "{self:?}"),
+        }
+    }
+}
+
 /// One thing wrong with a submission.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     pub code: ProblemCode,
     pub message: String,
-    /// The task ids involved, in a useful order (for a cycle: around the cycle).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// The task ids involved, in a useful order (for a cycle: around the cycle). Left
+    /// out when no task is involved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<String>,
 }
 

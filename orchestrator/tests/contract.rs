@@ -1,0 +1,536 @@
+//! The document is the truth: real answers of every endpoint, success and error, are
+//! validated against the OpenAPI document the server generates and serves. A handler
+//! that answers a shape its annotation does not describe fails here.
+
+mod common;
+
+use common::TestSystem;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const ADMIN: &str = "contract-admin-token";
+
+/// The served document, and which `(method, path, status)` answers were checked.
+struct Contract {
+    doc: Value,
+    checked: BTreeSet<(String, String, u16)>,
+}
+
+impl Contract {
+    /// The documented schema of `method path` answering `status`: `None` when the
+    /// answer has no JSON body; a failure when the status is not documented at all.
+    fn schema(&self, method: &str, path: &str, status: u16) -> Option<Value> {
+        let op = &self.doc["paths"][path][method.to_lowercase()];
+        assert!(op.is_object(), "{method} {path} is not documented");
+        let mut response = &op["responses"][status.to_string()];
+        assert!(
+            response.is_object(),
+            "{method} {path} answered {status}, which the document does not list"
+        );
+        if let Some(r) = response["$ref"].as_str() {
+            let name = r.rsplit('/').next().unwrap();
+            response = &self.doc["components"]["responses"][name];
+        }
+        let schema = response["content"]["application/json"]["schema"].clone();
+        (!schema.is_null()).then_some(schema)
+    }
+
+    /// Checks one real answer against the document.
+    fn check(&mut self, method: &str, path: &str, status: u16, body: &Value) {
+        self.checked
+            .insert((method.to_owned(), path.to_owned(), status));
+        let Some(schema) = self.schema(method, path, status) else {
+            return;
+        };
+        let mut root = schema;
+        root["components"] = self.doc["components"].clone();
+        let validator = jsonschema::validator_for(&root).expect("the schema compiles");
+        let errors: Vec<String> = validator
+            .iter_errors(body)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path} {status} does not match the document:\n{}\nbody: {body}",
+            errors.join("\n")
+        );
+    }
+}
+
+/// A request expected to fail: method, documented path, URL, token, body, status.
+type ErrorCase<'a> = (&'a str, &'a str, String, Option<&'a str>, Option<Value>, u16);
+
+/// `METHOD url` as `token` with an optional JSON body: status and JSON body (`null`
+/// when there is none).
+async fn call(
+    sys: &TestSystem,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = sys
+        .http
+        .request(method.parse::<Method>().unwrap(), sys.url(url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_answers_what_the_document_says() {
+    let mut sys = TestSystem::start_with(|c| {
+        c.api_token = Some(ADMIN.to_owned());
+        c.no_auth = false;
+    })
+    .await;
+    sys.spawn_worker("default", 4);
+    let admin = Some(ADMIN);
+
+    let (status, doc) = call(&sys, "GET", "/api/v1/openapi.json", admin, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        doc,
+        serde_json::from_str::<Value>(apex::api::openapi_document()).unwrap(),
+        "the served document is the generated one"
+    );
+    let mut c = Contract {
+        doc: doc.clone(),
+        checked: BTreeSet::new(),
+    };
+    c.check("GET", "/api/v1/openapi.json", status, &doc);
+
+    // A run with a success, a failure after a retry and a skipped task.
+    let spec = json!({
+        "name": "contract",
+        "budget": {"max_tokens": 1000},
+        "tasks": [
+            {"id": "a", "handler": "echo", "input": {"x": 1}},
+            {"id": "b", "handler": "fail", "input": {"message": "no"}, "retries": 1, "retry_backoff_s": 0.01, "depends_on": ["a"]},
+            {"id": "c", "handler": "noop", "depends_on": ["b"]},
+        ]
+    });
+    let (s, b) = call(&sys, "POST", "/api/v1/validate", admin, Some(spec.clone())).await;
+    c.check("POST", "/api/v1/validate", s, &b);
+    let (s, run) = call(&sys, "POST", "/api/v1/runs", admin, Some(spec)).await;
+    assert_eq!(s, 201, "{run}");
+    c.check("POST", "/api/v1/runs", s, &run);
+    let id = run["id"].as_str().unwrap().to_owned();
+    // Answers while the run is in flight, then once it is over.
+    let (s, b) = call(&sys, "GET", &format!("/api/v1/runs/{id}"), admin, None).await;
+    c.check("GET", "/api/v1/runs/{id}", s, &b);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, b) = call(
+            &sys,
+            "GET",
+            &format!("/api/v1/runs/{id}?tasks=false"),
+            admin,
+            None,
+        )
+        .await;
+        if b["state"] != "running" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run did not finish: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let gets = [
+        ("/api/v1/runs", "/api/v1/runs".to_owned()),
+        (
+            "/api/v1/runs",
+            "/api/v1/runs?limit=1&state=failed".to_owned(),
+        ),
+        ("/api/v1/runs/{id}", format!("/api/v1/runs/{id}")),
+        (
+            "/api/v1/runs/{id}",
+            format!("/api/v1/runs/{id}?tasks=false"),
+        ),
+        (
+            "/api/v1/runs/{id}/tasks",
+            format!("/api/v1/runs/{id}/tasks?limit=1"),
+        ),
+        (
+            "/api/v1/runs/{id}/tasks",
+            format!("/api/v1/runs/{id}/tasks?state=failed,skipped"),
+        ),
+        (
+            "/api/v1/runs/{id}/tasks/{task_id}",
+            format!("/api/v1/runs/{id}/tasks/a"),
+        ),
+        (
+            "/api/v1/runs/{id}/tasks/{task_id}",
+            format!("/api/v1/runs/{id}/tasks/b"),
+        ),
+        (
+            "/api/v1/runs/{id}/events",
+            format!("/api/v1/runs/{id}/events"),
+        ),
+        ("/api/v1/workers", "/api/v1/workers".to_owned()),
+        ("/api/v1/queues", "/api/v1/queues".to_owned()),
+        ("/api/v1/health", "/api/v1/health".to_owned()),
+        ("/healthz", "/healthz".to_owned()),
+        ("/readyz", "/readyz".to_owned()),
+    ];
+    for (path, url) in &gets {
+        let (s, b) = call(&sys, "GET", url, admin, None).await;
+        assert!(s < 300, "GET {url}: {s} {b}");
+        c.check("GET", path, s, &b);
+    }
+    let (_, workers) = call(&sys, "GET", "/api/v1/workers", admin, None).await;
+    assert!(
+        !workers["workers"].as_array().unwrap().is_empty(),
+        "the worker is listed, so its shape was checked"
+    );
+    let (s, b) = call(
+        &sys,
+        "POST",
+        &format!("/api/v1/runs/{id}/retry"),
+        admin,
+        None,
+    )
+    .await;
+    assert_eq!(s, 202, "{b}");
+    c.check("POST", "/api/v1/runs/{id}/retry", s, &b);
+    let (s, b) = call(
+        &sys,
+        "POST",
+        &format!("/api/v1/runs/{id}/cancel"),
+        admin,
+        None,
+    )
+    .await;
+    c.check("POST", "/api/v1/runs/{id}/cancel", s, &b);
+    // Cancelled or finished by now: cancelling again conflicts.
+    let (s, b) = call(
+        &sys,
+        "POST",
+        &format!("/api/v1/runs/{id}/cancel"),
+        admin,
+        None,
+    )
+    .await;
+    assert_eq!(s, 409, "{b}");
+    c.check("POST", "/api/v1/runs/{id}/cancel", s, &b);
+
+    // Agents.
+    let agent = json!({"provider": "mock", "model": "m", "price": {"input_per_mtok": 0.1, "output_per_mtok": 0.2}});
+    for expected in [201, 200] {
+        let (s, b) = call(
+            &sys,
+            "PUT",
+            "/api/v1/agents/writer",
+            admin,
+            Some(agent.clone()),
+        )
+        .await;
+        assert_eq!(s, expected, "{b}");
+        c.check("PUT", "/api/v1/agents/{name}", s, &b);
+    }
+    let (s, b) = call(&sys, "GET", "/api/v1/agents", admin, None).await;
+    c.check("GET", "/api/v1/agents", s, &b);
+    let (s, b) = call(&sys, "GET", "/api/v1/agents/writer", admin, None).await;
+    c.check("GET", "/api/v1/agents/{name}", s, &b);
+    let (s, b) = call(&sys, "DELETE", "/api/v1/agents/writer", admin, None).await;
+    assert_eq!(s, 204);
+    c.check("DELETE", "/api/v1/agents/{name}", s, &b);
+
+    // Tokens and the audit log.
+    let (s, created) = call(
+        &sys,
+        "POST",
+        "/api/v1/tokens",
+        admin,
+        Some(json!({"name": "reader", "scope": "read"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{created}");
+    c.check("POST", "/api/v1/tokens", s, &created);
+    let reader = created["token"].as_str().unwrap().to_owned();
+    let (s, b) = call(&sys, "GET", "/api/v1/tokens", admin, None).await;
+    c.check("GET", "/api/v1/tokens", s, &b);
+    let (s, b) = call(&sys, "GET", "/api/v1/audit?limit=2", admin, None).await;
+    c.check("GET", "/api/v1/audit", s, &b);
+
+    // Error answers, each of its documented shape.
+    let errors: Vec<ErrorCase> = vec![
+        (
+            "GET",
+            "/api/v1/agents",
+            "/api/v1/agents".into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            "POST",
+            "/api/v1/runs",
+            "/api/v1/runs".into(),
+            admin,
+            Some(json!({"tasks": "no"})),
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/runs",
+            "/api/v1/runs".into(),
+            admin,
+            Some(json!({"tasks": [{"id": "a", "handler": "echo", "depends_on": ["a"]}]})),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/validate",
+            "/api/v1/validate".into(),
+            admin,
+            Some(json!({"tasks": []})),
+            422,
+        ),
+        (
+            "GET",
+            "/api/v1/runs",
+            "/api/v1/runs?state=done".into(),
+            admin,
+            None,
+            400,
+        ),
+        (
+            "GET",
+            "/api/v1/runs",
+            "/api/v1/runs".into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            "GET",
+            "/api/v1/runs",
+            "/api/v1/runs".into(),
+            Some("wrong"),
+            None,
+            401,
+        ),
+        (
+            "GET",
+            "/api/v1/runs/{id}",
+            "/api/v1/runs/nope".into(),
+            admin,
+            None,
+            404,
+        ),
+        (
+            "GET",
+            "/api/v1/runs/{id}/tasks",
+            "/api/v1/runs/nope/tasks".into(),
+            admin,
+            None,
+            404,
+        ),
+        (
+            "GET",
+            "/api/v1/runs/{id}/tasks",
+            format!("/api/v1/runs/{id}/tasks?limit=0"),
+            admin,
+            None,
+            400,
+        ),
+        (
+            "GET",
+            "/api/v1/runs/{id}/tasks/{task_id}",
+            format!("/api/v1/runs/{id}/tasks/zz"),
+            admin,
+            None,
+            404,
+        ),
+        (
+            "GET",
+            "/api/v1/runs/{id}/events",
+            "/api/v1/runs/nope/events".into(),
+            admin,
+            None,
+            404,
+        ),
+        (
+            "POST",
+            "/api/v1/runs/{id}/cancel",
+            "/api/v1/runs/nope/cancel".into(),
+            admin,
+            None,
+            404,
+        ),
+        (
+            "POST",
+            "/api/v1/runs/{id}/retry",
+            "/api/v1/runs/nope/retry".into(),
+            admin,
+            None,
+            404,
+        ),
+        (
+            "POST",
+            "/api/v1/runs/{id}/retry",
+            format!("/api/v1/runs/{id}/retry"),
+            Some(&reader),
+            None,
+            403,
+        ),
+        (
+            "PUT",
+            "/api/v1/agents/{name}",
+            "/api/v1/agents/w".into(),
+            admin,
+            Some(json!({"provider": "mock"})),
+            400,
+        ),
+        (
+            "PUT",
+            "/api/v1/agents/{name}",
+            "/api/v1/agents/w".into(),
+            admin,
+            Some(json!({"provider": "mock", "model": "m", "temperature": 9})),
+            422,
+        ),
+        (
+            "GET",
+            "/api/v1/agents/{name}",
+            "/api/v1/agents/nope".into(),
+            admin,
+            None,
+            404,
+        ),
+        (
+            "DELETE",
+            "/api/v1/agents/{name}",
+            "/api/v1/agents/nope".into(),
+            admin,
+            None,
+            404,
+        ),
+        (
+            "POST",
+            "/api/v1/tokens",
+            "/api/v1/tokens".into(),
+            admin,
+            Some(json!({"name": "reader", "scope": "read"})),
+            409,
+        ),
+        (
+            "POST",
+            "/api/v1/tokens",
+            "/api/v1/tokens".into(),
+            admin,
+            Some(json!({"name": "a b", "scope": "read"})),
+            422,
+        ),
+        (
+            "GET",
+            "/api/v1/tokens",
+            "/api/v1/tokens".into(),
+            Some(&reader),
+            None,
+            403,
+        ),
+        (
+            "DELETE",
+            "/api/v1/tokens/{name}",
+            "/api/v1/tokens/admin".into(),
+            admin,
+            None,
+            409,
+        ),
+        (
+            "DELETE",
+            "/api/v1/tokens/{name}",
+            "/api/v1/tokens/nope".into(),
+            admin,
+            None,
+            404,
+        ),
+        (
+            "GET",
+            "/api/v1/audit",
+            "/api/v1/audit?bogus=1".into(),
+            admin,
+            None,
+            400,
+        ),
+        (
+            "GET",
+            "/api/v1/workers",
+            "/api/v1/workers".into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            "GET",
+            "/api/v1/queues",
+            "/api/v1/queues".into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            "GET",
+            "/api/v1/health",
+            "/api/v1/health".into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            "GET",
+            "/api/v1/openapi.json",
+            "/api/v1/openapi.json".into(),
+            None,
+            None,
+            401,
+        ),
+    ];
+    for (method, path, url, token, body, expected) in errors {
+        let (s, b) = call(&sys, method, &url, token, body).await;
+        assert_eq!(s, expected, "{method} {url}: {b}");
+        c.check(method, path, s, &b);
+    }
+    let (s, b) = call(&sys, "DELETE", "/api/v1/tokens/reader", admin, None).await;
+    assert_eq!(s, 204);
+    c.check("DELETE", "/api/v1/tokens/{name}", s, &b);
+
+    // Every documented operation was exercised, with a success and an error answer
+    // (the probes outside /api/ have no error answer to give).
+    let mut missing = Vec::new();
+    for (path, item) in c.doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let method = method.to_uppercase();
+            let statuses: Vec<u16> = c
+                .checked
+                .iter()
+                .filter(|(m, p, _)| *m == method && p == path)
+                .map(|(_, _, s)| *s)
+                .collect();
+            // The WebSocket's 101 and /metrics' text are tested in ws.rs and faults.rs.
+            let needs_success = !matches!(path.as_str(), "/api/v1/ws" | "/metrics");
+            if needs_success && !statuses.iter().any(|s| *s < 300) {
+                missing.push(format!("{method} {path}: no success answer checked"));
+            }
+            let needs_error = path.starts_with("/api/") && path != "/api/v1/ws";
+            if needs_error && !statuses.iter().any(|s| *s >= 400) {
+                missing.push(format!("{method} {path}: no error answer checked"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
+    sys.shutdown().await;
+}
