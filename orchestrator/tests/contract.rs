@@ -60,7 +60,14 @@ impl Contract {
 }
 
 /// A request expected to fail: method, documented path, URL, token, body, status.
-type ErrorCase<'a> = (&'a str, &'a str, String, Option<&'a str>, Option<Value>, u16);
+type ErrorCase<'a> = (
+    &'a str,
+    &'a str,
+    String,
+    Option<&'a str>,
+    Option<Value>,
+    u16,
+);
 
 /// `METHOD url` as `token` with an optional JSON body: status and JSON body (`null`
 /// when there is none).

@@ -441,13 +441,13 @@ export interface components {
             /** Format: double */
             temperature?: number | null;
             /**
-             * Format: int32
+             * Format: int64
              * @description Most tokens one answer may have; also what a budget reserves for each attempt's
              *     output (1024 when unset).
              */
             max_output_tokens?: number | null;
             /**
-             * Format: int32
+             * Format: int64
              * @description Attempts of tasks using this agent in flight at once, across every run.
              */
             max_concurrency?: number | null;
@@ -585,12 +585,12 @@ export interface components {
          */
         KeyLimit: {
             /**
-             * Format: int32
+             * Format: int64
              * @description Attempts in flight (queued or running) at once.
              */
             max_concurrency?: number | null;
             /**
-             * Format: int32
+             * Format: int64
              * @description Attempts dispatched per rolling minute.
              */
             rpm?: number | null;
@@ -617,7 +617,7 @@ export interface components {
         };
         /** @description The body of `POST /api/v1/tokens`. */
         NewToken: {
-            /** @description 1–64 characters of `A-Za-z0-9_-.`; not `admin`. */
+            /** @description 1–64 characters of `A-Za-z0-9_-.`; not `admin` or `anonymous`. */
             name: string;
             scope: components["schemas"]["Scope"];
         };
@@ -724,7 +724,7 @@ export interface components {
             };
             budget?: null | components["schemas"]["Budget"];
             /**
-             * Format: int32
+             * Format: int64
              * @description Most of this run's tasks queued or running at once.
              */
             max_parallel?: number | null;

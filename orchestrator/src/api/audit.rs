@@ -25,6 +25,7 @@ pub(super) struct AuditParams {
     /// Only records older than this one (its `id`), to page back.
     before: Option<i64>,
     /// Page size; clamped to 1–1000 (default 100).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     limit: Option<u32>,
 }
 

@@ -130,6 +130,22 @@ fn restrict_submissions(schemas: &mut std::collections::BTreeMap<String, RefOr<S
     }
 }
 
+/// Says what `api/params.rs` refuses in any path or query parameter: control
+/// characters, and more than 1,024 bytes (bounded here in characters).
+fn bound_text(p: &mut utoipa::openapi::path::Parameter) {
+    if let Some(RefOr::T(Schema::Object(o))) = p.schema.as_mut() {
+        let is_text = matches!(
+            &o.schema_type,
+            utoipa::openapi::schema::SchemaType::Type(Type::String)
+        );
+        if is_text && o.enum_values.is_none() {
+            o.pattern
+                .get_or_insert_with(|| r"^[^\x00-\x1f\x7f]*$".to_owned());
+            o.max_length.get_or_insert(1024);
+        }
+    }
+}
+
 impl utoipa::Modify for Shared {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let components = doc.components.get_or_insert_with(Default::default);
@@ -177,6 +193,9 @@ impl utoipa::Modify for Shared {
                 &mut item.patch,
             ];
             for op in operations.into_iter().flatten() {
+                for p in op.parameters.iter_mut().flatten() {
+                    bound_text(p);
+                }
                 if !path.starts_with("/api/") {
                     // Probes and metrics need no token (`api/auth.rs`).
                     op.security = Some(Vec::new());

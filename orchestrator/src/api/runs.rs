@@ -121,6 +121,7 @@ pub(super) struct ListParams {
     /// A run id (`next` of the previous page): only runs older than it.
     before: Option<String>,
     /// Page size; clamped to 1–500 (default 50).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     limit: Option<u32>,
 }
 
@@ -290,6 +291,9 @@ pub(super) struct TaskListParams {
     #[param(ignore)]
     token: Option<String>,
     /// Only tasks in these states: task states separated by commas (`failed,running`).
+    #[param(
+        pattern = r"^(pending|ready|queued|running|succeeded|failed|cancelled|skipped)(,(pending|ready|queued|running|succeeded|failed|cancelled|skipped))*$"
+    )]
     state: Option<String>,
     /// A task id (`next_after` of the previous page): only tasks after it.
     after: Option<String>,
@@ -471,6 +475,7 @@ pub(super) struct EventParams {
     /// Only events after this sequence number (default 0: from the start).
     since: Option<u64>,
     /// Most events to answer (default 10,000; at most 100,000).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     limit: Option<u32>,
 }
 

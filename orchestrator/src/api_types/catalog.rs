@@ -33,7 +33,8 @@ pub struct AgentList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
-    /// 1–64 characters of `A-Za-z0-9_-.`; not `admin`.
+    /// 1–64 characters of `A-Za-z0-9_-.`; not `admin` or `anonymous`.
+    #[schema(pattern = r"^[A-Za-z0-9_.-]{1,64}$")]
     pub name: String,
     pub scope: Scope,
 }

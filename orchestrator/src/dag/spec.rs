@@ -28,7 +28,7 @@ pub struct RunSpec {
     pub budget: Option<Budget>,
     /// Most of this run's tasks queued or running at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub max_parallel: Option<u32>,
     /// Limits per concurrency key (a task's `concurrency_key`), counted across every
     /// run that uses the key.
@@ -43,16 +43,16 @@ pub struct RunSpec {
 pub struct KeyLimit {
     /// Attempts in flight (queued or running) at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub max_concurrency: Option<u32>,
     /// Attempts dispatched per rolling minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub rpm: Option<u32>,
     /// Tokens (input + output) per rolling minute: estimated at dispatch, then corrected
     /// by what the attempt reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub tpm: Option<u64>,
 }
 
@@ -110,11 +110,11 @@ pub struct AgentSpec {
     /// Most tokens one answer may have; also what a budget reserves for each attempt's
     /// output (1024 when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub max_output_tokens: Option<u32>,
     /// Attempts of tasks using this agent in flight at once, across every run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub max_concurrency: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<Price>,
@@ -141,6 +141,7 @@ impl AgentSpec {
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub max_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0)]

@@ -189,6 +189,14 @@ fn check_budget(
         problems.push(problem(
             ProblemCode::InvalidBudget,
             format!("{whose} has a max_cost_usd that is not a non-negative number"),
+            tasks.clone(),
+        ));
+    }
+    // Stored as a signed 64-bit integer; the document says so too.
+    if budget.max_tokens.is_some_and(|t| i64::try_from(t).is_err()) {
+        problems.push(problem(
+            ProblemCode::InvalidBudget,
+            format!("{whose} has a max_tokens above {}", i64::MAX),
             tasks,
         ));
     }
@@ -264,6 +272,13 @@ fn check_agents(spec: &RunSpec, limits: &Limits, problems: &mut Vec<Problem>) {
             ("rpm", limit.rpm == Some(0)),
             ("tpm", limit.tpm == Some(0)),
         ];
+        if limit.tpm.is_some_and(|t| i64::try_from(t).is_err()) {
+            problems.push(problem(
+                ProblemCode::InvalidLimit,
+                format!("concurrency key {key:?} sets a tpm above {}", i64::MAX),
+                vec![],
+            ));
+        }
         for (what, is_zero) in zero {
             if is_zero {
                 problems.push(problem(
