@@ -1709,7 +1709,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
-            /** @description `not_found`: no such run. */
+            /** @description `not_found`: no such run, or `after` names no task of it. */
             404: {
                 headers: {
                     [name: string]: unknown;

@@ -322,7 +322,7 @@ fn parse_task_states(list: &str) -> Result<Vec<TaskState>, ApiError> {
     params(("id" = String, Path, description = "Run id."), TaskListParams),
     responses(
         (status = 200, description = "A page of tasks.", body = t::TaskPage),
-        (status = 404, description = "`not_found`: no such run.", body = t::ErrorResponse),
+        (status = 404, description = "`not_found`: no such run, or `after` names no task of it.", body = t::ErrorResponse),
     ))]
 pub(super) async fn list_tasks(
     _: Allowed<needs::Read>,
@@ -355,7 +355,8 @@ pub(super) async fn list_tasks(
     // than answer as if the run had ended there.
     if let (true, Some(after)) = (tasks.is_empty(), &q.after) {
         if state.store.get_task(&id, after).await?.is_none() {
-            return Err(ApiError::BadRequest(format!(
+            // 404, not 400: the request is well formed; what it names does not exist.
+            return Err(ApiError::NotFound(format!(
                 "after: task {after} is not in run {id}"
             )));
         }
