@@ -24,6 +24,7 @@ pub mod error;
 pub mod fleet;
 mod follow;
 pub mod output;
+mod run_layout;
 pub mod runs;
 pub mod submit;
 pub mod task;
