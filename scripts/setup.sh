@@ -66,10 +66,13 @@ ensure_venv() {
   fi
   # Reinstall when the package's metadata changed since the last install.
   local stamp=.venv/.apex-worker-installed
-  if [ ! -f "$stamp" ] || [ python-workers/pyproject.toml -nt "$stamp" ]; then
+  if [ ! -f "$stamp" ] || [ python-workers/pyproject.toml -nt "$stamp" ] \
+    || [ scripts/requirements-dev.txt -nt "$stamp" ]; then
     say "installing the Python worker into .venv"
     .venv/bin/pip install -q --upgrade pip >/dev/null
     .venv/bin/pip install -q -e 'python-workers[dev,fast]'
+    # Tools that test the orchestrator rather than the worker (scripts/schemathesis.sh).
+    .venv/bin/pip install -q -r scripts/requirements-dev.txt
     touch "$stamp"
   fi
 }

@@ -24,6 +24,7 @@
 
 pub mod access;
 pub mod api;
+pub mod api_types;
 pub mod autoscale;
 pub mod ceilings;
 pub mod cli;

@@ -27,6 +27,9 @@ enum Command {
     Client(apex::cli::Command),
     /// Print a shell completion script (e.g. `apex completions bash > /etc/bash_completion.d/apex`).
     Completions(apex::cli::CompletionsArgs),
+    /// Print the OpenAPI document of the HTTP API (what `/api/v1/openapi.json` serves).
+    #[command(hide = true)]
+    Openapi,
 }
 
 /// One line on stderr for a failure of `serve` or `up`, never a debug dump.
@@ -64,6 +67,10 @@ async fn main() -> ExitCode {
         }
         Command::Up(args) => apex::up::run(args).await.unwrap_or_else(failed),
         Command::Client(command) => apex::cli::run(command).await,
+        Command::Openapi => {
+            print!("{}", apex::api::openapi_document());
+            ExitCode::SUCCESS
+        }
         Command::Completions(args) => {
             apex::cli::print_completions(&args, &mut Cli::command());
             ExitCode::SUCCESS

@@ -1,91 +1,142 @@
-//! How runs, tasks and events look in the API and on the event bus (docs/API.md).
-//! One place, so REST answers and live events cannot disagree.
+//! How runs, tasks and events look in the API and on the event bus: the typed bodies of
+//! [`crate::api_types`], built from store rows. One place, so REST answers and live
+//! events cannot disagree.
 
-use crate::store::{counts_map, EventRow, RunRow, StoredTask};
-use serde_json::{json, Map, Value};
+use crate::api_types::{self as t, TaskError};
+use crate::state_machine::TaskFailure;
+use crate::store::{EventRow, RunRow, StoredTask};
+use serde_json::Value;
 
 /// A run without its tasks.
+pub fn summary(r: &RunRow) -> t::RunSummary {
+    t::RunSummary {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        queue: r.queue.clone(),
+        state: r.state,
+        created_at_ms: r.created_at_ms,
+        finished_at_ms: r.finished_at_ms,
+        task_count: r.task_count,
+        counts: crate::store::counts_map(&r.counts)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        error: r.error.clone(),
+        last_seq: r.last_seq,
+        usage: r.usage,
+        budget: r.options.budget,
+        max_parallel: r.options.max_parallel,
+        created_by: r.created_by.clone(),
+        template: r.options.origin.as_ref().and_then(|o| o.template.clone()),
+        schedule: r.options.origin.as_ref().and_then(|o| o.schedule.clone()),
+        schedule_tick_ms: r.options.origin.as_ref().and_then(|o| o.tick_ms),
+        hook: r.options.origin.as_ref().and_then(|o| o.hook.clone()),
+        ttl_s: r.options.ttl_s,
+    }
+}
+
+/// A run without its tasks, as JSON (live events).
 pub fn run_summary(r: &RunRow) -> Value {
-    json!({
-        "id": r.id,
-        "name": r.name,
-        "queue": r.queue,
-        "state": r.state.as_str(),
-        "created_at_ms": r.created_at_ms,
-        "finished_at_ms": r.finished_at_ms,
-        "task_count": r.task_count,
-        "counts": counts_map(&r.counts),
-        "error": r.error,
-        "last_seq": r.last_seq,
-        "usage": r.usage,
-        "budget": r.options.budget,
-        "max_parallel": r.options.max_parallel,
-        "created_by": r.created_by,
-        "template": r.options.origin.as_ref().and_then(|o| o.template.as_ref()),
-        "schedule": r.options.origin.as_ref().and_then(|o| o.schedule.as_ref()),
-        "schedule_tick_ms": r.options.origin.as_ref().and_then(|o| o.tick_ms),
-        "hook": r.options.origin.as_ref().and_then(|o| o.hook.as_ref()),
-        "ttl_s": r.options.ttl_s,
-    })
+    to_value(&summary(r))
+}
+
+/// An attempt's failure as the API shows it.
+pub fn task_error(f: &TaskFailure) -> TaskError {
+    TaskError {
+        kind: f.kind.clone(),
+        error_type: f.error_type.clone(),
+        message: f.message.clone(),
+        traceback: f.traceback.clone(),
+    }
 }
 
 /// A task: its spec and its current state.
-pub fn task(t: &StoredTask, run_queue: &str, progress: Option<(Option<f64>, &str)>) -> Value {
-    let s = &t.spec;
-    let r = &t.row;
-    json!({
-        "id": r.task_id,
-        "handler": s.handler,
-        "queue": s.queue_or(run_queue),
-        "input": s.input,
-        "depends_on": s.depends_on,
-        "trigger": s.trigger.as_str(),
-        "retries": s.retries,
-        "retry_backoff_s": s.retry_backoff_s,
-        "timeout_s": s.timeout_s,
-        "idle_timeout_s": s.idle_timeout_s,
-        "priority": s.priority,
-        "agent": s.agent,
-        "parent": s.parent,
-        "concurrency_key": s.concurrency_key,
-        "budget": s.budget,
-        "usage": r.usage,
-        "state": r.state.as_str(),
-        "attempt": r.attempt,
-        "output": r.output,
-        "error": r.error,
-        "worker_id": r.worker_id,
-        "queued_at_ms": r.queued_at_ms,
-        "started_at_ms": r.started_at_ms,
-        "finished_at_ms": r.finished_at_ms,
-        "progress": progress.and_then(|p| p.0),
-        "progress_message": progress.map(|p| p.1),
-    })
+pub fn task_view(
+    st: &StoredTask,
+    run_queue: &str,
+    progress: Option<(Option<f64>, &str)>,
+) -> t::Task {
+    let s = &st.spec;
+    let r = &st.row;
+    t::Task {
+        id: r.task_id.clone(),
+        handler: s.handler.clone(),
+        queue: s.queue_or(run_queue).to_owned(),
+        input: s.input.clone(),
+        depends_on: s.depends_on.clone(),
+        trigger: s.trigger,
+        retries: s.retries,
+        retry_backoff_s: s.retry_backoff_s,
+        timeout_s: s.timeout_s,
+        idle_timeout_s: s.idle_timeout_s,
+        priority: s.priority,
+        agent: s.agent.clone(),
+        parent: s.parent.clone(),
+        concurrency_key: s.concurrency_key.clone(),
+        budget: s.budget,
+        usage: r.usage,
+        state: r.state,
+        attempt: r.attempt,
+        output: r.output.clone(),
+        error: r.error.as_ref().map(task_error),
+        worker_id: r.worker_id.clone(),
+        queued_at_ms: r.queued_at_ms,
+        started_at_ms: r.started_at_ms,
+        finished_at_ms: r.finished_at_ms,
+        progress: progress.and_then(|p| p.0),
+        progress_message: progress.map(|p| p.1.to_owned()),
+    }
+}
+
+/// A task as JSON (the WebSocket snapshot).
+pub fn task(st: &StoredTask, run_queue: &str, progress: Option<(Option<f64>, &str)>) -> Value {
+    to_value(&task_view(st, run_queue, progress))
+}
+
+/// The failure an event's data records, when it records one.
+pub fn event_error(data: Option<&Value>) -> Option<TaskError> {
+    data.and_then(|d| serde_json::from_value(d.clone()).ok())
 }
 
 /// A stored event.
+pub fn event_view(e: &EventRow) -> t::Event {
+    let is_log = e.kind == "log";
+    let text = |k: &str| {
+        e.data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    t::Event {
+        seq: e.seq,
+        run_id: e.run_id.clone(),
+        task_id: e.task_id.clone(),
+        kind: e.kind.clone(),
+        state: e.state.clone(),
+        attempt: e.attempt,
+        at_ms: e.at_ms,
+        worker_id: e.worker_id.clone(),
+        error: if is_log {
+            None
+        } else {
+            event_error(e.data.as_ref())
+        },
+        level: if is_log { text("level") } else { None },
+        message: if is_log { text("message") } else { None },
+        // Only on events an API request caused: most events are workers' and the scheduler's.
+        by: e.by.clone(),
+        stored_at_ms: None,
+    }
+}
+
+/// A stored event as JSON (live events).
 pub fn event(e: &EventRow) -> Value {
-    let mut m = Map::new();
-    m.insert("seq".into(), e.seq.into());
-    m.insert("run_id".into(), e.run_id.clone().into());
-    m.insert("task_id".into(), e.task_id.clone().into());
-    m.insert("kind".into(), e.kind.clone().into());
-    m.insert("state".into(), e.state.clone().into());
-    m.insert("attempt".into(), e.attempt.into());
-    m.insert("at_ms".into(), e.at_ms.into());
-    m.insert("worker_id".into(), e.worker_id.clone().into());
-    // Only on events an API request caused: most events are workers' and the scheduler's.
-    if let Some(by) = &e.by {
-        m.insert("by".into(), by.clone().into());
-    }
-    if e.kind == "log" {
-        let data = e.data.as_ref();
-        let field = |k: &str| data.and_then(|d| d.get(k)).cloned().unwrap_or(Value::Null);
-        m.insert("level".into(), field("level"));
-        m.insert("message".into(), field("message"));
-        m.insert("error".into(), Value::Null);
-    } else {
-        m.insert("error".into(), e.data.clone().unwrap_or(Value::Null));
-    }
-    Value::Object(m)
+    to_value(&event_view(e))
+}
+
+/// A view as JSON. The views are plain data (string keys, finite numbers), so this cannot
+/// fail; `Null` would only hide a bug, which the contract test would then catch.
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
 }

@@ -75,19 +75,27 @@ pub struct AgentConfig {
 
 /// USD per million input and output tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Price {
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub input_per_mtok: f64,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub output_per_mtok: f64,
 }
 
-/// Tokens and money one attempt used.
+/// Tokens and money used, as workers reported them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
+    // Optional on the worker wire, always present in the API's answers.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub input_tokens: u64,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub output_tokens: u64,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub cost_usd: f64,
 }
 

@@ -1,5 +1,12 @@
 // The wire shapes of docs/API.md, v1. Field names follow the server's JSON exactly so
-// responses are used as they arrive, without a mapping layer.
+// responses are used as they arrive, without a mapping layer. Shapes the server's
+// OpenAPI document describes one to one are aliases of `schema.gen.ts`, generated from
+// it (`npm run gen:api`); the rest narrow it (state unions, live frames).
+
+import type { components } from './schema.gen';
+
+/** The schemas of the generated OpenAPI document. */
+export type Schemas = components['schemas'];
 
 // `waiting` (a task held for a person: an approval, or a budget that asks) is listed
 // before servers send it, so a run holding one never miscounts.
@@ -37,15 +44,7 @@ export interface TaskError {
   traceback?: string | null;
 }
 
-/**
- * LLM tokens and their price, summed over a task's attempts (or a run's tasks). Absent
- * from servers without agent support; may be all zero for tasks that call no model.
- */
-export interface Usage {
-  input_tokens: number;
-  output_tokens: number;
-  cost_usd: number;
-}
+export type Usage = Schemas['Usage'];
 
 export interface RunSummary {
   id: string;
@@ -113,15 +112,7 @@ export interface TaskPageQuery {
   limit?: number;
 }
 
-export interface Attempt {
-  attempt: number;
-  worker_id: string | null;
-  queued_at_ms: number | null;
-  started_at_ms: number | null;
-  finished_at_ms: number | null;
-  outcome: string | null;
-  error: TaskError | null;
-}
+export type Attempt = Schemas['Attempt'];
 
 export interface LogLine {
   attempt: number;
@@ -154,13 +145,7 @@ export interface Worker {
   last_heartbeat_ms: number;
 }
 
-export interface Queue {
-  name: string;
-  depth: number;
-  running: number;
-  workers_active: number;
-  workers_desired: number;
-}
+export type Queue = Schemas['Queue'];
 
 /** An event as stored: task transitions, run transitions and log lines, each with a per-run seq. */
 export interface StoredEvent {
@@ -271,11 +256,7 @@ export interface ResyncFrame {
 
 export type ServerFrame = RunSnapshotFrame | OverviewSnapshotFrame | EventsFrame | ResyncFrame;
 
-/** What an agent's model costs, in US dollars per million tokens. */
-export interface AgentPrice {
-  input_per_mtok: number;
-  output_per_mtok: number;
-}
+export type AgentPrice = Schemas['Price'];
 
 /** An agent in the registry (`GET /api/v1/agents`); unset settings are null. */
 export interface Agent {

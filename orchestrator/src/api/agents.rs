@@ -3,6 +3,7 @@
 use super::auth::{needs, Allowed};
 use super::error::ApiError;
 use super::AppState;
+use crate::api_types as t;
 use crate::dag::{validate_agent, AgentSpec, RunSpec};
 use crate::store::{AgentRow, Store};
 use axum::body::Bytes;
@@ -11,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -23,37 +24,47 @@ pub fn router() -> Router<AppState> {
 }
 
 /// An agent as the API shows it: its spec with every field, its name and times.
-pub fn view(a: &AgentRow) -> Value {
+pub fn view(a: &AgentRow) -> t::Agent {
     let s = &a.spec;
-    json!({
-        "name": a.name,
-        "provider": s.provider,
-        "model": s.model,
-        "system_prompt": s.system_prompt,
-        "temperature": s.temperature,
-        "max_output_tokens": s.max_output_tokens,
-        "max_concurrency": s.max_concurrency,
-        "price": s.price,
-        "created_at_ms": a.created_at_ms,
-        "updated_at_ms": a.updated_at_ms,
-    })
+    t::Agent {
+        name: a.name.clone(),
+        provider: s.provider.clone(),
+        model: s.model.clone(),
+        system_prompt: s.system_prompt.clone(),
+        temperature: s.temperature,
+        max_output_tokens: s.max_output_tokens,
+        max_concurrency: s.max_concurrency,
+        price: s.price,
+        created_at_ms: a.created_at_ms,
+        updated_at_ms: a.updated_at_ms,
+    }
 }
 
-async fn list_agents(
+/// Every registered agent. Needs scope `read`.
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", operation_id = "listAgents",
+    responses((status = 200, description = "The registry.", body = t::AgentList)))]
+pub(super) async fn list_agents(
     _: Allowed<needs::Read>,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<t::AgentList>, ApiError> {
     let agents = state.store.list_agents().await?;
-    Ok(Json(
-        json!({"agents": agents.iter().map(view).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(t::AgentList {
+        agents: agents.iter().map(view).collect(),
+    }))
 }
 
-async fn get_agent(
+/// One registered agent. Needs scope `read`.
+#[utoipa::path(get, path = "/api/v1/agents/{name}", tag = "agents", operation_id = "getAgent",
+    params(("name" = String, Path, description = "Agent name.")),
+    responses(
+        (status = 200, description = "The agent.", body = t::Agent),
+        (status = 404, description = "`not_found`: no such agent.", body = t::ErrorResponse),
+    ))]
+pub(super) async fn get_agent(
     _: Allowed<needs::Read>,
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<t::Agent>, ApiError> {
     let agent = state
         .store
         .get_agent(&name)
@@ -62,12 +73,23 @@ async fn get_agent(
     Ok(Json(view(&agent)))
 }
 
-async fn put_agent(
+/// Register or replace an agent. Runs submitted later that name it get a copy; runs
+/// already submitted keep theirs. Needs scope `admin`.
+#[utoipa::path(put, path = "/api/v1/agents/{name}", tag = "agents", operation_id = "putAgent",
+    params(("name" = String, Path, description = "Agent name: 1–128 characters of `A-Za-z0-9_-.:`.")),
+    request_body = t::AgentSpec,
+    responses(
+        (status = 200, description = "Replaced.", body = t::Agent),
+        (status = 201, description = "Registered.", body = t::Agent),
+        (status = 413, description = "`payload_too_large`.", body = t::ErrorResponse),
+        (status = 422, description = "`invalid_agent`: `details` lists every problem.", body = t::ErrorResponse),
+    ))]
+pub(super) async fn put_agent(
     allowed: Allowed<needs::Admin>,
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<t::Agent>), ApiError> {
     let body = body.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(state.max_body_bytes),
         other => ApiError::BadRequest(other.body_text()),
@@ -91,7 +113,15 @@ async fn put_agent(
     Ok((status, Json(view(&row))))
 }
 
-async fn delete_agent(
+/// Remove an agent from the registry; runs that copied it keep their copy. Needs scope
+/// `admin`.
+#[utoipa::path(delete, path = "/api/v1/agents/{name}", tag = "agents", operation_id = "deleteAgent",
+    params(("name" = String, Path, description = "Agent name.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "`not_found`: no such agent.", body = t::ErrorResponse),
+    ))]
+pub(super) async fn delete_agent(
     allowed: Allowed<needs::Admin>,
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -4,13 +4,13 @@
 
 use super::params::BadParam;
 use crate::access::Scope;
-use crate::dag::{Problem, ValidationErrors};
+use crate::api_types::{ErrorBody, ErrorResponse};
+use crate::dag::ValidationErrors;
 use crate::engine::EngineError;
 use crate::store::StoreError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 /// A failed API request.
 #[derive(Debug, thiserror::Error)]
@@ -71,35 +71,119 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+/// The stable `code` of an error answer: what a client branches on.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the body is not JSON of the expected shape (syntax, types, unknown or missing fields).
+    InvalidJson,
+    /// 422: the DAG parses but breaks a rule or limit; `details` lists every problem.
+    InvalidDag,
+    /// 422: the agent parses but breaks a rule; `details` lists every problem.
+    InvalidAgent,
+    /// 400: an invalid path or query parameter.
+    BadRequest,
+    /// 414: the request URI is longer than the server reads.
+    UriTooLong,
+    /// 413: the body is larger than `--max-body-bytes`.
+    PayloadTooLarge,
+    /// 404: no such run, task, agent or token.
+    NotFound,
+    /// 401: the server has a token and the request did not present a valid one.
+    Unauthorized,
+    /// 403: the token's scope does not cover the request (`required_scope` says which does).
+    Forbidden,
+    /// 429: too many wrong tokens from this address lately; see `Retry-After`.
+    RateLimited,
+    /// 422: a token name breaks the naming rule.
+    InvalidToken,
+    /// 409: the request contradicts the current state (a finished run, an existing name).
+    Conflict,
+    /// 409: an `Idempotency-Key` reused with a different request; `run_id` names the first one's run.
+    IdempotencyConflict,
+    /// 401: a webhook request whose signature or timestamp does not check out.
+    InvalidSignature,
+    /// 421: the `Host` header names a host this server does not answer to.
+    MisdirectedHost,
+    /// 403: a page of another origin made the request.
+    ForeignOrigin,
+    /// 415: a body that is not `application/json`.
+    UnsupportedMediaType,
+    /// 503: a standby, a store outage, shutdown, or the WebSocket limit: try again later.
+    Unavailable,
+    /// 503: the request took longer than `--request-timeout-s`.
+    Timeout,
+    /// 500: a bug or an unexpected failure; details are in the server's log only.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as the API spells it.
+    pub fn as_str(self) -> &'static str {
         match self {
-            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
-            ApiError::InvalidDag(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_dag"),
-            ApiError::InvalidAgent(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_agent"),
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidDag => "invalid_dag",
+            ErrorCode::InvalidAgent => "invalid_agent",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::IdempotencyConflict => "idempotency_conflict",
+            ErrorCode::InvalidSignature => "invalid_signature",
+            ErrorCode::MisdirectedHost => "misdirected_host",
+            ErrorCode::ForeignOrigin => "foreign_origin",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ApiError {
+    /// The HTTP status and the stable code of this failure.
+    pub fn status_and_code(&self) -> (StatusCode, ErrorCode) {
+        use ErrorCode as C;
+        match self {
+            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, C::InvalidJson),
+            ApiError::InvalidDag(_) => (StatusCode::UNPROCESSABLE_ENTITY, C::InvalidDag),
+            ApiError::InvalidAgent(_) => (StatusCode::UNPROCESSABLE_ENTITY, C::InvalidAgent),
             ApiError::BadRequest(_) | ApiError::BadParameter(_) => {
-                (StatusCode::BAD_REQUEST, "bad_request")
+                (StatusCode::BAD_REQUEST, C::BadRequest)
             }
-            ApiError::UriTooLong(..) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::TooManyFailures { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::InvalidToken(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_token"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::IdempotencyConflict(_) => (StatusCode::CONFLICT, "idempotency_conflict"),
-            ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
-            ApiError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_host"),
-            ApiError::ForeignOrigin(_) => (StatusCode::FORBIDDEN, "foreign_origin"),
+            ApiError::UriTooLong(..) => (StatusCode::URI_TOO_LONG, C::UriTooLong),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, C::PayloadTooLarge),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, C::NotFound),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, C::Unauthorized),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, C::Forbidden),
+            ApiError::TooManyFailures { .. } => (StatusCode::TOO_MANY_REQUESTS, C::RateLimited),
+            ApiError::InvalidToken(_) => (StatusCode::UNPROCESSABLE_ENTITY, C::InvalidToken),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, C::Conflict),
+            ApiError::IdempotencyConflict(_) => (StatusCode::CONFLICT, C::IdempotencyConflict),
+            ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, C::InvalidSignature),
+            ApiError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, C::MisdirectedHost),
+            ApiError::ForeignOrigin(_) => (StatusCode::FORBIDDEN, C::ForeignOrigin),
             ApiError::UnsupportedMediaType => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, C::UnsupportedMediaType)
             }
             ApiError::Unavailable(_) | ApiError::WebSocketLimit(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+                (StatusCode::SERVICE_UNAVAILABLE, C::Unavailable)
             }
-            ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, C::Timeout),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, C::Internal),
         }
     }
 }
@@ -110,17 +194,27 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%detail, "internal error answering a request");
         }
-        let mut body = json!({"error": {"code": code, "message": self.to_string()}});
-        if let ApiError::InvalidDag(errors) | ApiError::InvalidAgent(errors) = &self {
-            let details: Vec<&Problem> = errors.0.iter().collect();
-            body["error"]["details"] = json!(details);
-        }
-        if let ApiError::IdempotencyConflict(run) = &self {
-            body["error"]["run_id"] = json!(run);
-        }
-        if let ApiError::Forbidden { required, .. } = &self {
-            body["error"]["required_scope"] = json!(required);
-        }
+        let details = match &self {
+            ApiError::InvalidDag(errors) | ApiError::InvalidAgent(errors) => errors.0.clone(),
+            _ => Vec::new(),
+        };
+        let required_scope = match &self {
+            ApiError::Forbidden { required, .. } => Some(*required),
+            _ => None,
+        };
+        let run_id = match &self {
+            ApiError::IdempotencyConflict(run) => Some(run.clone()),
+            _ => None,
+        };
+        let body = ErrorResponse {
+            error: ErrorBody {
+                code,
+                message: self.to_string(),
+                details,
+                required_scope,
+                run_id,
+            },
+        };
         let mut response = (status, Json(body)).into_response();
         if let ApiError::TooManyFailures { retry_after_s } = &self {
             response

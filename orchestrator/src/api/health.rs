@@ -2,6 +2,7 @@
 
 use super::auth::{needs, Allowed};
 use super::AppState;
+use crate::api_types as t;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -40,23 +41,43 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-async fn healthz() -> impl IntoResponse {
+/// Liveness: the process answers. Needs no token.
+#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "healthz", security(()),
+    responses((status = 200, description = "Alive: `{\"status\": \"ok\"}`.", body = Object)))]
+pub(super) async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+/// Readiness: the store and Redis answer and the writer is not stuck. Needs no token.
+#[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "readyz", security(()),
+    responses(
+        (status = 200, description = "Ready.", body = t::Readiness),
+        (status = 503, description = "Not ready: each part says what is wrong.", body = t::Readiness),
+    ))]
+pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.store.ping().await;
     let redis = state.queue.ping().await;
     // A reachable store that refuses the engine's writes is not ready either.
     let stuck = state.engine.writer_stuck();
-    let body = json!({
-        "store": store.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
-        "redis": redis.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
-        "writer": stuck.as_ref().map_or_else(
+    let body = t::Readiness {
+        store: store
+            .as_ref()
+            .map(|_| "ok".to_owned())
+            .unwrap_or_else(|e| e.to_string()),
+        redis: redis
+            .as_ref()
+            .map(|_| "ok".to_owned())
+            .unwrap_or_else(|e| e.to_string()),
+        writer: stuck.as_ref().map_or_else(
             || "ok".to_owned(),
-            |s| format!("{} writes failing since {} ms: {}", s.target, s.since_ms, s.error),
+            |s| {
+                format!(
+                    "{} writes failing since {} ms: {}",
+                    s.target, s.since_ms, s.error
+                )
+            },
         ),
-    });
+    };
     let status = if store.is_ok() && redis.is_ok() && stuck.is_none() {
         StatusCode::OK
     } else {
@@ -65,35 +86,55 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(body))
 }
 
-/// Round trip to a dependency: `(ok, milliseconds, error)`.
+/// Round trip to a dependency.
 async fn probe<E: std::fmt::Display>(
     f: impl std::future::Future<Output = Result<(), E>>,
-) -> (bool, f64, Option<String>) {
+) -> t::Probe {
     let started = std::time::Instant::now();
     let result = tokio::time::timeout(std::time::Duration::from_secs(2), f).await;
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    match result {
-        Ok(Ok(())) => (true, ms, None),
-        Ok(Err(e)) => (false, ms, Some(e.to_string())),
-        Err(_) => (false, ms, Some("no answer within 2 s".into())),
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (ok, error) = match result {
+        Ok(Ok(())) => (true, None),
+        Ok(Err(e)) => (false, Some(e.to_string())),
+        Err(_) => (false, Some("no answer within 2 s".into())),
+    };
+    t::Probe {
+        ok,
+        latency_ms,
+        error,
     }
 }
 
-/// Health as JSON: store, Redis, workers and queues, for people and dashboards.
-async fn health(_: Allowed<needs::Read>, State(state): State<AppState>) -> impl IntoResponse {
-    let (store_ok, store_ms, store_err) = probe(state.store.ping()).await;
-    let (redis_ok, redis_ms, redis_err) = probe(state.queue.ping()).await;
+/// Health for people and dashboards: store, Redis, workers and queues. Needs scope `read`.
+#[utoipa::path(get, path = "/api/v1/health", tag = "health", operation_id = "health",
+    responses(
+        (status = 200, description = "The store and Redis answer.", body = t::Health),
+        (status = 503, description = "Degraded: the store or Redis does not answer (or `unavailable` on a standby).", body = t::Health),
+    ))]
+pub(super) async fn health(
+    _: Allowed<needs::Read>,
+    State(state): State<AppState>,
+) -> impl IntoResponse {
+    let store = probe(state.store.ping()).await;
+    let redis = probe(state.queue.ping()).await;
     let workers = state.store.list_workers().await.unwrap_or_default();
-    let count = |s: &str| workers.iter().filter(|w| w.state == s).count();
+    let count = |s: &str| {
+        u32::try_from(workers.iter().filter(|w| w.state == s).count()).unwrap_or(u32::MAX)
+    };
     let queues = super::fleet::queue_views(&state).await.unwrap_or_default();
-    let ok = store_ok && redis_ok;
-    let body = json!({
-        "status": if ok { "ok" } else { "degraded" },
-        "store": {"ok": store_ok, "latency_ms": store_ms, "error": store_err},
-        "redis": {"ok": redis_ok, "latency_ms": redis_ms, "error": redis_err},
-        "workers": {"running": count("running"), "draining": count("draining"), "lost": count("lost"), "stopped": count("stopped")},
-        "queues": queues,
-    });
+    let ok = store.ok && redis.ok;
+    let body = t::Health {
+        status: if ok { "ok" } else { "degraded" }.to_owned(),
+        store,
+        redis,
+        workers: t::WorkerCounts {
+            running: count("running"),
+            draining: count("draining"),
+            lost: count("lost"),
+            stopped: count("stopped"),
+        },
+        queues,
+    };
     (
         if ok {
             StatusCode::OK
@@ -104,24 +145,27 @@ async fn health(_: Allowed<needs::Read>, State(state): State<AppState>) -> impl 
     )
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let (store_ok, store_ms, _) = probe(state.store.ping()).await;
-    let (redis_ok, redis_ms, _) = probe(state.queue.ping()).await;
-    metrics::gauge!("apex_store_up").set(if store_ok { 1.0 } else { 0.0 });
-    metrics::gauge!("apex_redis_up").set(if redis_ok { 1.0 } else { 0.0 });
-    metrics::gauge!("apex_store_ping_seconds").set(store_ms / 1000.0);
-    metrics::gauge!("apex_redis_ping_seconds").set(redis_ms / 1000.0);
+/// Prometheus metrics, text format. Needs no token.
+#[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "metrics", security(()),
+    responses((status = 200, description = "Prometheus text exposition format.", body = String, content_type = "text/plain")))]
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let store = probe(state.store.ping()).await;
+    let redis = probe(state.queue.ping()).await;
+    metrics::gauge!("apex_store_up").set(if store.ok { 1.0 } else { 0.0 });
+    metrics::gauge!("apex_redis_up").set(if redis.ok { 1.0 } else { 0.0 });
+    metrics::gauge!("apex_store_ping_seconds").set(store.latency_ms / 1000.0);
+    metrics::gauge!("apex_redis_ping_seconds").set(redis.latency_ms / 1000.0);
     if let Ok(queues) = super::fleet::queue_views(&state).await {
         for q in queues {
-            let name = q["name"].as_str().unwrap_or_default().to_owned();
-            let gauge = |metric: &'static str, field: &str| {
-                metrics::gauge!(metric, "queue" => name.clone())
-                    .set(q[field].as_f64().unwrap_or(0.0));
+            // Gauges are floats; queue counts fit one exactly far beyond any real depth.
+            #[allow(clippy::cast_precision_loss)]
+            let gauge = |metric: &'static str, value: u64| {
+                metrics::gauge!(metric, "queue" => q.name.clone()).set(value as f64);
             };
-            gauge("apex_queue_depth", "depth");
-            gauge("apex_tasks_running", "running");
-            gauge("apex_workers_active", "workers_active");
-            gauge("apex_workers_desired", "workers_desired");
+            gauge("apex_queue_depth", q.depth);
+            gauge("apex_tasks_running", q.running);
+            gauge("apex_workers_active", q.workers_active);
+            gauge("apex_workers_desired", q.workers_desired);
         }
     }
     (

@@ -27,6 +27,7 @@ mod ws;
 
 pub use dashboard::embedded as dashboard_embedded;
 pub use health::prometheus;
+pub use openapi::document as openapi_document;
 pub use ws::WsSlots;
 
 use crate::dag::Limits;

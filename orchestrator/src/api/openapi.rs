@@ -1,19 +1,257 @@
-//! Serves the OpenAPI document that describes this API.
+//! The OpenAPI document of this API, generated from the handlers' `#[utoipa::path]`
+//! annotations and the types of [`crate::api_types`], and served at
+//! `/api/v1/openapi.json`. `orchestrator/openapi.json` is a checked-in copy for review
+//! and for the dashboard's generated types; a test fails when it drifts.
 
 use super::auth::{needs, Allowed};
 use super::AppState;
+use crate::api_types as t;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-
-/// The document, kept beside the code it describes.
-const OPENAPI: &str = include_str!("../../openapi.json");
+use std::sync::OnceLock;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::OpenApi;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/openapi.json", get(openapi))
 }
 
-async fn openapi(_: Allowed<needs::Read>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+/// This document. Needs scope `read`.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API.", body = Object)))]
+pub(super) async fn openapi(_: Allowed<needs::Read>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document())
+}
+
+/// The generated document as JSON text, built once.
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut text = ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the document is plain data");
+        text.push('\n');
+        text
+    })
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Apex API",
+        description = "The HTTP API of the Apex orchestrator. Prose and examples: docs/API.md. Every error answer has the `Error` body; its `code` is one of `ErrorCode`.",
+    ),
+    paths(
+        super::runs::create_run,
+        super::runs::list_runs,
+        super::runs::get_run,
+        super::runs::list_tasks,
+        super::runs::get_task,
+        super::runs::list_events,
+        super::runs::cancel_run,
+        super::runs::retry_run,
+        super::runs::validate_dag,
+        super::run_delete::delete_run,
+        super::decisions::approve,
+        super::decisions::reject,
+        super::decisions::cancel_task,
+        super::templates::put_template,
+        super::templates::list_templates,
+        super::templates::get_template,
+        super::templates::run_template,
+        super::schedules::put_schedule,
+        super::schedules::list_schedules,
+        super::schedules::get_schedule,
+        super::schedules::delete_schedule,
+        super::schedules::pause,
+        super::schedules::resume,
+        super::hooks::put_hook,
+        super::hooks::list_hooks,
+        super::hooks::get_hook,
+        super::hooks::receive,
+        super::agents::list_agents,
+        super::agents::get_agent,
+        super::agents::put_agent,
+        super::agents::delete_agent,
+        super::tokens::create_token,
+        super::tokens::list_tokens,
+        super::tokens::revoke_token,
+        super::audit::list_audit,
+        super::fleet::list_workers,
+        super::fleet::list_queues,
+        super::health::healthz,
+        super::health::readyz,
+        super::health::metrics,
+        super::health::health,
+        super::ws::subscribe,
+        openapi,
+    ),
+    components(schemas(t::ErrorCode, t::Problem, t::ProblemCode, t::WsFrame, t::LiveEvent, t::TaskState)),
+    modifiers(&Shared),
+    tags(
+        (name = "runs", description = "Submit, follow, cancel and retry runs of tasks."),
+        (name = "agents", description = "The registry of named agents."),
+        (name = "tokens", description = "Scoped API tokens and the audit log."),
+        (name = "fleet", description = "Workers and queues."),
+        (name = "templates", description = "Stored, versioned DAGs with parameters, and runs made from them."),
+        (name = "schedules", description = "Runs of templates on a cron or an interval."),
+        (name = "hooks", description = "Signed webhooks that start runs of templates."),
+        (name = "live", description = "Live events over a WebSocket."),
+        (name = "health", description = "Liveness, readiness, health and metrics."),
+        (name = "meta", description = "This document."),
+    )
+)]
+struct ApiDoc;
+
+/// The error answers every `/api/` route may give, whatever it does: shared responses
+/// in `components/responses`, referenced from each operation that does not describe
+/// that status itself. And the two ways to present a token.
+struct Shared;
+
+/// `(status, component name, description)` of the answers any `/api/` route may give.
+const SHARED_ERRORS: [(&str, &str, &str); 7] = [
+    ("400", "BadRequest", "`invalid_json`: the body is not JSON of the expected shape (syntax, types, unknown or missing fields); `bad_request`: an invalid path or query parameter (unknown name, wrong type, unknown value; a control character, bytes that are not UTF-8, or more than 1,024 bytes)."),
+    ("401", "Unauthorized", "`unauthorized`: the server has a token and the request did not present a valid one."),
+    ("403", "Forbidden", "`forbidden`: the token's scope does not cover the request (`required_scope` says which does); `foreign_origin`: a page of another origin made the request."),
+    ("414", "UriTooLong", "`uri_too_long`: the request URI is longer than the server reads."),
+    ("429", "RateLimited", "`rate_limited`: too many requests with a wrong token from this address lately; `Retry-After` says when to try again."),
+    ("500", "Internal", "`internal`: a bug or an unexpected failure; the details are in the server's log only."),
+    ("503", "Unavailable", "`unavailable`: a standby, a store outage, shutdown, or the WebSocket limit; `timeout`: the request took longer than `--request-timeout-s`. Try again shortly."),
+];
+
+/// What a name (agent, concurrency key, task id, queue) may be.
+const NAME_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,128}$";
+
+/// Says in the document what validation refuses and the types cannot: map keys that
+/// are names, and `parent`, which only the orchestrator sets (on spawned tasks).
+fn restrict_submissions(schemas: &mut std::collections::BTreeMap<String, RefOr<Schema>>) {
+    let name = || {
+        Box::new(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(NAME_PATTERN))
+                .build(),
+        ))
+    };
+    if let Some(RefOr::T(Schema::Object(run))) = schemas.get_mut("RunSpec") {
+        for map in ["agents", "concurrency_limits"] {
+            if let Some(RefOr::T(Schema::Object(o))) = run.properties.get_mut(map) {
+                o.property_names = Some(name());
+            }
+        }
+    }
+    if let Some(RefOr::T(Schema::Object(task))) = schemas.get_mut("TaskSpec") {
+        task.properties.shift_remove("parent");
+    }
+}
+
+/// Says what `api/params.rs` refuses in any path or query parameter: control
+/// characters, and more than 1,024 bytes (bounded here in characters).
+fn bound_text(p: &mut utoipa::openapi::path::Parameter) {
+    if let Some(RefOr::T(Schema::Object(o))) = p.schema.as_mut() {
+        let is_text = matches!(
+            &o.schema_type,
+            utoipa::openapi::schema::SchemaType::Type(Type::String)
+        );
+        if is_text && o.enum_values.is_none() {
+            o.pattern
+                .get_or_insert_with(|| r"^[^\x00-\x1f\x7f]*$".to_owned());
+            o.max_length.get_or_insert(1024);
+        }
+    }
+}
+
+impl utoipa::Modify for Shared {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearerAuth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("`Authorization: Bearer TOKEN`, when the server has a token (`APEX_API_TOKEN`): that token, or a scoped API token (`apex_…`)."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "tokenQuery",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "token",
+                "`?token=TOKEN` (percent-encoded), on the WebSocket only: browsers cannot set headers on it.",
+            ))),
+        );
+        let error_body = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Error")))
+            .build();
+        for (_, name, description) in SHARED_ERRORS {
+            components.responses.insert(
+                name.to_owned(),
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(description)
+                        .content("application/json", error_body.clone())
+                        .build(),
+                ),
+            );
+        }
+        restrict_submissions(&mut components.schemas);
+        doc.security = Some(vec![SecurityRequirement::new(
+            "bearerAuth",
+            Vec::<String>::new(),
+        )]);
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                for p in op.parameters.iter_mut().flatten() {
+                    bound_text(p);
+                }
+                // A webhook delivery proves itself by its signature, not a token
+                // (`api/auth.rs`), but answers every other shared error.
+                if op.operation_id.as_deref() == Some("receive") {
+                    op.security = Some(Vec::new());
+                }
+                if !path.starts_with("/api/") {
+                    // Probes and metrics need no token (`api/auth.rs`).
+                    op.security = Some(Vec::new());
+                    continue;
+                }
+                for (status, name, _) in SHARED_ERRORS {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| {
+                            RefOr::Ref(Ref::new(format!("#/components/responses/{name}")))
+                        });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::document;
+
+    #[test]
+    fn the_checked_in_copy_is_the_generated_document() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == document(),
+            "orchestrator/openapi.json is not the generated document: run \
+             `cargo run -p apex -- openapi > orchestrator/openapi.json` and commit it"
+        );
+    }
 }

@@ -5,6 +5,7 @@ use super::auth::{needs, Allowed};
 use super::error::ApiError;
 use super::idempotency::Outcome;
 use super::AppState;
+use crate::api_types as t;
 use crate::dag::origin::RunOrigin;
 use crate::dag::{validate_submission, Dag, RunSpec};
 use crate::state_machine::{TaskState, ALL_TASK_STATES};
@@ -17,8 +18,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
-use std::collections::HashMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -62,12 +63,23 @@ pub(super) async fn parse_dag(
     validate_submission(spec, &state.limits).map_err(ApiError::InvalidDag)
 }
 
-async fn create_run(
+/// Submit a run.
+///
+/// The DAG is validated whole: every problem is reported at once (`422 invalid_dag`),
+/// and nothing is stored for a rejected one. Needs scope `submit`.
+#[utoipa::path(post, path = "/api/v1/runs", tag = "runs", operation_id = "createRun",
+    request_body = t::RunSpec,
+    responses(
+        (status = 201, description = "The run, accepted and stored.", body = t::RunSummary),
+        (status = 413, description = "`payload_too_large`: the body is larger than `--max-body-bytes`.", body = t::ErrorResponse),
+        (status = 422, description = "`invalid_dag`: the DAG breaks a rule or limit; `details` lists every problem.", body = t::ErrorResponse),
+    ))]
+pub(super) async fn create_run(
     allowed: Allowed<needs::Submit>,
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<t::RunSummary>), ApiError> {
     let key = super::idempotency::key(&headers)?;
     let request = body.as_ref().ok().map(|b| super::idempotency::digest(&[b]));
     let dag = parse_dag(&state, body).await?;
@@ -95,31 +107,55 @@ async fn create_run(
             (StatusCode::CREATED, run)
         }
     };
-    Ok((status, Json(views::run_summary(&run))))
+    Ok((status, Json(views::summary(&run))))
 }
 
-async fn validate_dag(
+/// Validate a DAG without submitting it.
+///
+/// Answers as `POST /api/v1/runs` would, without storing anything. Needs scope `submit`.
+#[utoipa::path(post, path = "/api/v1/validate", tag = "runs", operation_id = "validateDag",
+    request_body = t::RunSpec,
+    responses(
+        (status = 200, description = "The DAG would be accepted.", body = t::Validation),
+        (status = 413, description = "`payload_too_large`.", body = t::ErrorResponse),
+        (status = 422, description = "`invalid_dag`: `details` lists every problem.", body = t::ErrorResponse),
+    ))]
+pub(super) async fn validate_dag(
     _: Allowed<needs::Submit>,
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<t::Validation>, ApiError> {
     let dag = parse_dag(&state, body).await?;
-    Ok(Json(json!({"valid": true, "tasks": dag.len()})))
+    Ok(Json(t::Validation {
+        valid: true,
+        tasks: u32::try_from(dag.len()).unwrap_or(u32::MAX),
+    }))
 }
 
-#[derive(Deserialize)]
+/// The query of `GET /api/v1/runs`.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListParams {
+#[into_params(parameter_in = Query)]
+pub(super) struct ListParams {
+    /// Only runs in this state.
+    #[param(value_type = Option<t::RunState>)]
     state: Option<String>,
+    /// A run id (`next` of the previous page): only runs older than it.
     before: Option<String>,
+    /// Page size; clamped to 1–500 (default 50).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     limit: Option<u32>,
 }
 
-async fn list_runs(
+/// List runs, newest first. Needs scope `read`.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", operation_id = "listRuns",
+    params(ListParams),
+    responses((status = 200, description = "A page of runs.", body = t::RunList)))]
+pub(super) async fn list_runs(
     _: Allowed<needs::Read>,
     State(state): State<AppState>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<t::RunList>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if let Some(s) = &p.state {
         if crate::state_machine::RunState::parse(s).is_none() {
@@ -144,31 +180,47 @@ async fn list_runs(
     } else {
         None
     };
-    Ok(Json(
-        json!({"runs": runs.iter().map(views::run_summary).collect::<Vec<_>>(), "next": next}),
-    ))
+    Ok(Json(t::RunList {
+        runs: runs.iter().map(views::summary).collect(),
+        next,
+    }))
 }
 
-#[derive(Deserialize)]
+/// The query of `GET /api/v1/runs/{id}`.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct RunParams {
-    /// `false` answers the run's summary only: cheap for runs of 100,000 tasks.
+#[into_params(parameter_in = Query)]
+pub(super) struct RunParams {
+    /// `false` answers the run's summary and history only: cheap for runs of 100,000 tasks.
     tasks: Option<bool>,
 }
 
-async fn get_run(
+/// A run with its tasks. Needs scope `read`.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", operation_id = "getRun",
+    params(("id" = String, Path, description = "Run id."), RunParams),
+    responses(
+        (status = 200, description = "The run.", body = t::Run),
+        (status = 404, description = "`not_found`: no such run.", body = t::ErrorResponse),
+    ))]
+pub(super) async fn get_run(
     _: Allowed<needs::Read>,
     State(state): State<AppState>,
     Path(id): Path<String>,
     params: Result<Query<RunParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<t::Run>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if p.tasks == Some(false) {
-        let mut body = views::run_summary(&find_run(&state, &id).await?);
+        let run = find_run(&state, &id).await?;
         // Who created, cancelled or retried it: small, and what a run page shows first.
         let history = state.store.run_history(&id).await?;
-        body["history"] = history.iter().map(views::event).collect();
-        return Ok(Json(body));
+        return Ok(Json(t::Run {
+            summary: views::summary(&run),
+            history: history.iter().map(views::event_view).collect(),
+            agents: None,
+            concurrency_limits: None,
+            tasks: None,
+            tasks_next_after: None,
+        }));
     }
     run_document(&state, &id).await.map(Json)
 }
@@ -176,25 +228,24 @@ async fn get_run(
 /// A run with its tasks, as `GET /api/v1/runs/{id}` answers it: all of them, or for a
 /// run of more than `--max-inline-tasks` the first that many and `tasks_next_after`, the
 /// cursor to continue from with `GET /api/v1/runs/{id}/tasks`.
-pub(super) async fn run_document(state: &AppState, id: &str) -> Result<Value, ApiError> {
+pub(super) async fn run_document(state: &AppState, id: &str) -> Result<t::Run, ApiError> {
     let run = find_run(state, id).await?;
     let page = TaskQuery {
         limit: state.max_inline_tasks,
         ..TaskQuery::default()
     };
     let (tasks, next_after) = task_page(state, &run, &page).await?;
-    let mut body = views::run_summary(&run);
-    // The agents and limits the run was submitted with (registered ones resolved).
-    body["agents"] = json!(run.options.agents);
-    body["concurrency_limits"] = json!(run.options.concurrency_limits);
     // The run's own transitions, with who caused them: created, cancelled, retried.
     let history = state.store.run_history(id).await?;
-    body["history"] = history.iter().map(views::event).collect();
-    body["tasks"] = Value::Array(tasks);
-    if let Some(after) = next_after {
-        body["tasks_next_after"] = json!(after);
-    }
-    Ok(body)
+    Ok(t::Run {
+        summary: views::summary(&run),
+        history: history.iter().map(views::event_view).collect(),
+        // The agents and limits the run was submitted with (registered ones resolved).
+        agents: Some(run.options.agents.clone()),
+        concurrency_limits: Some(run.options.concurrency_limits.clone()),
+        tasks: Some(tasks),
+        tasks_next_after: next_after,
+    })
 }
 
 async fn find_run(state: &AppState, id: &str) -> Result<RunRow, ApiError> {
@@ -211,7 +262,7 @@ async fn task_page(
     state: &AppState,
     run: &RunRow,
     q: &TaskQuery,
-) -> Result<(Vec<Value>, Option<String>), ApiError> {
+) -> Result<(Vec<t::Task>, Option<String>), ApiError> {
     // One task more than asked says whether another page follows.
     let probe = TaskQuery {
         limit: q.limit.saturating_add(1),
@@ -237,7 +288,7 @@ async fn task_page(
     let views = tasks
         .iter()
         .map(|t| {
-            views::task(
+            views::task_view(
                 t,
                 &run.queue,
                 progress.get(&t.row.task_id).map(|(p, m)| (*p, m.as_str())),
@@ -252,15 +303,24 @@ const TASK_PAGE: u32 = 500;
 /// The most `limit` may ask for.
 const MAX_TASK_PAGE: u32 = 5_000;
 
-#[derive(Deserialize)]
+/// The query of `GET /api/v1/runs/{id}/tasks`.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct TaskListParams {
+#[into_params(parameter_in = Query)]
+pub(super) struct TaskListParams {
     /// Read by the auth layer (`?token=`); accepted so it is not an unknown parameter.
     #[allow(dead_code)]
+    #[param(ignore)]
     token: Option<String>,
-    /// Comma-separated task states.
+    /// Only tasks in these states: task states separated by commas (`failed,running`).
+    #[param(
+        pattern = r"^(pending|ready|queued|running|succeeded|failed|cancelled|skipped)(,(pending|ready|queued|running|succeeded|failed|cancelled|skipped))*$"
+    )]
     state: Option<String>,
+    /// A task id (`next_after` of the previous page): only tasks after it.
     after: Option<String>,
+    /// Page size, 1–5000 (default 500).
+    #[param(minimum = 1, maximum = 5000)]
     limit: Option<u32>,
 }
 
@@ -279,11 +339,19 @@ fn parse_task_states(list: &str) -> Result<Vec<TaskState>, ApiError> {
         .collect()
 }
 
-async fn list_tasks(
+/// A page of a run's tasks, in id order. Needs scope `read`.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/tasks", tag = "runs", operation_id = "listTasks",
+    params(("id" = String, Path, description = "Run id."), TaskListParams),
+    responses(
+        (status = 200, description = "A page of tasks.", body = t::TaskPage),
+        (status = 404, description = "`not_found`: no such run, or `after` names no task of it.", body = t::ErrorResponse),
+    ))]
+pub(super) async fn list_tasks(
+    _: Allowed<needs::Read>,
     State(state): State<AppState>,
     Path(id): Path<String>,
     params: Result<Query<TaskListParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<t::TaskPage>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = match p.limit {
         None => TASK_PAGE,
@@ -309,26 +377,34 @@ async fn list_tasks(
     // than answer as if the run had ended there.
     if let (true, Some(after)) = (tasks.is_empty(), &q.after) {
         if state.store.get_task(&id, after).await?.is_none() {
-            return Err(ApiError::BadRequest(format!(
+            // 404, not 400: the request is well formed; what it names does not exist.
+            return Err(ApiError::NotFound(format!(
                 "after: task {after} is not in run {id}"
             )));
         }
     }
-    Ok(Json(json!({"tasks": tasks, "next_after": next_after})))
+    Ok(Json(t::TaskPage { tasks, next_after }))
 }
 
-async fn get_task(
+/// A task with its upstream outputs, attempts, logs and events. Needs scope `read`.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/tasks/{task_id}", tag = "runs", operation_id = "getTask",
+    params(("id" = String, Path, description = "Run id."), ("task_id" = String, Path, description = "Task id within the run.")),
+    responses(
+        (status = 200, description = "The task.", body = t::TaskDetail),
+        (status = 404, description = "`not_found`: no such run or task.", body = t::ErrorResponse),
+    ))]
+pub(super) async fn get_task(
     _: Allowed<needs::Read>,
     State(state): State<AppState>,
     Path((id, task_id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<t::TaskDetail>, ApiError> {
     let run = find_run(&state, &id).await?;
     let task = state
         .store
         .get_task(&id, &task_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("task {task_id} not found in run {id}")))?;
-    let mut upstream = serde_json::Map::new();
+    let mut upstream = BTreeMap::new();
     for dep in &task.spec.depends_on {
         let out = state
             .store
@@ -343,81 +419,102 @@ async fn get_task(
         .iter()
         .find(|(t, _, _)| *t == task_id)
         .map(|(_, p, m)| (*p, m.as_str()));
-    let mut body = views::task(&task, &run.queue, progress);
-    body["run_id"] = json!(id);
-    body["upstream"] = Value::Object(upstream);
-    body["attempts"] = json!(attempts(&task, &events));
-    body["logs"] = events
+    let logs = events
         .iter()
         .filter(|e| e.kind == "log")
         .map(|e| {
-            let d = e.data.clone().unwrap_or(Value::Null);
-            json!({"attempt": e.attempt, "level": d["level"], "message": d["message"], "at_ms": e.at_ms})
+            let text = |k: &str| {
+                e.data
+                    .as_ref()
+                    .and_then(|d| d.get(k))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            t::LogLine {
+                attempt: e.attempt,
+                level: text("level"),
+                message: text("message"),
+                at_ms: e.at_ms,
+            }
         })
         .collect();
-    body["events"] = events
-        .iter()
-        .filter(|e| e.kind != "log")
-        .map(views::event)
-        .collect();
-    Ok(Json(body))
+    Ok(Json(t::TaskDetail {
+        task: views::task_view(&task, &run.queue, progress),
+        run_id: id,
+        upstream,
+        attempts: attempts(&task, &events),
+        logs,
+        events: events
+            .iter()
+            .filter(|e| e.kind != "log")
+            .map(views::event_view)
+            .collect(),
+    }))
 }
 
 /// Every attempt of a task, rebuilt from its event log.
-fn attempts(task: &StoredTask, events: &[EventRow]) -> Vec<Value> {
-    let mut out: Vec<Value> = Vec::new();
+fn attempts(task: &StoredTask, events: &[EventRow]) -> Vec<t::Attempt> {
+    let mut out: Vec<t::Attempt> = Vec::new();
     for e in events.iter().filter(|e| e.kind == "task" && e.attempt > 0) {
-        if out.last().is_none_or(|a| a["attempt"] != json!(e.attempt)) {
-            out.push(
-                json!({"attempt": e.attempt, "worker_id": null, "queued_at_ms": null,
-                "started_at_ms": null, "finished_at_ms": null, "outcome": null, "error": null}),
-            );
+        if out.last().is_none_or(|a| a.attempt != e.attempt) {
+            out.push(t::Attempt {
+                attempt: e.attempt,
+                ..t::Attempt::default()
+            });
         }
         let a = out.last_mut().expect("pushed above");
+        let finish = |a: &mut t::Attempt, outcome: &str| {
+            a.finished_at_ms = Some(e.at_ms);
+            a.outcome = Some(outcome.to_owned());
+            a.worker_id.clone_from(&e.worker_id);
+            a.error = views::event_error(e.data.as_ref());
+        };
         match e.state.as_deref() {
-            Some("queued") => a["queued_at_ms"] = json!(e.at_ms),
+            Some("queued") => a.queued_at_ms = Some(e.at_ms),
             Some("running") => {
-                a["started_at_ms"] = json!(e.at_ms);
-                a["worker_id"] = json!(e.worker_id);
+                a.started_at_ms = Some(e.at_ms);
+                a.worker_id.clone_from(&e.worker_id);
             }
-            Some(s @ ("succeeded" | "failed" | "cancelled")) => {
-                a["finished_at_ms"] = json!(e.at_ms);
-                a["outcome"] = json!(s);
-                a["worker_id"] = json!(e.worker_id);
-                a["error"] = e.data.clone().unwrap_or(Value::Null);
-            }
+            Some(s @ ("succeeded" | "failed" | "cancelled")) => finish(a, s),
             // A failed attempt that will be retried waits in `ready`.
-            Some("ready") => {
-                a["finished_at_ms"] = json!(e.at_ms);
-                a["outcome"] = json!("failed");
-                a["worker_id"] = json!(e.worker_id);
-                a["error"] = e.data.clone().unwrap_or(Value::Null);
-            }
+            Some("ready") => finish(a, "failed"),
             _ => {}
         }
     }
     // The final attempt's start time is on the task row when its `started` was coalesced.
     if let Some(a) = out.last_mut() {
-        if a["attempt"] == json!(task.row.attempt) && a["started_at_ms"].is_null() {
-            a["started_at_ms"] = json!(task.row.started_at_ms);
+        if a.attempt == task.row.attempt && a.started_at_ms.is_none() {
+            a.started_at_ms = task.row.started_at_ms;
         }
     }
     out
 }
 
-#[derive(Deserialize)]
+/// The query of `GET /api/v1/runs/{id}/events`.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct EventParams {
+#[into_params(parameter_in = Query)]
+pub(super) struct EventParams {
+    /// Only events after this sequence number (default 0: from the start).
     since: Option<u64>,
+    /// Most events to answer (default 10,000; at most 100,000).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     limit: Option<u32>,
 }
 
-async fn list_events(
+/// A run's stored events in sequence order. Needs scope `read`.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs", operation_id = "listEvents",
+    params(("id" = String, Path, description = "Run id."), EventParams),
+    responses(
+        (status = 200, description = "The events.", body = t::EventList),
+        (status = 404, description = "`not_found`: no such run.", body = t::ErrorResponse),
+    ))]
+pub(super) async fn list_events(
     _: Allowed<needs::Read>,
     State(state): State<AppState>,
     Path(id): Path<String>,
     params: Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<t::EventList>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if state.store.get_run(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("run {id} not found")));
@@ -431,28 +528,45 @@ async fn list_events(
             p.limit.unwrap_or(10_000).min(100_000),
         )
         .await?;
-    Ok(Json(
-        json!({"events": events.iter().map(views::event).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(t::EventList {
+        events: events.iter().map(views::event_view).collect(),
+    }))
 }
 
-async fn cancel_run(
+/// Cancel a running run: queued and pending tasks are cancelled, running attempts are
+/// told to stop. Needs scope `operate`.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", operation_id = "cancelRun",
+    params(("id" = String, Path, description = "Run id.")),
+    responses(
+        (status = 202, description = "Cancelling: the run as it is now.", body = t::RunSummary),
+        (status = 404, description = "`not_found`: no such run.", body = t::ErrorResponse),
+        (status = 409, description = "`conflict`: the run is already finished.", body = t::ErrorResponse),
+    ))]
+pub(super) async fn cancel_run(
     allowed: Allowed<needs::Operate>,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<t::RunSummary>), ApiError> {
     let run = state.engine.cancel(&id, allowed.name()).await?;
-    Ok((StatusCode::ACCEPTED, Json(views::run_summary(&run))))
+    Ok((StatusCode::ACCEPTED, Json(views::summary(&run))))
 }
 
-async fn retry_run(
+/// Re-run a finished run's failed, cancelled and skipped tasks. Needs scope `operate`.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/retry", tag = "runs", operation_id = "retryRun",
+    params(("id" = String, Path, description = "Run id.")),
+    responses(
+        (status = 202, description = "Running again: the run as it is now.", body = t::RunSummary),
+        (status = 404, description = "`not_found`: no such run.", body = t::ErrorResponse),
+        (status = 409, description = "`conflict`: the run is still running, or succeeded.", body = t::ErrorResponse),
+    ))]
+pub(super) async fn retry_run(
     allowed: Allowed<needs::Operate>,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<t::RunSummary>), ApiError> {
     let _not_being_deleted = state.daily.deletions.lock().await;
     let run = state.engine.rerun(&id, allowed.name()).await?;
-    Ok((StatusCode::ACCEPTED, Json(views::run_summary(&run))))
+    Ok((StatusCode::ACCEPTED, Json(views::summary(&run))))
 }
 
 #[cfg(test)]

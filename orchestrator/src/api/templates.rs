@@ -52,7 +52,6 @@ pub fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
 pub struct ParamSpec {
     /// Used when a run gives none; without one, the parameter is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub default: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,

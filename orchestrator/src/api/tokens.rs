@@ -4,7 +4,8 @@
 use super::auth::{needs, Allowed};
 use super::error::ApiError;
 use super::AppState;
-use crate::access::{self, Scope, ADMIN_TOKEN_NAME};
+use crate::access::{self, ADMIN_TOKEN_NAME};
+use crate::api_types as t;
 use crate::store::TokenRow;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -13,8 +14,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
 
 /// The token routes.
 pub fn router() -> Router<AppState> {
@@ -23,32 +22,33 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/tokens/{name}", delete(revoke_token))
 }
 
-/// The body of `POST /api/v1/tokens`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewToken {
-    name: String,
-    scope: Scope,
-}
-
 /// A token as the API lists it: never its secret.
-fn view(t: &TokenRow) -> Value {
-    json!({
-        "name": t.name,
-        "scope": t.scope,
-        "created_at_ms": t.created_at_ms,
-        "created_by": t.created_by,
-        "last_used_at_ms": t.last_used_at_ms,
-    })
+fn view(r: &TokenRow) -> t::Token {
+    t::Token {
+        name: r.name.clone(),
+        scope: r.scope,
+        created_at_ms: r.created_at_ms,
+        created_by: r.created_by.clone(),
+        last_used_at_ms: r.last_used_at_ms,
+    }
 }
 
-async fn create_token(
+/// Create a scoped API token. Its secret is in this answer and nowhere else. Needs
+/// scope `admin`.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", operation_id = "createToken",
+    request_body = t::NewToken,
+    responses(
+        (status = 201, description = "Created: the token with its secret.", body = t::CreatedToken),
+        (status = 409, description = "`conflict`: a token of that name exists.", body = t::ErrorResponse),
+        (status = 422, description = "`invalid_token`: the name breaks the naming rule.", body = t::ErrorResponse),
+    ))]
+pub(super) async fn create_token(
     allowed: Allowed<needs::Admin>,
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let new: NewToken =
+    let new: t::NewToken =
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     if let Some(why) = access::name_problem(&new.name) {
         return Err(ApiError::InvalidToken(why));
@@ -68,24 +68,38 @@ async fn create_token(
             row.name
         )));
     }
-    let mut body = view(&row);
-    body["token"] = json!(secret);
+    let body = t::CreatedToken {
+        token: view(&row),
+        secret,
+    };
     // The one answer that carries a secret: no cache may keep it.
     let no_store = [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
     Ok((StatusCode::CREATED, no_store, Json(body)).into_response())
 }
 
-async fn list_tokens(
+/// Every API token (never their secrets). Needs scope `admin`.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", operation_id = "listTokens",
+    responses((status = 200, description = "The tokens.", body = t::TokenList)))]
+pub(super) async fn list_tokens(
     _: Allowed<needs::Admin>,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<t::TokenList>, ApiError> {
     let tokens = state.store.list_tokens().await?;
-    Ok(Json(
-        json!({"tokens": tokens.iter().map(view).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(t::TokenList {
+        tokens: tokens.iter().map(view).collect(),
+    }))
 }
 
-async fn revoke_token(
+/// Revoke a token: it stops working at once, and streams opened with it close. Needs
+/// scope `admin`.
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "tokens", operation_id = "revokeToken",
+    params(("name" = String, Path, description = "Token name.")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 404, description = "`not_found`: no such token.", body = t::ErrorResponse),
+        (status = 409, description = "`conflict`: the admin token cannot be revoked here.", body = t::ErrorResponse),
+    ))]
+pub(super) async fn revoke_token(
     allowed: Allowed<needs::Admin>,
     State(state): State<AppState>,
     Path(name): Path<String>,

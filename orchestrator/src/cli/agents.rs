@@ -9,7 +9,9 @@ use super::client::{encode, Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Cell, Printer, Table};
 use super::submit::read_input;
-use super::wire::{self, Agent, ErrorBody, Price};
+use super::wire;
+use crate::api_types::{Agent, Price};
+use crate::api_types::{ErrorBody, ErrorCode};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -138,7 +140,7 @@ fn agents_table(agents: &[Agent]) -> String {
             Cell::plain(&a.model),
             Cell::plain(a.max_concurrency.map_or("-".into(), |c| c.to_string())),
             Cell::plain(a.price.map_or("-".into(), |p| price(&p))),
-            Cell::plain(output::ago(a.updated_at_ms)),
+            Cell::plain(output::ago(Some(a.updated_at_ms))),
         ]);
     }
     table.render()
@@ -194,13 +196,13 @@ fn render_agent(a: &Agent) -> String {
                 )
             })),
         ),
-        ("created", output::timestamp(a.created_at_ms)),
+        ("created", output::timestamp(Some(a.created_at_ms))),
         (
             "updated",
             format!(
                 "{} ({})",
-                output::timestamp(a.updated_at_ms),
-                output::ago(a.updated_at_ms)
+                output::timestamp(Some(a.updated_at_ms)),
+                output::ago(Some(a.updated_at_ms))
             ),
         ),
     ];
@@ -257,10 +259,12 @@ fn check_is_object(path: &str, bytes: &[u8]) -> Result<(), CliError> {
     Err(CliError::InvalidAgent {
         path: path.to_owned(),
         error: ErrorBody {
-            code: "invalid_json".into(),
+            code: ErrorCode::InvalidJson,
             message: r#"an agent is a JSON object such as {"provider": "openai", "model": "gpt-4o-mini"}"#
                 .into(),
             details: Vec::new(),
+            required_scope: None,
+            run_id: None,
         },
     })
 }
@@ -273,9 +277,11 @@ fn blame(e: CliError, path: &str) -> CliError {
         CliError::BadRequest(message) => CliError::InvalidAgent {
             path,
             error: ErrorBody {
-                code: "bad_request".into(),
+                code: ErrorCode::BadRequest,
                 message,
                 details: Vec::new(),
+                required_scope: None,
+                run_id: None,
             },
         },
         other => other,
@@ -311,9 +317,11 @@ mod tests {
             agent(json!({
                 "name": "researcher", "provider": "openai", "model": "gpt-4o-mini",
                 "max_concurrency": 8, "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
-                "system_prompt": "You dig.", "created_at_ms": 1, "updated_at_ms": null,
+                "system_prompt": "You dig.", "created_at_ms": 1, "updated_at_ms": output::now_ms() - 7_200_000,
             })),
-            agent(json!({"name": "w", "provider": "mock", "model": "echo"})),
+            agent(
+                json!({"name": "w", "provider": "mock", "model": "echo", "created_at_ms": 1, "updated_at_ms": output::now_ms() - 3 * 86_400_000}),
+            ),
         ]
     }
 
@@ -324,8 +332,8 @@ mod tests {
             text,
             "\
 NAME        PROVIDER  MODEL        MAX CONC  PRICE/MTOK IN/OUT  UPDATED
-researcher  openai    gpt-4o-mini  8         $0.15/$0.60        -
-w           mock      echo         -         -                  -
+researcher  openai    gpt-4o-mini  8         $0.15/$0.60        2h ago
+w           mock      echo         -         -                  3d ago
 "
         );
     }
@@ -356,7 +364,7 @@ w           mock      echo         -         -                  -
     fn a_rejected_agent_names_the_file_and_lists_the_servers_problems() {
         let body = json!({"code": "invalid_agent", "message": "agent \"x\" has 2 problems", "details": [
             {"code": "invalid_agent", "message": "temperature outside 0..2"},
-            "max_concurrency 0",
+            {"code": "invalid_agent", "message": "max_concurrency 0"},
         ]});
         let error: ErrorBody = serde_json::from_value(body).unwrap();
         let e = blame(
@@ -375,7 +383,7 @@ w           mock      echo         -         -                  -
             e.detail_lines(),
             [
                 "  - [invalid_agent] temperature outside 0..2",
-                "  - [invalid] max_concurrency 0"
+                "  - [invalid_agent] max_concurrency 0"
             ]
         );
         let e = blame(CliError::BadRequest("unknown field `colour`".into()), "-");

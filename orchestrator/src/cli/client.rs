@@ -2,7 +2,7 @@
 //! transport failures and error answers become [`CliError`]s.
 
 use super::error::CliError;
-use super::wire::ErrorBody;
+use crate::api_types::ErrorBody;
 use serde_json::Value;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite;

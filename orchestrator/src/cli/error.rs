@@ -1,7 +1,7 @@
 //! What can go wrong in a client command, and the one mapping from each failure to the
 //! line a person reads and the exit code a script reads (docs/CLI.md).
 
-use super::wire::ErrorBody;
+use crate::api_types::ErrorBody;
 use std::process::ExitCode;
 
 /// How `apex` exits. The numbers are part of the CLI's contract: scripts branch on them.

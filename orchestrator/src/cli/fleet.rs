@@ -4,7 +4,8 @@
 use super::client::{Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Cell, Printer, Table};
-use super::wire::{self, Queue, Worker};
+use super::wire;
+use crate::api_types::{Queue, Worker};
 
 /// Arguments of `apex workers` and `apex queues`.
 #[derive(Debug, clap::Args)]
@@ -44,11 +45,11 @@ pub async fn workers(args: &FleetArgs, out: &mut Printer) -> Result<Exit, CliErr
         table.row(vec![
             Cell::plain(&w.id),
             Cell::plain(&w.host),
-            Cell::plain(w.pid.map_or("-".into(), |p| p.to_string())),
+            Cell::plain(w.pid.to_string()),
             Cell::plain(w.queues.join(",")),
             Cell::state(&w.state),
             Cell::plain(format!("{}/{}", w.in_flight, w.concurrency)),
-            Cell::plain(output::ago(w.last_heartbeat_ms)),
+            Cell::plain(output::ago(Some(w.last_heartbeat_ms))),
             Cell::plain(&w.version),
         ]);
     }
@@ -77,7 +78,7 @@ pub async fn queues(args: &FleetArgs, out: &mut Printer) -> Result<Exit, CliErro
             Cell::plain(q.depth.to_string()),
             Cell::plain(q.running.to_string()),
             Cell::plain(q.workers_active.to_string()),
-            Cell::plain(q.workers_desired.map_or("-".into(), |d| d.to_string())),
+            Cell::plain(q.workers_desired.to_string()),
         ]);
     }
     out.block(&table.render())?;

@@ -28,6 +28,7 @@ mod follow;
 pub mod hooks;
 pub mod output;
 pub mod run_delete;
+mod run_layout;
 pub mod runs;
 pub mod schedules;
 pub mod submit;

@@ -10,10 +10,11 @@ use super::client::{Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Printer};
 use super::watch::{self, WatchOptions};
-use super::wire::{self, ErrorBody, ErrorDetail, RunSummary};
+use super::wire::{self, RunSummary};
 use crate::api::error::ApiError;
+use crate::api_types::{ErrorBody, ErrorCode};
 use crate::dag::{self, Limits, RunSpec};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -131,31 +132,23 @@ fn describe_io(e: &std::io::Error) -> String {
 /// The error body the server answers for a body that does not parse as a spec.
 fn invalid_json_body(e: &serde_json::Error) -> ErrorBody {
     ErrorBody {
-        code: "invalid_json".into(),
+        code: ErrorCode::InvalidJson,
         message: ApiError::InvalidJson(e.to_string()).to_string(),
         details: Vec::new(),
+        required_scope: None,
+        run_id: None,
     }
 }
 
 /// The error body the server answers for a spec that breaks the DAG's rules.
 fn invalid_dag_body(errors: dag::ValidationErrors) -> ErrorBody {
     let message = ApiError::InvalidDag(errors.clone()).to_string();
-    let details = errors
-        .0
-        .iter()
-        .map(|p| {
-            let v = serde_json::to_value(p).unwrap_or(Value::Null);
-            serde_json::from_value(v).unwrap_or_else(|_| ErrorDetail {
-                code: "invalid".into(),
-                message: p.message.clone(),
-                tasks: p.tasks.clone(),
-            })
-        })
-        .collect();
     ErrorBody {
-        code: "invalid_dag".into(),
+        code: ErrorCode::InvalidDag,
         message,
-        details,
+        details: errors.0,
+        required_scope: None,
+        run_id: None,
     }
 }
 

@@ -7,8 +7,9 @@
 use super::client::{encode, Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Cell, Printer, Table};
-use super::wire::{self, Token};
+use super::wire;
 use crate::access::Scope;
+use crate::api_types::Token;
 use serde_json::json;
 
 /// `apex tokens …`.
@@ -139,9 +140,9 @@ fn tokens_table(tokens: &[Token]) -> String {
     for t in tokens {
         table.row(vec![
             Cell::plain(&t.name),
-            Cell::plain(&t.scope),
+            Cell::plain(t.scope.as_str()),
             Cell::plain(&t.created_by),
-            Cell::plain(output::ago(t.created_at_ms)),
+            Cell::plain(output::ago(Some(t.created_at_ms))),
             Cell::plain(
                 t.last_used_at_ms
                     .map_or("never".into(), |at| output::ago(Some(at))),
@@ -170,9 +171,9 @@ mod tests {
     fn the_table_says_never_for_unused_tokens() {
         let t = |name: &str, last| Token {
             name: name.into(),
-            scope: "read".into(),
+            scope: Scope::Read,
             created_by: "admin".into(),
-            created_at_ms: Some(output::now_ms() - 3_600_000),
+            created_at_ms: output::now_ms() - 3_600_000,
             last_used_at_ms: last,
         };
         let table = tokens_table(&[t("ci", None), t("deploy", Some(output::now_ms()))]);

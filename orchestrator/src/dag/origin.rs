@@ -28,7 +28,7 @@ pub struct RunOrigin {
 }
 
 /// A template and the version a run was made from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TemplateRef {
     pub name: String,
     pub version: u32,

@@ -3,17 +3,22 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 pub use worker_protocol::{AgentConfig, Price};
 
 /// A run as submitted: a name, a default queue and its tasks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunSpec {
     #[serde(default = "default_name")]
+    #[schema(min_length = 1, max_length = 256, default = "run")]
     pub name: String,
     /// Queue for tasks that name none.
     #[serde(default = "default_queue")]
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$", default = "default")]
     pub queue: String,
+    /// At most 100,000 by default (`--max-tasks`).
+    #[schema(min_items = 1)]
     pub tasks: Vec<TaskSpec>,
     /// Agents defined for this run, by name; they win over registered agents.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -23,6 +28,7 @@ pub struct RunSpec {
     pub budget: Option<Budget>,
     /// Most of this run's tasks queued or running at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub max_parallel: Option<u32>,
     /// Limits per concurrency key (a task's `concurrency_key`), counted across every
     /// run that uses the key.
@@ -35,17 +41,21 @@ pub struct RunSpec {
 
 /// What a concurrency key allows: attempts in flight at once, requests and tokens per
 /// minute. Unset parts do not limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyLimit {
+    /// Attempts in flight (queued or running) at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub max_concurrency: Option<u32>,
     /// Attempts dispatched per rolling minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub rpm: Option<u32>,
     /// Tokens (input + output) per rolling minute: estimated at dispatch, then corrected
     /// by what the attempt reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub tpm: Option<u64>,
 }
 
@@ -87,7 +97,7 @@ impl RunSpec {
 
 /// An agent as written in a DAG or registered over REST: an [`AgentConfig`] without its
 /// name, which is the key it is filed under.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
     /// The name of a provider the operator declared (`--providers-file`).
@@ -96,17 +106,25 @@ pub struct AgentSpec {
     /// Refused when present: endpoints belong to the operator. Accepted by the parser
     /// only so the refusal is a 422 that says why, not a generic unknown field.
     #[serde(default, skip_serializing)]
+    #[schema(ignore)]
     pub base_url: Option<serde_json::Value>,
     /// Refused when present, like `base_url`: keys belong to the operator.
     #[serde(default, skip_serializing)]
+    #[schema(ignore)]
     pub api_key_env: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_prompt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
+    /// Most tokens one answer may have; also what a budget reserves for each attempt's
+    /// output (1024 when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub max_output_tokens: Option<u32>,
+    /// Attempts of tasks using this agent in flight at once, across every run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub max_concurrency: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<Price>,
@@ -129,20 +147,26 @@ impl AgentSpec {
 }
 
 /// A spending limit: tokens (input + output) and US dollars.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub max_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub max_cost_usd: Option<f64>,
 }
 
 /// One task of a submitted run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
+    /// Unique within the run.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub id: String,
+    /// Name of the handler a worker runs.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub handler: String,
     #[serde(default)]
     pub input: Value,
@@ -150,18 +174,24 @@ pub struct TaskSpec {
     pub depends_on: Vec<String>,
     /// Defaults to the run's queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub queue: Option<String>,
     /// Further attempts after a failed one.
     #[serde(default)]
+    #[schema(maximum = 100)]
     pub retries: u32,
-    /// Base of the exponential backoff between attempts.
+    /// Base of the exponential backoff between attempts; 1.0 when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400)]
     pub retry_backoff_s: Option<f64>,
+    /// Fails an attempt that runs longer than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0)]
     pub timeout_s: Option<f64>,
     /// Fails a running attempt that reports no progress (started, progress, log) for
     /// this long: a hung call, told apart from a slow one that is still talking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0)]
     pub idle_timeout_s: Option<f64>,
     #[serde(default)]
     pub priority: i32,
@@ -169,12 +199,14 @@ pub struct TaskSpec {
     pub trigger: Trigger,
     /// The agent that runs this task (handler `agent`), by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub agent: Option<String>,
     /// Tokens and money this task's attempts may spend together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
     /// Tasks sharing a key share its limit in `concurrency_limits` (e.g. `provider:openai`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub concurrency_key: Option<String>,
     /// Set by the orchestrator on tasks a handler spawned: the task that spawned it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,7 +214,7 @@ pub struct TaskSpec {
 }
 
 /// When a task whose dependencies are all finished may run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// Only if every dependency succeeded; otherwise the task is skipped.

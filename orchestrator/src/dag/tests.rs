@@ -320,3 +320,24 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn token_counts_beyond_what_the_store_holds_are_refused() {
+    let big = u64::try_from(i64::MAX).unwrap() + 1;
+    let p = only(json!({
+        "tasks": [{"id": "a", "handler": "h"}],
+        "concurrency_limits": {"k": {"tpm": big}},
+    }));
+    assert_eq!(p.code, ProblemCode::InvalidLimit, "{}", p.message);
+    let p = only(json!({
+        "tasks": [{"id": "a", "handler": "h"}],
+        "budget": {"max_tokens": big},
+    }));
+    assert_eq!(p.code, ProblemCode::InvalidBudget, "{}", p.message);
+    let fits = i64::MAX;
+    let at_the_limit = spec(json!({
+        "tasks": [{"id": "a", "handler": "h", "budget": {"max_tokens": fits}}],
+        "concurrency_limits": {"k": {"tpm": fits}},
+    }));
+    assert!(validate(at_the_limit, &Limits::default()).is_ok());
+}

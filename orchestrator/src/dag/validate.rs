@@ -6,13 +6,13 @@ use super::limits::Limits;
 use super::spec::RunSpec;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 
 /// The kind of a validation problem; stable, machine-readable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProblemCode {
     EmptyRun,
@@ -50,13 +50,24 @@ pub enum ProblemCode {
     InvalidParam,
 }
 
+impl fmt::Display for ProblemCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The serde name (`unknown_agent`) is the one the API and the CLI show.
+        match serde_json::to_value(self) {
+            Ok(Value::String(s)) => f.write_str(&s),
+            _ => write!(f, "{self:?}"),
+        }
+    }
+}
+
 /// One thing wrong with a submission.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     pub code: ProblemCode,
     pub message: String,
-    /// The task ids involved, in a useful order (for a cycle: around the cycle).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// The task ids involved, in a useful order (for a cycle: around the cycle). Left
+    /// out when no task is involved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<String>,
 }
 
@@ -182,6 +193,14 @@ fn check_budget(
         problems.push(problem(
             ProblemCode::InvalidBudget,
             format!("{whose} has a max_cost_usd that is not a non-negative number"),
+            tasks.clone(),
+        ));
+    }
+    // Stored as a signed 64-bit integer; the document says so too.
+    if budget.max_tokens.is_some_and(|t| i64::try_from(t).is_err()) {
+        problems.push(problem(
+            ProblemCode::InvalidBudget,
+            format!("{whose} has a max_tokens above {}", i64::MAX),
             tasks,
         ));
     }
@@ -257,6 +276,13 @@ fn check_agents(spec: &RunSpec, limits: &Limits, problems: &mut Vec<Problem>) {
             ("rpm", limit.rpm == Some(0)),
             ("tpm", limit.tpm == Some(0)),
         ];
+        if limit.tpm.is_some_and(|t| i64::try_from(t).is_err()) {
+            problems.push(problem(
+                ProblemCode::InvalidLimit,
+                format!("concurrency key {key:?} sets a tpm above {}", i64::MAX),
+                vec![],
+            ));
+        }
         for (what, is_zero) in zero {
             if is_zero {
                 problems.push(problem(

@@ -1,7 +1,10 @@
 """The OpenAPI document the orchestrator serves is valid and describes every route.
 
-The routes are read from the axum routers in `orchestrator/src/api/*.rs`, so a route
-added there without documenting it in `orchestrator/openapi.json` fails here.
+The document is generated from the handlers' `#[utoipa::path]` annotations and the
+types of `orchestrator/src/api_types/` (`apex openapi`); `orchestrator/openapi.json` is
+its checked-in copy, kept current by a Rust test. The routes are read from the axum
+routers in `orchestrator/src/api/*.rs`, so a route added there without annotating its
+handler and listing it in `api/openapi.rs` fails here.
 """
 
 from __future__ import annotations
@@ -116,7 +119,8 @@ def test_the_route_parser_finds_the_known_routes() -> None:
 def test_every_registered_route_is_documented(doc: dict[str, Any]) -> None:
     missing = registered_routes() - documented_routes(doc)
     assert not missing, (
-        f"routes missing from orchestrator/openapi.json: {sorted(missing)}"
+        f"routes missing from the document (annotate the handler with "
+        f"#[utoipa::path] and list it in api/openapi.rs): {sorted(missing)}"
     )
 
 
@@ -149,12 +153,8 @@ def test_operations_are_complete(doc: dict[str, Any]) -> None:
                     p.get("name") or p["$ref"].rsplit("/", 1)[-1]
                     for p in op["parameters"]
                 ]
-                resolved = [
-                    doc["components"]["parameters"][p]["name"]
-                    if p in doc["components"]["parameters"]
-                    else p
-                    for p in params
-                ]
+                shared = doc["components"].get("parameters", {})
+                resolved = [shared[p]["name"] if p in shared else p for p in params]
                 assert name in resolved, f"{where}: path parameter {name} undocumented"
     assert doc["security"] == [{"bearerAuth": []}]
 
@@ -170,6 +170,8 @@ def test_error_responses_use_the_error_schema(doc: dict[str, Any]) -> None:
     for path, item in doc["paths"].items():
         if not path.startswith("/api/"):
             continue  # `/readyz` answers 503 with its own probe body.
+        if path == "/api/v1/health":
+            continue  # Degraded, it answers 503 with its own probe body too.
         for method, op in item.items():
             for status, response in op["responses"].items():
                 if int(status) < 400:
@@ -184,22 +186,25 @@ def test_error_responses_use_the_error_schema(doc: dict[str, Any]) -> None:
                 ), f"{method.upper()} {path} {status}"
 
 
+def _snake_variants(source: str, enum: str) -> set[str]:
+    body = re.search(rf"pub enum {enum} \{{(.*?)\n\}}", source, re.DOTALL)
+    assert body is not None, enum
+    variants = re.findall(r"^\s*([A-Z]\w*),", body.group(1), re.MULTILINE)
+    return {re.sub(r"(?<!^)([A-Z])", r"_\1", v).lower() for v in variants}
+
+
 def test_error_codes_match_the_server(doc: dict[str, Any]) -> None:
-    source = (API_SRC / "error.rs").read_text()
-    codes = set(re.findall(r"StatusCode::\w+,\s*\"(\w+)\"\)", source))
-    assert codes, "no error codes parsed from error.rs"
+    codes = _snake_variants((API_SRC / "error.rs").read_text(), "ErrorCode")
+    assert len(codes) >= 15, "error codes parsed from error.rs"
     assert set(doc["components"]["schemas"]["ErrorCode"]["enum"]) == codes
 
 
 def test_problem_codes_match_the_server(doc: dict[str, Any]) -> None:
     source = (REPO / "orchestrator" / "src" / "dag" / "validate.rs").read_text()
-    body = re.search(r"pub enum ProblemCode \{(.*?)\}", source, re.DOTALL)
-    assert body is not None
-    variants = re.findall(r"^\s*([A-Z]\w*),", body.group(1), re.MULTILINE)
-    codes = {re.sub(r"(?<!^)([A-Z])", r"_\1", v).lower() for v in variants}
-    documented = set(
-        doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
-    )
+    codes = _snake_variants(source, "ProblemCode")
+    code = doc["components"]["schemas"]["Problem"]["properties"]["code"]
+    assert code == {"$ref": "#/components/schemas/ProblemCode"}
+    documented = set(doc["components"]["schemas"]["ProblemCode"]["enum"])
     assert documented <= codes, (
         f"documented codes the server lacks: {documented - codes}"
     )
@@ -237,23 +242,20 @@ def _schema_validator(
 
 
 def test_schema_examples_match_their_schemas(doc: dict[str, Any]) -> None:
-    checked = 0
+    # Examples live in docs/API.md; any the document carries must still be valid.
     for name, schema in doc["components"]["schemas"].items():
         if "example" in schema:
             _schema_validator(doc, name).validate(schema["example"])
-            checked += 1
-    assert checked >= 10
 
 
 def test_request_examples_match_their_schemas(doc: dict[str, Any]) -> None:
-    for path, item in doc["paths"].items():
-        for method, op in item.items():
+    for item in doc["paths"].values():
+        for op in item.values():
             media = op.get("requestBody", {}).get("content", {}).get("application/json")
             if media is None:
                 continue
             examples = [media["example"]] if "example" in media else []
             examples += [e["value"] for e in media.get("examples", {}).values()]
-            assert examples, f"{method.upper()} {path}: no request example"
             validator = jsonschema.Draft202012Validator(
                 {**media["schema"], "components": doc["components"]}
             )

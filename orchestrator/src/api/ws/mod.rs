@@ -193,7 +193,31 @@ impl Params {
     }
 }
 
-async fn subscribe(
+/// Live events over a WebSocket.
+///
+/// A WebSocket (`Connection: Upgrade`, `Upgrade: websocket`); answers `101 Switching
+/// Protocols`, then sends text frames, each one JSON object of schema `WsFrame`:
+/// `snapshot` first (with `run`: the run and its event sequence; without: the newest
+/// runs, the workers, the queues and the bus sequence), then `events` (one or more, in
+/// order; bursts coalesced), and `resync` when the client fell behind or asked for a
+/// `since` the server cannot serve. Browsers cannot set headers on a WebSocket, so the
+/// token may be given as `?token=TOKEN`. At most `--max-websockets` connections are open
+/// at once; over that the upgrade is refused with `503 unavailable`. Needs scope `read`.
+#[utoipa::path(get, path = "/api/v1/ws", tag = "live", operation_id = "subscribe",
+    params(
+        ("run" = Option<String>, Query, description = "Follow one run (its stored events); without it, follow the fleet."),
+        ("since" = Option<u64>, Query, description = "Resume after this sequence number (the run's with `run`, else the bus's)."),
+        ("detail" = Option<String>, Query, description = "With `run`: `tasks` (every task event, the default) or `summary` (counts, run state, failures)."),
+        ("tasks" = Option<String>, Query, description = "With `run`: task ids separated by commas, followed in detail (at most 1,000)."),
+        ("token" = Option<String>, Query, description = "The API token, for clients that cannot send `Authorization`."),
+    ),
+    security(("bearerAuth" = []), ("tokenQuery" = [])),
+    responses(
+        (status = 101, description = "Switching Protocols: the connection is a WebSocket that carries `WsFrame` text frames.", body = crate::api_types::WsFrame),
+        (status = 404, description = "`not_found`: no such run.", body = crate::api_types::ErrorResponse),
+        (status = 426, description = "Not a WebSocket upgrade request."),
+    ))]
+pub(super) async fn subscribe(
     allowed: Allowed<needs::Read>,
     State(state): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,

@@ -1,0 +1,27 @@
+//! The HTTP API's request and response bodies, typed once. The server renders them
+//! (`views.rs`, `api/`), the CLI and `apex-loadgen` read them, and the OpenAPI document
+//! (`api/openapi.rs`) is generated from them, so the shapes cannot drift apart.
+
+mod catalog;
+mod error;
+mod fleet;
+mod live;
+mod runs;
+mod states;
+
+pub use crate::access::Scope;
+pub use crate::dag::{
+    AgentSpec, Budget, KeyLimit, Problem, ProblemCode, RunSpec, TaskSpec, Trigger,
+};
+pub use crate::state_machine::{RunState, TaskState};
+pub use catalog::{
+    Agent, AgentList, AuditEntry, AuditList, CreatedToken, NewToken, Token, TokenList,
+};
+pub use error::{ErrorBody, ErrorCode, ErrorResponse};
+pub use fleet::{Health, Probe, Queue, QueueList, Readiness, Worker, WorkerCounts, WorkerList};
+pub use live::{LiveEvent, WsFrame, WsSnapshot};
+pub use runs::{
+    Attempt, Event, EventList, LogLine, Run, RunList, RunSummary, Task, TaskCounts, TaskDetail,
+    TaskError, TaskPage, Validation,
+};
+pub use worker_protocol::{Price, Usage};

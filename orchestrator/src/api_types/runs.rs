@@ -1,0 +1,232 @@
+//! Runs, tasks and events (`/api/v1/runs…`, `/api/v1/validate`).
+
+use super::{AgentSpec, Budget, KeyLimit, RunState, TaskState, Trigger, Usage};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// Tasks per state; every state is present.
+pub type TaskCounts = BTreeMap<String, u32>;
+
+/// A run without its tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunSummary {
+    pub id: String,
+    pub name: String,
+    /// The run's default queue.
+    pub queue: String,
+    pub state: RunState,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Milliseconds since the Unix epoch; null while running.
+    pub finished_at_ms: Option<i64>,
+    pub task_count: u32,
+    /// Tasks per state (every state is present).
+    #[schema(value_type = BTreeMap<String, u32>)]
+    pub counts: TaskCounts,
+    /// Why a failed run failed: the tasks that failed, or, when its budget ran out,
+    /// `budget exceeded: the run's …`.
+    pub error: Option<String>,
+    /// Sequence number of the run's last stored event.
+    pub last_seq: u64,
+    /// What the run's tasks reported using so far.
+    pub usage: Usage,
+    /// The run's budget as submitted; null without one.
+    pub budget: Option<Budget>,
+    /// As submitted; null without one.
+    #[schema(minimum = 1)]
+    pub max_parallel: Option<u32>,
+    /// The token that submitted it; null for runs stored before tokens had names.
+    pub created_by: Option<String>,
+    /// The template (and its version) the run was made from; null otherwise.
+    pub template: Option<crate::dag::origin::TemplateRef>,
+    /// The schedule that started the run; null otherwise.
+    pub schedule: Option<String>,
+    /// The schedule tick (ms since the Unix epoch) the run is for; null otherwise.
+    pub schedule_tick_ms: Option<i64>,
+    /// The webhook that started the run; null otherwise.
+    pub hook: Option<String>,
+    /// Seconds after finishing when the run is deleted; null: the server's retention.
+    pub ttl_s: Option<u64>,
+}
+
+/// A run as `GET /api/v1/runs/{id}` answers it: its summary, its own history and, unless
+/// `?tasks=false`, its agents, limits and tasks (at most `--max-inline-tasks` of them;
+/// `tasks_next_after` then continues with `GET /api/v1/runs/{id}/tasks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    /// The run's own transitions with who caused them: created, cancelled, retried.
+    pub history: Vec<Event>,
+    /// The agents the run was submitted with (registered ones resolved). Absent with
+    /// `?tasks=false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<BTreeMap<String, AgentSpec>>,
+    /// The run's concurrency limits as submitted. Absent with `?tasks=false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_limits: Option<BTreeMap<String, KeyLimit>>,
+    /// The run's tasks in id order. Absent with `?tasks=false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<Task>>,
+    /// Present when `tasks` is not all of them: the `after` cursor of the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_next_after: Option<String>,
+}
+
+/// A page of runs, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<RunSummary>,
+    /// The `before` of the next page; null on the last.
+    pub next: Option<String>,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskError {
+    /// `exception`, `timeout`, `cancelled`, `worker_lost`, `unknown_handler`,
+    /// `upstream_failed`, `budget_exceeded` (a task or run budget cannot cover the task;
+    /// it never ran), `invalid_children` (the handler spawned invalid tasks; not
+    /// retried), …
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+}
+
+/// A task: its spec (defaults filled in) and its current state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Task {
+    pub id: String,
+    pub handler: String,
+    /// The task's queue, or the run's when it names none.
+    pub queue: String,
+    /// Any JSON value.
+    pub input: Value,
+    pub depends_on: Vec<String>,
+    pub trigger: Trigger,
+    pub retries: u32,
+    pub retry_backoff_s: Option<f64>,
+    pub timeout_s: Option<f64>,
+    pub idle_timeout_s: Option<f64>,
+    pub priority: i32,
+    /// The agent that runs it, by name (see the run's `agents`).
+    pub agent: Option<String>,
+    /// On a task a handler spawned: the id of the task that spawned it.
+    pub parent: Option<String>,
+    pub concurrency_key: Option<String>,
+    /// The task's budget as submitted; null without one.
+    pub budget: Option<Budget>,
+    /// What its attempts reported using.
+    pub usage: Usage,
+    pub state: TaskState,
+    /// The current or last attempt, from 1; 0 before the first.
+    pub attempt: u32,
+    /// What the handler returned, once it succeeded.
+    pub output: Option<Value>,
+    pub error: Option<TaskError>,
+    pub worker_id: Option<String>,
+    pub queued_at_ms: Option<i64>,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    /// The last progress a running attempt reported, 0..1; null otherwise.
+    pub progress: Option<f64>,
+    /// The message of that progress report.
+    pub progress_message: Option<String>,
+}
+
+/// A task with what explains it: its upstream outputs, attempts and log lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: Task,
+    pub run_id: String,
+    /// The output of each dependency, by task id (null when it has none).
+    pub upstream: BTreeMap<String, Value>,
+    pub attempts: Vec<Attempt>,
+    pub logs: Vec<LogLine>,
+    /// The task's other events (state changes), oldest first.
+    pub events: Vec<Event>,
+}
+
+/// One attempt of a task, rebuilt from its events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub worker_id: Option<String>,
+    pub queued_at_ms: Option<i64>,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    /// `succeeded`, `failed` or `cancelled`; null while in flight.
+    pub outcome: Option<String>,
+    pub error: Option<TaskError>,
+}
+
+/// A log line a handler wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    pub at_ms: i64,
+    pub attempt: u32,
+    pub level: Option<String>,
+    pub message: Option<String>,
+}
+
+/// A stored event with its per-run sequence number. `kind` is `task` (a task changed
+/// state; `task_id` and `state` set), `run` (the run changed state; `task_id` null,
+/// `state` is the run's) or `log` (`level` and `message` set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    #[schema(minimum = 1)]
+    pub seq: u64,
+    pub run_id: String,
+    pub task_id: Option<String>,
+    /// `task`, `run` or `log`.
+    pub kind: String,
+    /// A TaskState for `task` events, a RunState for `run` events, null for `log`.
+    pub state: Option<String>,
+    pub attempt: u32,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub worker_id: Option<String>,
+    /// The failure a `task` event records; null otherwise.
+    pub error: Option<TaskError>,
+    /// `log` events only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// `log` events only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Present on events an API request caused (submit, cancel, retry): the token that
+    /// made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Live (WebSocket) events only: when the server committed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_at_ms: Option<i64>,
+}
+
+/// A run's events in sequence order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<Event>,
+}
+
+/// A page of a run's tasks in id order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    /// The `after` of the next page; null on the last.
+    pub next_after: Option<String>,
+}
+
+/// The answer of `POST /api/v1/validate` for a DAG that would be accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Validation {
+    pub valid: bool,
+    /// Tasks in the DAG.
+    pub tasks: u32,
+}
