@@ -34,7 +34,7 @@ cleanup() {
 trap cleanup EXIT
 APEX_LOG=warn target/release/apex serve --no-auth --bind "127.0.0.1:$port" \
   --database-url "postgres://postgres@127.0.0.1:5432/$db" --redis-prefix "$prefix" \
-  --max-tasks 1000000 &
+  --max-tasks 1000000 --request-timeout-s 600 &
 pids+=($!)
 server_pid=$!
 for _ in $(seq "$workers"); do
