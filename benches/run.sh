@@ -2,9 +2,14 @@
 # Runs the end-to-end benchmarks on this machine and prints one JSON line each:
 # the bare Redis Streams baseline, then W1 and W2 against a fresh Apex (release build,
 # Postgres, two worker processes at concurrency 200), then WebSocket event latency at
-# 1 and 50 clients under W1. Medians of --repeat runs (default 3). With LIVE=1, also the
-# live-view table: W1 watched by 1 and 50 task-detail and 500 summary clients, with the
-# orchestrator's CPU, against the 1-watcher row (issue #15).
+# 1 and 50 clients under W1, W3 (one-task round trips, followed and polled, with where
+# the time went), the API's GET latency at a fixed 1,000 requests/s idle and during W1,
+# and W4 (2,000 half-second sleeps on 1,000 slots of two more workers on their own
+# queue), then scale: 100,000 noops in flight at once (orchestrator RSS), and a
+# 1,000,000-task DAG in 10 layers accepted, validated and run to the end (SCALE=0 skips
+# the million). With LIVE=1, also the live-view table: W1 watched by 1 and 50
+# task-detail and 500 summary clients, with the orchestrator's CPU, against the
+# 1-watcher row (issue #15). Medians of --repeat runs (default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -21,9 +26,15 @@ build_apex release apex apex-loadgen
 port=$(free_port)
 stack_up bench
 spawn env APEX_LOG=warn "$bin_dir/apex" serve --no-auth --bind "127.0.0.1:$port" \
-  --database-url "$database_url" --redis-prefix "$prefix"
+  --database-url "$database_url" --redis-prefix "$prefix" \
+  --max-tasks 1000000 --request-timeout-s 600
+server_pid=${pids[0]}
 for _ in $(seq "$workers"); do
   spawn .venv/bin/apex-worker --queue default --redis-prefix "$prefix" --concurrency "$concurrency" --log-level warning
+done
+# W4's slots: 1,000 on a queue of its own, so W1-W3 run on the usual two workers.
+for _ in 1 2; do
+  spawn .venv/bin/apex-worker --queue w4 --redis-prefix "$prefix" --concurrency 500 --log-level warning
 done
 wait_http "http://127.0.0.1:$port/readyz"
 sleep 1
@@ -33,6 +44,13 @@ lg --workload w1
 lg --workload w2
 lg --workload ws --clients 1
 lg --workload ws --clients 50
+lg --workload w3
+lg --workload api --rate 1000 --connections 16
+lg --workload w4 --queue w4 --slots 1000 --sleep 0.5
+lg --workload scale --repeat 1 --tasks 100000 --width 100000 --server-pid "$server_pid"
+if [ "${SCALE:-1}" != 0 ]; then
+  lg --workload scale --repeat 1 --tasks 1000000 --width 100000 --server-pid "$server_pid"
+fi
 if [[ "${LIVE:-0}" == 1 ]]; then
   lg --workload live --server-pid "${pids[0]}"
 fi

@@ -18,8 +18,10 @@ struct Args {
     /// The orchestrator's URL.
     #[arg(long, env = "APEX_SERVER", default_value = "http://127.0.0.1:8080")]
     server: String,
-    /// `w1`, `w2`, `ws` (W1 with WebSocket clients measuring event latency), or `live`
-    /// (W1 watched by each of `--live-rows`, against the first row).
+    /// `w1`, `w2`, `w3` (one-task round trips), `w4` (slot efficiency with `sleep`
+    /// tasks), `api` (GET latency at a fixed rate, idle and during W1), `ws` (W1 with
+    /// WebSocket clients measuring event latency), or `live` (W1 watched by each of
+    /// `--live-rows`, against the first row).
     #[arg(long, default_value = "w1")]
     workload: String,
     /// Runs of the workload; the median is reported.
@@ -34,9 +36,28 @@ struct Args {
     /// The `live` workload's rows: watchers and their detail (`tasks` or `summary`).
     #[arg(long, default_value = "1:tasks,50:tasks,500:summary")]
     live_rows: String,
-    /// The orchestrator's process id, for the `live` workload's CPU figures.
+    /// W3's round trips per repeat.
+    #[arg(long, default_value_t = 50)]
+    rounds: usize,
+    /// W4: slots serving its queue (workers × concurrency), its task count and sleep.
+    #[arg(long, default_value_t = 1_000)]
+    slots: usize,
+    #[arg(long, default_value_t = 0.5)]
+    sleep: f64,
+    /// `api`: requests per second of the fixed-rate GET load, and its connections.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u32,
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// `scale`: tasks per layer (the most in flight at once), and the orchestrator's
+    /// process id, whose resident memory (`scale`) or CPU time (`live`) is sampled.
+    #[arg(long, default_value_t = 100_000)]
+    width: usize,
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Queue of W4's tasks, served by workers with `--slots` slots in all.
+    #[arg(long, default_value = "default")]
+    queue: String,
     /// Free-form labels copied into the output (e.g. workers=2).
     #[arg(long)]
     label: Vec<String>,
@@ -185,6 +206,35 @@ impl Client {
         }
     }
 
+    /// Polls the run until it ends, with no pause between requests.
+    async fn poll(&self, id: &str) -> anyhow::Result<String> {
+        loop {
+            let run = self.run(id).await?;
+            let state = run["state"].as_str().unwrap_or_default();
+            if state != "running" {
+                return Ok(state.to_owned());
+            }
+        }
+    }
+
+    /// Polls the run's summary every `every` until it ends.
+    async fn poll_every(&self, id: &str, every: Duration) -> anyhow::Result<String> {
+        loop {
+            let run: Value = self
+                .http
+                .get(format!("{}/api/v1/runs/{id}?tasks=false", self.base))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let state = run["state"].as_str().unwrap_or_default();
+            if state != "running" {
+                return Ok(state.to_owned());
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     async fn run(&self, id: &str) -> anyhow::Result<Value> {
         Ok(self
             .http
@@ -207,6 +257,130 @@ async fn timed_run(c: &Client, spec: &Value) -> anyhow::Result<(f64, String)> {
         bail!("run {id} ended {state}");
     }
     Ok((n as f64 / secs, id))
+}
+
+/// One-task round trips: submit, then see the run finished by following it (`ws`) or
+/// by polling; the latencies in ms, and where each went by the server's timestamps.
+async fn round_trips(c: &Client, rounds: usize, follow: bool) -> anyhow::Result<RoundTrips> {
+    let spec = workloads::w3();
+    let mut out = RoundTrips::default();
+    for _ in 0..rounds {
+        let submitted_ms = now_ms();
+        let started = Instant::now();
+        let id = c.submit(&spec).await?;
+        let state = if follow {
+            c.follow(&id).await?.0
+        } else {
+            c.poll(&id).await?
+        };
+        out.total.push(started.elapsed().as_secs_f64() * 1e3);
+        let seen_ms = now_ms();
+        if state != "succeeded" {
+            bail!("run {id} ended {state}");
+        }
+        let run = c.run(&id).await?;
+        let t = &run["tasks"][0];
+        let at = |v: &Value| v.as_i64().unwrap_or(0);
+        let (queued, begun, done) = (
+            at(&t["queued_at_ms"]),
+            at(&t["started_at_ms"]),
+            at(&t["finished_at_ms"]),
+        );
+        out.submit_to_queued.push((queued - submitted_ms) as f64);
+        out.queued_to_started.push((begun - queued) as f64);
+        out.started_to_finished.push((done - begun) as f64);
+        out.finished_to_seen.push((seen_ms - done) as f64);
+    }
+    Ok(out)
+}
+
+/// Open-loop GETs of `url` at `rate` per second over `connections` connections until
+/// `stop` is set: each latency counts from when its request was due, so a stalled server
+/// is charged for the requests that queued behind it. Latencies in ms.
+async fn fixed_rate(
+    http: reqwest::Client,
+    url: String,
+    rate: u32,
+    connections: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<f64>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    let senders: Vec<_> = (0..connections)
+        .map(|_| {
+            let (http, url, rx) = (http.clone(), url.clone(), std::sync::Arc::clone(&rx));
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let Some(due) = rx.lock().await.recv().await else {
+                        return anyhow::Ok(lat);
+                    };
+                    let r = http.get(&url).send().await?;
+                    if !r.status().is_success() {
+                        bail!("GET {url} answered {}", r.status());
+                    }
+                    r.bytes().await?;
+                    lat.push(due.elapsed().as_secs_f64() * 1e3);
+                }
+            })
+        })
+        .collect();
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let start = Instant::now();
+    let mut sent = 0u32;
+    while !*stop.borrow() {
+        tick.tick().await;
+        let _ = tx.send(start + period * sent);
+        sent += 1;
+    }
+    drop(tx);
+    let mut all = Vec::new();
+    for s in senders {
+        all.extend(s.await??);
+    }
+    Ok(all)
+}
+
+/// Resident memory of process `pid` in MB, from /proc.
+fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// W3's latencies (ms), each round trip and its parts.
+#[derive(Default)]
+struct RoundTrips {
+    total: Vec<f64>,
+    submit_to_queued: Vec<f64>,
+    queued_to_started: Vec<f64>,
+    started_to_finished: Vec<f64>,
+    finished_to_seen: Vec<f64>,
+}
+
+impl RoundTrips {
+    fn report(mut self) -> Value {
+        json!({
+            "p50_ms": percentile(&mut self.total, 0.5),
+            "p90_ms": percentile(&mut self.total, 0.9),
+            "p99_ms": percentile(&mut self.total, 0.99),
+            "parts_p50_ms": {
+                "submit_to_queued": percentile(&mut self.submit_to_queued, 0.5),
+                "queued_to_started": percentile(&mut self.queued_to_started, 0.5),
+                "started_to_finished": percentile(&mut self.started_to_finished, 0.5),
+                "finished_to_seen": percentile(&mut self.finished_to_seen, 0.5),
+            },
+        })
+    }
 }
 
 #[tokio::main]
@@ -304,7 +478,131 @@ async fn main() -> anyhow::Result<()> {
             out["tasks"] = json!(args.tasks);
             out["rows"] = live::table(&rows, &runs);
         }
-        other => bail!("unknown workload {other:?}: use w1, w2, ws or live"),
+        "w3" => {
+            // Warm up connections and the server's caches; not measured.
+            round_trips(&c, 5, true).await?;
+            let mut ws = RoundTrips::default();
+            let mut poll = RoundTrips::default();
+            for _ in 0..args.repeat {
+                let w = round_trips(&c, args.rounds, true).await?;
+                let p = round_trips(&c, args.rounds, false).await?;
+                for (into, from) in [(&mut ws, w), (&mut poll, p)] {
+                    into.total.extend(from.total);
+                    into.submit_to_queued.extend(from.submit_to_queued);
+                    into.queued_to_started.extend(from.queued_to_started);
+                    into.started_to_finished.extend(from.started_to_finished);
+                    into.finished_to_seen.extend(from.finished_to_seen);
+                }
+            }
+            out["rounds"] = json!(args.rounds * args.repeat);
+            out["ws"] = ws.report();
+            out["poll"] = poll.report();
+        }
+        "api" => {
+            // A small finished run, read over and over: idle, then during W1.
+            let small = c.submit(&workloads::w3()).await?;
+            c.follow(&small).await?;
+            let url = format!("{}/api/v1/runs/{small}", c.base);
+            let spec = workloads::w1(args.tasks);
+            let (mut idle, mut busy) = (Vec::new(), Vec::new());
+            for _ in 0..args.repeat {
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let load = tokio::spawn(fixed_rate(
+                    c.http.clone(),
+                    url.clone(),
+                    args.rate,
+                    args.connections,
+                    stopped,
+                ));
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let _ = stop.send(true);
+                idle.push(load.await??);
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let load = tokio::spawn(fixed_rate(
+                    c.http.clone(),
+                    url.clone(),
+                    args.rate,
+                    args.connections,
+                    stopped,
+                ));
+                timed_run(&c, &spec).await?;
+                let _ = stop.send(true);
+                busy.push(load.await??);
+            }
+            let summary = |runs: &mut Vec<Vec<f64>>| {
+                let (mut p50, mut p95, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+                for r in runs.iter_mut() {
+                    p50.push(percentile(r, 0.50));
+                    p95.push(percentile(r, 0.95));
+                    p99.push(percentile(r, 0.99));
+                }
+                json!({"p50_ms": median(&mut p50), "p95_ms": median(&mut p95), "p99_ms": median(&mut p99),
+                       "requests": runs.iter().map(Vec::len).sum::<usize>()})
+            };
+            out["rate"] = json!(args.rate);
+            out["connections"] = json!(args.connections);
+            out["idle"] = summary(&mut idle);
+            out["during_w1"] = summary(&mut busy);
+        }
+        "scale" => {
+            let spec = workloads::scale(args.tasks, args.width.min(args.tasks));
+            let rss_before = args.server_pid.and_then(rss_mb);
+            let started = Instant::now();
+            let id = c.submit(&spec).await?;
+            let accepted_s = started.elapsed().as_secs_f64();
+            let peak = std::sync::Arc::new(std::sync::Mutex::new(0f64));
+            let sampler = args.server_pid.map(|pid| {
+                let peak = std::sync::Arc::clone(&peak);
+                tokio::spawn(async move {
+                    loop {
+                        if let Some(mb) = rss_mb(pid) {
+                            let mut p = peak.lock().expect("not poisoned");
+                            *p = p.max(mb);
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                })
+            });
+            let state = c.poll_every(&id, Duration::from_secs(1)).await?;
+            let secs = started.elapsed().as_secs_f64();
+            if let Some(s) = sampler {
+                s.abort();
+            }
+            if state != "succeeded" {
+                bail!("run {id} ended {state}");
+            }
+            out["tasks"] = json!(args.tasks);
+            out["width"] = json!(args.width);
+            out["accepted_s"] = json!(accepted_s);
+            out["completed_s"] = json!(secs);
+            out["tasks_per_s"] = json!((args.tasks as f64 / secs).round());
+            out["server_rss_mb_before"] = json!(rss_before);
+            out["server_rss_mb_peak"] =
+                json!(args.server_pid.map(|_| *peak.lock().expect("not poisoned")));
+        }
+        "w4" => {
+            let mut spec = workloads::w4(2 * args.slots, args.sleep);
+            spec["queue"] = json!(args.queue);
+            let n = 2 * args.slots;
+            // Two waves of `slots` sleeps: the best possible makespan.
+            let ideal = (n as f64 / args.slots as f64).ceil() * args.sleep;
+            let mut effs = Vec::new();
+            for _ in 0..args.repeat {
+                let started = Instant::now();
+                let id = c.submit(&spec).await?;
+                let (state, _, _) = c.follow(&id).await?;
+                let secs = started.elapsed().as_secs_f64();
+                if state != "succeeded" {
+                    bail!("run {id} ended {state}");
+                }
+                effs.push(ideal / secs);
+            }
+            out["tasks"] = json!(n);
+            out["slots"] = json!(args.slots);
+            out["efficiency"] = json!(effs);
+            out["median_efficiency"] = json!((median(&mut effs) * 1000.0).round() / 1000.0);
+        }
+        other => bail!("unknown workload {other:?}: use w1, w2, w3, w4, api, scale, ws or live"),
     }
     println!("{out}");
     Ok(())

@@ -13,6 +13,34 @@ pub fn w1(n: usize) -> Value {
     json!({"name": format!("w1-{n}"), "tasks": tasks})
 }
 
+/// W3: one `noop` task, the smallest round trip.
+pub fn w3() -> Value {
+    json!({"name": "w3", "tasks": [{"id": "t", "handler": "noop"}]})
+}
+
+/// W4: `n` tasks that each sleep `seconds`, for measuring how fully the slots are used.
+pub fn w4(n: usize, seconds: f64) -> Value {
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("s{i}"), "handler": "sleep", "input": {"seconds": seconds}}))
+        .collect();
+    json!({"name": format!("w4-{n}x{seconds}"), "tasks": tasks})
+}
+
+/// Scale: `n` `noop` tasks in layers of `width`, each task past the first layer
+/// depending on the task `width` before it: at most `width` in flight at once.
+pub fn scale(n: usize, width: usize) -> Value {
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| {
+            if i < width {
+                json!({"id": format!("t{i}"), "handler": "noop"})
+            } else {
+                json!({"id": format!("t{i}"), "handler": "noop", "depends_on": [format!("t{}", i - width)]})
+            }
+        })
+        .collect();
+    json!({"name": format!("scale-{n}x{width}"), "tasks": tasks})
+}
+
 /// Modulus of W2's sums, so 50 layers stay within 64-bit integers.
 pub const W2_MODULUS: u64 = 1_000_003;
 

@@ -36,9 +36,8 @@ class WorkerConfig:
     block_ms: int = 1000
     #: A result larger than this fails with `invalid_output` instead of bloating Redis.
     max_output_bytes: int = 16 * 1024 * 1024
-    #: The outbox holds messages at most this long so one pipeline carries many.
-    flush_interval_s: float = 0.002
-    #: ... or flushes as soon as this many are waiting.
+    #: The outbox sends at once when idle and batches while Redis is busy; a batch of
+    #: this many commands goes out without waiting for the rest of the loop's pass.
     flush_batch: int = 200
     #: Streamed text of one attempt goes out at most this often, deltas joined.
     text_interval_s: float = 0.1
@@ -54,7 +53,7 @@ class WorkerConfig:
             raise ValueError("at least one non-empty queue name is required")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        for name in ("heartbeat_interval_s", "lease_interval_s", "flush_interval_s"):
+        for name in ("heartbeat_interval_s", "lease_interval_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.text_interval_s < 0:

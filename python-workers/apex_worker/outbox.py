@@ -1,6 +1,12 @@
 """Every write the worker makes goes through one outbox: messages queue here and one
-coroutine flushes them to Redis in a single pipeline (no transaction), a few milliseconds'
-worth at a time. A task therefore costs no Redis round trip of its own.
+coroutine flushes them to Redis in a single pipeline (no transaction). A task therefore
+costs no Redis round trip of its own.
+
+Group commit, with no timer: an idle outbox sends as soon as the event loop has finished
+its current pass (so the `started` and the result of an attempt that completes without
+waiting share one pipeline, and the `started` is dropped), and while a pipeline is on its
+way, whatever is queued meanwhile waits for it and goes out in the next one. A lone task
+thus pays no linger at all, and under load the batches grow with the load.
 
 Order is kept: commands run in the order they were queued, so a `result` always follows
 its `started`, and `worker_stopped` follows every result.
@@ -67,14 +73,12 @@ class Outbox:
         *,
         results_key: str,
         group: str,
-        flush_interval_s: float = 0.002,
         flush_batch: int = 200,
         text_interval_s: float = 0.1,
     ) -> None:
         self._redis = redis
         self._results_key = results_key
         self._group = group
-        self._linger = flush_interval_s
         self._batch = flush_batch
         self._text_interval = text_interval_s
         # Streamed text of attempts still running, by the attempt's key.
@@ -84,8 +88,7 @@ class Outbox:
         self._queued: list[_Command | None] = []
         # Where each still-queued `started` sits in `_queued`, by the attempt's key.
         self._started_at: dict[object, int] = {}
-        # Set when the flusher has something to do: the first queued command, a full
-        # batch, or closing.
+        # Set when the flusher has something to do: the first queued command, or closing.
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -160,7 +163,7 @@ class Outbox:
     def _push(self, command: _Command) -> None:
         queued = self._queued
         queued.append(command)
-        if len(queued) == 1 or len(queued) >= self._batch:
+        if len(queued) == 1:
             self._wake.set()
 
     def start(self) -> None:
@@ -175,13 +178,9 @@ class Outbox:
                 await self._wake.wait()
                 continue
             if len(self._queued) < self._batch and not self._closing:
-                # Linger so the commands of many concurrent attempts share one pipeline.
-                self._wake.clear()
-                try:
-                    async with asyncio.timeout(self._linger):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+                # One pass of the loop: every attempt woken by the same read (and the
+                # result of each that finishes without waiting) joins this pipeline.
+                await asyncio.sleep(0)
             batch, self._queued = self._queued, []
             self._started_at.clear()
             await self._flush(batch)

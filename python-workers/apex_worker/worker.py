@@ -191,7 +191,6 @@ class Worker:
                 self._redis,
                 results_key=self.keys.results(),
                 group=WORKER_GROUP,
-                flush_interval_s=cfg.flush_interval_s,
                 flush_batch=cfg.flush_batch,
                 text_interval_s=cfg.text_interval_s,
             )

@@ -7,14 +7,19 @@ use super::spec::{RunOptions, RunSpec, TaskSpec};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Adjacency lists stored as one flat array with offsets.
+/// Adjacency lists in one flat array, each row a span of it with room to grow. A row
+/// that outgrows its room moves to the end of the array with twice the room (its old
+/// place becomes garbage, reclaimed once garbage outweighs the rest), so adding a task
+/// or an edge costs amortised O(1) per entry, whatever the size of the graph.
 #[derive(Debug, Clone, Default)]
-struct Csr {
-    offsets: Vec<u32>,
+struct Rows {
+    /// `(start, len, room)` of each row in `targets`.
+    spans: Vec<(u32, u32, u32)>,
     targets: Vec<u32>,
+    garbage: usize,
 }
 
-impl Csr {
+impl Rows {
     fn build(n: usize, pairs: impl Iterator<Item = (u32, u32)> + Clone) -> Self {
         let mut offsets = vec![0u32; n + 1];
         for (from, _) in pairs.clone() {
@@ -29,12 +34,68 @@ impl Csr {
             targets[fill[from as usize] as usize] = to;
             fill[from as usize] += 1;
         }
-        Self { offsets, targets }
+        let spans = (0..n)
+            .map(|i| {
+                let len = offsets[i + 1] - offsets[i];
+                (offsets[i], len, len)
+            })
+            .collect();
+        Self {
+            spans,
+            targets,
+            garbage: 0,
+        }
     }
 
     fn of(&self, i: u32) -> &[u32] {
-        let i = i as usize;
-        &self.targets[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+        let (start, len, _) = self.spans[i as usize];
+        &self.targets[start as usize..(start + len) as usize]
+    }
+
+    /// Adds a row for a new node.
+    fn push_row(&mut self, row: &[u32]) {
+        let (start, len) = (self.targets.len() as u32, row.len() as u32);
+        self.spans.push((start, len, len));
+        self.targets.extend_from_slice(row);
+        super::work::count(row.len() + 1);
+    }
+
+    /// Appends `extra` to row `i`.
+    fn extend_row(&mut self, i: u32, extra: &[u32]) {
+        let (start, len, room) = self.spans[i as usize];
+        let (s, l, need) = (start as usize, len as usize, len as usize + extra.len());
+        if need > room as usize {
+            let at = self.targets.len();
+            let new_room = (2 * need).max(4);
+            self.targets.extend_from_within(s..s + l);
+            self.targets.resize(at + new_room, 0);
+            self.garbage += room as usize;
+            let room = new_room;
+            self.spans[i as usize] = (at as u32, len, room as u32);
+            super::work::count(l);
+        }
+        let start = self.spans[i as usize].0 as usize;
+        self.targets[start + l..start + need].copy_from_slice(extra);
+        self.spans[i as usize].1 = need as u32;
+        super::work::count(extra.len());
+        // Compaction walks every row and live entry: the garbage pays for it.
+        if self.garbage > (self.targets.len() / 2).max(self.spans.len()) {
+            self.compact();
+        }
+    }
+
+    /// Drops the garbage and spare room.
+    fn compact(&mut self) {
+        let live: usize = self.spans.iter().map(|s| s.1 as usize).sum();
+        let mut targets = Vec::with_capacity(live);
+        for span in &mut self.spans {
+            let (start, len, _) = *span;
+            *span = (targets.len() as u32, len, len);
+            targets.extend_from_slice(&self.targets[start as usize..(start + len) as usize]);
+        }
+        super::work::count(self.spans.len() + targets.len());
+        self.targets = targets;
+        self.garbage = 0;
     }
 }
 
@@ -48,29 +109,16 @@ pub struct Dag {
     pub options: Arc<RunOptions>,
     tasks: Vec<TaskSpec>,
     index: HashMap<String, u32>,
-    parents: Csr,
-    children: Csr,
-    /// Longest path from a root: 0 for tasks with no dependencies.
-    depth: Vec<u32>,
+    parents: Rows,
+    children: Rows,
 }
 
 impl Dag {
-    pub(super) fn seal(
-        spec: RunSpec,
-        index: HashMap<String, u32>,
-        edges: &[(u32, u32)],
-        topo: &[u32],
-    ) -> Self {
+    pub(super) fn seal(spec: RunSpec, index: HashMap<String, u32>, edges: &[(u32, u32)]) -> Self {
         let n = spec.tasks.len();
         // Parents keep the order the user listed them in `depends_on`.
-        let parents = Csr::build(n, edges.iter().map(|&(p, c)| (c, p)));
-        let children = Csr::build(n, edges.iter().copied());
-        let mut depth = vec![0u32; n];
-        for &t in topo {
-            for &c in children.of(t) {
-                depth[c as usize] = depth[c as usize].max(depth[t as usize] + 1);
-            }
-        }
+        let parents = Rows::build(n, edges.iter().map(|&(p, c)| (c, p)));
+        let children = Rows::build(n, edges.iter().copied());
         Self {
             name: spec.name,
             queue: spec.queue,
@@ -86,7 +134,6 @@ impl Dag {
             index,
             parents,
             children,
-            depth,
         }
     }
 
@@ -125,14 +172,49 @@ impl Dag {
         self.children.of(i)
     }
 
-    /// Longest dependency path from a root to task `i`.
-    pub fn depth(&self, i: u32) -> u32 {
-        self.depth[i as usize]
-    }
-
     /// The queue task `i` goes to.
     pub fn queue_of(&self, i: u32) -> &str {
         self.tasks[i as usize].queue_or(&self.queue)
+    }
+
+    /// Adds tasks checked by [`super::grow`]: `tasks[j]` gets index `len() + j` and the
+    /// parents `parents[j]`; then each of `joined` (an existing task) also depends on
+    /// every added task. Costs the size of what is added, not of the graph.
+    pub(super) fn append(&mut self, tasks: Vec<TaskSpec>, parents: &[Vec<u32>], joined: &[u32]) {
+        let first = self.tasks.len() as u32;
+        let added: Vec<u32> = (first..first + tasks.len() as u32).collect();
+        // Children of each added task: the joined tasks (lower indices), then later
+        // siblings, as a fresh validation would order them.
+        let mut below: Vec<Vec<u32>> = vec![joined.to_vec(); tasks.len()];
+        let mut above: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+        for (j, ps) in parents.iter().enumerate() {
+            for &p in ps {
+                if p >= first {
+                    below[(p - first) as usize].push(first + j as u32);
+                } else {
+                    above.entry(p).or_default().push(first + j as u32);
+                }
+            }
+        }
+        for (p, cs) in above {
+            self.children.extend_row(p, &cs);
+        }
+        for (j, task) in tasks.into_iter().enumerate() {
+            self.index.insert(task.id.clone(), first + j as u32);
+            self.tasks.push(task);
+            self.parents.push_row(&parents[j]);
+            self.children.push_row(&below[j]);
+        }
+        let ids: Vec<String> = added
+            .iter()
+            .map(|&a| self.tasks[a as usize].id.clone())
+            .collect();
+        for &d in joined {
+            self.tasks[d as usize]
+                .depends_on
+                .extend(ids.iter().cloned());
+            self.parents.extend_row(d, &added);
+        }
     }
 
     /// Back to the spec it was sealed from.

@@ -4,6 +4,7 @@
 //! exists only for a valid spec. No I/O, no async.
 
 pub mod approval;
+mod cycles;
 mod fan_out;
 mod graph;
 mod limits;
@@ -25,3 +26,27 @@ pub use validate::{
 
 #[cfg(test)]
 mod tests;
+
+/// A count of the work graph operations do (tasks checked, adjacency entries written),
+/// so tests can show a cost is proportional to what changed. Counts only in tests.
+pub(crate) mod work {
+    #[cfg(test)]
+    thread_local! {
+        static DONE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Adds `n` units of work.
+    #[inline]
+    pub(crate) fn count(n: usize) {
+        #[cfg(test)]
+        DONE.with(|d| d.set(d.get() + n));
+        #[cfg(not(test))]
+        let _ = n;
+    }
+
+    /// Units of work counted on this thread so far.
+    #[cfg(test)]
+    pub(crate) fn done() -> usize {
+        DONE.with(std::cell::Cell::get)
+    }
+}

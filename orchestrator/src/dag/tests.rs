@@ -18,7 +18,7 @@ fn only(v: serde_json::Value) -> Problem {
 }
 
 #[test]
-fn a_diamond_seals_with_depths_and_adjacency() {
+fn a_diamond_seals_with_its_adjacency() {
     //   a
     //  / \
     // b   c
@@ -37,10 +37,6 @@ fn a_diamond_seals_with_depths_and_adjacency() {
     let d = dag.index_of("d").unwrap();
     assert_eq!(dag.parents(d), &[1, 2]);
     assert_eq!(dag.children(0), &[1, 2]);
-    assert_eq!(
-        (0..4).map(|i| dag.depth(i)).collect::<Vec<_>>(),
-        vec![0, 1, 1, 2]
-    );
     assert_eq!(dag.queue_of(d), "default");
 }
 
@@ -340,4 +336,94 @@ fn token_counts_beyond_what_the_store_holds_are_refused() {
         "concurrency_limits": {"k": {"tpm": fits}},
     }));
     assert!(validate(at_the_limit, &Limits::default()).is_ok());
+}
+
+/// Every task's parents and children, by id, as the graph holds them.
+fn shape(dag: &Dag) -> Vec<(String, Vec<String>, Vec<String>)> {
+    let ids = |xs: &[u32]| xs.iter().map(|&x| dag.task(x).id.clone()).collect();
+    (0..dag.len() as u32)
+        .map(|i| {
+            (
+                dag.task(i).id.clone(),
+                ids(dag.parents(i)),
+                ids(dag.children(i)),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn spawning_costs_the_spawn_not_the_run_and_matches_a_fresh_validation() {
+    // 2,000 tasks, each feeding one shared `end`, each spawning 10 children (a chain
+    // of two and eight loose ones): a graph of 22,001 tasks built 2,000 times over.
+    let mut tasks: Vec<_> = (0..2_000)
+        .map(|i| json!({"id": format!("t{i}"), "handler": "noop"}))
+        .collect();
+    let deps: Vec<String> = (0..2_000).map(|i| format!("t{i}")).collect();
+    tasks.push(json!({"id": "end", "handler": "noop", "depends_on": deps}));
+    let limits = Limits {
+        max_dependencies: 30_000,
+        ..Limits::default()
+    };
+    let mut dag = validate(spec(json!({"tasks": tasks})), &limits).unwrap();
+    let children: Vec<serde_json::Value> = (0..10)
+        .map(|c| match c {
+            1 => json!({"id": "c1", "handler": "noop", "depends_on": ["c0"]}),
+            _ => json!({"id": format!("c{c}"), "handler": "noop"}),
+        })
+        .collect();
+    let before = work::done();
+    for i in 0..2_000 {
+        let added = grow(&mut dag, i, &children, &limits).unwrap();
+        assert_eq!(added.len(), 10);
+    }
+    let spent = work::done() - before;
+    assert_eq!(dag.len(), 22_001);
+    // Checking the whole run on each spawn would cost over 20 million units; the
+    // spawns' own size is 20,000 tasks and ~60,000 edges.
+    assert!(spent < 500_000, "2,000 spawns cost {spent} units of work");
+
+    let end = dag.index_of("end").unwrap();
+    assert_eq!(dag.parents(end).len(), 22_000);
+    assert_eq!(
+        dag.parents(dag.index_of("t7.c1").unwrap()),
+        &[dag.index_of("t7.c0").unwrap()]
+    );
+    assert_eq!(dag.parents(dag.index_of("t7.c0").unwrap()), &[7]);
+    let fresh = validate(dag.to_spec(), &limits).unwrap();
+    assert_eq!(shape(&dag), shape(&fresh));
+}
+
+#[test]
+fn a_refused_spawn_leaves_the_graph_as_it_was() {
+    let mut dag = validate(
+        spec(json!({"tasks": [
+            {"id": "a", "handler": "noop"},
+            {"id": "b", "handler": "noop", "depends_on": ["a"]},
+        ]})),
+        &Limits::default(),
+    )
+    .unwrap();
+    let before = shape(&dag);
+    let cycle = json!([
+        {"id": "x", "handler": "noop", "depends_on": ["y"]},
+        {"id": "y", "handler": "noop", "depends_on": ["x"]},
+    ]);
+    let e = grow(&mut dag, 0, cycle.as_array().unwrap(), &Limits::default()).unwrap_err();
+    assert_eq!(e.0[0].code, ProblemCode::Cycle);
+    assert!(e.0[0].message.contains("a.x"), "{}", e.0[0].message);
+    let twice = json!([
+        {"id": "x", "handler": "noop"},
+        {"id": "x", "handler": "noop"},
+    ]);
+    let e = grow(&mut dag, 0, twice.as_array().unwrap(), &Limits::default()).unwrap_err();
+    assert_eq!(e.0[0].code, ProblemCode::DuplicateId);
+    assert_eq!(shape(&dag), before);
+    assert_eq!(dag.len(), 2);
+    // Spawning the same ids twice from one task collides with the first spawn.
+    let one = json!([{"id": "x", "handler": "noop"}]);
+    grow(&mut dag, 0, one.as_array().unwrap(), &Limits::default()).unwrap();
+    let e = grow(&mut dag, 0, one.as_array().unwrap(), &Limits::default()).unwrap_err();
+    assert_eq!(e.0[0].code, ProblemCode::DuplicateId);
+    assert_eq!(dag.parents(1), &[0, 2], "b waits on a and its child");
 }

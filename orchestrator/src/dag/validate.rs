@@ -1,14 +1,13 @@
 //! Validation of a submitted [`RunSpec`]: every problem is found and reported at once,
 //! each naming the tasks involved, and only a valid spec becomes a sealed [`Dag`].
 
+use super::cycles::check_cycles;
 use super::graph::Dag;
 use super::limits::Limits;
 use super::spec::RunSpec;
-use petgraph::algo::tarjan_scc;
-use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 /// The kind of a validation problem; stable, machine-readable.
@@ -84,7 +83,7 @@ impl fmt::Display for ValidationErrors {
     }
 }
 
-fn problem(code: ProblemCode, message: String, tasks: Vec<String>) -> Problem {
+pub(super) fn problem(code: ProblemCode, message: String, tasks: Vec<String>) -> Problem {
     Problem {
         code,
         message,
@@ -140,10 +139,8 @@ pub fn validate(spec: RunSpec, limits: &Limits) -> Result<Dag, ValidationErrors>
     check_agents(&spec, limits, &mut problems);
     let edges = check_dependencies(&spec, &index, limits, &mut problems);
     // A cycle is only meaningful once every id and dependency resolves.
-    if problems.is_empty() {
-        if let Some(order) = check_cycles(spec.tasks.len(), &edges, &spec, &mut problems) {
-            return Ok(Dag::seal(spec, index, &edges, &order));
-        }
+    if problems.is_empty() && check_cycles(spec.tasks.len(), &edges, &spec.tasks, &mut problems) {
+        return Ok(Dag::seal(spec, index, &edges));
     }
     Err(ValidationErrors(problems))
 }
@@ -295,32 +292,43 @@ fn check_agents(spec: &RunSpec, limits: &Limits, problems: &mut Vec<Problem>) {
     }
 
     for task in &spec.tasks {
-        if let Some(agent) = &task.agent {
-            if !spec.agents.contains_key(agent) {
-                problems.push(problem(
-                    ProblemCode::UnknownAgent,
-                    format!("task {:?} uses agent {agent:?}, which is neither defined in the run's \"agents\" nor registered", task.id),
-                    vec![task.id.clone()],
-                ));
-            }
-        }
-        if let Some(key) = &task.concurrency_key {
-            if !is_valid_id(key, limits.max_id_len) {
-                problems.push(problem(
-                    ProblemCode::InvalidLimit,
-                    format!("task {:?} has concurrency_key {key:?}, which is not valid: use letters, digits or _ - . :", task.id),
-                    vec![task.id.clone()],
-                ));
-            }
-        }
-        if let Some(b) = &task.budget {
-            check_budget(
-                b,
-                &format!("task {:?}", task.id),
+        check_task_refs(task, &spec.agents, limits, problems);
+    }
+}
+
+/// Checks what a task names beyond itself: its agent (defined in `agents`), its
+/// concurrency key and its budget.
+pub(super) fn check_task_refs(
+    task: &super::spec::TaskSpec,
+    agents: &std::collections::BTreeMap<String, super::spec::AgentSpec>,
+    limits: &Limits,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(agent) = &task.agent {
+        if !agents.contains_key(agent) {
+            problems.push(problem(
+                ProblemCode::UnknownAgent,
+                format!("task {:?} uses agent {agent:?}, which is neither defined in the run's \"agents\" nor registered", task.id),
                 vec![task.id.clone()],
-                problems,
-            );
+            ));
         }
+    }
+    if let Some(key) = &task.concurrency_key {
+        if !is_valid_id(key, limits.max_id_len) {
+            problems.push(problem(
+                ProblemCode::InvalidLimit,
+                format!("task {:?} has concurrency_key {key:?}, which is not valid: use letters, digits or _ - . :", task.id),
+                vec![task.id.clone()],
+            ));
+        }
+    }
+    if let Some(b) = &task.budget {
+        check_budget(
+            b,
+            &format!("task {:?}", task.id),
+            vec![task.id.clone()],
+            problems,
+        );
     }
 }
 
@@ -425,8 +433,13 @@ fn check_ids(spec: &RunSpec, limits: &Limits, problems: &mut Vec<Problem>) -> Ha
     index
 }
 
-fn check_task_fields(task: &super::spec::TaskSpec, limits: &Limits, problems: &mut Vec<Problem>) {
+pub(super) fn check_task_fields(
+    task: &super::spec::TaskSpec,
+    limits: &Limits,
+    problems: &mut Vec<Problem>,
+) {
     use ProblemCode::*;
+    super::work::count(1);
     let id = || vec![task.id.clone()];
     if super::approval::is_approval(task) {
         if let Err(why) = super::approval::parse(&task.input) {
@@ -583,73 +596,4 @@ fn check_dependencies(
         }
     }
     edges
-}
-
-/// Reports every cycle (one per strongly connected component) or returns a topological order.
-fn check_cycles(
-    n: usize,
-    edges: &[(u32, u32)],
-    spec: &RunSpec,
-    problems: &mut Vec<Problem>,
-) -> Option<Vec<u32>> {
-    let mut g: DiGraph<(), ()> = DiGraph::with_capacity(n, edges.len());
-    for _ in 0..n {
-        g.add_node(());
-    }
-    for &(p, c) in edges {
-        g.add_edge(NodeIndex::new(p as usize), NodeIndex::new(c as usize), ());
-    }
-    match petgraph::algo::toposort(&g, None) {
-        Ok(order) => Some(order.into_iter().map(|n| n.index() as u32).collect()),
-        Err(_) => {
-            let mut sccs: Vec<Vec<NodeIndex>> =
-                tarjan_scc(&g).into_iter().filter(|c| c.len() > 1).collect();
-            sccs.sort_by_key(|c| c.iter().map(|n| n.index()).min());
-            for scc in sccs {
-                let path = cycle_through(&g, &scc);
-                let names: Vec<String> = path
-                    .iter()
-                    .map(|n| spec.tasks[n.index()].id.clone())
-                    .collect();
-                let mut shown = names.join(" -> ");
-                shown.push_str(" -> ");
-                shown.push_str(&names[0]);
-                problems.push(problem(
-                    ProblemCode::Cycle,
-                    format!("cycle: {shown} (remove one of these dependencies)"),
-                    names,
-                ));
-            }
-            None
-        }
-    }
-}
-
-/// A shortest cycle through the smallest-index member of a strongly connected component.
-fn cycle_through(g: &DiGraph<(), ()>, scc: &[NodeIndex]) -> Vec<NodeIndex> {
-    let members: HashSet<NodeIndex> = scc.iter().copied().collect();
-    let start = *scc.iter().min().expect("non-empty component");
-    let mut prev: HashMap<NodeIndex, NodeIndex> = HashMap::new();
-    let mut queue = VecDeque::from([start]);
-    while let Some(n) = queue.pop_front() {
-        for m in g.neighbors(n) {
-            if !members.contains(&m) || prev.contains_key(&m) {
-                continue;
-            }
-            prev.insert(m, n);
-            if m == start {
-                let mut path = vec![];
-                let mut cur = n;
-                while cur != start {
-                    path.push(cur);
-                    cur = prev[&cur];
-                }
-                path.push(start);
-                path.reverse();
-                return path;
-            }
-            queue.push_back(m);
-        }
-    }
-    scc.to_vec()
 }

@@ -86,9 +86,14 @@ impl RunMachine {
         now_ms: i64,
         out: &mut Output,
     ) -> Result<(), crate::dag::ValidationErrors> {
-        let (grown, added) = grow(&self.dag, i, children, &Limits::default())?;
         let dependents: Vec<u32> = self.dag.children(i).to_vec();
-        self.dag = Arc::new(grown);
+        // The machine is the graph's only holder here, so it grows in place.
+        let added = grow(
+            Arc::make_mut(&mut self.dag),
+            i,
+            children,
+            &Limits::default(),
+        )?;
         for &c in &added {
             let mut t = TaskRuntime::new();
             t.unresolved = self.dag.parents(c).len() as u32;
