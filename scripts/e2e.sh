@@ -21,14 +21,28 @@ out=${E2E_OUTPUT:-$PWD/test-output/e2e}
 mkdir -p "$out"
 stack_up e2e
 
+# The local fake LLM provider, streaming each word of its answer a fifth of a second after
+# the previous one, so the browser can watch an answer grow. It writes the providers file
+# (declaring it as `openai`) that the server and the workers read.
+providers="$out/providers.json"
+rm -f "$providers" "$out/fake-llm.log"
+spawn .venv/bin/python -m apex_worker.testing.fake_providers --port 0 --chunk-delay-s 0.2 \
+  --providers-file "$providers" >"$out/fake-llm.log" 2>&1
+for _ in $(seq 300); do
+  grep -q '^listening on ' "$out/fake-llm.log" 2>/dev/null && break
+  sleep 0.1
+done
+if ! grep -q '^listening on ' "$out/fake-llm.log"; then echo "the fake LLM provider did not start:" >&2; cat "$out/fake-llm.log" >&2; exit 1; fi
+
 spawn "$bin_dir/apex" serve --no-auth --bind "127.0.0.1:$port" \
   --database-url "$database_url" --redis-prefix "$prefix" \
-  --dashboard-dir dashboard/dist >"$out/server.log" 2>&1
+  --providers-file "$providers" --dashboard-dir dashboard/dist >"$out/server.log" 2>&1
 for _ in 1 2; do
-  spawn .venv/bin/apex-worker --queue default --redis-prefix "$prefix" --concurrency 50 >>"$out/workers.log" 2>&1
+  spawn .venv/bin/apex-worker --queue default --redis-prefix "$prefix" --concurrency 50 \
+    --providers-file "$providers" >>"$out/workers.log" 2>&1
 done
 wait_http "http://127.0.0.1:$port/readyz"
-(cd dashboard && APEX_URL="http://127.0.0.1:$port" E2E_OUTPUT="$out" npm run --silent e2e)
+(cd dashboard && APEX_URL="http://127.0.0.1:$port" E2E_OUTPUT="$out" E2E_FAKE_LLM=openai npm run --silent e2e)
 (cd dashboard && APEX_URL="http://127.0.0.1:$port" npm run --silent e2e:csp)
 
 # `apex up --demo` as a newcomer runs it: in an empty directory, apex-worker on PATH,

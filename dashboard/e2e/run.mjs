@@ -9,6 +9,9 @@
 //   APEX_UP_DEMO_RUN  the demo run's name it looks for (default: the name in examples/chain.json)
 //   E2E_SKIP_BIG=1    skip the big-run scenarios (5,000-task graph, task table)
 //   E2E_TABLE_TASKS   tasks in the task-table scenario's flat run (default 20,000; the server caps runs at 100,000)
+//   E2E_FAKE_LLM      the provider name under which the server and workers know a slow-streaming
+//                     fake LLM (apex_worker.testing.fake_providers --chunk-delay-s); runs the
+//                     streamed-answer scenario
 //
 // Prints one line per scenario and a final "N passed, N failed, N skipped"; exits
 // non-zero when any scenario failed. A Content-Security-Policy violation fails a scenario
@@ -30,6 +33,7 @@ const UP_DEMO_RUN =
   process.env.APEX_UP_DEMO_RUN ?? JSON.parse(readFileSync(path.join(here, '..', '..', 'examples', 'chain.json'), 'utf8')).name;
 const SKIP_BIG = process.env.E2E_SKIP_BIG === '1';
 const TABLE_TASKS = Number(process.env.E2E_TABLE_TASKS ?? 20_000);
+const FAKE_LLM = process.env.E2E_FAKE_LLM ?? '';
 const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -94,6 +98,17 @@ const tableRun = {
   tasks: Array.from({ length: TABLE_TASKS }, (_, i) => ({ id: `t-${String(i).padStart(6, '0')}`, handler: 'noop' })),
 };
 
+// Many short words: the fake provider streams one word per chunk and cuts the message at
+// 200 characters, so this makes the longest answer it gives, in about 70 chunks.
+const STREAM_PROMPT = Array.from({ length: 66 }, (_, i) => `w${i % 10}`).join(' ').slice(0, 200);
+const STREAM_MODEL = 'fake-stream';
+const streamedAnswer = {
+  name: `e2e-stream-${unique}`,
+  agents: { explainer: { provider: FAKE_LLM || 'openai', model: STREAM_MODEL } },
+  tasks: [{ id: 'answer', handler: 'agent', agent: 'explainer', input: { prompt: STREAM_PROMPT } }],
+};
+const STREAM_TEXT = `${STREAM_MODEL} heard: ${STREAM_PROMPT}`;
+
 const byTestId = (id) => `[data-testid="${id}"]`;
 
 /** The REST API from Node, for work the browser need not do (submitting 100,000 tasks). */
@@ -137,6 +152,31 @@ async function doneCount(page) {
 
 async function waitForState(page, testId, state, timeout) {
   await page.waitForSelector(`${byTestId(testId)}[data-state="${state}"]`, { timeout });
+}
+
+/**
+ * Waits until the task panel shows streamed text longer than `longerThan` characters while
+ * task `taskId` is still running, and returns that text. The panel's placeholder ("waiting
+ * for the model…") does not count as text. Fails if the task stops running first.
+ */
+async function answerWhileRunning(page, taskId, longerThan, timeout) {
+  const handle = await page.waitForFunction(
+    ({ taskId, longerThan }) => {
+      const node = document.querySelector(`[data-testid="task-node-${taskId}"]`);
+      const state = node?.getAttribute('data-state');
+      if (['succeeded', 'failed', 'cancelled', 'skipped'].includes(state)) return { ended: state };
+      if (state !== 'running') return false;
+      const box = document.querySelector(`[data-testid="task-panel"][data-task="${taskId}"] [data-testid="task-answer"]`);
+      if (!box || box.querySelector('.muted')) return false;
+      const text = box.textContent ?? '';
+      return text.length > longerThan ? { text } : false;
+    },
+    { taskId, longerThan },
+    { timeout, polling: 'raf' },
+  );
+  const seen = await handle.jsonValue();
+  if (seen.ended) throw new Error(`task ${taskId} became ${seen.ended} before its answer showed past ${longerThan} characters`);
+  return seen.text;
 }
 
 async function submitThroughPage(page, spec) {
@@ -253,6 +293,53 @@ const scenarios = [
       await waitForState(page, 'task-node-nap-1', 'cancelled', 30_000);
       const after = await page.getAttribute(byTestId('task-node-after'), 'data-state');
       if (after === 'succeeded' || after === 'running') throw new Error(`downstream task is ${after} after cancel`);
+    },
+  },
+  {
+    name: "streamed answer: an agent task's answer grows in its panel, survives a reload, and ends as the output",
+    skip: !FAKE_LLM,
+    async run(page, shot) {
+      const created = await callApi('POST', '/api/v1/runs', streamedAnswer);
+      await page.goto(`${BASE}/runs/${encodeURIComponent(created.id)}`);
+      const openPanel = async () => {
+        await page.click(byTestId('task-node-answer'));
+        await page.waitForSelector(`${byTestId('task-panel')}[data-task="answer"]`);
+      };
+      await openPanel();
+      // Every length must be a beginning of the final text: the deltas arrive in order.
+      const checkPrefix = (text, when) => {
+        if (!STREAM_TEXT.startsWith(text)) throw new Error(`${when}, the answer shown is not a beginning of the final text: ${JSON.stringify(text)}`);
+      };
+      const first = await answerWhileRunning(page, 'answer', 0, 90_000);
+      checkPrefix(first, 'first');
+      const second = await answerWhileRunning(page, 'answer', first.length, 30_000);
+      checkPrefix(second, 'growing');
+      if (second.length >= STREAM_TEXT.length) throw new Error('the whole answer came at once');
+      await shot('growing');
+
+      // A reload mid-answer: the page joins late and must show the text so far at once
+      // (the socket's `answer` event), not only the words streamed after it joined.
+      const beforeReload = await answerWhileRunning(page, 'answer', second.length - 1, 30_000);
+      await page.reload();
+      await page.waitForSelector(byTestId('task-node-answer'), { timeout: 30_000 });
+      await openPanel();
+      const rejoined = await answerWhileRunning(page, 'answer', 0, 30_000);
+      checkPrefix(rejoined, 'after the reload');
+      if (rejoined.length < beforeReload.length) {
+        throw new Error(`after the reload the answer shows ${rejoined.length} characters, fewer than the ${beforeReload.length} before it`);
+      }
+      const regrown = await answerWhileRunning(page, 'answer', rejoined.length, 30_000);
+      checkPrefix(regrown, 'growing after the reload');
+      await shot('rejoined');
+
+      await waitForState(page, 'task-node-answer', 'succeeded', 120_000);
+      await page.waitForFunction(
+        (expected) => document.querySelector('[data-testid="task-output"]')?.textContent?.includes(expected),
+        STREAM_TEXT,
+        { timeout: 15_000 },
+      );
+      await waitForState(page, 'run-state', 'succeeded', 30_000);
+      return `answer seen at ${first.length}, ${second.length}, then ${rejoined.length} and ${regrown.length} characters after a reload, of ${STREAM_TEXT.length}`;
     },
   },
   {
