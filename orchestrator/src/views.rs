@@ -21,6 +21,8 @@ pub fn run_summary(r: &RunRow) -> Value {
         "budget": r.options.budget,
         "max_parallel": r.options.max_parallel,
         "created_by": r.created_by,
+        // The run this one re-ran (`POST /runs/{id}/rerun`), null for others.
+        "rerun_of": r.options.rerun_of.as_ref().map(|o| json!({"run": o.run, "from": o.from})),
     })
 }
 

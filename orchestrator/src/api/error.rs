@@ -49,6 +49,9 @@ pub enum ApiError {
     InvalidToken(String),
     #[error("{0}")]
     Conflict(String),
+    /// A re-run that names tasks or agents the run does not have (`api/rerun.rs`).
+    #[error("{0}")]
+    InvalidRerun(String),
     #[error("this server does not answer to Host {0:?}: use the address it serves at, or have the operator add it with --allowed-hosts (APEX_ALLOWED_HOSTS)")]
     MisdirectedHost(String),
     #[error("requests from pages of {0:?} are refused: the API answers its own dashboard's origin and the operator's --cors-origins (APEX_CORS_ORIGINS) only")]
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::TooManyFailures { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::InvalidToken(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_token"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::InvalidRerun(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_rerun"),
             ApiError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_host"),
             ApiError::ForeignOrigin(_) => (StatusCode::FORBIDDEN, "foreign_origin"),
             ApiError::UnsupportedMediaType => {

@@ -15,6 +15,7 @@ mod fleet;
 mod health;
 mod openapi;
 pub mod params;
+mod rerun;
 mod runs;
 mod tokens;
 mod ws;
@@ -83,6 +84,7 @@ pub fn app(state: AppState) -> Router {
     let cors = state.browser.cors();
     let bounded = Router::new()
         .merge(runs::router())
+        .merge(rerun::router())
         .merge(decisions::router())
         .merge(agents::router())
         .merge(tokens::router())

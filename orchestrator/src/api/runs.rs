@@ -212,7 +212,7 @@ async fn task_page(
             .map(|(t, p, m)| (t, (p, m)))
             .collect()
     };
-    let views = tasks
+    let mut views: Vec<Value> = tasks
         .iter()
         .map(|t| {
             views::task(
@@ -222,6 +222,7 @@ async fn task_page(
             )
         })
         .collect();
+    super::rerun::mark_reused(&run.options, &mut views);
     Ok((views, next_after))
 }
 
@@ -322,6 +323,7 @@ async fn get_task(
         .find(|(t, _, _)| *t == task_id)
         .map(|(_, p, m)| (*p, m.as_str()));
     let mut body = views::task(&task, &run.queue, progress);
+    super::rerun::mark_reused(&run.options, std::slice::from_mut(&mut body));
     body["run_id"] = json!(id);
     body["upstream"] = Value::Object(upstream);
     body["attempts"] = json!(attempts(&task, &events));

@@ -8,6 +8,7 @@ use super::spec::TaskSpec;
 use super::validate::{validate, Problem, ProblemCode, ValidationErrors};
 use serde_json::Value;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// Most children one task may spawn.
 pub const MAX_CHILDREN: usize = 1_000;
@@ -110,11 +111,13 @@ pub fn grow(
     }
     let first = run.tasks.len() as u32;
     run.tasks.extend(specs);
-    let grown = validate(run, limits).map_err(|mut e| {
+    let mut grown = validate(run, limits).map_err(|mut e| {
         for p in &mut e.0 {
             p.message = format!("children of task {parent_id:?}: {}", p.message);
         }
         e
     })?;
+    // What the orchestrator set on the run (its re-run link) is no part of a spec.
+    grown.options = Arc::clone(&dag.options);
     Ok((grown, (first..first + children.len() as u32).collect()))
 }

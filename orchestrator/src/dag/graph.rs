@@ -79,6 +79,7 @@ impl Dag {
                 budget: spec.budget,
                 max_parallel: spec.max_parallel,
                 concurrency_limits: spec.concurrency_limits,
+                rerun_of: None,
             }),
             tasks: spec.tasks,
             index,

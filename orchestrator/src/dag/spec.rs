@@ -30,6 +30,18 @@ pub struct RunSpec {
     pub concurrency_limits: BTreeMap<String, KeyLimit>,
 }
 
+/// Which run a re-run came from, and what it took from it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RerunOf {
+    /// The run it re-ran.
+    pub run: String,
+    /// The tasks it re-ran from, as asked.
+    pub from: Vec<String>,
+    /// Tasks whose outputs it took from `run` instead of running them.
+    #[serde(default)]
+    pub reused: Vec<String>,
+}
+
 /// What a concurrency key allows: attempts in flight at once, requests and tokens per
 /// minute. Unset parts do not limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -58,6 +70,10 @@ pub struct RunOptions {
     pub max_parallel: Option<u32>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub concurrency_limits: BTreeMap<String, KeyLimit>,
+    /// Set by the orchestrator on a run made by `POST /runs/{id}/rerun`; never read
+    /// from a submission (a [`RunSpec`] has no such field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<RerunOf>,
 }
 
 impl RunSpec {
