@@ -111,7 +111,13 @@ pub fn grow(
     }
     let first = run.tasks.len() as u32;
     run.tasks.extend(specs);
-    let mut grown = validate(run, limits).map_err(|mut e| {
+    // The run's agents passed the operator's provider check when it was submitted;
+    // the default limits here know only the built-in providers, so accept the run's.
+    let mut limits = limits.clone();
+    let mut providers = (*limits.providers).clone();
+    providers.extend(dag.options.agents.values().map(|a| a.provider.clone()));
+    limits.providers = Arc::new(providers);
+    let mut grown = validate(run, &limits).map_err(|mut e| {
         for p in &mut e.0 {
             p.message = format!("children of task {parent_id:?}: {}", p.message);
         }
