@@ -314,3 +314,12 @@ export interface DecisionBody {
   comment?: string;
   output?: unknown;
 }
+
+/** The body of `POST /api/v1/runs/{id}/rerun`. */
+export interface RerunBody {
+  from: string[];
+  overrides?: {
+    agents?: Record<string, Record<string, unknown>>;
+    tasks?: Record<string, { input: unknown }>;
+  };
+}
