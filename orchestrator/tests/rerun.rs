@@ -220,6 +220,50 @@ async fn a_rerun_from_the_critic_calls_only_the_critic_and_writer_and_reuses_the
     );
     let (_, one) = sys.get(&format!("/api/v1/runs/{new_id}/tasks/plan")).await;
     assert_eq!(one["reused_from"], json!(old_id));
+
+    // The CLI: re-run the re-run from the writer with one input key and model changed.
+    let before = fake.models().len();
+    let base = sys.base.clone();
+    let args = [
+        "rerun",
+        &new_id,
+        "--from",
+        "report",
+        "--set",
+        "report.input.style=\"short\"",
+        "--agent-set",
+        "writer.model=fake-writer-2",
+        "--server",
+        &base,
+    ]
+    .map(str::to_owned);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_apex"))
+            .args(&args)
+            .env_remove("APEX_SERVER")
+            .env_remove("APEX_API_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let third = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let third = sys.wait_run(&third, LIMIT).await;
+    assert_eq!(third["state"], "succeeded", "{third:#}");
+    assert_eq!(fake.models()[before..], ["fake-writer-2"]);
+    let report = task(&third, "report");
+    assert_eq!(report["input"]["style"], "short");
+    assert_eq!(
+        report["input"]["prompt"],
+        task(&new, "report")["input"]["prompt"],
+        "other keys kept"
+    );
+    assert_eq!(task(&third, "critique")["reused_from"], json!(new_id));
+    assert_eq!(
+        task(&third, "critique")["output"],
+        task(&new, "critique")["output"]
+    );
     sys.shutdown().await;
 }
 
