@@ -266,6 +266,8 @@ const scenarios = [
       });
       const newId = decodeURIComponent(new URL(page.url()).pathname.split('/').pop());
       await waitForState(page, 'run-state', 'succeeded', 60_000);
+      const link = await page.textContent(byTestId('run-rerun-of'));
+      if (!link?.includes('from write')) throw new Error(`the new run does not show its origin: ${link}`);
       const run = await callApi('GET', `/api/v1/runs/${encodeURIComponent(newId)}`);
       const task = (t) => run.tasks.find((x) => x.id === t);
       if (run.rerun_of?.run !== id) throw new Error(`rerun_of: ${JSON.stringify(run.rerun_of)}`);

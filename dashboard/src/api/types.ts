@@ -63,6 +63,8 @@ export interface RunSummary {
   created_by?: string | null;
   /** The run's own events (created, cancelled, retried), each with the token that caused it. */
   history?: StoredEvent[];
+  /** The run this one re-ran from chosen tasks (`POST /runs/{id}/rerun`), if any. */
+  rerun_of?: { run: string; from: string[] } | null;
 }
 
 export interface Task {
