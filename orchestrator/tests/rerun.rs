@@ -153,6 +153,11 @@ async fn a_rerun_from_the_critic_calls_only_the_critic_and_writer_and_reuses_the
             "{err}"
         );
     }
+    let nul = r#"{"from": ["critique"], "overrides": {"tasks": {"critique": {"input": {"p": "a\u0000b"}}}}}"#;
+    let (status, err) = sys
+        .post_raw(&format!("/api/v1/runs/{old_id}/rerun"), nul)
+        .await;
+    assert_eq!(status, 400, "a NUL cannot be stored: {err}");
     let (status, _) = sys
         .post(
             "/api/v1/runs/no-such-run/rerun",

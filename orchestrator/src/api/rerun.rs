@@ -78,6 +78,12 @@ pub async fn rerun(
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(state.max_body_bytes),
         other => ApiError::BadRequest(other.body_text()),
     })?;
+    if super::runs::has_nul_escape(&raw) {
+        return Err(ApiError::BadRequest(
+            "the request contains a NUL character (\\u0000), which cannot be stored; remove it"
+                .into(),
+        ));
+    }
     let req: RerunRequest =
         serde_json::from_slice(&raw).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let run = state

@@ -32,7 +32,7 @@ pub fn router() -> Router<AppState> {
 
 /// True when JSON text holds the escape `\u0000` (a NUL character), as opposed to a
 /// literal backslash followed by `u0000`: an odd run of backslashes starts an escape.
-fn has_nul_escape(body: &[u8]) -> bool {
+pub(super) fn has_nul_escape(body: &[u8]) -> bool {
     let needle = b"u0000";
     (1..body.len().saturating_sub(needle.len() - 1)).any(|i| {
         body[i..].starts_with(needle)
