@@ -284,6 +284,38 @@ const scenarios = [
     },
   },
   {
+    name: 'rerun: re-run from a node with an edited input opens the new run, the rest reused',
+    async run(page) {
+      const spec = {
+        name: `e2e-rerun-${unique}`,
+        tasks: [
+          { id: 'plan', handler: 'echo', input: { topic: `tides-${unique}` } },
+          { id: 'write', handler: 'echo', depends_on: ['plan'], input: { verdict: 'first' } },
+        ],
+      };
+      const { id } = await callApi('POST', '/api/v1/runs', spec);
+      await page.goto(`${BASE}/runs/${encodeURIComponent(id)}`);
+      await waitForState(page, 'run-state', 'succeeded', 60_000);
+      await page.click(byTestId('task-node-write'));
+      await page.waitForSelector(`${byTestId('task-panel')}[data-task="write"]`);
+      await page.click(byTestId('rerun-open'));
+      await page.fill(byTestId('rerun-input'), JSON.stringify({ verdict: `second-${unique}` }));
+      await page.click(byTestId('rerun-start'));
+      await page.waitForURL((url) => url.pathname.startsWith('/runs/') && !url.pathname.endsWith(encodeURIComponent(id)), {
+        timeout: 30_000,
+      });
+      const newId = decodeURIComponent(new URL(page.url()).pathname.split('/').pop());
+      await waitForState(page, 'run-state', 'succeeded', 60_000);
+      const link = await page.textContent(byTestId('run-rerun-of'));
+      if (!link?.includes('from write')) throw new Error(`the new run does not show its origin: ${link}`);
+      const run = await callApi('GET', `/api/v1/runs/${encodeURIComponent(newId)}`);
+      const task = (t) => run.tasks.find((x) => x.id === t);
+      if (run.rerun_of?.run !== id) throw new Error(`rerun_of: ${JSON.stringify(run.rerun_of)}`);
+      if (task('plan').reused_from !== id || task('plan').attempt !== 0) throw new Error(`plan not reused: ${JSON.stringify(task('plan'))}`);
+      if (task('write').input?.verdict !== `second-${unique}`) throw new Error(`write input: ${JSON.stringify(task('write').input)}`);
+    },
+  },
+  {
     name: 'cancel: a run of long sleeps is cancelled from the run page',
     async run(page) {
       await submitAndOpenRun(page, longSleeps);

@@ -32,6 +32,10 @@ pub fn summary(r: &RunRow) -> t::RunSummary {
         schedule_tick_ms: r.options.origin.as_ref().and_then(|o| o.tick_ms),
         hook: r.options.origin.as_ref().and_then(|o| o.hook.clone()),
         ttl_s: r.options.ttl_s,
+        rerun_of: r.options.rerun_of.as_ref().map(|o| t::RerunLink {
+            run: o.run.clone(),
+            from: o.from.clone(),
+        }),
     }
 }
 
@@ -85,6 +89,7 @@ pub fn task_view(
         finished_at_ms: r.finished_at_ms,
         progress: progress.and_then(|p| p.0),
         progress_message: progress.map(|p| p.1.to_owned()),
+        reused_from: None,
     }
 }
 

@@ -596,6 +596,14 @@ async fn people_and_daily(sys: &TestSystem, c: &mut Contract) {
         b["finished_at_ms"].is_i64()
     })
     .await;
+    // Re-run from one of its tasks; then one naming a task the run does not have.
+    let url = format!("/api/v1/runs/{id}/rerun");
+    let (s, b) = call(sys, "POST", &url, admin, Some(json!({"from": ["yes"]}))).await;
+    assert_eq!(s, 201, "{b}");
+    c.check("POST", "/api/v1/runs/{id}/rerun", s, &b);
+    let (s, b) = call(sys, "POST", &url, admin, Some(json!({"from": ["ghost"]}))).await;
+    assert_eq!(s, 422, "{b}");
+    c.check("POST", "/api/v1/runs/{id}/rerun", s, &b);
     let (s, b) = call(sys, "DELETE", &format!("/api/v1/runs/{id}"), admin, None).await;
     assert_eq!(s, 204, "{b}");
     c.check("DELETE", "/api/v1/runs/{id}", s, &b);

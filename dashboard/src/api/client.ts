@@ -8,6 +8,7 @@ import type {
   ErrorBody,
   ErrorDetail,
   Queue,
+  RerunBody,
   Run,
   RunList,
   RunState,
@@ -108,6 +109,8 @@ export const api = {
   validate: (spec: string) => request<{ valid: boolean; tasks: number }>('POST', '/api/v1/validate', spec),
   cancelRun: (id: string) => request<RunSummary>('POST', `/api/v1/runs/${enc(id)}/cancel`),
   retryRun: (id: string) => request<RunSummary>('POST', `/api/v1/runs/${enc(id)}/retry`),
+  /** A new run from chosen tasks of a finished run; the rest reuse their outputs. */
+  rerunFrom: (id: string, body: RerunBody) => request<RunSummary>('POST', `/api/v1/runs/${enc(id)}/rerun`, body),
   approveTask: (runId: string, taskId: string, body: DecisionBody) =>
     request<Task>('POST', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}/approve`, body),
   rejectTask: (runId: string, taskId: string, body: DecisionBody) =>

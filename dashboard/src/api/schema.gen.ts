@@ -227,6 +227,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/runs/{id}/rerun": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Starts a new run from tasks of a finished run, reusing the outputs of the rest. */
+        post: operations["rerunRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runs/{id}/retry": {
         parameters: {
             query?: never;
@@ -746,7 +763,7 @@ export interface components {
          * @description The stable `code` of an error answer: what a client branches on.
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "invalid_dag" | "invalid_agent" | "bad_request" | "uri_too_long" | "payload_too_large" | "not_found" | "unauthorized" | "forbidden" | "rate_limited" | "invalid_token" | "conflict" | "idempotency_conflict" | "invalid_signature" | "misdirected_host" | "foreign_origin" | "unsupported_media_type" | "unavailable" | "timeout" | "internal";
+        ErrorCode: "invalid_json" | "invalid_dag" | "invalid_agent" | "bad_request" | "uri_too_long" | "payload_too_large" | "not_found" | "unauthorized" | "forbidden" | "rate_limited" | "invalid_token" | "conflict" | "idempotency_conflict" | "invalid_signature" | "invalid_rerun" | "misdirected_host" | "foreign_origin" | "unsupported_media_type" | "unavailable" | "timeout" | "internal";
         /**
          * @description A stored event with its per-run sequence number. `kind` is `task` (a task changed
          *     state; `task_id` and `state` set), `run` (the run changed state; `task_id` null,
@@ -852,6 +869,15 @@ export interface components {
          * @enum {string}
          */
         Overlap: "skip" | "allow";
+        /** @description Changes applied to the new run before it starts. */
+        Overrides: {
+            /** @description Per agent name, fields merged into the run's agent (e.g. `{"model": "m2"}`). */
+            agents?: Record<string, never>;
+            /** @description Per task id (of a task that runs again), what replaces its spec's fields. */
+            tasks?: {
+                [key: string]: components["schemas"]["TaskOverride"];
+            };
+        };
         /** @description USD per million input and output tokens. */
         Price: {
             /** Format: double */
@@ -912,6 +938,17 @@ export interface components {
         RejectRequest: {
             /** @description Kept with the decision, in the task's error message. */
             comment?: string | null;
+        };
+        /** @description The run a re-run re-ran, and the tasks it re-ran from. */
+        RerunLink: {
+            run: string;
+            from: string[];
+        };
+        /** @description What to run again, and what to change first. */
+        RerunRequest: {
+            /** @description Tasks to run again; everything downstream of them runs again too. */
+            from: string[];
+            overrides?: components["schemas"]["Overrides"];
         };
         /**
          * @description A run as `GET /api/v1/runs/{id}` answers it: its summary, its own history and, unless
@@ -1040,6 +1077,7 @@ export interface components {
              * @description Seconds after finishing when the run is deleted; null: the server's retention.
              */
             ttl_s?: number | null;
+            rerun_of?: null | components["schemas"]["RerunLink"];
         };
         /** @description A schedule as PUT. */
         ScheduleSpec: {
@@ -1121,6 +1159,8 @@ export interface components {
             progress?: number | null;
             /** @description The message of that progress report. */
             progress_message?: string | null;
+            /** @description In a run made by a re-run: the run whose output this task reused (it did not run). */
+            reused_from?: string | null;
         };
         /** @description A task with what explains it: its upstream outputs, attempts and log lines. */
         TaskDetail: components["schemas"]["Task"] & {
@@ -1146,6 +1186,11 @@ export interface components {
             error_type?: string | null;
             message: string;
             traceback?: string | null;
+        };
+        /** @description What replaces a re-run task's fields. */
+        TaskOverride: {
+            /** @description Replaces the task's input. */
+            input: unknown;
         };
         /** @description A page of a run's tasks in id order. */
         TaskPage: {
@@ -2115,6 +2160,67 @@ export interface operations {
                 };
             };
             414: components["responses"]["UriTooLong"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    rerunRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Run id of a finished run. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RerunRequest"];
+            };
+        };
+        responses: {
+            /** @description The new run, started. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunSummary"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            /** @description `not_found`: no such run. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `conflict`: the run is still running. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            414: components["responses"]["UriTooLong"];
+            /** @description `invalid_rerun`: `from` or an override names a task or agent the run does not have, or a task that is reused. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             429: components["responses"]["RateLimited"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];

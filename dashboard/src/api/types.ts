@@ -62,6 +62,8 @@ export interface RunSummary {
   created_by?: string | null;
   /** The run's own events (created, cancelled, retried), each with the token that caused it. */
   history?: StoredEvent[];
+  /** The run this one re-ran from chosen tasks (`POST /runs/{id}/rerun`), if any. */
+  rerun_of?: { run: string; from: string[] } | null;
 }
 
 export interface Task {
@@ -294,4 +296,13 @@ export interface RunList {
 export interface DecisionBody {
   comment?: string;
   output?: unknown;
+}
+
+/** The body of `POST /api/v1/runs/{id}/rerun`. */
+export interface RerunBody {
+  from: string[];
+  overrides?: {
+    agents?: Record<string, Record<string, unknown>>;
+    tasks?: Record<string, { input: unknown }>;
+  };
 }

@@ -61,6 +61,12 @@ export function RunHeader({ summary, status, usage, now, act }: Props) {
             </>
           )}
         </span>
+        {summary.rerun_of && (
+          <span data-testid="run-rerun-of">
+            re-run of <Link to={`/runs/${encodeURIComponent(summary.rerun_of.run)}`}>{summary.rerun_of.run.slice(0, 8)}</Link>{' '}
+            from {summary.rerun_of.from.join(', ')}
+          </span>
+        )}
         <span>{formatDuration(span(summary.created_at_ms, summary.finished_at_ms, now))}</span>
         <RunActors summary={summary} />
         <div className="run-progress-bar">

@@ -9,6 +9,7 @@ import { StateBadge } from '../components/StateBadge';
 import { formatDuration, formatTime, span } from '../format';
 import type { LiveAnswer } from '../live/runReducer';
 import { formatUsageLong, hasUsage, laterUsage } from '../usage';
+import { RerunEditor } from './RerunEditor';
 import { TaskActions } from './TaskActions';
 import { useTaskDetail } from './useTaskDetail';
 
@@ -104,6 +105,7 @@ export function TaskPanel(props: Props) {
       </dl>
 
       <TaskActions runId={runId} task={task} input={detail?.input ?? task.input} runRunning={props.runRunning} />
+      <RerunEditor runId={runId} taskId={task.id} input={detail?.input ?? task.input} runRunning={props.runRunning} />
 
       {streaming && <LiveAnswerView text={answer?.text ?? ''} truncated={!!answer?.truncated} />}
 

@@ -55,6 +55,9 @@ pub enum ApiError {
     /// A webhook request whose signature or timestamp does not check out.
     #[error("{0}")]
     BadSignature(String),
+    /// A re-run that names tasks or agents the run does not have (`api/rerun.rs`).
+    #[error("{0}")]
+    InvalidRerun(String),
     #[error("this server does not answer to Host {0:?}: use the address it serves at, or have the operator add it with --allowed-hosts (APEX_ALLOWED_HOSTS)")]
     MisdirectedHost(String),
     #[error("requests from pages of {0:?} are refused: the API answers its own dashboard's origin and the operator's --cors-origins (APEX_CORS_ORIGINS) only")]
@@ -105,6 +108,8 @@ pub enum ErrorCode {
     IdempotencyConflict,
     /// 401: a webhook request whose signature or timestamp does not check out.
     InvalidSignature,
+    /// 422: a re-run names tasks or agents the run does not have, or overrides a reused task.
+    InvalidRerun,
     /// 421: the `Host` header names a host this server does not answer to.
     MisdirectedHost,
     /// 403: a page of another origin made the request.
@@ -137,6 +142,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::IdempotencyConflict => "idempotency_conflict",
             ErrorCode::InvalidSignature => "invalid_signature",
+            ErrorCode::InvalidRerun => "invalid_rerun",
             ErrorCode::MisdirectedHost => "misdirected_host",
             ErrorCode::ForeignOrigin => "foreign_origin",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -174,6 +180,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, C::Conflict),
             ApiError::IdempotencyConflict(_) => (StatusCode::CONFLICT, C::IdempotencyConflict),
             ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, C::InvalidSignature),
+            ApiError::InvalidRerun(_) => (StatusCode::UNPROCESSABLE_ENTITY, C::InvalidRerun),
             ApiError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, C::MisdirectedHost),
             ApiError::ForeignOrigin(_) => (StatusCode::FORBIDDEN, C::ForeignOrigin),
             ApiError::UnsupportedMediaType => {

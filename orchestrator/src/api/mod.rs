@@ -18,6 +18,7 @@ pub mod hooks;
 mod idempotency;
 mod openapi;
 pub mod params;
+mod rerun;
 mod run_delete;
 mod runs;
 pub mod schedules;
@@ -92,6 +93,7 @@ pub fn app(state: AppState) -> Router {
     let cors = state.browser.cors();
     let bounded = Router::new()
         .merge(runs::router())
+        .merge(rerun::router())
         .merge(decisions::router())
         .merge(agents::router())
         .merge(tokens::router())

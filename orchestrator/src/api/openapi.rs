@@ -58,6 +58,7 @@ pub fn document() -> &'static str {
         super::runs::retry_run,
         super::runs::validate_dag,
         super::run_delete::delete_run,
+        super::rerun::rerun,
         super::decisions::approve,
         super::decisions::reject,
         super::decisions::cancel_task,

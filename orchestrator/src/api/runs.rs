@@ -35,7 +35,7 @@ pub fn router() -> Router<AppState> {
 
 /// True when JSON text holds the escape `\u0000` (a NUL character), as opposed to a
 /// literal backslash followed by `u0000`: an odd run of backslashes starts an escape.
-fn has_nul_escape(body: &[u8]) -> bool {
+pub(super) fn has_nul_escape(body: &[u8]) -> bool {
     let needle = b"u0000";
     (1..body.len().saturating_sub(needle.len() - 1)).any(|i| {
         body[i..].starts_with(needle)
@@ -285,7 +285,7 @@ async fn task_page(
             .map(|(t, p, m)| (t, (p, m)))
             .collect()
     };
-    let views = tasks
+    let mut views: Vec<t::Task> = tasks
         .iter()
         .map(|t| {
             views::task_view(
@@ -295,6 +295,7 @@ async fn task_page(
             )
         })
         .collect();
+    super::rerun::mark_reused(&run.options, &mut views);
     Ok((views, next_after))
 }
 
@@ -439,7 +440,11 @@ pub(super) async fn get_task(
         })
         .collect();
     Ok(Json(t::TaskDetail {
-        task: views::task_view(&task, &run.queue, progress),
+        task: {
+            let mut view = views::task_view(&task, &run.queue, progress);
+            super::rerun::mark_reused(&run.options, std::slice::from_mut(&mut view));
+            view
+        },
         run_id: id,
         upstream,
         attempts: attempts(&task, &events),

@@ -21,7 +21,7 @@ pub use error::{ErrorBody, ErrorCode, ErrorResponse};
 pub use fleet::{Health, Probe, Queue, QueueList, Readiness, Worker, WorkerCounts, WorkerList};
 pub use live::{LiveEvent, WsFrame, WsSnapshot};
 pub use runs::{
-    Attempt, Event, EventList, LogLine, Run, RunList, RunSummary, Task, TaskCounts, TaskDetail,
-    TaskError, TaskPage, Validation,
+    Attempt, Event, EventList, LogLine, RerunLink, Run, RunList, RunSummary, Task, TaskCounts,
+    TaskDetail, TaskError, TaskPage, Validation,
 };
 pub use worker_protocol::{Price, Usage};

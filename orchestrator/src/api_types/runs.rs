@@ -49,6 +49,16 @@ pub struct RunSummary {
     pub hook: Option<String>,
     /// Seconds after finishing when the run is deleted; null: the server's retention.
     pub ttl_s: Option<u64>,
+    /// The run this one re-ran (`POST /runs/{id}/rerun`) and the tasks it re-ran from;
+    /// null for other runs.
+    pub rerun_of: Option<RerunLink>,
+}
+
+/// The run a re-run re-ran, and the tasks it re-ran from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RerunLink {
+    pub run: String,
+    pub from: Vec<String>,
 }
 
 /// A run as `GET /api/v1/runs/{id}` answers it: its summary, its own history and, unless
@@ -137,6 +147,9 @@ pub struct Task {
     pub progress: Option<f64>,
     /// The message of that progress report.
     pub progress_message: Option<String>,
+    /// In a run made by a re-run: the run whose output this task reused (it did not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 /// A task with what explains it: its upstream outputs, attempts and log lines.

@@ -27,6 +27,7 @@ pub mod fleet;
 mod follow;
 pub mod hooks;
 pub mod output;
+pub mod rerun;
 pub mod run_delete;
 mod run_layout;
 pub mod runs;
@@ -78,6 +79,8 @@ pub enum Command {
     Cancel(runs::RunIdArgs),
     /// Re-run the failed, cancelled and skipped tasks of a finished run.
     Retry(runs::RunIdArgs),
+    /// Start a new run from chosen tasks of a finished run, reusing the rest's outputs.
+    Rerun(rerun::RerunArgs),
     /// Approve a task waiting for a decision (an approval task): it succeeds.
     Approve(approve::ApproveArgs),
     /// Reject a task waiting for a decision: it fails, and what needed it is skipped.
@@ -147,6 +150,7 @@ async fn execute(command: Command, out: &mut output::Printer) -> Result<Exit, Cl
         Command::Watch(args) => watch::watch_command(&args, out).await,
         Command::Cancel(args) => runs::cancel(&args, out).await,
         Command::Retry(args) => runs::retry(&args, out).await,
+        Command::Rerun(args) => rerun::rerun(&args, out).await,
         Command::Workers(args) => fleet::workers(&args, out).await,
         Command::Queues(args) => fleet::queues(&args, out).await,
         Command::Agents(args) => agents::agents(args, out).await,

@@ -110,7 +110,13 @@ pub fn grow(
 
     let first = dag.len() as u32;
     let mut problems = Vec::new();
-    check_children(dag, parent, &specs, limits, &mut problems);
+    // The run's agents passed the operator's provider check when it was submitted; the
+    // default limits here know only the built-in providers, so accept the run's too.
+    let mut limits = limits.clone();
+    let mut providers = (*limits.providers).clone();
+    providers.extend(dag.options.agents.values().map(|a| a.provider.clone()));
+    limits.providers = std::sync::Arc::new(providers);
+    check_children(dag, parent, &specs, &limits, &mut problems);
     // Each child's index among the children (the first, if an id repeats: reported).
     let mut index: HashMap<&str, u32> = HashMap::with_capacity(specs.len());
     for (j, spec) in specs.iter().enumerate() {

@@ -129,6 +129,7 @@ impl Dag {
                 concurrency_limits: spec.concurrency_limits,
                 ttl_s: spec.ttl_s,
                 origin: None,
+                rerun_of: None,
             }),
             tasks: spec.tasks,
             index,

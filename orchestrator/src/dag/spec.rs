@@ -39,6 +39,18 @@ pub struct RunSpec {
     pub ttl_s: Option<u64>,
 }
 
+/// Which run a re-run came from, and what it took from it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RerunOf {
+    /// The run it re-ran.
+    pub run: String,
+    /// The tasks it re-ran from, as asked.
+    pub from: Vec<String>,
+    /// Tasks whose outputs it took from `run` instead of running them.
+    #[serde(default)]
+    pub reused: Vec<String>,
+}
+
 /// What a concurrency key allows: attempts in flight at once, requests and tokens per
 /// minute. Unset parts do not limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -77,6 +89,10 @@ pub struct RunOptions {
     /// by the server after validation, never by a submitter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<super::origin::RunOrigin>,
+    /// Set by the orchestrator on a run made by `POST /runs/{id}/rerun`; never read
+    /// from a submission (a [`RunSpec`] has no such field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<RerunOf>,
 }
 
 impl RunSpec {

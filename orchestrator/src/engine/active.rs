@@ -147,8 +147,9 @@ pub(super) async fn load(
         max_json_depth: usize::MAX,
         ..Limits::default()
     };
-    let dag = validate(spec, &unlimited)
+    let mut dag = validate(spec, &unlimited)
         .map_err(|e| StoreError::Corrupt(format!("stored run {id} is not a valid DAG: {e}")))?;
+    dag.options = Arc::clone(&run.options);
     let rows = stored
         .into_iter()
         .map(|t| {

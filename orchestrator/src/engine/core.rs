@@ -201,12 +201,17 @@ impl Core {
 
     pub(super) async fn handle(&mut self, input: Input) {
         match input {
-            Input::Submit { dag, by, reply } => {
+            Input::Submit {
+                dag,
+                reused,
+                by,
+                reply,
+            } => {
                 if let Err(e) = self.admit_queues(&dag) {
                     let _ = reply.send(Err(e));
                     return;
                 }
-                let id = self.submit(dag, by);
+                let id = self.submit(dag, reused, by);
                 self.pending.replies.push((reply, id));
             }
             // A run no longer in memory is loaded off the loop, so a big old run does not
@@ -300,12 +305,21 @@ impl Core {
         }
     }
 
-    pub(super) fn submit(&mut self, dag: Arc<Dag>, by: Arc<str>) -> Arc<str> {
+    pub(super) fn submit(
+        &mut self,
+        dag: Arc<Dag>,
+        reused: Vec<(u32, Option<serde_json::Value>)>,
+        by: Arc<str>,
+    ) -> Arc<str> {
         let id: Arc<str> = Arc::from(uuid::Uuid::now_v7().to_string().as_str());
         let now = self.config.clock.now_ms();
         let run = ActiveRun {
             id: Arc::clone(&id),
-            machine: RunMachine::new(dag),
+            machine: if reused.is_empty() {
+                RunMachine::new(dag)
+            } else {
+                RunMachine::reusing(dag, reused)
+            },
             created_at_ms: now,
             created_by: Some(Arc::clone(&by)),
             progress: HashMap::new(),

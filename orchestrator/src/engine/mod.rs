@@ -136,6 +136,8 @@ pub(crate) enum Input {
     /// `by` in these three: the API token asking, recorded on the events it causes.
     Submit {
         dag: Arc<Dag>,
+        /// Tasks that start succeeded with these outputs (a re-run from tasks).
+        reused: Vec<(u32, Option<serde_json::Value>)>,
         by: Arc<str>,
         reply: RunReply,
     },
@@ -222,8 +224,20 @@ impl EngineHandle {
     /// Starts a run of a validated DAG on behalf of token `by`; answers once it is
     /// stored.
     pub async fn submit(&self, dag: Dag, by: &str) -> Result<RunRow, EngineError> {
+        self.submit_reusing(dag, Vec::new(), by).await
+    }
+
+    /// Starts a run whose tasks in `reused` start succeeded with the given outputs and
+    /// are never dispatched (a re-run from tasks); answers once it is stored.
+    pub async fn submit_reusing(
+        &self,
+        dag: Dag,
+        reused: Vec<(u32, Option<serde_json::Value>)>,
+        by: &str,
+    ) -> Result<RunRow, EngineError> {
         self.ask(|reply| Input::Submit {
             dag: Arc::new(dag),
+            reused,
             by: Arc::from(by),
             reply,
         })

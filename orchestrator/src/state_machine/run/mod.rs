@@ -22,6 +22,7 @@ mod admission;
 mod approvals;
 mod control;
 mod reports;
+mod reuse;
 mod types;
 
 pub use types::{
