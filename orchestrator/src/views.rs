@@ -55,7 +55,17 @@ pub fn task(t: &StoredTask, run_queue: &str, progress: Option<(Option<f64>, &str
         "finished_at_ms": r.finished_at_ms,
         "progress": progress.and_then(|p| p.0),
         "progress_message": progress.map(|p| p.1),
+        "waiting_for": waiting_for(r.state.as_str(), r.error.as_ref().map(|e| e.kind.as_str())),
     })
+}
+
+/// What a waiting task waits for: `budget` (a raise) or `approval`; null when not waiting.
+fn waiting_for(state: &str, error_kind: Option<&str>) -> Value {
+    match (state, error_kind) {
+        ("waiting", Some(crate::state_machine::AWAITING_BUDGET)) => "budget".into(),
+        ("waiting", _) => "approval".into(),
+        _ => Value::Null,
+    }
 }
 
 /// A stored event.
@@ -81,6 +91,14 @@ pub fn event(e: &EventRow) -> Value {
         m.insert("error".into(), Value::Null);
     } else {
         m.insert("error".into(), e.data.clone().unwrap_or(Value::Null));
+        if e.state.as_deref() == Some("waiting") {
+            let kind = e
+                .data
+                .as_ref()
+                .and_then(|d| d.get("kind"))
+                .and_then(Value::as_str);
+            m.insert("reason".into(), waiting_for("waiting", kind));
+        }
     }
     Value::Object(m)
 }

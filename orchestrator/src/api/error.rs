@@ -49,6 +49,9 @@ pub enum ApiError {
     InvalidToken(String),
     #[error("{0}")]
     Conflict(String),
+    /// A decision that does not fit what the task waits for (422).
+    #[error("{0}")]
+    InvalidDecision(String),
     #[error("this server does not answer to Host {0:?}: use the address it serves at, or have the operator add it with --allowed-hosts (APEX_ALLOWED_HOSTS)")]
     MisdirectedHost(String),
     #[error("requests from pages of {0:?} are refused: the API answers its own dashboard's origin and the operator's --cors-origins (APEX_CORS_ORIGINS) only")]
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::TooManyFailures { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::InvalidToken(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_token"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::InvalidDecision(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_decision"),
             ApiError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_host"),
             ApiError::ForeignOrigin(_) => (StatusCode::FORBIDDEN, "foreign_origin"),
             ApiError::UnsupportedMediaType => {
@@ -138,6 +142,7 @@ impl From<EngineError> for ApiError {
                 ApiError::NotFound(format!("run {run} has no task {task:?}"))
             }
             EngineError::Conflict(why) => ApiError::Conflict(why),
+            EngineError::InvalidDecision(why) => ApiError::InvalidDecision(why),
             EngineError::Invalid(problems) => ApiError::InvalidDag(problems),
             EngineError::Store(s) => s.into(),
             EngineError::Stopped => {

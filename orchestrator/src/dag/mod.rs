@@ -14,7 +14,8 @@ pub use fan_out::{grow, MAX_CHILDREN, MAX_SPAWN_DEPTH};
 pub use graph::Dag;
 pub use limits::Limits;
 pub use spec::{
-    AgentSpec, Budget, KeyLimit, RunOptions, RunSpec, TaskSpec, Trigger, DEFAULT_RETRY_BACKOFF_S,
+    AgentSpec, Budget, KeyLimit, OnExceeded, RunOptions, RunSpec, TaskSpec, Trigger,
+    DEFAULT_RETRY_BACKOFF_S,
 };
 pub(crate) use validate::is_valid_id;
 pub use validate::{

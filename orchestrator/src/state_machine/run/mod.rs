@@ -20,10 +20,12 @@ use std::sync::Arc;
 pub use worker_protocol::Usage;
 mod admission;
 mod approvals;
+mod budget_ask;
 mod control;
 mod reports;
 mod types;
 
+pub use budget_ask::AWAITING_BUDGET;
 pub use types::{
     AttemptFailure, AttemptSuccess, Command, Event, EventKind, Output, Rejected, TaskFailure,
     TaskRuntime,
@@ -60,6 +62,9 @@ pub struct RunMachine {
     spent: Usage,
     /// Why the run stopped dispatching: its budget would be exceeded.
     exhausted: Option<String>,
+    /// The task waiting for a person to raise the run's budget: until then the run
+    /// dispatches nothing more.
+    asking: Option<u32>,
 }
 
 /// What admitting one task must also pass, beyond the run's own limits: limits shared
@@ -109,6 +114,7 @@ impl RunMachine {
             reserved: HashMap::new(),
             spent: Usage::default(),
             exhausted: None,
+            asking: None,
         }
     }
 
@@ -133,8 +139,14 @@ impl RunMachine {
             reserved: HashMap::new(),
             spent: Usage::default(),
             exhausted: None,
+            asking: None,
         };
         for (i, t) in m.tasks.iter().enumerate() {
+            if t.state == TaskState::Waiting
+                && budget_ask::asks_for(t) == Some(budget_ask::Scope::Run)
+            {
+                m.asking = Some(i as u32);
+            }
             m.counts[t.state as usize] += 1;
             budget::add(&mut m.spent, &t.usage);
             if t.state == TaskState::Skipped
