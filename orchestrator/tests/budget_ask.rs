@@ -162,11 +162,32 @@ async fn a_raise_after_a_restart_lets_the_swarm_finish_once() {
     assert_eq!(status, 422, "{body}");
     assert_eq!(sys.task(&id, "critique").await["state"], "waiting");
 
-    let (status, body) = sys
-        .post(&path, &json!({"raise": {"max_cost_usd": 5}}))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_ne!(body["state"], "waiting", "{body}");
+    // The raise, as a person would type it.
+    let args: Vec<String> = ["approve", &id, "critique", "--raise-cost", "5", "--server"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([sys.base.clone()])
+        .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(assert_cmd::cargo::cargo_bin("apex"))
+            .args(&args)
+            .env_remove("APEX_API_TOKEN")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("apex runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("raised the budget of task critique"),
+        "{stdout}"
+    );
     let (status, _) = sys
         .post(&path, &json!({"raise": {"max_cost_usd": 9}}))
         .await;
