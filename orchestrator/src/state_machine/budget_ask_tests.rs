@@ -229,3 +229,19 @@ fn on_exceeded_takes_fail_or_ask_only() {
     let fail: Budget = serde_json::from_value(json!({"on_exceeded": "fail"})).unwrap();
     assert!(!fail.asks());
 }
+
+#[test]
+fn a_raise_does_not_decide_an_approval_task() {
+    let spec: RunSpec = serde_json::from_value(json!({"tasks": [
+        {"id": "review", "handler": "approval"},
+    ]}))
+    .unwrap();
+    let mut m = RunMachine::new(Arc::new(validate(spec, &Limits::default()).unwrap()));
+    m.start(0, &mut Output::default());
+    assert_eq!(m.task(0).state, TaskState::Waiting);
+    let e = m
+        .raise_budget(0, &raise(5.0), 1, &mut Output::default())
+        .unwrap_err();
+    assert!(matches!(e, Rejected::BadDecision(_)), "{e:?}");
+    assert_eq!(m.task(0).state, TaskState::Waiting);
+}
