@@ -90,6 +90,7 @@ pub fn task_view(
         progress: progress.and_then(|p| p.0),
         progress_message: progress.map(|p| p.1.to_owned()),
         reused_from: None,
+        waiting_for: waiting_for(r.state.as_str(), r.error.as_ref().map(|e| e.kind.as_str())),
     }
 }
 
@@ -101,6 +102,15 @@ pub fn task(st: &StoredTask, run_queue: &str, progress: Option<(Option<f64>, &st
 /// The failure an event's data records, when it records one.
 pub fn event_error(data: Option<&Value>) -> Option<TaskError> {
     data.and_then(|d| serde_json::from_value(d.clone()).ok())
+}
+
+/// What a waiting task waits for: `budget` (a raise) or `approval`; null when not waiting.
+fn waiting_for(state: &str, error_kind: Option<&str>) -> Option<String> {
+    match (state, error_kind) {
+        ("waiting", Some(crate::state_machine::AWAITING_BUDGET)) => Some("budget".into()),
+        ("waiting", _) => Some("approval".into()),
+        _ => None,
+    }
 }
 
 /// A stored event.
@@ -130,6 +140,16 @@ pub fn event_view(e: &EventRow) -> t::Event {
         level: if is_log { text("level") } else { None },
         message: if is_log { text("message") } else { None },
         // Only on events an API request caused: most events are workers' and the scheduler's.
+        reason: (e.state.as_deref() == Some("waiting"))
+            .then(|| {
+                let kind = e
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("kind"))
+                    .and_then(Value::as_str);
+                waiting_for("waiting", kind)
+            })
+            .flatten(),
         by: e.by.clone(),
         stored_at_ms: None,
     }

@@ -686,6 +686,7 @@ export interface components {
             comment?: string | null;
             /** @description Any JSON, handed to the dependents as part of the task's output. */
             output?: unknown;
+            raise?: null | components["schemas"]["BudgetRaise"];
         };
         /** @description One attempt of a task, rebuilt from its events. */
         Attempt: {
@@ -738,6 +739,20 @@ export interface components {
             max_tokens?: number | null;
             /** Format: double */
             max_cost_usd?: number | null;
+            on_exceeded?: null | components["schemas"]["OnExceeded"];
+        };
+        /** @description New limits for the budget a waiting task asks about. */
+        BudgetRaise: {
+            /**
+             * Format: int64
+             * @description Tokens (input + output) the budget may count.
+             */
+            max_tokens?: number | null;
+            /**
+             * Format: double
+             * @description US dollars the budget may count.
+             */
+            max_cost_usd?: number | null;
         };
         /** @description A token just created: the one answer that carries its secret. */
         CreatedToken: components["schemas"]["Token"] & {
@@ -763,7 +778,7 @@ export interface components {
          * @description The stable `code` of an error answer: what a client branches on.
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "invalid_dag" | "invalid_agent" | "bad_request" | "uri_too_long" | "payload_too_large" | "not_found" | "unauthorized" | "forbidden" | "rate_limited" | "invalid_token" | "conflict" | "idempotency_conflict" | "invalid_signature" | "invalid_rerun" | "misdirected_host" | "foreign_origin" | "unsupported_media_type" | "unavailable" | "timeout" | "internal";
+        ErrorCode: "invalid_json" | "invalid_dag" | "invalid_agent" | "bad_request" | "uri_too_long" | "payload_too_large" | "not_found" | "unauthorized" | "forbidden" | "rate_limited" | "invalid_token" | "conflict" | "idempotency_conflict" | "invalid_signature" | "invalid_rerun" | "invalid_decision" | "misdirected_host" | "foreign_origin" | "unsupported_media_type" | "unavailable" | "timeout" | "internal";
         /**
          * @description A stored event with its per-run sequence number. `kind` is `task` (a task changed
          *     state; `task_id` and `state` set), `run` (the run changed state; `task_id` null,
@@ -791,6 +806,8 @@ export interface components {
             level?: string | null;
             /** @description `log` events only. */
             message?: string | null;
+            /** @description On a `waiting` event: what the task waits for, `approval` or `budget`. */
+            reason?: string | null;
             /**
              * @description Present on events an API request caused (submit, cancel, retry): the token that
              *     made it.
@@ -864,6 +881,11 @@ export interface components {
             name: string;
             scope: components["schemas"]["Scope"];
         };
+        /**
+         * @description What a budget does when it cannot cover the next task.
+         * @enum {string}
+         */
+        OnExceeded: "fail" | "ask";
         /**
          * @description What a tick does while the schedule's previous run is still running.
          * @enum {string}
@@ -1161,6 +1183,11 @@ export interface components {
             progress_message?: string | null;
             /** @description In a run made by a re-run: the run whose output this task reused (it did not run). */
             reused_from?: string | null;
+            /**
+             * @description What a `waiting` task waits for: `approval` (a decision) or `budget` (a raise);
+             *     null when it is not waiting.
+             */
+            waiting_for?: string | null;
         };
         /** @description A task with what explains it: its upstream outputs, attempts and log lines. */
         TaskDetail: components["schemas"]["Task"] & {
@@ -2379,7 +2406,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Approved and stored: the task, now succeeded */
+            /** @description Approved and stored: the task, now succeeded (or, after a budget raise, ready or waiting again) */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2404,6 +2431,13 @@ export interface operations {
                 content?: never;
             };
             414: components["responses"]["UriTooLong"];
+            /** @description A raise that does not raise, a raise for an approval task, or none for a task waiting on a budget */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             429: components["responses"]["RateLimited"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];

@@ -92,6 +92,10 @@ export interface Task {
   /** The task that spawned this one by dynamic fan-out; its id is `PARENT.CHILD`. */
   parent?: string | null;
   usage?: Usage | null;
+  /** The task's own budget, if it has one. */
+  budget?: Budget | null;
+  /** What a `waiting` task waits for: a person's approval, or a budget raise. */
+  waiting_for?: 'approval' | 'budget' | null;
 }
 
 export interface Run extends RunSummary {
@@ -296,6 +300,21 @@ export interface RunList {
 export interface DecisionBody {
   comment?: string;
   output?: unknown;
+  /** For a task waiting on a budget: the new limits of the budget it waits on. */
+  raise?: BudgetRaise;
+}
+
+/** New limits for the budget a waiting task asks about; each above the current one. */
+export interface BudgetRaise {
+  max_cost_usd?: number;
+  max_tokens?: number;
+}
+
+/** A spending limit (`on_exceeded: "ask"`: a task it cannot cover waits for a raise). */
+export interface Budget {
+  max_tokens?: number;
+  max_cost_usd?: number;
+  on_exceeded?: 'fail' | 'ask';
 }
 
 /** The body of `POST /api/v1/runs/{id}/rerun`. */

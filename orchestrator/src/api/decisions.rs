@@ -4,7 +4,7 @@
 use super::auth::{needs, Allowed};
 use super::error::ApiError;
 use super::AppState;
-use crate::dag::json_size;
+use crate::dag::{json_size, Budget};
 use crate::engine::Decision;
 use crate::views;
 use axum::body::Bytes;
@@ -36,6 +36,20 @@ pub struct ApproveRequest {
     pub comment: Option<String>,
     /// Any JSON, handed to the dependents as part of the task's output.
     pub output: Option<Value>,
+    /// For a task waiting on a budget (`"on_exceeded": "ask"`): the new limits of the
+    /// budget it waits on, each above the current one. Required for such a task, refused
+    /// for an approval task.
+    pub raise: Option<BudgetRaise>,
+}
+
+/// New limits for the budget a waiting task asks about.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetRaise {
+    /// Tokens (input + output) the budget may count.
+    pub max_tokens: Option<u64>,
+    /// US dollars the budget may count.
+    pub max_cost_usd: Option<f64>,
 }
 
 /// The body of a rejection: all of it optional.
@@ -98,8 +112,9 @@ async fn task_view(state: &AppState, id: &str, task_id: &str) -> Result<Json<Val
     params(("id" = String, Path, description = "Run id"), ("task_id" = String, Path, description = "Task id")),
     request_body(content = Option<ApproveRequest>, content_type = "application/json"),
     responses(
-        (status = 200, description = "Approved and stored: the task, now succeeded"),
+        (status = 200, description = "Approved and stored: the task, now succeeded (or, after a budget raise, ready or waiting again)"),
         (status = 404, description = "No such run or task"),
+        (status = 422, description = "A raise that does not raise, a raise for an approval task, or none for a task waiting on a budget"),
         (status = 409, description = "The task is not waiting for a decision (already decided, or never waited)"),
     ),
     tag = "runs"
@@ -118,9 +133,19 @@ pub async fn approve(
             return Err(ApiError::PayloadTooLarge(state.limits.max_input_bytes));
         }
     }
+    if req.raise.is_some() && req.output.is_some() {
+        return Err(ApiError::InvalidDecision(
+            "a budget raise takes no \"output\": the task itself produces it".into(),
+        ));
+    }
     let decision = Decision::Approve {
         comment: req.comment,
         output: req.output,
+        raise: req.raise.map(|r| Budget {
+            max_tokens: r.max_tokens,
+            max_cost_usd: r.max_cost_usd,
+            on_exceeded: None,
+        }),
     };
     state
         .engine

@@ -58,6 +58,9 @@ pub enum ApiError {
     /// A re-run that names tasks or agents the run does not have (`api/rerun.rs`).
     #[error("{0}")]
     InvalidRerun(String),
+    /// A decision that does not fit what the task waits for (422).
+    #[error("{0}")]
+    InvalidDecision(String),
     #[error("this server does not answer to Host {0:?}: use the address it serves at, or have the operator add it with --allowed-hosts (APEX_ALLOWED_HOSTS)")]
     MisdirectedHost(String),
     #[error("requests from pages of {0:?} are refused: the API answers its own dashboard's origin and the operator's --cors-origins (APEX_CORS_ORIGINS) only")]
@@ -110,6 +113,8 @@ pub enum ErrorCode {
     InvalidSignature,
     /// 422: a re-run names tasks or agents the run does not have, or overrides a reused task.
     InvalidRerun,
+    /// 422: a decision that does not fit what the task waits for (a raise for an approval, none for a budget).
+    InvalidDecision,
     /// 421: the `Host` header names a host this server does not answer to.
     MisdirectedHost,
     /// 403: a page of another origin made the request.
@@ -143,6 +148,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyConflict => "idempotency_conflict",
             ErrorCode::InvalidSignature => "invalid_signature",
             ErrorCode::InvalidRerun => "invalid_rerun",
+            ErrorCode::InvalidDecision => "invalid_decision",
             ErrorCode::MisdirectedHost => "misdirected_host",
             ErrorCode::ForeignOrigin => "foreign_origin",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -181,6 +187,7 @@ impl ApiError {
             ApiError::IdempotencyConflict(_) => (StatusCode::CONFLICT, C::IdempotencyConflict),
             ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, C::InvalidSignature),
             ApiError::InvalidRerun(_) => (StatusCode::UNPROCESSABLE_ENTITY, C::InvalidRerun),
+            ApiError::InvalidDecision(_) => (StatusCode::UNPROCESSABLE_ENTITY, C::InvalidDecision),
             ApiError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, C::MisdirectedHost),
             ApiError::ForeignOrigin(_) => (StatusCode::FORBIDDEN, C::ForeignOrigin),
             ApiError::UnsupportedMediaType => {
@@ -250,6 +257,7 @@ impl From<EngineError> for ApiError {
                 ApiError::NotFound(format!("run {run} has no task {task:?}"))
             }
             EngineError::Conflict(why) => ApiError::Conflict(why),
+            EngineError::InvalidDecision(why) => ApiError::InvalidDecision(why),
             EngineError::Invalid(problems) => ApiError::InvalidDag(problems),
             EngineError::Store(s) => s.into(),
             EngineError::Stopped => {

@@ -150,6 +150,9 @@ pub struct Task {
     /// In a run made by a re-run: the run whose output this task reused (it did not run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reused_from: Option<String>,
+    /// What a `waiting` task waits for: `approval` (a decision) or `budget` (a raise);
+    /// null when it is not waiting.
+    pub waiting_for: Option<String>,
 }
 
 /// A task with what explains it: its upstream outputs, attempts and log lines.
@@ -213,6 +216,9 @@ pub struct Event {
     /// `log` events only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// On a `waiting` event: what the task waits for, `approval` or `budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Present on events an API request caused (submit, cancel, retry): the token that
     /// made it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

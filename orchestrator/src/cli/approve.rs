@@ -34,6 +34,13 @@ pub struct ApproveArgs {
     /// JSON handed to the dependents inside the task's output.
     #[arg(long, value_name = "JSON")]
     pub output: Option<String>,
+    /// For a task waiting on a budget: raise the budget's max_cost_usd to this many
+    /// US dollars.
+    #[arg(long, value_name = "USD")]
+    pub raise_cost: Option<f64>,
+    /// For a task waiting on a budget: raise the budget's max_tokens to this many.
+    #[arg(long, value_name = "N")]
+    pub raise_tokens: Option<u64>,
 }
 
 /// Arguments of `apex reject`.
@@ -59,7 +66,20 @@ pub async fn approve(args: &ApproveArgs, out: &mut Printer) -> Result<Exit, CliE
         })?;
         body.insert("output".into(), v);
     }
-    decide(&args.task, "approve", Value::Object(body), "approved", out).await
+    let mut raise = Map::new();
+    if let Some(c) = args.raise_cost {
+        raise.insert("max_cost_usd".into(), json!(c));
+    }
+    if let Some(t) = args.raise_tokens {
+        raise.insert("max_tokens".into(), json!(t));
+    }
+    let done = if raise.is_empty() {
+        "approved"
+    } else {
+        body.insert("raise".into(), Value::Object(raise));
+        "raised the budget of"
+    };
+    decide(&args.task, "approve", Value::Object(body), done, out).await
 }
 
 /// `apex reject RUN TASK`.

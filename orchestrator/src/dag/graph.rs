@@ -218,6 +218,16 @@ impl Dag {
         }
     }
 
+    /// Replaces the run's budget (a person raised it).
+    pub fn set_run_budget(&mut self, budget: super::spec::Budget) {
+        Arc::make_mut(&mut self.options).budget = Some(budget);
+    }
+
+    /// Replaces task `i`'s own budget (a person raised it).
+    pub fn set_task_budget(&mut self, i: u32, budget: super::spec::Budget) {
+        self.tasks[i as usize].budget = Some(budget);
+    }
+
     /// Back to the spec it was sealed from.
     pub fn to_spec(&self) -> RunSpec {
         RunSpec::from_parts(

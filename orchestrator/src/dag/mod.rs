@@ -16,7 +16,7 @@ pub use fan_out::{grow, MAX_CHILDREN, MAX_SPAWN_DEPTH};
 pub use graph::Dag;
 pub use limits::Limits;
 pub use spec::{
-    AgentSpec, Budget, KeyLimit, RerunOf, RunOptions, RunSpec, TaskSpec, Trigger,
+    AgentSpec, Budget, KeyLimit, OnExceeded, RerunOf, RunOptions, RunSpec, TaskSpec, Trigger,
     DEFAULT_RETRY_BACKOFF_S,
 };
 pub(crate) use validate::is_valid_id;

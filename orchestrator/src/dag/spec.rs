@@ -172,6 +172,28 @@ pub struct Budget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0)]
     pub max_cost_usd: Option<f64>,
+    /// What happens when the budget cannot cover a task: `fail` (the default) or `ask`
+    /// (the task waits for a person to raise the budget or reject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exceeded: Option<OnExceeded>,
+}
+
+/// What a budget does when it cannot cover the next task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExceeded {
+    /// The task fails (a task budget) or the run stops dispatching (a run budget).
+    #[default]
+    Fail,
+    /// The task waits for a person: a raise lets it go on, a rejection fails as `fail`.
+    Ask,
+}
+
+impl Budget {
+    /// True when this budget asks a person instead of failing.
+    pub fn asks(&self) -> bool {
+        self.on_exceeded == Some(OnExceeded::Ask)
+    }
 }
 
 /// One task of a submitted run.

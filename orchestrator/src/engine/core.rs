@@ -487,6 +487,7 @@ impl Core {
         self.out.new_tasks.clear();
         self.out.respecced.clear();
         self.out.run_changed = false;
+        self.out.options_changed = false;
         self.fail_refused();
         result
     }

@@ -3,6 +3,7 @@
 
 use super::core::Core;
 use super::EngineError;
+use crate::dag::Budget;
 use crate::state_machine::{Output, Rejected, RunMachine};
 use serde_json::{json, Value};
 use std::cmp::Reverse;
@@ -15,6 +16,8 @@ pub enum Decision {
     Approve {
         comment: Option<String>,
         output: Option<Value>,
+        /// For a task waiting on a budget: the limits to raise it to.
+        raise: Option<Budget>,
     },
     /// The waiting task fails with error kind `rejected`.
     Reject { comment: Option<String> },
@@ -32,7 +35,12 @@ fn apply(
     out: &mut Output,
 ) -> Result<(), Rejected> {
     match decision {
-        Decision::Approve { comment, output } => {
+        Decision::Approve {
+            raise: Some(raise), ..
+        } => m.raise_budget(i, &raise, now_ms, out),
+        Decision::Approve {
+            comment, output, ..
+        } => {
             let output = json!({"approved": true, "comment": comment, "by": by, "output": output});
             m.approve(i, output, now_ms, out)
         }
@@ -93,7 +101,10 @@ impl Core {
         let who = Arc::clone(&by);
         self.apply_as(by, &id, |m, o| apply(m, i, decision, &who, now, o))
             .map(|()| id)
-            .map_err(|e| EngineError::Conflict(conflict(run_id, task_id, e)))
+            .map_err(|e| match e {
+                Rejected::BadDecision(why) => EngineError::InvalidDecision(why),
+                e => EngineError::Conflict(conflict(run_id, task_id, e)),
+            })
     }
 
     /// Applies the timeouts of waiting tasks whose deadlines passed.

@@ -281,6 +281,15 @@ impl Core {
         if out.run_changed {
             self.pending.dirty_runs.insert(Arc::clone(id));
         }
+        if out.options_changed {
+            // Stored apart from the run's row, which is written far more often.
+            let options = Arc::clone(&run.machine.dag().options);
+            self.pending
+                .flush
+                .batch
+                .options
+                .push((id.to_string(), options));
+        }
     }
 
     /// Turns what this batch changed into one [`Flush`] for the writer.

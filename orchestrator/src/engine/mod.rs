@@ -53,6 +53,9 @@ pub enum EngineError {
     /// The request does not fit the run's state (e.g. cancelling a finished run).
     #[error("{0}")]
     Conflict(String),
+    /// A decision that does not fit the task (e.g. a raise that lowers a limit).
+    #[error("{0}")]
+    InvalidDecision(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     /// The submission breaks a rule only the engine can check (e.g. the queue cap).

@@ -325,6 +325,7 @@ mod tests {
         let b = Budget {
             max_tokens: Some(1_000),
             max_cost_usd: Some(0.5),
+            on_exceeded: None,
         };
         assert_eq!(shortfall(&b, &usage(400, 0.1), &usage(600, 0.4)), None);
         let why = shortfall(&b, &usage(401, 0.1), &usage(600, 0.0)).unwrap();

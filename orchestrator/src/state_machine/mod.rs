@@ -10,7 +10,8 @@ mod states;
 
 pub use run::{
     AttemptFailure, AttemptSuccess, Command, Event, EventKind, Gate, Open, Output, Rejected,
-    RunMachine, TaskFailure, TaskRuntime, Usage, BUDGET_EXCEEDED, MAX_LOST_ATTEMPTS,
+    RunMachine, TaskFailure, TaskRuntime, Usage, AWAITING_BUDGET, BUDGET_EXCEEDED,
+    MAX_LOST_ATTEMPTS,
 };
 pub use states::{
     transition, IllegalTransition, RunState, Stimulus, TaskState, ALL_TASK_STATES, TASK_STATE_COUNT,
@@ -18,5 +19,7 @@ pub use states::{
 
 #[cfg(test)]
 mod approval_tests;
+#[cfg(test)]
+mod budget_ask_tests;
 #[cfg(test)]
 mod tests;

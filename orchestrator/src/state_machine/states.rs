@@ -12,6 +12,7 @@
 //! ready ── over its budget ──▶ failed;  pending | ready ── run budget spent ──▶ skipped
 //! pending ── approval task's deps met ──▶ waiting;  ready ── budget asks ──▶ waiting
 //! waiting ── approved ──▶ succeeded | ready (budget raised);  ── rejected ──▶ failed
+//! waiting (run budget) ── raise rejected ──▶ skipped
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -209,7 +210,8 @@ pub fn transition(from: TaskState, stimulus: Stimulus) -> Result<TaskState, Ille
         (T::Waiting, S::Declined) => T::Failed,
         (T::Failed | T::Skipped | T::Cancelled, S::Rerun) => T::Pending,
         (T::Ready, S::OverBudget) => T::Failed,
-        (T::Pending | T::Ready, S::BudgetExhausted) => T::Skipped,
+        // A waiting task whose run-budget raise was rejected ends as `fail` would have.
+        (T::Pending | T::Ready | T::Waiting, S::BudgetExhausted) => T::Skipped,
         (from, stimulus) => return Err(IllegalTransition { from, stimulus }),
     };
     Ok(to)

@@ -7,6 +7,7 @@ use super::decode::{
 };
 use super::text::{json_text, without_nul as pg_text};
 mod access;
+mod options;
 
 use super::*;
 use crate::dag::TaskSpec;
@@ -296,6 +297,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        options::update_options(&mut tx, &batch.options).await?;
         let mut t = TaskColumns::default();
         for row in &batch.tasks {
             t.push(row);

@@ -257,6 +257,9 @@ pub struct WriteBatch {
     /// Specs of existing tasks that changed (a spawn adds dependencies to the parent's
     /// dependents): (run id, spec).
     pub specs: Vec<(String, TaskSpec)>,
+    /// Options of existing runs that changed (a person raised the run's budget), in
+    /// order: (run id, options).
+    pub options: Vec<(String, Arc<RunOptions>)>,
 }
 
 impl WriteBatch {
@@ -268,6 +271,7 @@ impl WriteBatch {
             && self.workers.is_empty()
             && self.new_tasks.is_empty()
             && self.specs.is_empty()
+            && self.options.is_empty()
     }
 
     /// Folds a later batch into this one, keeping only the latest image of each row.
@@ -276,6 +280,7 @@ impl WriteBatch {
         self.new_runs.extend(later.new_runs);
         self.events.extend(later.events);
         self.new_tasks.extend(later.new_tasks);
+        self.options.extend(later.options);
         for (run, spec) in later.specs {
             match self
                 .specs

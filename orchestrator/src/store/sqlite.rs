@@ -10,6 +10,7 @@
 
 mod access;
 mod codes;
+mod options;
 mod url;
 
 pub(super) use url::create_parent_dir;
@@ -315,6 +316,7 @@ impl Store for SqliteStore {
                 })
                 .await?;
         }
+        options::update_options(&mut tx, &batch.options).await?;
         if !batch.tasks.is_empty() {
             UPDATE_TASKS
                 .execute(&mut tx, &batch.tasks, |q, t| {

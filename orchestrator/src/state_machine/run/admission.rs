@@ -1,6 +1,7 @@
 //! Admission: dispatching ready tasks while limits and budgets allow, and what each
 //! attempt is charged against them.
 
+use super::budget_ask::Scope;
 use super::*;
 
 impl RunMachine {
@@ -27,7 +28,7 @@ impl RunMachine {
             cursor = Some(key);
             let i = key.1;
 
-            if self.exhausted.is_some() {
+            if self.exhausted.is_some() || self.asking.is_some() {
                 break;
             }
             let in_flight = self.counts[TaskState::Queued as usize] as usize
@@ -39,12 +40,21 @@ impl RunMachine {
             if let Some(b) = &self.dag.task(i).budget {
                 if let Some(why) = shortfall(b, &self.tasks[i as usize].usage, &est) {
                     self.waiting.remove(&key);
-                    self.over_budget(i, why, now_ms, out);
+                    if b.asks() {
+                        self.ask_budget(i, Scope::Task, why, now_ms, out);
+                    } else {
+                        self.over_budget(i, why, now_ms, out);
+                    }
                     continue;
                 }
             }
             if let Some(b) = &run_budget {
                 if let Some(why) = shortfall(b, &self.spent, &est) {
+                    if b.asks() {
+                        self.waiting.remove(&key);
+                        self.ask_budget(i, Scope::Run, why, now_ms, out);
+                        break;
+                    }
                     let id = &self.dag.task(i).id;
                     self.exhausted = Some(format!(
                         "budget exceeded: the run's {why} (for task {id:?}); no more tasks are dispatched"

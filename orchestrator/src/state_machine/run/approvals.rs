@@ -69,6 +69,11 @@ impl RunMachine {
         out: &mut Output,
     ) -> Result<(), Rejected> {
         self.check_waiting(i)?;
+        if self.asks_budget(i) {
+            return Err(Rejected::BadDecision(
+                "the task waits for a budget raise: approve it with \"raise\"".into(),
+            ));
+        }
         self.set_state(i, Stimulus::Approved, out)?;
         let t = &mut self.tasks[i as usize];
         t.output = Some(output);
@@ -88,6 +93,9 @@ impl RunMachine {
         out: &mut Output,
     ) -> Result<(), Rejected> {
         self.check_waiting(i)?;
+        if self.asks_budget(i) {
+            return self.reject_raise(i, message, now_ms, out);
+        }
         self.set_state(i, Stimulus::Declined, out)?;
         let failure = TaskFailure {
             kind: REJECTED.into(),
@@ -161,6 +169,7 @@ impl RunMachine {
             }
             _ => {}
         }
+        self.stop_asking(i);
         self.set_state(i, Stimulus::Cancel, out)?;
         let failure = TaskFailure {
             kind: "cancelled".into(),

@@ -40,6 +40,7 @@ impl RunMachine {
         }
         self.waiting.clear();
         self.reserved.clear();
+        self.asking = None;
         self.finish_run(RunState::Cancelled, now_ms, out);
         Ok(())
     }

@@ -20,11 +20,13 @@ use std::sync::Arc;
 pub use worker_protocol::Usage;
 mod admission;
 mod approvals;
+mod budget_ask;
 mod control;
 mod reports;
 mod reuse;
 mod types;
 
+pub use budget_ask::AWAITING_BUDGET;
 pub use types::{
     AttemptFailure, AttemptSuccess, Command, Event, EventKind, Output, Rejected, TaskFailure,
     TaskRuntime,
@@ -61,6 +63,9 @@ pub struct RunMachine {
     spent: Usage,
     /// Why the run stopped dispatching: its budget would be exceeded.
     exhausted: Option<String>,
+    /// The task waiting for a person to raise the run's budget: until then the run
+    /// dispatches nothing more.
+    asking: Option<u32>,
 }
 
 /// What admitting one task must also pass, beyond the run's own limits: limits shared
@@ -110,6 +115,7 @@ impl RunMachine {
             reserved: HashMap::new(),
             spent: Usage::default(),
             exhausted: None,
+            asking: None,
         }
     }
 
@@ -134,8 +140,14 @@ impl RunMachine {
             reserved: HashMap::new(),
             spent: Usage::default(),
             exhausted: None,
+            asking: None,
         };
         for (i, t) in m.tasks.iter().enumerate() {
+            if t.state == TaskState::Waiting
+                && budget_ask::asks_for(t) == Some(budget_ask::Scope::Run)
+            {
+                m.asking = Some(i as u32);
+            }
             m.counts[t.state as usize] += 1;
             budget::add(&mut m.spent, &t.usage);
             if t.state == TaskState::Skipped

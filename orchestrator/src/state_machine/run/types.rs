@@ -153,6 +153,8 @@ pub struct Output {
     pub respecced: Vec<u32>,
     /// The run's own row changed (state, sequence).
     pub run_changed: bool,
+    /// The run's options changed (a person raised its budget): they must be stored.
+    pub options_changed: bool,
 }
 
 /// Why a stimulus was not applied: stale or duplicate reports are normal under
@@ -176,6 +178,9 @@ pub enum Rejected {
     /// A decision (approve, reject) on a task that does not wait for one.
     #[error("task is {0}, not waiting for a decision")]
     NotWaiting(TaskState),
+    /// A decision that does not fit what the task waits for, or a raise that is not one.
+    #[error("{0}")]
+    BadDecision(String),
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
 }
