@@ -11,6 +11,9 @@ bash scripts/setup.sh --browser
 say "quick start: the README's first command, verbatim, in a fresh clone"
 timeout 2400 bash scripts/quickstart.sh
 
+say "api: the checked-in OpenAPI document and dashboard types are what the code generates"
+bash scripts/check-api-drift.sh
+
 say "rust: fmt, clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
@@ -19,7 +22,8 @@ say "rust: tests"
 # Each suite is bounded, so a hang fails fast instead of eating the CI budget.
 timeout 1800 cargo test --workspace --quiet
 APEX_TEST_STORE=sqlite timeout 1200 cargo test -p apex --quiet --test spine --test ws --test security \
-  --test faults --test swarm --test limits --test providers --test bounds --test tokens --test streaming
+  --test faults --test swarm --test limits --test providers --test bounds --test tokens --test streaming \
+  --test contract --test people --test budget_ask --test rerun --test daily
 
 say "python: ruff, mypy, pytest"
 .venv/bin/ruff check python-workers orchestrator/tests/openapi
