@@ -9,7 +9,8 @@
 # 1,000,000-task DAG in 10 layers accepted, validated and run to the end (SCALE=0 skips
 # the million). With LIVE=1, also the live-view table: W1 watched by 1 and 50
 # task-detail and 500 summary clients, with the orchestrator's CPU, against the
-# 1-watcher row (issue #15). Medians of --repeat runs (default 3).
+# 1-watcher row (issue #15). Medians of --repeat runs (default 3). ONLY="w1 live"
+# runs only the named workloads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -38,19 +39,22 @@ for _ in 1 2; do
 done
 wait_http "http://127.0.0.1:$port/readyz"
 sleep 1
-lg() { "$bin_dir/apex-loadgen" --server "http://127.0.0.1:$port" --repeat "$repeat" \
+# `runs=N lg ...` overrides the repeat count for one workload.
+lg() { "$bin_dir/apex-loadgen" --server "http://127.0.0.1:$port" --repeat "${runs:-$repeat}" \
   --label "workers=$workers" --label "concurrency=$concurrency" --label store=postgres "$@"; }
-lg --workload w1
-lg --workload w2
-lg --workload ws --clients 1
-lg --workload ws --clients 50
-lg --workload w3
-lg --workload api --rate 1000 --connections 16
-lg --workload w4 --queue w4 --slots 1000 --sleep 0.5
-lg --workload scale --repeat 1 --tasks 100000 --width 100000 --server-pid "$server_pid"
-if [ "${SCALE:-1}" != 0 ]; then
-  lg --workload scale --repeat 1 --tasks 1000000 --width 100000 --server-pid "$server_pid"
+# ONLY="w1 scale" runs just those workloads (the baseline always runs).
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+want w1 && lg --workload w1
+want w2 && lg --workload w2
+want ws && lg --workload ws --clients 1
+want ws && lg --workload ws --clients 50
+want w3 && lg --workload w3
+want api && lg --workload api --rate 1000 --connections 16
+want w4 && lg --workload w4 --queue w4 --slots 1000 --sleep 0.5
+want scale && runs=1 lg --workload scale --tasks 100000 --width 100000 --server-pid "$server_pid"
+if [ "${SCALE:-1}" != 0 ] && want scale; then
+  runs=1 lg --workload scale --tasks 1000000 --width 100000 --server-pid "$server_pid"
 fi
-if [[ "${LIVE:-0}" == 1 ]]; then
-  lg --workload live --server-pid "${pids[0]}"
+if [[ "${LIVE:-0}" == 1 ]] || { [ -n "${ONLY:-}" ] && want live; }; then
+  lg --workload live --server-pid "$server_pid"
 fi
