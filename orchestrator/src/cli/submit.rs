@@ -9,8 +9,8 @@
 use super::client::{Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Printer};
+use super::shapes::{self, RunSummary};
 use super::watch::{self, WatchOptions};
-use super::wire::{self, RunSummary};
 use crate::api::error::ApiError;
 use crate::api_types::{ErrorBody, ErrorCode};
 use crate::dag::{self, Limits, RunSpec};
@@ -203,7 +203,7 @@ pub async fn submit(args: SubmitArgs, out: &mut Printer) -> Result<Exit, CliErro
         .post_idempotent("/api/v1/runs", std::mem::take(&mut file.bytes), &key)
         .await
         .map_err(|e| file.blame(e))?;
-    let summary: RunSummary = wire::parse(&body, "run").map_err(|m| client.unexpected(m))?;
+    let summary: RunSummary = shapes::parse(&body, "run").map_err(|m| client.unexpected(m))?;
     if args.watch {
         if !args.json {
             out.line(&format!(
