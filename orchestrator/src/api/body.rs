@@ -17,15 +17,21 @@ use std::fmt;
 /// Reads a request body into `T`; a body that is not JSON of `T`'s shape is
 /// `400 invalid_json`, with the path of the offending field when there is one.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    strict(bytes).map_err(|e| ApiError::InvalidJson(explain::<T>(bytes, &e)))
+}
+
+/// Reads `bytes` into `T` as [`parse`] does, keeping serde's error (the CLI's offline
+/// `apex validate` tells syntax errors apart).
+pub fn strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    match T::deserialize(Strict(&mut de)).and_then(|v| de.end().map(|()| v)) {
-        Ok(v) => Ok(v),
-        // Read again to say where: tracking the path costs an allocation per key, which
-        // a 100,000-task DAG should not pay when it is valid.
-        Err(e) => Err(ApiError::InvalidJson(
-            locate::<T>(bytes).unwrap_or_else(|| e.to_string()),
-        )),
-    }
+    T::deserialize(Strict(&mut de)).and_then(|v| de.end().map(|()| v))
+}
+
+/// The message of `e`, an error reading `bytes` as `T`, with the field's path.
+pub fn explain<T: DeserializeOwned>(bytes: &[u8], e: &serde_json::Error) -> String {
+    // Read again to say where: tracking the path costs an allocation per key, which a
+    // 100,000-task DAG should not pay when it is valid.
+    locate::<T>(bytes).unwrap_or_else(|| e.to_string())
 }
 
 /// Reads a JSON value (a stored or assembled body) into `T`, as [`parse`] does.

@@ -5,7 +5,7 @@
 mod agents;
 mod audit;
 pub mod auth;
-mod body;
+pub mod body;
 pub mod browser;
 pub mod daily;
 mod dashboard;
