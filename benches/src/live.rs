@@ -194,8 +194,8 @@ pub async fn measure(
     }
     let wall_s = started.elapsed().as_secs_f64();
     let run = c.run(&id).await?;
-    if run["state"] != "succeeded" {
-        bail!("run {id} ended {}", run["state"]);
+    if run.summary.state != apex::api_types::RunState::Succeeded {
+        bail!("run {id} ended {}", run.summary.state.as_str());
     }
     let cpu_s = match (server_pid, cpu_before) {
         (Some(pid), Some(before)) => cpu_seconds(pid)? - before,

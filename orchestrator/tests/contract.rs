@@ -754,3 +754,66 @@ async fn people_and_daily(sys: &TestSystem, c: &mut Contract) {
         c.check("POST", "/api/v1/hooks/{name}", s, &b);
     }
 }
+
+/// Every operation has its own `operationId` and an `x-required-scope`, and the server
+/// enforces exactly that scope: a token one scope short is refused with 403 naming it,
+/// and a token of that scope gets past the check (whatever it then answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_says_the_scope_the_server_enforces() {
+    let sys = TestSystem::start_with(|c| {
+        c.api_token = Some(ADMIN.to_owned());
+        c.no_auth = false;
+    })
+    .await;
+    let doc: Value = serde_json::from_str(apex::api::openapi_document()).unwrap();
+    let order = ["read", "submit", "operate", "admin"];
+    let mut secrets = std::collections::BTreeMap::new();
+    for scope in &order[..3] {
+        let body = json!({"name": format!("scope-{scope}"), "scope": scope});
+        let (s, b) = call(&sys, "POST", "/api/v1/tokens", Some(ADMIN), Some(body)).await;
+        assert_eq!(s, 201, "{b}");
+        secrets.insert(*scope, b["token"].as_str().unwrap().to_owned());
+    }
+    secrets.insert("admin", ADMIN.to_owned());
+    let mut ids = BTreeSet::new();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_default();
+            assert!(
+                !id.is_empty() && ids.insert(id.to_owned()),
+                "{method} {path}: operationId {id:?} is missing or not unique"
+            );
+            let scope = op["x-required-scope"].as_str().unwrap_or_default();
+            if scope == "none" || path == "/api/v1/ws" {
+                // No token asked (probes, metrics, signed webhooks); the WebSocket's
+                // scope is tests/tokens.rs's (an upgrade, not a plain request).
+                assert!(scope == "none" || scope == "read", "{id}: {scope}");
+                continue;
+            }
+            let need = order
+                .iter()
+                .position(|s| *s == scope)
+                .unwrap_or_else(|| panic!("{id}: unknown x-required-scope {scope:?}"));
+            // Path parameters get a placeholder: the scope is checked before anything
+            // else the request says (api/auth.rs, `Allowed` is each handler's first
+            // argument), so an unknown id still shows it.
+            let url = path
+                .replace("{id}", "r_none")
+                .replace("{task_id}", "t")
+                .replace("{name}", "n");
+            let method = method.to_uppercase();
+            let body = (method != "GET" && method != "DELETE").then(|| json!({}));
+            if need > 0 {
+                let short = &secrets[order[need - 1]];
+                let (s, b) = call(&sys, &method, &url, Some(short), body.clone()).await;
+                assert_eq!(s, 403, "{id} with scope {}: {b}", order[need - 1]);
+                assert_eq!(b["error"]["required_scope"], scope, "{id}: {b}");
+            }
+            let (s, b) = call(&sys, &method, &url, Some(&secrets[scope]), body).await;
+            assert!(s != 403 && s != 401, "{id} with scope {scope}: {s} {b}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 35, "only {checked} operations checked");
+}

@@ -88,7 +88,7 @@ export interface paths {
             cookie?: never;
         };
         /** Every hook (without secrets). */
-        get: operations["list_hooks"];
+        get: operations["listHooks"];
         put?: never;
         post?: never;
         delete?: never;
@@ -105,11 +105,11 @@ export interface paths {
             cookie?: never;
         };
         /** One hook (without its secret). */
-        get: operations["get_hook"];
+        get: operations["getHook"];
         /** Creates or replaces a hook. */
-        put: operations["put_hook"];
+        put: operations["putHook"];
         /** A signed delivery: starts the hook's template with the body as `params.payload`. */
-        post: operations["receive"];
+        post: operations["receiveHook"];
         delete?: never;
         options?: never;
         head?: never;
@@ -184,7 +184,7 @@ export interface paths {
         put?: never;
         post?: never;
         /** Deletes a finished run; a running one must be cancelled first. */
-        delete: operations["delete_run"];
+        delete: operations["deleteRun"];
         options?: never;
         head?: never;
         patch?: never;
@@ -305,7 +305,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Approves a waiting task: it succeeds and its dependents proceed. */
-        post: operations["approve"];
+        post: operations["approveTask"];
         delete?: never;
         options?: never;
         head?: never;
@@ -322,7 +322,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Cancels one task of a running run; the rest of the run goes on. */
-        post: operations["cancel_task"];
+        post: operations["cancelTask"];
         delete?: never;
         options?: never;
         head?: never;
@@ -339,7 +339,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Rejects a waiting task: it fails with error kind `rejected`. */
-        post: operations["reject"];
+        post: operations["rejectTask"];
         delete?: never;
         options?: never;
         head?: never;
@@ -354,7 +354,7 @@ export interface paths {
             cookie?: never;
         };
         /** Every schedule, with its next fire time. */
-        get: operations["list_schedules"];
+        get: operations["listSchedules"];
         put?: never;
         post?: never;
         delete?: never;
@@ -371,12 +371,12 @@ export interface paths {
             cookie?: never;
         };
         /** One schedule, with its next fire time and its most recent runs. */
-        get: operations["get_schedule"];
+        get: operations["getSchedule"];
         /** Creates or replaces a schedule. */
-        put: operations["put_schedule"];
+        put: operations["putSchedule"];
         post?: never;
         /** Removes a schedule: no tick fires after this answers. */
-        delete: operations["delete_schedule"];
+        delete: operations["deleteSchedule"];
         options?: never;
         head?: never;
         patch?: never;
@@ -392,7 +392,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Stops a schedule's ticks until it is resumed. */
-        post: operations["pause"];
+        post: operations["pauseSchedule"];
         delete?: never;
         options?: never;
         head?: never;
@@ -409,7 +409,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Resumes a paused schedule; ticks that fell while it was paused do not fire. */
-        post: operations["resume"];
+        post: operations["resumeSchedule"];
         delete?: never;
         options?: never;
         head?: never;
@@ -424,7 +424,7 @@ export interface paths {
             cookie?: never;
         };
         /** Every template: its latest version and the versions it has. */
-        get: operations["list_templates"];
+        get: operations["listTemplates"];
         put?: never;
         post?: never;
         delete?: never;
@@ -441,9 +441,9 @@ export interface paths {
             cookie?: never;
         };
         /** One template: its latest version, or `?version=N`. */
-        get: operations["get_template"];
+        get: operations["getTemplate"];
         /** Stores a new version of a template. */
-        put: operations["put_template"];
+        put: operations["putTemplate"];
         post?: never;
         delete?: never;
         options?: never;
@@ -461,7 +461,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Starts a run of a template; honours `Idempotency-Key` as `POST /api/v1/runs` does. */
-        post: operations["run_template"];
+        post: operations["runTemplate"];
         delete?: never;
         options?: never;
         head?: never;
@@ -633,14 +633,14 @@ export interface components {
             name: string;
             provider: string;
             model: string;
-            system_prompt?: string | null;
+            system_prompt: string | null;
             /** Format: double */
-            temperature?: number | null;
+            temperature: number | null;
             /** Format: int32 */
-            max_output_tokens?: number | null;
+            max_output_tokens: number | null;
             /** Format: int32 */
-            max_concurrency?: number | null;
-            price?: null | components["schemas"]["Price"];
+            max_concurrency: number | null;
+            price: null | components["schemas"]["Price"];
             /**
              * Format: int64
              * @description Milliseconds since the Unix epoch.
@@ -692,16 +692,16 @@ export interface components {
         Attempt: {
             /** Format: int32 */
             attempt: number;
-            worker_id?: string | null;
+            worker_id: string | null;
             /** Format: int64 */
-            queued_at_ms?: number | null;
+            queued_at_ms: number | null;
             /** Format: int64 */
-            started_at_ms?: number | null;
+            started_at_ms: number | null;
             /** Format: int64 */
-            finished_at_ms?: number | null;
+            finished_at_ms: number | null;
             /** @description `succeeded`, `failed` or `cancelled`; null while in flight. */
-            outcome?: string | null;
-            error?: null | components["schemas"]["TaskError"];
+            outcome: string | null;
+            error: null | components["schemas"]["TaskError"];
         };
         /** @description A change to the agent registry or the API tokens. */
         AuditEntry: {
@@ -722,7 +722,7 @@ export interface components {
             /** @description The agent's or token's name. */
             target: string;
             /** @description What else is worth knowing (a new token's scope; whether a put created the agent). */
-            detail?: unknown;
+            detail: unknown;
         };
         /** @description A page of the audit log, newest first. */
         AuditList: {
@@ -731,7 +731,7 @@ export interface components {
              * Format: int64
              * @description The `before` of the next page; null on the last.
              */
-            next?: number | null;
+            next: number | null;
         };
         /** @description A spending limit: tokens (input + output) and US dollars. */
         Budget: {
@@ -788,11 +788,11 @@ export interface components {
             /** Format: int64 */
             seq: number;
             run_id: string;
-            task_id?: string | null;
+            task_id: string | null;
             /** @description `task`, `run` or `log`. */
             kind: string;
             /** @description A TaskState for `task` events, a RunState for `run` events, null for `log`. */
-            state?: string | null;
+            state: string | null;
             /** Format: int32 */
             attempt: number;
             /**
@@ -800,8 +800,8 @@ export interface components {
              * @description Milliseconds since the Unix epoch.
              */
             at_ms: number;
-            worker_id?: string | null;
-            error?: null | components["schemas"]["TaskError"];
+            worker_id: string | null;
+            error: null | components["schemas"]["TaskError"];
             /** @description `log` events only. */
             level?: string | null;
             /** @description `log` events only. */
@@ -872,8 +872,8 @@ export interface components {
             at_ms: number;
             /** Format: int32 */
             attempt: number;
-            level?: string | null;
-            message?: string | null;
+            level: string | null;
+            message: string | null;
         };
         /** @description The body of `POST /api/v1/tokens`. */
         NewToken: {
@@ -912,7 +912,7 @@ export interface components {
             ok: boolean;
             /** Format: double */
             latency_ms: number;
-            error?: string | null;
+            error: string | null;
         };
         /** @description One thing wrong with a submission. */
         Problem: {
@@ -1000,7 +1000,7 @@ export interface components {
         RunList: {
             runs: components["schemas"]["RunSummary"][];
             /** @description The `before` of the next page; null on the last. */
-            next?: string | null;
+            next: string | null;
         };
         /** @description A run as submitted: a name, a default queue and its tasks. */
         RunSpec: {
@@ -1057,7 +1057,7 @@ export interface components {
              * Format: int64
              * @description Milliseconds since the Unix epoch; null while running.
              */
-            finished_at_ms?: number | null;
+            finished_at_ms: number | null;
             /** Format: int32 */
             task_count: number;
             /** @description Tasks per state (every state is present). */
@@ -1068,7 +1068,7 @@ export interface components {
              * @description Why a failed run failed: the tasks that failed, or, when its budget ran out,
              *     `budget exceeded: the run's …`.
              */
-            error?: string | null;
+            error: string | null;
             /**
              * Format: int64
              * @description Sequence number of the run's last stored event.
@@ -1076,30 +1076,30 @@ export interface components {
             last_seq: number;
             /** @description What the run's tasks reported using so far. */
             usage: components["schemas"]["Usage"];
-            budget?: null | components["schemas"]["Budget"];
+            budget: null | components["schemas"]["Budget"];
             /**
              * Format: int32
              * @description As submitted; null without one.
              */
-            max_parallel?: number | null;
+            max_parallel: number | null;
             /** @description The token that submitted it; null for runs stored before tokens had names. */
-            created_by?: string | null;
-            template?: null | components["schemas"]["TemplateRef"];
+            created_by: string | null;
+            template: null | components["schemas"]["TemplateRef"];
             /** @description The schedule that started the run; null otherwise. */
-            schedule?: string | null;
+            schedule: string | null;
             /**
              * Format: int64
              * @description The schedule tick (ms since the Unix epoch) the run is for; null otherwise.
              */
-            schedule_tick_ms?: number | null;
+            schedule_tick_ms: number | null;
             /** @description The webhook that started the run; null otherwise. */
-            hook?: string | null;
+            hook: string | null;
             /**
              * Format: int64
              * @description Seconds after finishing when the run is deleted; null: the server's retention.
              */
-            ttl_s?: number | null;
-            rerun_of?: null | components["schemas"]["RerunLink"];
+            ttl_s: number | null;
+            rerun_of: null | components["schemas"]["RerunLink"];
         };
         /** @description A schedule as PUT. */
         ScheduleSpec: {
@@ -1143,19 +1143,19 @@ export interface components {
             /** Format: int32 */
             retries: number;
             /** Format: double */
-            retry_backoff_s?: number | null;
+            retry_backoff_s: number | null;
             /** Format: double */
-            timeout_s?: number | null;
+            timeout_s: number | null;
             /** Format: double */
-            idle_timeout_s?: number | null;
+            idle_timeout_s: number | null;
             /** Format: int32 */
             priority: number;
             /** @description The agent that runs it, by name (see the run's `agents`). */
-            agent?: string | null;
+            agent: string | null;
             /** @description On a task a handler spawned: the id of the task that spawned it. */
-            parent?: string | null;
-            concurrency_key?: string | null;
-            budget?: null | components["schemas"]["Budget"];
+            parent: string | null;
+            concurrency_key: string | null;
+            budget: null | components["schemas"]["Budget"];
             /** @description What its attempts reported using. */
             usage: components["schemas"]["Usage"];
             state: components["schemas"]["TaskState"];
@@ -1165,29 +1165,29 @@ export interface components {
              */
             attempt: number;
             /** @description What the handler returned, once it succeeded. */
-            output?: unknown;
-            error?: null | components["schemas"]["TaskError"];
-            worker_id?: string | null;
+            output: unknown;
+            error: null | components["schemas"]["TaskError"];
+            worker_id: string | null;
             /** Format: int64 */
-            queued_at_ms?: number | null;
+            queued_at_ms: number | null;
             /** Format: int64 */
-            started_at_ms?: number | null;
+            started_at_ms: number | null;
             /** Format: int64 */
-            finished_at_ms?: number | null;
+            finished_at_ms: number | null;
             /**
              * Format: double
              * @description The last progress a running attempt reported, 0..1; null otherwise.
              */
-            progress?: number | null;
+            progress: number | null;
             /** @description The message of that progress report. */
-            progress_message?: string | null;
+            progress_message: string | null;
             /** @description In a run made by a re-run: the run whose output this task reused (it did not run). */
             reused_from?: string | null;
             /**
              * @description What a `waiting` task waits for: `approval` (a decision) or `budget` (a raise);
              *     null when it is not waiting.
              */
-            waiting_for?: string | null;
+            waiting_for: string | null;
         };
         /** @description A task with what explains it: its upstream outputs, attempts and log lines. */
         TaskDetail: components["schemas"]["Task"] & {
@@ -1223,7 +1223,7 @@ export interface components {
         TaskPage: {
             tasks: components["schemas"]["Task"][];
             /** @description The `after` of the next page; null on the last. */
-            next_after?: string | null;
+            next_after: string | null;
         };
         /** @description One task of a submitted run. */
         TaskSpec: {
@@ -1301,7 +1301,7 @@ export interface components {
              * Format: int64
              * @description About when it was last presented (to within a minute or so); null if never.
              */
-            last_used_at_ms?: number | null;
+            last_used_at_ms: number | null;
         };
         /** @description Every API token. */
         TokenList: {
@@ -1347,7 +1347,7 @@ export interface components {
              * @description Attempts running now.
              */
             in_flight: number;
-            handlers?: string[];
+            handlers: string[];
             version: string;
             /** @description `running`, `draining`, `stopped` or `lost`. */
             state: string;
@@ -1727,7 +1727,7 @@ export interface operations {
             };
         };
     };
-    list_hooks: {
+    listHooks: {
         parameters: {
             query?: never;
             header?: never;
@@ -1752,7 +1752,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    get_hook: {
+    getHook: {
         parameters: {
             query?: never;
             header?: never;
@@ -1787,7 +1787,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    put_hook: {
+    putHook: {
         parameters: {
             query?: never;
             header?: never;
@@ -1833,7 +1833,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    receive: {
+    receiveHook: {
         parameters: {
             query?: never;
             header?: never;
@@ -1976,6 +1976,42 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "research-report",
+                 *       "queue": "default",
+                 *       "tasks": [
+                 *         {
+                 *           "handler": "echo",
+                 *           "id": "plan",
+                 *           "input": {
+                 *             "topic": "tides"
+                 *           }
+                 *         },
+                 *         {
+                 *           "depends_on": [
+                 *             "plan"
+                 *           ],
+                 *           "handler": "sleep",
+                 *           "id": "a",
+                 *           "input": {
+                 *             "seconds": 0.2
+                 *           },
+                 *           "priority": 5,
+                 *           "retries": 2,
+                 *           "timeout_s": 30
+                 *         },
+                 *         {
+                 *           "depends_on": [
+                 *             "a"
+                 *           ],
+                 *           "handler": "echo",
+                 *           "id": "report",
+                 *           "trigger": "all_done"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["RunSpec"];
             };
         };
@@ -2058,7 +2094,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    delete_run: {
+    deleteRun: {
         parameters: {
             query?: never;
             header?: never;
@@ -2388,7 +2424,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    approve: {
+    approveTask: {
         parameters: {
             query?: never;
             header?: never;
@@ -2443,7 +2479,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    cancel_task: {
+    cancelTask: {
         parameters: {
             query?: never;
             header?: never;
@@ -2487,7 +2523,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    reject: {
+    rejectTask: {
         parameters: {
             query?: never;
             header?: never;
@@ -2535,7 +2571,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    list_schedules: {
+    listSchedules: {
         parameters: {
             query?: never;
             header?: never;
@@ -2560,7 +2596,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    get_schedule: {
+    getSchedule: {
         parameters: {
             query?: never;
             header?: never;
@@ -2595,7 +2631,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    put_schedule: {
+    putSchedule: {
         parameters: {
             query?: never;
             header?: never;
@@ -2607,6 +2643,18 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "catch_up": true,
+                 *       "cron": "0 *\/6 * * *",
+                 *       "overlap": "skip",
+                 *       "params": {
+                 *         "who": "ops"
+                 *       },
+                 *       "template": "research",
+                 *       "timezone": "Europe/Paris"
+                 *     }
+                 */
                 "application/json": components["schemas"]["ScheduleSpec"];
             };
         };
@@ -2654,7 +2702,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    delete_schedule: {
+    deleteSchedule: {
         parameters: {
             query?: never;
             header?: never;
@@ -2689,7 +2737,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    pause: {
+    pauseSchedule: {
         parameters: {
             query?: never;
             header?: never;
@@ -2724,7 +2772,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    resume: {
+    resumeSchedule: {
         parameters: {
             query?: never;
             header?: never;
@@ -2759,7 +2807,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    list_templates: {
+    listTemplates: {
         parameters: {
             query?: never;
             header?: never;
@@ -2784,7 +2832,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    get_template: {
+    getTemplate: {
         parameters: {
             query?: {
                 /** @description A version; the latest when absent */
@@ -2822,7 +2870,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    put_template: {
+    putTemplate: {
         parameters: {
             query?: never;
             header?: never;
@@ -2835,6 +2883,34 @@ export interface operations {
         /** @description A run's DAG plus optional `params` */
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "research",
+                 *       "params": {
+                 *         "topic": {
+                 *           "default": "tides",
+                 *           "description": "What to research"
+                 *         },
+                 *         "who": {
+                 *           "description": "Who the report is for (required)"
+                 *         }
+                 *       },
+                 *       "tasks": [
+                 *         {
+                 *           "handler": "echo",
+                 *           "id": "plan",
+                 *           "input": {
+                 *             "for": {
+                 *               "$param": "who"
+                 *             },
+                 *             "topic": {
+                 *               "$param": "topic"
+                 *             }
+                 *           }
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": Record<string, never>;
             };
         };
@@ -2862,7 +2938,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    run_template: {
+    runTemplate: {
         parameters: {
             query?: never;
             header?: never;
@@ -2874,6 +2950,13 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "params": {
+                 *         "who": "ops"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["TemplateRunRequest"];
             };
         };
@@ -3046,6 +3129,42 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "research-report",
+                 *       "queue": "default",
+                 *       "tasks": [
+                 *         {
+                 *           "handler": "echo",
+                 *           "id": "plan",
+                 *           "input": {
+                 *             "topic": "tides"
+                 *           }
+                 *         },
+                 *         {
+                 *           "depends_on": [
+                 *             "plan"
+                 *           ],
+                 *           "handler": "sleep",
+                 *           "id": "a",
+                 *           "input": {
+                 *             "seconds": 0.2
+                 *           },
+                 *           "priority": 5,
+                 *           "retries": 2,
+                 *           "timeout_s": 30
+                 *         },
+                 *         {
+                 *           "depends_on": [
+                 *             "a"
+                 *           ],
+                 *           "handler": "echo",
+                 *           "id": "report",
+                 *           "trigger": "all_done"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["RunSpec"];
             };
         };

@@ -94,8 +94,7 @@ pub(super) async fn put_agent(
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(state.max_body_bytes),
         other => ApiError::BadRequest(other.body_text()),
     })?;
-    let spec: AgentSpec =
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let spec: AgentSpec = super::body::parse(&body)?;
     validate_agent(&name, &spec, &state.limits).map_err(ApiError::InvalidAgent)?;
     let now = crate::engine::now_ms();
     let row = AgentRow {

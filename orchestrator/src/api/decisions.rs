@@ -72,7 +72,7 @@ fn body<T: Default + serde::de::DeserializeOwned>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))
+    super::body::parse(&body)
 }
 
 fn check_comment(comment: &Option<String>) -> Result<(), ApiError> {
@@ -109,6 +109,7 @@ async fn task_view(state: &AppState, id: &str, task_id: &str) -> Result<Json<Val
 #[utoipa::path(
     post,
     path = "/api/v1/runs/{id}/tasks/{task_id}/approve",
+    operation_id = "approveTask",
     params(("id" = String, Path, description = "Run id"), ("task_id" = String, Path, description = "Task id")),
     request_body(content = Option<ApproveRequest>, content_type = "application/json"),
     responses(
@@ -158,6 +159,7 @@ pub async fn approve(
 #[utoipa::path(
     post,
     path = "/api/v1/runs/{id}/tasks/{task_id}/reject",
+    operation_id = "rejectTask",
     params(("id" = String, Path, description = "Run id"), ("task_id" = String, Path, description = "Task id")),
     request_body(content = Option<RejectRequest>, content_type = "application/json"),
     responses(
@@ -189,6 +191,7 @@ pub async fn reject(
 #[utoipa::path(
     post,
     path = "/api/v1/runs/{id}/tasks/{task_id}/cancel",
+    operation_id = "cancelTask",
     params(("id" = String, Path, description = "Run id"), ("task_id" = String, Path, description = "Task id")),
     responses(
         (status = 200, description = "Cancelled and stored: the task, now cancelled"),

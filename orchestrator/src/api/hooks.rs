@@ -70,7 +70,7 @@ fn view(h: &HookRow) -> Value {
 }
 
 /// Creates or replaces a hook.
-#[utoipa::path(put, path = "/api/v1/hooks/{name}", tag = "hooks",
+#[utoipa::path(put, path = "/api/v1/hooks/{name}", tag = "hooks", operation_id = "putHook",
     params(("name" = String, Path, description = "Hook name")),
     request_body = HookSpec,
     responses((status = 201, description = "Created"), (status = 200, description = "Replaced"),
@@ -83,8 +83,7 @@ async fn put_hook(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("hook", &name)?;
     let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let spec: HookSpec =
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let spec: HookSpec = super::body::parse(&body)?;
     if spec.secret.chars().count() < MIN_SECRET || spec.secret.contains('\0') {
         return Err(ApiError::BadRequest(format!(
             "secret must be at least {MIN_SECRET} characters (and no NUL)"
@@ -120,7 +119,7 @@ async fn put_hook(
 }
 
 /// Every hook (without secrets).
-#[utoipa::path(get, path = "/api/v1/hooks", tag = "hooks",
+#[utoipa::path(get, path = "/api/v1/hooks", tag = "hooks", operation_id = "listHooks",
     responses((status = 200, description = "Hooks, by name")))]
 async fn list_hooks(
     _: Allowed<needs::Read>,
@@ -133,7 +132,7 @@ async fn list_hooks(
 }
 
 /// One hook (without its secret).
-#[utoipa::path(get, path = "/api/v1/hooks/{name}", tag = "hooks",
+#[utoipa::path(get, path = "/api/v1/hooks/{name}", tag = "hooks", operation_id = "getHook",
     params(("name" = String, Path, description = "Hook name")),
     responses((status = 200, description = "The hook"), (status = 404, description = "No such hook")))]
 async fn get_hook(
@@ -191,7 +190,7 @@ fn verify(secret: &str, headers: &HeaderMap, body: &[u8], now_s: i64) -> Result<
 }
 
 /// A signed delivery: starts the hook's template with the body as `params.payload`.
-#[utoipa::path(post, path = "/api/v1/hooks/{name}", tag = "hooks",
+#[utoipa::path(post, path = "/api/v1/hooks/{name}", tag = "hooks", operation_id = "receiveHook",
     params(("name" = String, Path, description = "Hook name")),
     request_body(content = Object, description = "Any JSON; becomes params.payload"),
     responses((status = 201, description = "The run started"),
@@ -215,8 +214,7 @@ async fn receive(
     })?;
     let now_s = crate::engine::now_ms() / 1000;
     let signature = verify(&hook.secret, &headers, &body, now_s)?;
-    let payload: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let payload: Value = super::body::parse(&body)?;
     let mut params = Map::new();
     params.insert("payload".into(), payload);
     let by = format!("hook:{name}");

@@ -5,6 +5,7 @@
 mod agents;
 mod audit;
 pub mod auth;
+pub mod body;
 pub mod browser;
 pub mod daily;
 mod dashboard;

@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use std::sync::OnceLock;
+use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
@@ -126,6 +127,105 @@ const SHARED_ERRORS: [(&str, &str, &str); 7] = [
     ("503", "Unavailable", "`unavailable`: a standby, a store outage, shutdown, or the WebSocket limit; `timeout`: the request took longer than `--request-timeout-s`. Try again shortly."),
 ];
 
+/// The scope each operation needs, by `operationId`, as its handler enforces it with an
+/// `Allowed<needs::…>` argument (`api/auth.rs`); `none` for those that take no token
+/// (probes, metrics, and webhook deliveries, which prove themselves by a signature).
+/// Published as `x-required-scope`; tests/contract.rs checks each against the server:
+/// a token one scope short is refused with exactly this `required_scope`.
+const SCOPES: [(&str, &str); 44] = [
+    ("createRun", "submit"),
+    ("validateDag", "submit"),
+    ("listRuns", "read"),
+    ("getRun", "read"),
+    ("listTasks", "read"),
+    ("getTask", "read"),
+    ("listEvents", "read"),
+    ("cancelRun", "operate"),
+    ("retryRun", "operate"),
+    ("deleteRun", "admin"),
+    ("rerunRun", "submit"),
+    ("approveTask", "operate"),
+    ("rejectTask", "operate"),
+    ("cancelTask", "operate"),
+    ("putTemplate", "admin"),
+    ("listTemplates", "read"),
+    ("getTemplate", "read"),
+    ("runTemplate", "submit"),
+    ("putSchedule", "admin"),
+    ("listSchedules", "read"),
+    ("getSchedule", "read"),
+    ("deleteSchedule", "admin"),
+    ("pauseSchedule", "operate"),
+    ("resumeSchedule", "operate"),
+    ("putHook", "admin"),
+    ("listHooks", "read"),
+    ("getHook", "read"),
+    ("receiveHook", "none"),
+    ("listAgents", "read"),
+    ("getAgent", "read"),
+    ("putAgent", "admin"),
+    ("deleteAgent", "admin"),
+    ("createToken", "admin"),
+    ("listTokens", "admin"),
+    ("revokeToken", "admin"),
+    ("listAudit", "admin"),
+    ("listWorkers", "read"),
+    ("listQueues", "read"),
+    ("healthz", "none"),
+    ("readyz", "none"),
+    ("metrics", "none"),
+    ("health", "read"),
+    ("subscribe", "read"),
+    ("openapi", "read"),
+];
+
+/// The scope `operation_id` needs; `None` for an operation missing from [`SCOPES`],
+/// which the document test refuses.
+fn required_scope(operation_id: &str) -> Option<&'static str> {
+    SCOPES
+        .iter()
+        .find(|(op, _)| *op == operation_id)
+        .map(|(_, scope)| *scope)
+}
+
+/// Example bodies of the main requests, by `operationId`: what a person would send.
+fn request_example(operation_id: &str) -> Option<serde_json::Value> {
+    use serde_json::json;
+    Some(match operation_id {
+        "createRun" | "validateDag" => json!({
+            "name": "research-report",
+            "queue": "default",
+            "tasks": [
+                {"id": "plan", "handler": "echo", "input": {"topic": "tides"}},
+                {"id": "a", "handler": "sleep", "input": {"seconds": 0.2},
+                 "depends_on": ["plan"], "retries": 2, "timeout_s": 30, "priority": 5},
+                {"id": "report", "handler": "echo", "depends_on": ["a"], "trigger": "all_done"}
+            ]
+        }),
+        "putTemplate" => json!({
+            "name": "research",
+            "params": {
+                "topic": {"default": "tides", "description": "What to research"},
+                "who": {"description": "Who the report is for (required)"}
+            },
+            "tasks": [
+                {"id": "plan", "handler": "echo",
+                 "input": {"topic": {"$param": "topic"}, "for": {"$param": "who"}}}
+            ]
+        }),
+        "putSchedule" => json!({
+            "template": "research",
+            "params": {"who": "ops"},
+            "cron": "0 */6 * * *",
+            "timezone": "Europe/Paris",
+            "overlap": "skip",
+            "catch_up": true
+        }),
+        "runTemplate" => json!({"params": {"who": "ops"}}),
+        _ => return None,
+    })
+}
+
 /// What a name (agent, concurrency key, task id, queue) may be.
 const NAME_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,128}$";
 
@@ -218,9 +318,23 @@ impl utoipa::Modify for Shared {
                 for p in op.parameters.iter_mut().flatten() {
                     bound_text(p);
                 }
+                let id = op.operation_id.clone().unwrap_or_default();
+                let scope = required_scope(&id).unwrap_or("unknown");
+                op.extensions.get_or_insert_with(Default::default).merge(
+                    ExtensionsBuilder::new()
+                        .add("x-required-scope", scope)
+                        .build(),
+                );
+                if let (Some(example), Some(body)) =
+                    (request_example(&id), op.request_body.as_mut())
+                {
+                    if let Some(content) = body.content.get_mut("application/json") {
+                        content.example = Some(example);
+                    }
+                }
                 // A webhook delivery proves itself by its signature, not a token
                 // (`api/auth.rs`), but answers every other shared error.
-                if op.operation_id.as_deref() == Some("receive") {
+                if scope == "none" {
                     op.security = Some(Vec::new());
                 }
                 if !path.starts_with("/api/") {
@@ -243,7 +357,35 @@ impl utoipa::Modify for Shared {
 
 #[cfg(test)]
 mod tests {
-    use super::document;
+    use super::{document, SCOPES};
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn every_operation_has_its_own_id_and_a_scope() {
+        let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
+        let mut ids = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"].as_str().unwrap_or_default();
+                // utoipa's default is the handler's name, in snake_case.
+                assert!(
+                    !id.is_empty() && !id.contains('_'),
+                    "{method} {path}: set an explicit camelCase operation_id, not {id:?}"
+                );
+                assert!(ids.insert(id.to_owned()), "operationId {id} is used twice");
+                let scope = op["x-required-scope"].as_str().unwrap_or_default();
+                assert!(
+                    ["none", "read", "submit", "operate", "admin"].contains(&scope),
+                    "{method} {path} ({id}): add it to SCOPES in api/openapi.rs"
+                );
+            }
+        }
+        let listed: BTreeSet<String> = SCOPES.iter().map(|(op, _)| op.to_string()).collect();
+        assert_eq!(
+            ids, listed,
+            "SCOPES lists exactly the documented operations"
+        );
+    }
 
     #[test]
     fn the_checked_in_copy_is_the_generated_document() {

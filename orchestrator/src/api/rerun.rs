@@ -80,8 +80,7 @@ pub async fn rerun(
                 .into(),
         ));
     }
-    let req: RerunRequest =
-        serde_json::from_slice(&raw).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let req: RerunRequest = super::body::parse(&raw)?;
     let run = state
         .store
         .get_run(&id)

@@ -14,7 +14,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Deletes a finished run; a running one must be cancelled first.
-#[utoipa::path(delete, path = "/api/v1/runs/{id}", tag = "runs",
+#[utoipa::path(delete, path = "/api/v1/runs/{id}", tag = "runs", operation_id = "deleteRun",
     params(("id" = String, Path, description = "Run id")),
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such run"),
               (status = 409, description = "The run is still running")))]

@@ -57,8 +57,7 @@ pub(super) async fn parse_dag(
             "the DAG contains a NUL character (\\u0000), which cannot be stored; remove it from names and inputs".into(),
         ));
     }
-    let mut spec: RunSpec =
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let mut spec: RunSpec = super::body::parse(&body)?;
     super::agents::resolve_registered(state.store.as_ref(), &mut spec).await?;
     validate_submission(spec, &state.limits).map_err(ApiError::InvalidDag)
 }

@@ -126,7 +126,7 @@ async fn find(state: &AppState, name: &str) -> Result<ScheduleRow, ApiError> {
 }
 
 /// Creates or replaces a schedule.
-#[utoipa::path(put, path = "/api/v1/schedules/{name}", tag = "schedules",
+#[utoipa::path(put, path = "/api/v1/schedules/{name}", tag = "schedules", operation_id = "putSchedule",
     params(("name" = String, Path, description = "Schedule name")),
     request_body = ScheduleSpec,
     responses((status = 201, description = "Created"), (status = 200, description = "Replaced"),
@@ -140,8 +140,7 @@ async fn put_schedule(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("schedule", &name)?;
     let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let spec: ScheduleSpec =
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let spec: ScheduleSpec = super::body::parse(&body)?;
     spec.timing(0)?;
     let template = state
         .store
@@ -170,7 +169,7 @@ async fn put_schedule(
 }
 
 /// Every schedule, with its next fire time.
-#[utoipa::path(get, path = "/api/v1/schedules", tag = "schedules",
+#[utoipa::path(get, path = "/api/v1/schedules", tag = "schedules", operation_id = "listSchedules",
     responses((status = 200, description = "Schedules, by name")))]
 async fn list_schedules(
     _: Allowed<needs::Read>,
@@ -183,7 +182,7 @@ async fn list_schedules(
 }
 
 /// One schedule, with its next fire time and its most recent runs.
-#[utoipa::path(get, path = "/api/v1/schedules/{name}", tag = "schedules",
+#[utoipa::path(get, path = "/api/v1/schedules/{name}", tag = "schedules", operation_id = "getSchedule",
     params(("name" = String, Path, description = "Schedule name")),
     responses((status = 200, description = "The schedule"), (status = 404, description = "No such schedule")))]
 async fn get_schedule(
@@ -199,7 +198,7 @@ async fn get_schedule(
 }
 
 /// Removes a schedule: no tick fires after this answers.
-#[utoipa::path(delete, path = "/api/v1/schedules/{name}", tag = "schedules",
+#[utoipa::path(delete, path = "/api/v1/schedules/{name}", tag = "schedules", operation_id = "deleteSchedule",
     params(("name" = String, Path, description = "Schedule name")),
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such schedule")))]
 async fn delete_schedule(
@@ -215,7 +214,7 @@ async fn delete_schedule(
 }
 
 /// Stops a schedule's ticks until it is resumed.
-#[utoipa::path(post, path = "/api/v1/schedules/{name}/pause", tag = "schedules",
+#[utoipa::path(post, path = "/api/v1/schedules/{name}/pause", tag = "schedules", operation_id = "pauseSchedule",
     params(("name" = String, Path, description = "Schedule name")),
     responses((status = 200, description = "Paused"), (status = 404, description = "No such schedule")))]
 async fn pause(
@@ -227,7 +226,7 @@ async fn pause(
 }
 
 /// Resumes a paused schedule; ticks that fell while it was paused do not fire.
-#[utoipa::path(post, path = "/api/v1/schedules/{name}/resume", tag = "schedules",
+#[utoipa::path(post, path = "/api/v1/schedules/{name}/resume", tag = "schedules", operation_id = "resumeSchedule",
     params(("name" = String, Path, description = "Schedule name")),
     responses((status = 200, description = "Resumed"), (status = 404, description = "No such schedule")))]
 async fn resume(

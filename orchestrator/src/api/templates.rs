@@ -91,9 +91,8 @@ fn split(spec: &Value) -> Result<(Params, Map<String, Value>), ApiError> {
     let mut dag = obj.clone();
     let params: Params = match dag.remove("params") {
         None => BTreeMap::new(),
-        Some(p) => {
-            serde_json::from_value(p).map_err(|e| ApiError::InvalidJson(format!("params: {e}")))?
-        }
+        Some(p) => super::body::from_value(&p)
+            .map_err(|e| ApiError::InvalidJson(format!("params: {e}")))?,
     };
     for name in params.keys() {
         if !crate::dag::is_valid_id(name, MAX_NAME) {
@@ -195,7 +194,7 @@ pub async fn instantiate(
         ));
     }
     let mut spec: RunSpec =
-        serde_json::from_value(dag).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+        super::body::from_value(&dag).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     super::agents::resolve_registered(state.store.as_ref(), &mut spec).await?;
     validate_submission(spec, &state.limits).map_err(ApiError::InvalidDag)
 }
@@ -252,7 +251,7 @@ fn view(t: &TemplateRow, versions: &[u32]) -> Value {
 }
 
 /// Stores a new version of a template.
-#[utoipa::path(put, path = "/api/v1/templates/{name}", tag = "templates",
+#[utoipa::path(put, path = "/api/v1/templates/{name}", tag = "templates", operation_id = "putTemplate",
     params(("name" = String, Path, description = "Template name")),
     request_body(content = Object, description = "A run's DAG plus optional `params`"),
     responses((status = 201, description = "Stored as a new version"),
@@ -268,8 +267,7 @@ async fn put_template(
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(state.max_body_bytes),
         other => ApiError::BadRequest(other.body_text()),
     })?;
-    let spec: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let spec: Value = super::body::parse(&body)?;
     instantiate(&state, &spec, &Map::new(), true).await?;
     let now = crate::engine::now_ms();
     let version = state
@@ -283,7 +281,7 @@ async fn put_template(
 }
 
 /// Every template: its latest version and the versions it has.
-#[utoipa::path(get, path = "/api/v1/templates", tag = "templates",
+#[utoipa::path(get, path = "/api/v1/templates", tag = "templates", operation_id = "listTemplates",
     responses((status = 200, description = "Templates, by name")))]
 async fn list_templates(
     _: Allowed<needs::Read>,
@@ -300,7 +298,7 @@ async fn list_templates(
 }
 
 /// One template: its latest version, or `?version=N`.
-#[utoipa::path(get, path = "/api/v1/templates/{name}", tag = "templates",
+#[utoipa::path(get, path = "/api/v1/templates/{name}", tag = "templates", operation_id = "getTemplate",
     params(("name" = String, Path, description = "Template name"),
            ("version" = Option<u32>, Query, description = "A version; the latest when absent")),
     responses((status = 200, description = "The template"), (status = 404, description = "No such template")))]
@@ -324,7 +322,7 @@ struct VersionParam {
 }
 
 /// Starts a run of a template; honours `Idempotency-Key` as `POST /api/v1/runs` does.
-#[utoipa::path(post, path = "/api/v1/templates/{name}/runs", tag = "templates",
+#[utoipa::path(post, path = "/api/v1/templates/{name}/runs", tag = "templates", operation_id = "runTemplate",
     params(("name" = String, Path, description = "Template name")),
     request_body = TemplateRunRequest,
     responses((status = 201, description = "The run started"),
@@ -346,7 +344,7 @@ async fn run_template(
     let req: TemplateRunRequest = if body.is_empty() {
         TemplateRunRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?
+        super::body::parse(&body)?
     };
     let by = allowed.name();
     let (status, run) = match key {

@@ -48,8 +48,7 @@ pub(super) async fn create_token(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let new: t::NewToken =
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let new: t::NewToken = super::body::parse(&body)?;
     if let Some(why) = access::name_problem(&new.name) {
         return Err(ApiError::InvalidToken(why));
     }

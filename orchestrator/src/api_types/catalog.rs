@@ -12,10 +12,15 @@ pub struct Agent {
     pub name: String,
     pub provider: String,
     pub model: String,
+    #[schema(required = true)]
     pub system_prompt: Option<String>,
+    #[schema(required = true)]
     pub temperature: Option<f64>,
+    #[schema(required = true)]
     pub max_output_tokens: Option<u32>,
+    #[schema(required = true)]
     pub max_concurrency: Option<u32>,
+    #[schema(required = true)]
     pub price: Option<Price>,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: i64,
@@ -49,6 +54,7 @@ pub struct Token {
     /// The token that created it.
     pub created_by: String,
     /// About when it was last presented (to within a minute or so); null if never.
+    #[schema(required = true)]
     pub last_used_at_ms: Option<i64>,
 }
 
@@ -82,6 +88,7 @@ pub struct AuditEntry {
     /// The agent's or token's name.
     pub target: String,
     /// What else is worth knowing (a new token's scope; whether a put created the agent).
+    #[schema(required = true)]
     pub detail: Option<Value>,
 }
 
@@ -90,5 +97,6 @@ pub struct AuditEntry {
 pub struct AuditList {
     pub entries: Vec<AuditEntry>,
     /// The `before` of the next page; null on the last.
+    #[schema(required = true)]
     pub next: Option<i64>,
 }

@@ -15,6 +15,7 @@ pub struct Worker {
     /// Attempts running now.
     pub in_flight: u32,
     #[serde(default)]
+    #[schema(required = true)]
     pub handlers: Vec<String>,
     pub version: String,
     /// `running`, `draining`, `stopped` or `lost`.
@@ -67,6 +68,7 @@ pub struct QueueList {
 pub struct Probe {
     pub ok: bool,
     pub latency_ms: f64,
+    #[schema(required = true)]
     pub error: Option<String>,
 }
 

@@ -20,6 +20,7 @@ pub struct RunSummary {
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: i64,
     /// Milliseconds since the Unix epoch; null while running.
+    #[schema(required = true)]
     pub finished_at_ms: Option<i64>,
     pub task_count: u32,
     /// Tasks per state (every state is present).
@@ -27,30 +28,39 @@ pub struct RunSummary {
     pub counts: TaskCounts,
     /// Why a failed run failed: the tasks that failed, or, when its budget ran out,
     /// `budget exceeded: the run's …`.
+    #[schema(required = true)]
     pub error: Option<String>,
     /// Sequence number of the run's last stored event.
     pub last_seq: u64,
     /// What the run's tasks reported using so far.
     pub usage: Usage,
     /// The run's budget as submitted; null without one.
+    #[schema(required = true)]
     pub budget: Option<Budget>,
     /// As submitted; null without one.
-    #[schema(minimum = 1)]
+    #[schema(required = true, minimum = 1)]
     pub max_parallel: Option<u32>,
     /// The token that submitted it; null for runs stored before tokens had names.
+    #[schema(required = true)]
     pub created_by: Option<String>,
     /// The template (and its version) the run was made from; null otherwise.
+    #[schema(required = true)]
     pub template: Option<crate::dag::origin::TemplateRef>,
     /// The schedule that started the run; null otherwise.
+    #[schema(required = true)]
     pub schedule: Option<String>,
     /// The schedule tick (ms since the Unix epoch) the run is for; null otherwise.
+    #[schema(required = true)]
     pub schedule_tick_ms: Option<i64>,
     /// The webhook that started the run; null otherwise.
+    #[schema(required = true)]
     pub hook: Option<String>,
     /// Seconds after finishing when the run is deleted; null: the server's retention.
+    #[schema(required = true)]
     pub ttl_s: Option<u64>,
     /// The run this one re-ran (`POST /runs/{id}/rerun`) and the tasks it re-ran from;
     /// null for other runs.
+    #[schema(required = true)]
     pub rerun_of: Option<RerunLink>,
 }
 
@@ -90,6 +100,7 @@ pub struct Run {
 pub struct RunList {
     pub runs: Vec<RunSummary>,
     /// The `before` of the next page; null on the last.
+    #[schema(required = true)]
     pub next: Option<String>,
 }
 
@@ -120,16 +131,23 @@ pub struct Task {
     pub depends_on: Vec<String>,
     pub trigger: Trigger,
     pub retries: u32,
+    #[schema(required = true)]
     pub retry_backoff_s: Option<f64>,
+    #[schema(required = true)]
     pub timeout_s: Option<f64>,
+    #[schema(required = true)]
     pub idle_timeout_s: Option<f64>,
     pub priority: i32,
     /// The agent that runs it, by name (see the run's `agents`).
+    #[schema(required = true)]
     pub agent: Option<String>,
     /// On a task a handler spawned: the id of the task that spawned it.
+    #[schema(required = true)]
     pub parent: Option<String>,
+    #[schema(required = true)]
     pub concurrency_key: Option<String>,
     /// The task's budget as submitted; null without one.
+    #[schema(required = true)]
     pub budget: Option<Budget>,
     /// What its attempts reported using.
     pub usage: Usage,
@@ -137,21 +155,30 @@ pub struct Task {
     /// The current or last attempt, from 1; 0 before the first.
     pub attempt: u32,
     /// What the handler returned, once it succeeded.
+    #[schema(required = true)]
     pub output: Option<Value>,
+    #[schema(required = true)]
     pub error: Option<TaskError>,
+    #[schema(required = true)]
     pub worker_id: Option<String>,
+    #[schema(required = true)]
     pub queued_at_ms: Option<i64>,
+    #[schema(required = true)]
     pub started_at_ms: Option<i64>,
+    #[schema(required = true)]
     pub finished_at_ms: Option<i64>,
     /// The last progress a running attempt reported, 0..1; null otherwise.
+    #[schema(required = true)]
     pub progress: Option<f64>,
     /// The message of that progress report.
+    #[schema(required = true)]
     pub progress_message: Option<String>,
     /// In a run made by a re-run: the run whose output this task reused (it did not run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reused_from: Option<String>,
     /// What a `waiting` task waits for: `approval` (a decision) or `budget` (a raise);
     /// null when it is not waiting.
+    #[schema(required = true)]
     pub waiting_for: Option<String>,
 }
 
@@ -173,12 +200,18 @@ pub struct TaskDetail {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Attempt {
     pub attempt: u32,
+    #[schema(required = true)]
     pub worker_id: Option<String>,
+    #[schema(required = true)]
     pub queued_at_ms: Option<i64>,
+    #[schema(required = true)]
     pub started_at_ms: Option<i64>,
+    #[schema(required = true)]
     pub finished_at_ms: Option<i64>,
     /// `succeeded`, `failed` or `cancelled`; null while in flight.
+    #[schema(required = true)]
     pub outcome: Option<String>,
+    #[schema(required = true)]
     pub error: Option<TaskError>,
 }
 
@@ -187,7 +220,9 @@ pub struct Attempt {
 pub struct LogLine {
     pub at_ms: i64,
     pub attempt: u32,
+    #[schema(required = true)]
     pub level: Option<String>,
+    #[schema(required = true)]
     pub message: Option<String>,
 }
 
@@ -199,16 +234,20 @@ pub struct Event {
     #[schema(minimum = 1)]
     pub seq: u64,
     pub run_id: String,
+    #[schema(required = true)]
     pub task_id: Option<String>,
     /// `task`, `run` or `log`.
     pub kind: String,
     /// A TaskState for `task` events, a RunState for `run` events, null for `log`.
+    #[schema(required = true)]
     pub state: Option<String>,
     pub attempt: u32,
     /// Milliseconds since the Unix epoch.
     pub at_ms: i64,
+    #[schema(required = true)]
     pub worker_id: Option<String>,
     /// The failure a `task` event records; null otherwise.
+    #[schema(required = true)]
     pub error: Option<TaskError>,
     /// `log` events only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,6 +278,7 @@ pub struct EventList {
 pub struct TaskPage {
     pub tasks: Vec<Task>,
     /// The `after` of the next page; null on the last.
+    #[schema(required = true)]
     pub next_after: Option<String>,
 }
 

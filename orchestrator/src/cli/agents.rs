@@ -8,8 +8,8 @@
 use super::client::{encode, Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Cell, Printer, Table};
+use super::shapes;
 use super::submit::read_input;
-use super::wire;
 use crate::api_types::{Agent, Price};
 use crate::api_types::{ErrorBody, ErrorCode};
 use serde_json::Value;
@@ -112,7 +112,7 @@ async fn list(args: &ListArgs, out: &mut Printer) -> Result<Exit, CliError> {
         return Ok(Exit::Ok);
     }
     let agents: Vec<Agent> =
-        wire::parse(&body["agents"], "agents").map_err(|m| client.unexpected(m))?;
+        shapes::parse(&body["agents"], "agents").map_err(|m| client.unexpected(m))?;
     if agents.is_empty() {
         out.line(
             "no agents are registered; register one with `apex agents put NAME --file agent.json`",
@@ -166,7 +166,7 @@ async fn show(args: &ShowArgs, out: &mut Printer) -> Result<Exit, CliError> {
         out.json(&body)?;
         return Ok(Exit::Ok);
     }
-    let agent: Agent = wire::parse(&body, "agent").map_err(|m| client.unexpected(m))?;
+    let agent: Agent = shapes::parse(&body, "agent").map_err(|m| client.unexpected(m))?;
     out.block(&render_agent(&agent))?;
     Ok(Exit::Ok)
 }
@@ -236,7 +236,7 @@ async fn put(args: PutArgs, out: &mut Printer) -> Result<Exit, CliError> {
         out.json(&body)?;
         return Ok(Exit::Ok);
     }
-    let agent: Agent = wire::parse(&body, "agent").map_err(|m| client.unexpected(m))?;
+    let agent: Agent = shapes::parse(&body, "agent").map_err(|m| client.unexpected(m))?;
     let verb = if status == 201 { "created" } else { "replaced" };
     out.line(&format!(
         "{verb} agent {} ({} {})",

@@ -4,7 +4,7 @@
 use super::client::{encode, Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Printer};
-use super::wire::{self, Task};
+use super::shapes::{self, Task};
 use serde_json::{json, Map, Value};
 
 /// Arguments naming one task, shared by the decisions.
@@ -118,12 +118,12 @@ async fn decide(
         out.json(&answer)?;
         return Ok(Exit::Ok);
     }
-    let task: Task = wire::parse(&answer, "task").map_err(|m| client.unexpected(m))?;
+    let task: Task = shapes::parse(&answer, "task").map_err(|m| client.unexpected(m))?;
     out.line(&format!(
         "{done} task {} of run {} (now {})",
         output::bold(&task.id),
         t.run,
-        output::state(&task.state)
+        output::state(task.state.as_str())
     ))?;
     Ok(Exit::Ok)
 }

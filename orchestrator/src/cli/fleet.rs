@@ -4,7 +4,7 @@
 use super::client::{Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Cell, Printer, Table};
-use super::wire;
+use super::shapes;
 use crate::api_types::{Queue, Worker};
 
 /// Arguments of `apex workers` and `apex queues`.
@@ -26,7 +26,7 @@ pub async fn workers(args: &FleetArgs, out: &mut Printer) -> Result<Exit, CliErr
         return Ok(Exit::Ok);
     }
     let workers: Vec<Worker> =
-        wire::parse(&body["workers"], "workers").map_err(|m| client.unexpected(m))?;
+        shapes::parse(&body["workers"], "workers").map_err(|m| client.unexpected(m))?;
     if workers.is_empty() {
         out.line("no workers have registered; start one with `apex-worker --queue default`")?;
         return Ok(Exit::Ok);
@@ -66,7 +66,7 @@ pub async fn queues(args: &FleetArgs, out: &mut Printer) -> Result<Exit, CliErro
         return Ok(Exit::Ok);
     }
     let queues: Vec<Queue> =
-        wire::parse(&body["queues"], "queues").map_err(|m| client.unexpected(m))?;
+        shapes::parse(&body["queues"], "queues").map_err(|m| client.unexpected(m))?;
     if queues.is_empty() {
         out.line("no queues yet: a queue appears with its first task or worker")?;
         return Ok(Exit::Ok);

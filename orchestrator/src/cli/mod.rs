@@ -5,7 +5,7 @@
 //! - [`client`]: HTTP and WebSocket to the server; transport failures and error answers
 //!   become [`CliError`]s there, and only there.
 //! - [`error`]: every failure, the line it prints and its exit code ([`Exit`]).
-//! - [`wire`]: the API's JSON as the CLI reads it for people (`--json` passes it through).
+//! - [`shapes`]: readings of the shared API types ([`crate::api_types`]) for people.
 //! - [`output`]: colour on terminals only, tables, times and durations.
 //! - [`submit`]: reading DAG files; `submit` and `validate`.
 //! - [`runs`]: `runs`, `run show`, `cancel`, `retry`.
@@ -32,13 +32,13 @@ pub mod run_delete;
 mod run_layout;
 pub mod runs;
 pub mod schedules;
+mod shapes;
 pub mod submit;
 pub mod task;
 pub mod templates;
 mod terminal;
 pub mod tokens;
 pub mod watch;
-pub mod wire;
 
 pub use error::{CliError, Exit};
 

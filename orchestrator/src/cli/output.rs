@@ -3,7 +3,7 @@
 //! durations written for people.
 
 use super::error::CliError;
-use super::wire::Usage;
+use super::shapes::{Usage, UsageExt};
 use anstyle::{AnsiColor, Style};
 use serde_json::Value;
 use std::io::{IsTerminal, Write};

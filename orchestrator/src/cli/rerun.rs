@@ -4,8 +4,8 @@
 use super::client::{encode, Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Printer};
+use super::shapes::{self, RunSummary};
 use super::watch::{self, WatchOptions};
-use super::wire::{self, RunSummary};
 use serde_json::{json, Map, Value};
 
 /// Arguments of `apex rerun`.
@@ -127,7 +127,7 @@ pub async fn rerun(args: &RerunArgs, out: &mut Printer) -> Result<Exit, CliError
     let answer = client
         .post(&path, Some(body.to_string().into_bytes()))
         .await?;
-    let summary: RunSummary = wire::parse(&answer, "run").map_err(|m| client.unexpected(m))?;
+    let summary: RunSummary = shapes::parse(&answer, "run").map_err(|m| client.unexpected(m))?;
     if args.watch {
         if !args.json {
             out.line(&format!(

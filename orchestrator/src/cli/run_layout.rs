@@ -1,7 +1,7 @@
 //! How `apex run show` lays out a run's tasks: by DAG depth, with the tasks a handler
 //! spawned nested under the task that spawned them.
 
-use super::wire::Task;
+use super::shapes::Task;
 use std::collections::HashMap;
 
 /// Each task's depth in the DAG: 0 without dependencies, else one more than its deepest

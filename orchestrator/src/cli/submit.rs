@@ -9,8 +9,8 @@
 use super::client::{Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Printer};
+use super::shapes::{self, RunSummary};
 use super::watch::{self, WatchOptions};
-use super::wire::{self, RunSummary};
 use crate::api::error::ApiError;
 use crate::api_types::{ErrorBody, ErrorCode};
 use crate::dag::{self, Limits, RunSpec};
@@ -68,7 +68,7 @@ impl DagFile {
 
     /// The spec the file holds, parsed exactly as the server parses a submission.
     fn parse(&self) -> Result<RunSpec, serde_json::Error> {
-        serde_json::from_slice(&self.bytes)
+        crate::api::body::strict(&self.bytes)
     }
 
     /// Why the file is not a spec: bad JSON syntax, or JSON that is not a spec (an
@@ -130,10 +130,10 @@ fn describe_io(e: &std::io::Error) -> String {
 }
 
 /// The error body the server answers for a body that does not parse as a spec.
-fn invalid_json_body(e: &serde_json::Error) -> ErrorBody {
+fn invalid_json_body(bytes: &[u8], e: &serde_json::Error) -> ErrorBody {
     ErrorBody {
         code: ErrorCode::InvalidJson,
-        message: ApiError::InvalidJson(e.to_string()).to_string(),
+        message: ApiError::InvalidJson(crate::api::body::explain::<RunSpec>(bytes, e)).to_string(),
         details: Vec::new(),
         required_scope: None,
         run_id: None,
@@ -157,7 +157,7 @@ pub fn validate(args: &ValidateArgs, out: &mut Printer) -> Result<Exit, CliError
     let file = DagFile::read(&args.file)?;
     // What the server would answer, beside what a person reads.
     let (error, body) = match file.parse() {
-        Err(e) => (file.not_a_spec(&e), invalid_json_body(&e)),
+        Err(e) => (file.not_a_spec(&e), invalid_json_body(&file.bytes, &e)),
         Ok(spec) => match dag::validate(spec, &Limits::default()) {
             Ok(dag) if args.json => {
                 out.json(&json!({"valid": true, "tasks": dag.len()}))?;
@@ -203,7 +203,7 @@ pub async fn submit(args: SubmitArgs, out: &mut Printer) -> Result<Exit, CliErro
         .post_idempotent("/api/v1/runs", std::mem::take(&mut file.bytes), &key)
         .await
         .map_err(|e| file.blame(e))?;
-    let summary: RunSummary = wire::parse(&body, "run").map_err(|m| client.unexpected(m))?;
+    let summary: RunSummary = shapes::parse(&body, "run").map_err(|m| client.unexpected(m))?;
     if args.watch {
         if !args.json {
             out.line(&format!(

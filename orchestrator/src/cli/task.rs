@@ -6,7 +6,8 @@
 use super::client::{encode, Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Cell, Printer, Table};
-use super::wire::{self, Task, TaskDetail};
+use super::shapes::{self, Task, TaskDetail, UsageExt};
+use serde_json::Value;
 
 /// `apex task …`.
 #[derive(Debug, clap::Subcommand)]
@@ -64,7 +65,7 @@ pub async fn show(args: &TaskShowArgs, out: &mut Printer) -> Result<Exit, CliErr
         out.json(&body)?;
         return Ok(Exit::Ok);
     }
-    let detail: TaskDetail = wire::parse(&body, "task").map_err(|m| client.unexpected(m))?;
+    let detail: TaskDetail = shapes::parse(&body, "task").map_err(|m| client.unexpected(m))?;
     let mut text = header(&detail);
     text.push_str(&data(&detail));
     text.push_str(&attempts(&detail));
@@ -82,10 +83,10 @@ fn header(d: &TaskDetail) -> String {
         "task {} of run {}  {}\n  handler {} · queue {} · trigger {} · priority {} · retries {} · timeout {}\n",
         output::bold(&t.id),
         d.run_id,
-        output::state(&t.state),
+        output::state(t.state.as_str()),
         t.handler,
         t.queue,
-        t.trigger,
+        t.trigger.as_str(),
         t.priority,
         t.retries,
         timeout,
@@ -124,8 +125,8 @@ pub fn swarm_lines(t: &Task) -> String {
     if !who.is_empty() {
         text.push_str(&format!("  {}\n", who.join(" · ")));
     }
-    if let Some(u) = t.usage.filter(|u| !u.is_zero()) {
-        text.push_str(&format!("  usage: {}\n", output::usage_long(&u)));
+    if !t.usage.is_zero() {
+        text.push_str(&format!("  usage: {}\n", output::usage_long(&t.usage)));
     }
     text
 }
@@ -149,11 +150,11 @@ fn data(d: &TaskDetail) -> String {
     text.push_str(&format!(
         "{}\n{}\n",
         output::bold("output:"),
-        output::indented_json(&t.output, "  ")
+        output::indented_json(t.output.as_ref().unwrap_or(&Value::Null), "  ")
     ));
     if let Some(e) = &t.error {
         let failed = output::state_style("failed");
-        let kind = e.kind.as_deref().unwrap_or("error");
+        let kind = &e.kind;
         text.push_str(&format!(
             "{} {}\n",
             output::paint(failed, &format!("error ({kind}):")),
@@ -214,7 +215,7 @@ fn logs(d: &TaskDetail, show: bool) -> String {
         };
         text.push_str(&format!(
             "  {}  #{}  {}  {}\n",
-            output::time_of_day(l.at_ms),
+            output::time_of_day(Some(l.at_ms)),
             l.attempt,
             output::paint(style, &format!("{level:<7}")),
             l.message.as_deref().unwrap_or(""),
@@ -229,7 +230,7 @@ mod tests {
     use serde_json::json;
 
     fn lines_of(task: serde_json::Value) -> String {
-        let t: Task = serde_json::from_value(task).unwrap();
+        let t: Task = super::super::shapes::fixtures::task(task);
         anstream::adapter::strip_str(&swarm_lines(&t)).to_string()
     }
 

@@ -7,7 +7,7 @@
 use super::client::{encode, Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Cell, Printer, Table};
-use super::wire;
+use super::shapes;
 use crate::access::Scope;
 use crate::api_types::Token;
 use serde_json::json;
@@ -125,7 +125,7 @@ async fn list(args: &ListArgs, out: &mut Printer) -> Result<Exit, CliError> {
         return Ok(Exit::Ok);
     }
     let tokens: Vec<Token> =
-        wire::parse(&body["tokens"], "tokens").map_err(|m| client.unexpected(m))?;
+        shapes::parse(&body["tokens"], "tokens").map_err(|m| client.unexpected(m))?;
     if tokens.is_empty() {
         out.line("no tokens; create one with `apex tokens create --name NAME --scope read`")?;
         return Ok(Exit::Ok);

@@ -16,7 +16,7 @@ pub use tracker::{Counts, Tracker, Transition};
 use super::client::{encode, Client, Connection, Socket};
 use super::error::{CliError, Exit};
 use super::output::{self, Printer};
-use super::wire::{self, Event, Run};
+use super::shapes::{self, Event, LiveEvent, Run};
 use futures::{SinkExt, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
@@ -309,7 +309,7 @@ impl Follow<'_> {
         // A big run's snapshot carries its first tasks only; the tracker needs them all.
         let mut run = frame["run"].clone();
         super::runs::complete_tasks(self.client, &mut run).await?;
-        let run: Run = wire::parse(&run, "snapshot").map_err(bad_frame)?;
+        let run: Run = shapes::parse(&run, "snapshot").map_err(bad_frame)?;
         let seq = frame["seq"].as_u64().unwrap_or(run.summary.last_seq);
         if self.view.json {
             self.view.out.json_line(frame)?;
@@ -318,7 +318,7 @@ impl Follow<'_> {
                 "watching run {} ({}): {} tasks",
                 output::bold(&run.summary.id),
                 run.summary.name,
-                run.tasks.len()
+                run.tasks.as_ref().map_or(0, Vec::len)
             ))?;
         }
         let tracker = Tracker::from_snapshot(&run, seq);
@@ -338,11 +338,20 @@ impl Follow<'_> {
 
     /// Applies one event; answers whether the run has finished.
     fn on_event(&mut self, raw: &Value) -> Result<bool, CliError> {
-        let e: Event = wire::parse(raw, "event").map_err(bad_frame)?;
+        let live: LiveEvent = shapes::parse(raw, "event").map_err(bad_frame)?;
         // Events before any snapshot cannot happen without `since`; nothing to apply to.
         let Some(tracker) = self.tracker.as_mut() else {
             return Ok(false);
         };
+        // Live-only kinds (progress, streamed text) have no seq and move no task: they
+        // are passed through to `--json` and otherwise ignored.
+        if !tracker::is_stored(&live.kind) {
+            if self.view.json {
+                self.view.out.json_line(raw)?;
+            }
+            return Ok(false);
+        }
+        let e: Event = shapes::parse(raw, "event").map_err(bad_frame)?;
         if tracker.seen(&e) {
             return Ok(false);
         }

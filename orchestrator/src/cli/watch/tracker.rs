@@ -2,7 +2,7 @@
 //! line, the counts the progress bar shows, the closing summary. Pure: no I/O.
 
 use super::super::output;
-use super::super::wire::{Event, Run, TaskError};
+use super::super::shapes::{Event, Run, TaskError};
 use std::collections::HashMap;
 
 /// Runs with more tasks than this show only failures, retries, skips and cancellations
@@ -101,24 +101,30 @@ impl Counts {
     }
 }
 
+/// Whether events of this `kind` are stored ones (with a `seq`) that the tracker
+/// applies; the others on a run's stream are live-only (`progress`, `answer`).
+pub fn is_stored(kind: &str) -> bool {
+    matches!(kind, "task" | "run" | "log")
+}
+
 impl Tracker {
     /// The state a snapshot (`{"run": Run, "seq": N}`) shows.
     pub fn from_snapshot(run: &Run, seq: u64) -> Self {
+        let run_tasks = run.tasks.as_deref().unwrap_or_default();
         let mut counts = Counts {
-            total: run.tasks.len() as u64,
+            total: run_tasks.len() as u64,
             done: 0,
             running: 0,
             failed: 0,
         };
-        for t in &run.tasks {
-            counts.count(&t.state, true);
+        for t in run_tasks {
+            counts.count(t.state.as_str(), true);
         }
-        let tasks = run
-            .tasks
+        let tasks = run_tasks
             .iter()
             .map(|t| {
                 let tracked = Tracked {
-                    state: t.state.clone(),
+                    state: t.state.as_str().to_owned(),
                     attempt: t.attempt,
                     attempts_allowed: t.retries + 1,
                     started_at_ms: t.started_at_ms,
@@ -129,9 +135,9 @@ impl Tracker {
             .collect();
         Self {
             run_id: run.summary.id.clone(),
-            run_state: run.summary.state.clone(),
-            created_at_ms: run.summary.created_at_ms,
-            order: run.tasks.iter().map(|t| t.id.clone()).collect(),
+            run_state: run.summary.state.as_str().to_owned(),
+            created_at_ms: Some(run.summary.created_at_ms),
+            order: run_tasks.iter().map(|t| t.id.clone()).collect(),
             tasks,
             last_seq: seq,
             counts,
@@ -160,7 +166,7 @@ impl Tracker {
 
     /// Whether `e` was already applied (a replay overlapping what was seen).
     pub fn seen(&self, e: &Event) -> bool {
-        e.seq.is_some_and(|s| s <= self.last_seq)
+        e.seq <= self.last_seq
     }
 
     /// Applies one event; answers the transition it makes, if it is worth a line.
@@ -168,9 +174,7 @@ impl Tracker {
         if self.seen(e) {
             return None;
         }
-        if let Some(s) = e.seq {
-            self.last_seq = s;
-        }
+        self.last_seq = e.seq;
         let state = e.state.clone()?;
         match e.kind.as_str() {
             "run" => {
@@ -186,16 +190,16 @@ impl Tracker {
                 if e.attempt > 0 {
                     t.attempt = e.attempt;
                 }
-                let error = e.task_error();
+                let error = e.error.clone();
                 let line = error.as_ref().map_or_else(String::new, TaskError::one_line);
                 let attempt = t.attempt;
                 match state.as_str() {
                     "running" => {
-                        t.started_at_ms = e.at_ms;
+                        t.started_at_ms = Some(e.at_ms);
                         Some(Transition::Started { task: id, attempt })
                     }
                     "succeeded" => {
-                        let took_ms = t.started_at_ms.zip(e.at_ms).map(|(s, f)| f - s);
+                        let took_ms = t.started_at_ms.map(|s| e.at_ms - s);
                         Some(Transition::Succeeded { task: id, took_ms })
                     }
                     // `ready` with an error: a failed attempt waiting out its backoff.
@@ -321,24 +325,24 @@ impl Tracker {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::shapes::fixtures;
     use super::*;
     use serde_json::{json, Value};
 
     fn tracker() -> Tracker {
-        let run: Run = serde_json::from_value(json!({
+        let run: Run = fixtures::run(json!({
             "id": "r1", "state": "running", "created_at_ms": 1000,
             "tasks": [
                 {"id": "a", "state": "running", "attempt": 1, "started_at_ms": 1100},
                 {"id": "b", "state": "pending", "depends_on": ["a"], "retries": 2},
                 {"id": "c", "state": "pending", "depends_on": ["b"]},
             ]
-        }))
-        .unwrap();
+        }));
         Tracker::from_snapshot(&run, 4)
     }
 
     fn event(v: Value) -> Event {
-        serde_json::from_value(v).unwrap()
+        fixtures::event(v)
     }
 
     #[test]
@@ -414,7 +418,7 @@ mod tests {
     #[test]
     fn a_fresh_snapshot_after_a_resync_names_what_finished_meanwhile() {
         let earlier = tracker();
-        let run: Run = serde_json::from_value(json!({
+        let run: Run = fixtures::run(json!({
             "id": "r1", "state": "running",
             "tasks": [
                 {"id": "a", "state": "succeeded", "attempt": 1},
@@ -422,8 +426,7 @@ mod tests {
                  "error": {"kind": "timeout", "message": "took too long"}},
                 {"id": "c", "state": "pending"},
             ]
-        }))
-        .unwrap();
+        }));
         let now = Tracker::from_snapshot(&run, 20);
         assert_eq!(
             now.changes_since(&earlier),
@@ -442,10 +445,8 @@ mod tests {
     }
 
     #[test]
-    fn live_only_events_without_seq_do_not_move_the_resume_point() {
-        let mut t = tracker();
-        let p = event(json!({"kind": "progress", "task_id": "a", "progress": 0.5}));
-        assert_eq!(t.apply(&p), None);
-        assert_eq!(t.last_seq, 4);
+    fn live_only_kinds_are_not_applied_as_stored_events() {
+        assert!(is_stored("task") && is_stored("run") && is_stored("log"));
+        assert!(!is_stored("progress") && !is_stored("answer"));
     }
 }
