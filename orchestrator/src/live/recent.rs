@@ -151,8 +151,8 @@ mod tests {
         assert_eq!(r.after(2).map(|(e, _)| seqs(&e)), Some(vec![3]));
         r.keep(4, 4, &[task(4, "b", "queued")]);
         r.keep(5, 5, &[task(5, "c", "queued")]);
-        assert!(r.after(3).is_none(), "3 was evicted");
-        assert_eq!(r.after(4).map(|(e, _)| seqs(&e)), Some(vec![5]));
+        assert!(r.after(2).is_none(), "3 was evicted");
+        assert_eq!(r.after(3).map(|(e, _)| seqs(&e)), Some(vec![4, 5]));
         r.forget();
         assert!(r.after(5).is_none() && r.end_after(9).is_none());
     }
