@@ -26,6 +26,11 @@ pub struct BusConfig {
     /// Most bytes of streamed text kept per running attempt for clients that join
     /// mid-answer.
     pub answer_bytes: usize,
+    /// Most stored events (and bytes of them) a watched run's stream keeps, so clients
+    /// joining or resuming within them share one replay instead of each reading the
+    /// store.
+    pub recent_events: usize,
+    pub recent_bytes: usize,
     pub run: Cadence,
     pub fleet: Cadence,
 }
@@ -36,6 +41,9 @@ impl Default for BusConfig {
             ring_events: 65_536,
             ring_bytes: 16 << 20,
             answer_bytes: 256 << 10,
+            // Several seconds of a busy run's coalesced events.
+            recent_events: 32_768,
+            recent_bytes: 8 << 20,
             // 20 ms keeps stored→client latency well under 50 ms while a busy run's
             // events share frames; summaries a few times a second are enough for counts.
             run: Cadence {
@@ -77,7 +85,8 @@ impl Default for Bus {
 impl Bus {
     pub fn new(config: BusConfig) -> Self {
         let streams: Arc<Streams> = Arc::default();
-        let fleet = Stream::new(None, config.fleet, 0, std::sync::Weak::new());
+        // The fleet resumes from its ring instead.
+        let fleet = Stream::new(None, config.fleet, 0, (0, 0), std::sync::Weak::new());
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -165,6 +174,7 @@ impl Bus {
             Some(Arc::clone(run)),
             c.run,
             c.answer_bytes,
+            (c.recent_events, c.recent_bytes),
             Arc::downgrade(&self.inner.streams),
         )
     }
@@ -324,6 +334,56 @@ mod tests {
         let states: Vec<_> = f.events.iter().map(|e| e.state.as_deref()).collect();
         assert_eq!(states, [Some("failed")]);
         assert!(f.run.is_some());
+    }
+
+    #[tokio::test]
+    async fn joiners_resuming_within_the_recent_events_share_one_rendered_replay() {
+        use axum::extract::ws::Utf8Bytes;
+        use std::sync::atomic::AtomicUsize;
+        let bus = Bus::new(fast());
+        let mut watcher = bus.join_run("r", Feed::Frames, |_| true);
+        bus.publish([task("r", 5, "a", "queued"), task("r", 6, "b", "queued")]);
+        next(&mut watcher).await;
+        bus.publish([task("r", 7, "a", "running")]);
+        next(&mut watcher).await;
+        let renders = AtomicUsize::new(0);
+        let render = |events: Vec<Arc<BusEvent>>| {
+            renders.fetch_add(1, Ordering::SeqCst);
+            Some(Utf8Bytes::from(
+                super::super::Frame::build(events, None).encode(),
+            ))
+        };
+        let (a, b) = (
+            bus.join_run("r", Feed::Frames, |_| true),
+            bus.join_run("r", Feed::Frames, |_| true),
+        );
+        let (fa, la) = a.recent(5, 5, Some(0), render).expect("kept");
+        let (fb, lb) = b.recent(5, 5, Some(0), render).expect("kept");
+        assert_eq!((la, lb, renders.load(Ordering::SeqCst)), (7, 7, 1));
+        let (fa, fb) = (fa.unwrap(), fb.unwrap());
+        assert_eq!(fa.as_str().as_ptr(), fb.as_str().as_ptr(), "one encoding");
+        let v: Value = serde_json::from_str(fa.as_str()).unwrap();
+        assert_eq!(
+            (v["seq_from"].as_u64(), v["seq_to"].as_u64()),
+            (Some(6), Some(7))
+        );
+        let seqs: Vec<_> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64())
+            .collect();
+        assert_eq!(seqs, [Some(6), Some(7)]);
+        // Another detail, or a replay of its own, is rendered apart.
+        assert!(a.recent(5, 5, Some(1), render).is_some());
+        assert!(a.recent(5, 5, None, render).is_some());
+        assert_eq!(renders.load(Ordering::SeqCst), 3);
+        // Before what is kept, or not reaching the snapshot's end: the store serves it.
+        assert!(a.recent(3, 3, Some(0), render).is_none());
+        assert!(a.recent(5, 9, Some(0), render).is_none());
+        // A cursor at the end: nothing to send, and nothing missed.
+        let (f, last) = a.recent(7, 7, Some(0), |_| None).unwrap();
+        assert_eq!((f, last), (None, 7));
     }
 
     #[tokio::test]

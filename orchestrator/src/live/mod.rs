@@ -9,6 +9,8 @@
 //! - [`frame`], [`coalesce`]: what a frame holds, and which events a later one makes
 //!   redundant within it. Pure.
 //! - [`event`]: one published event, classified and encoded once.
+//! - [`recent`]: a run stream's last frames' stored events, serving the replay of
+//!   clients that join or resume with a cursor they cover, encoded once for all of them.
 //! - [`shared_read`]: one store read (a snapshot, a run's summary) serving every
 //!   subscriber that asks while it is in flight.
 //!
@@ -21,6 +23,7 @@ mod bus;
 mod coalesce;
 mod event;
 mod frame;
+mod recent;
 mod ring;
 mod shared_read;
 mod stream;

@@ -21,10 +21,11 @@
 use super::answers::Answers;
 use super::event::BusEvent;
 use super::frame::Frame;
+use super::recent::Recent;
 use super::shared_read::SharedRead;
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
@@ -82,7 +83,18 @@ pub struct Stream {
     /// reading began (a thousand summary watchers connecting at once read the run a
     /// few times, not a thousand).
     summary: SharedRead<Snapshot>,
+    /// Replays served from [`Recent`], encoded once for every joiner that asks for the
+    /// same one (same cursor, same end, same detail).
+    replays: Mutex<VecDeque<(ReplayKey, Option<Utf8Bytes>)>>,
 }
+
+/// Replays kept encoded: joiners of one moment ask for one or two (the snapshot's
+/// `seq`, a common `since`), so a handful is plenty.
+const REPLAYS_KEPT: usize = 4;
+
+/// Which replay: from `since` to `last`, for the detail `view` names (one of the
+/// caller's; callers whose replay is their own, such as a task filter, do not share).
+type ReplayKey = (u64, u64, u8);
 
 /// A run's snapshot frame, encoded, with the sequence numbers around its reading.
 #[derive(Debug, Clone)]
@@ -94,6 +106,9 @@ pub struct Snapshot {
     /// is seen moving backwards.
     pub through: u64,
     pub bytes: Utf8Bytes,
+    /// For a summary snapshot: an `events` frame carrying only its `run`, for clients
+    /// that resume with `since` (built once, with the snapshot).
+    pub run_only: Option<Utf8Bytes>,
 }
 
 #[derive(Debug)]
@@ -104,6 +119,8 @@ struct State {
     run: Option<Arc<BusEvent>>,
     /// The text each running attempt streamed, as of the last frame sent.
     answers: Answers,
+    /// The stored events of the last frames, for joiners whose cursor they cover.
+    recent: Recent,
     /// Whether the frame task runs.
     ticking: bool,
     /// Subscribers of each feed.
@@ -129,6 +146,7 @@ impl Stream {
         run_id: Option<Arc<str>>,
         cadence: Cadence,
         answer_cap: usize,
+        recent: (usize, usize),
         registry: Weak<Streams>,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -138,6 +156,7 @@ impl Stream {
                 pending: Vec::new(),
                 run: None,
                 answers: Answers::new(answer_cap),
+                recent: Recent::new(recent.0, recent.1),
                 ticking: false,
                 framed: 0,
                 summarised: 0,
@@ -148,6 +167,7 @@ impl Stream {
             registry,
             snapshot: SharedRead::default(),
             summary: SharedRead::default(),
+            replays: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -159,7 +179,9 @@ impl Stream {
             drop(s);
             self.wake.notify_one();
         } else {
-            // Nobody is watching: only the answers need the events.
+            // Nobody is watching: only the answers need the events, and the recent
+            // ones no longer run up to the latest.
+            s.recent.forget();
             for e in events {
                 s.answers.apply(&e);
             }
@@ -271,6 +293,10 @@ impl Stream {
                 for e in &f.events {
                     s.answers.apply(e);
                 }
+                if let (Some(from), Some(to)) = (f.seq_from, f.seq_to) {
+                    s.recent.keep(from, to, &f.events);
+                    metrics::gauge!("apex_live_recent_bytes").set(s.recent.bytes() as f64);
+                }
                 if framed > 0 && !f.is_empty() {
                     metrics::counter!("apex_live_frames_total").increment(1);
                     // Only fails without receivers, which is fine.
@@ -339,6 +365,55 @@ impl Subscription {
             .summary
             .get(|began| began >= joined, build)
             .await
+    }
+}
+
+impl Subscription {
+    /// The stored events after `since` as one encoded replay, served from the stream's
+    /// recent events when they cover `since` and reach `through`, with the last
+    /// sequence number it accounts for; `None` when the store must serve it.
+    ///
+    /// `render` turns the events (coalescing them is its job) into the frame to send,
+    /// or `None` when the client is owed nothing of them. With a `detail` tag the
+    /// rendering is shared: every joiner asking for the same replay gets the same
+    /// bytes, rendered once (the lock is held while rendering, so joiners arriving
+    /// together wait for the first one's rendering instead of repeating it).
+    pub fn recent<R>(
+        &self,
+        since: u64,
+        through: u64,
+        detail: Option<u8>,
+        render: R,
+    ) -> Option<(Option<Utf8Bytes>, u64)>
+    where
+        R: FnOnce(Vec<Arc<BusEvent>>) -> Option<Utf8Bytes>,
+    {
+        let fetch = || {
+            let s = self.stream.state.lock();
+            s.recent.after(since).filter(|(_, last)| *last >= through)
+        };
+        let Some(detail) = detail else {
+            let (events, last) = fetch()?;
+            return Some((render(events), last));
+        };
+        let mut replays = self.stream.replays.lock();
+        // Where a replay from the recent events would end now: the key needs it.
+        let last = self.stream.state.lock().recent.end_after(since)?;
+        if last < through {
+            return None;
+        }
+        let key = (since, last, detail);
+        if let Some((_, bytes)) = replays.iter().find(|(k, _)| *k == key) {
+            metrics::counter!("apex_live_replays_shared_total").increment(1);
+            return Some((bytes.clone(), last));
+        }
+        let (events, last) = fetch()?;
+        let bytes = render(events);
+        if replays.len() == REPLAYS_KEPT {
+            replays.pop_front();
+        }
+        replays.push_back(((since, last, detail), bytes.clone()));
+        Some((bytes, last))
     }
 }
 

@@ -86,6 +86,15 @@ pub struct TaskQuery {
     pub limit: u32,
 }
 
+/// The first `limit` tasks, in run order, of pages each already in run order (one per
+/// state of a [`TaskQuery`]): what one query over all those states would answer.
+fn merge_pages(pages: Vec<Vec<StoredTask>>, limit: u32) -> Vec<StoredTask> {
+    let mut all: Vec<StoredTask> = pages.into_iter().flatten().collect();
+    all.sort_by_key(|t| t.row.idx);
+    all.truncate(limit as usize);
+    all
+}
+
 /// Opens the store a URL names, running its migrations: `postgres://…`, or
 /// `sqlite://path/to/file.db` (relative), `sqlite:///abs/path.db`, `sqlite:file.db`
 /// (the file and its directory are created if missing; `sqlite::memory:` is refused).

@@ -427,25 +427,46 @@ impl Store for PgStore {
     }
 
     async fn list_tasks(&self, run_id: &str, q: &TaskQuery) -> Result<Vec<StoredTask>, StoreError> {
-        // The cursor is a bound of the (run_id, idx) index scan, so a page costs its own
-        // rows whatever its depth in the run; an unknown cursor bounds it at null: no rows.
-        let states: Option<Vec<&str>> =
-            (!q.states.is_empty()).then(|| q.states.iter().map(|s| s.as_str()).collect());
-        let rows = sqlx::query(&format!(
-            "select {TASK_COLUMNS} from tasks
-             where run_id = $1
-               and idx > case when $2::text is null then -1
-                         else (select idx from tasks where run_id = $1 and task_id = $2) end
-               and ($3::text[] is null or state = any($3))
-             order by idx limit $4"
-        ))
-        .bind(run_id)
-        .bind(q.after.as_deref())
-        .bind(states)
-        .bind(i64::from(q.limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(decode::task).collect()
+        // The cursor is a bound of an index scan, so a page costs its own rows whatever
+        // its depth in the run; an unknown cursor bounds it at null: no rows. A state
+        // filter reads each state's page from the (run_id, state, idx) index and merges
+        // them: a rare state does not scan the whole run.
+        let after = "idx > case when $2::text is null then -1
+                     else (select idx from tasks where run_id = $1 and task_id = $2) end";
+        if q.states.is_empty() {
+            let rows = sqlx::query(&format!(
+                "select {TASK_COLUMNS} from tasks where run_id = $1 and {after}
+                 order by idx limit $3"
+            ))
+            .bind(run_id)
+            .bind(q.after.as_deref())
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.pool)
+            .await?;
+            return rows.iter().map(decode::task).collect();
+        }
+        let mut pages = Vec::with_capacity(q.states.len());
+        for (i, state) in q.states.iter().enumerate() {
+            if q.states[..i].contains(state) {
+                continue;
+            }
+            let rows = sqlx::query(&format!(
+                "select {TASK_COLUMNS} from tasks where run_id = $1 and state = $4 and {after}
+                 order by idx limit $3"
+            ))
+            .bind(run_id)
+            .bind(q.after.as_deref())
+            .bind(i64::from(q.limit))
+            .bind(state.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+            pages.push(
+                rows.iter()
+                    .map(decode::task)
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
+        Ok(super::merge_pages(pages, q.limit))
     }
 
     async fn get_task(

@@ -403,28 +403,47 @@ impl Store for SqliteStore {
     }
 
     async fn list_tasks(&self, run_id: &str, q: &TaskQuery) -> Result<Vec<StoredTask>, StoreError> {
-        // As in Postgres: the cursor bounds the (run_id, idx) index scan; an unknown
-        // cursor bounds it at null, so the page is empty. States travel as a JSON array.
-        let states = (!q.states.is_empty()).then(|| {
-            serde_json::to_string(&q.states.iter().map(|s| s.as_str()).collect::<Vec<_>>())
-                .unwrap_or_default()
-        });
-        let rows = sqlx::query(&format!(
-            "select {TASK_COLUMNS} from tasks
-             where run_id = ?1
-               and idx > case when ?2 is null then -1
-                         else (select idx from tasks where run_id = ?1 and task_id = ?2) end
-               and (?3 is null or state in (select value from json_each(?3)))
-             order by idx limit ?4"
-        ))
-        .bind(run_id)
-        .bind(q.after.as_deref())
-        .bind(states)
-        .bind(i64::from(q.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
-        rows.iter().map(decode::task).collect()
+        // As in Postgres: the cursor bounds an index scan (an unknown cursor bounds it at
+        // null, so the page is empty), and a state filter merges each state's page, read
+        // from the (run_id, state, idx) index.
+        let after = "idx > case when ?2 is null then -1
+                     else (select idx from tasks where run_id = ?1 and task_id = ?2) end";
+        if q.states.is_empty() {
+            let rows = sqlx::query(&format!(
+                "select {TASK_COLUMNS} from tasks where run_id = ?1 and {after}
+                 order by idx limit ?3"
+            ))
+            .bind(run_id)
+            .bind(q.after.as_deref())
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+            return rows.iter().map(decode::task).collect();
+        }
+        let mut pages = Vec::with_capacity(q.states.len());
+        for (i, state) in q.states.iter().enumerate() {
+            if q.states[..i].contains(state) {
+                continue;
+            }
+            let rows = sqlx::query(&format!(
+                "select {TASK_COLUMNS} from tasks where run_id = ?1 and state = ?4 and {after}
+                 order by idx limit ?3"
+            ))
+            .bind(run_id)
+            .bind(q.after.as_deref())
+            .bind(i64::from(q.limit))
+            .bind(state.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+            pages.push(
+                rows.iter()
+                    .map(decode::task)
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
+        Ok(super::merge_pages(pages, q.limit))
     }
 
     async fn get_task(

@@ -114,9 +114,11 @@ async fn serve(
             if !matches!(view, View::Tasks) {
                 // Counts may have moved without an event this view shows. Sent before
                 // the replay, which is newer: a run's end it replays is not undone.
-                send_raw(socket, Message::Text(summary_frame(&summary))).await?;
+                if let Some(frame) = summary.run_only.clone() {
+                    send_raw(socket, Message::Text(frame)).await?;
+                }
             }
-            replay(state, socket, &run_id, since, since, &view).await?
+            replay(state, socket, &sub, &run_id, since, since, &view).await?
         }
         None => match &view {
             // Read after joining: the frames carry everything after it.
@@ -134,7 +136,7 @@ async fn serve(
                 }
                 .map_err(Stop::Store)?;
                 send_raw(socket, Message::Text(snap.bytes)).await?;
-                replay(state, socket, &run_id, snap.seq, snap.through, &view).await?
+                replay(state, socket, &sub, &run_id, snap.seq, snap.through, &view).await?
             }
         },
     };
@@ -160,14 +162,34 @@ async fn serve(
 /// Sends the stored events after `since` that `view` shows, coalesced; those up to
 /// `through` in a single frame (they straddle a snapshot: see [`Snapshot::through`]).
 /// Returns the last sequence number accounted for.
+///
+/// Served from the stream's recent events when they cover `since` (one frame, encoded
+/// once for every joiner asking the same), else read from the store.
 async fn replay(
     state: &AppState,
     socket: &mut WebSocket,
+    sub: &Subscription,
     run_id: &str,
     since: u64,
     through: u64,
     view: &View,
 ) -> Result<u64, Stop> {
+    let detail = match view {
+        View::Tasks => Some(0),
+        View::Summary => Some(1),
+        // A filter's replay is its own.
+        View::Only(_) => None,
+    };
+    if let Some((frame, last)) = sub.recent(since, through, detail, |events| {
+        render(events, view).map(Utf8Bytes::from)
+    }) {
+        metrics::counter!("apex_ws_replays_total", "from" => "memory").increment(1);
+        if let Some(frame) = frame {
+            send_raw(socket, Message::Text(frame)).await?;
+        }
+        return Ok(last);
+    }
+    metrics::counter!("apex_ws_replays_total", "from" => "store").increment(1);
     let run: Arc<str> = Arc::from(run_id);
     let mut last = since;
     let mut held: Vec<Arc<BusEvent>> = Vec::new();
@@ -204,8 +226,17 @@ async fn send_frame(
     events: Vec<Arc<BusEvent>>,
     view: &View,
 ) -> Result<(), Closed> {
+    match render(events, view) {
+        Some(text) => send_text(socket, text).await,
+        None => Ok(()),
+    }
+}
+
+/// One replay frame of `events` (in order, not yet coalesced): coalesced, accounting
+/// for all of them, showing what `view` shows. `None` without events.
+fn render(events: Vec<Arc<BusEvent>>, view: &View) -> Option<String> {
     if events.is_empty() {
-        return Ok(());
+        return None;
     }
     let all = Frame::build(events, None);
     let shown = all
@@ -214,18 +245,7 @@ async fn send_frame(
         .filter(|e| view.shows(e))
         .cloned()
         .collect();
-    send_text(
-        socket,
-        Frame::new(all.seq_from, all.seq_to, shown, None).encode(),
-    )
-    .await
-}
-
-/// A frame carrying only the run's summary, from its summary snapshot.
-fn summary_frame(summary: &Snapshot) -> Utf8Bytes {
-    let snap: Value = serde_json::from_str(summary.bytes.as_str()).unwrap_or_default();
-    let body = json!({"type": "events", "run": snap["run"], "events": []});
-    Utf8Bytes::from(body.to_string())
+    Some(Frame::new(all.seq_from, all.seq_to, shown, None).encode())
 }
 
 /// The run's last stored sequence number now.
@@ -239,6 +259,7 @@ fn snapshot(seq: u64, through: u64, body: Value) -> Snapshot {
         seq,
         through,
         bytes: Utf8Bytes::from(body.to_string()),
+        run_only: None,
     }
 }
 
@@ -263,11 +284,17 @@ async fn summary_snapshot(state: &AppState, run_id: &str) -> Result<Snapshot, Ap
         .ok_or_else(|| ApiError::NotFound(format!("run {run_id} not found")))?;
     let seq = row.last_seq;
     let run = views::run_summary(&row);
-    Ok(snapshot(
-        seq,
-        seq,
-        json!({"type": "snapshot", "run": run, "seq": seq}),
-    ))
+    // For clients resuming with `since`: counts may have moved without an event their
+    // view shows.
+    let run_only = json!({"type": "events", "run": run, "events": []});
+    Ok(Snapshot {
+        run_only: Some(Utf8Bytes::from(run_only.to_string())),
+        ..snapshot(
+            seq,
+            seq,
+            json!({"type": "snapshot", "run": run, "seq": seq}),
+        )
+    })
 }
 
 /// The run's summary and the tasks followed (`tasks=…`); ids the run does not have
