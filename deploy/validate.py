@@ -18,6 +18,11 @@ What is checked, each a PASS or FAIL line:
               in alerts.test.yml, check config
   grafana     the dashboard's structure, its variables, and that its queries name only
               metrics Apex emits, covering every documented one
+  tracing     the OTel Collector config (deploy/otel/) is complete and the same in
+              compose and Kubernetes, every endpoint Apex is pointed at is the
+              collector's receiver, the collector forwards to Tempo's receiver, and the
+              dashboard's trace link opens the provisioned Tempo on an attribute Apex
+              sets
   promql      the same metric-name check for alert rules, KEDA and adapter queries
   docker      hadolint on both Dockerfiles, plus: exec-form ENTRYPOINT, non-root USER,
               every COPY source present in the build context
@@ -41,12 +46,14 @@ import copy
 import functools
 import importlib.resources
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import traceback
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -120,6 +127,7 @@ URL_PART_ENV = {"REDIS_PASSWORD", "REDIS_ADDRESS"}
 MIN_DRAIN_MARGIN_S = 10
 WORKER_DEPLOYMENT = "apex-worker"
 ORCHESTRATOR_DEPLOYMENT = "apex-orchestrator"
+COLLECTOR = "otel-collector"  # deploy/k8s/tracing
 CONSUMER_GROUP = "workers"  # worker-protocol/PROTOCOL.md
 
 
@@ -244,6 +252,11 @@ def env_names() -> tuple[set[str], set[str], str]:
     worker: set[str] = set()
     for path in source_files("*.py", "python-workers/apex_worker"):
         worker |= set(re.findall(r'_env\(\s*"([A-Z][A-Z0-9_]*)"', path.read_text()))
+    # The standard OpenTelemetry variables each program reads (its telemetry module).
+    for path in source_files("*.rs", "orchestrator/src/telemetry"):
+        orch |= set(re.findall(r'"(OTEL_[A-Z0-9_]+)"', path.read_text()))
+    for path in source_files("telemetry.py", "python-workers/apex_worker"):
+        worker |= set(re.findall(r'"(OTEL_[A-Z0-9_]+)"', path.read_text()))
     source = "from the sources"
     if not orch:
         orch, source = set(FALLBACK_ORCHESTRATOR_ENV), "built-in lists"
@@ -412,7 +425,7 @@ def validate_object(doc: dict[str, Any]) -> str:
 
 def check_k8s(r: Report) -> None:
     for path, doc in k8s_docs():
-        if doc["kind"] == "Kustomization":
+        if doc["kind"] in ("Kustomization", "Component"):
             continue  # rendered by the kustomize check
         label = f"{doc['kind']}/{doc.get('metadata', {}).get('name', '?')}"
         family = "keda" if doc["kind"] in KEDA_KINDS else "k8s"
@@ -492,13 +505,30 @@ def check_kustomize(r: Report) -> None:
                     if not (kdir / res).exists():
                         raise Failure(f"resource {res} does not exist")
                 return "kubectl not installed: resources exist, not rendered"
-            proc = subprocess.run(
-                [kubectl, "kustomize", str(kdir)],
-                check=False,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            with tempfile.TemporaryDirectory() as tmp:
+                target = kdir
+                if load_docs(kfile)[0].get("kind") == "Component":
+                    # A component is applied on top of the default variant, as the
+                    # `components:` line in deploy/k8s/kustomization.yaml applies it.
+                    top = {
+                        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                        "kind": "Kustomization",
+                        # kustomize takes no absolute paths.
+                        "resources": [os.path.relpath(DEPLOY / "k8s", tmp)],
+                        "components": [os.path.relpath(kdir, tmp)],
+                    }
+                    # What the default variant's own file sets for its components.
+                    root = load_docs(DEPLOY / "k8s" / "kustomization.yaml")[0]
+                    top |= {k: root[k] for k in ("namespace", "labels") if k in root}
+                    (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(top))
+                    target = Path(tmp)
+                proc = subprocess.run(
+                    [kubectl, "kustomize", str(target)],
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
             if proc.returncode != 0:
                 raise Failure(proc.stderr.strip() or f"kubectl kustomize exited {proc.returncode}")
             docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -813,6 +843,139 @@ def check_grafana(r: Report) -> None:
     r.run("grafana: provisioning for compose", provisioning)
 
 
+# --------------------------------------------------------------------------- tracing
+
+
+def collector_problems(conf: dict[str, Any]) -> list[str]:
+    """What is wrong with an OTel Collector config: pipelines naming components that
+    are not defined, defined ones that no pipeline uses, no traces pipeline."""
+    problems = []
+    pipelines = conf.get("service", {}).get("pipelines", {})
+    if "traces" not in pipelines:
+        problems.append("no traces pipeline")
+    for section in ("receivers", "processors", "exporters"):
+        defined = set(conf.get(section) or {})
+        used = {c for p in pipelines.values() for c in p.get(section, [])}
+        problems += [f"pipeline uses undefined {section[:-1]} {c}" for c in sorted(used - defined)]
+        problems += [f"{section[:-1]} {c} is defined but unused" for c in sorted(defined - used)]
+    defined = set(conf.get("extensions") or {})
+    for e in conf.get("service", {}).get("extensions", []):
+        if e not in defined:
+            problems.append(f"undefined extension {e}")
+    return problems
+
+
+def http_port(url: str) -> int:
+    m = re.fullmatch(r"https?://[^:/]+:(\d+)/?", url)
+    if not m:
+        raise Failure(f"{url!r} is not http://host:port")
+    return int(m.group(1))
+
+
+def check_tracing(r: Report) -> None:
+    conf_path = DEPLOY / "otel" / "collector.yaml"
+    conf = load_docs(conf_path)[0]
+
+    def collector() -> str:
+        problems = collector_problems(conf)
+        if problems:
+            raise Failure("; ".join(problems))
+        # The check must be able to fail: a pipeline naming a missing exporter.
+        bad = copy.deepcopy(conf)
+        bad["service"]["pipelines"]["traces"]["exporters"].append("otlp/nowhere")
+        if not collector_problems(bad):
+            raise Failure("a pipeline with an undefined exporter passed: the check is vacuous")
+        http = conf["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+        return f"traces: {conf['service']['pipelines']['traces']}, OTLP/HTTP on {http}"
+
+    r.run("tracing: otel/collector.yaml is a complete collector config", collector)
+
+    def endpoints() -> str:
+        listen = int(conf["receivers"]["otlp"]["protocols"]["http"]["endpoint"].rsplit(":", 1)[1])
+        compose = load_docs(DEPLOY / "docker-compose.yml")[0]["services"]
+        svc = compose[COLLECTOR]
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
+        config_arg = next(a for a in svc["command"] if a.startswith("--config="))
+        mounted = mounts.get(config_arg.split("=", 1)[1])
+        if mounted is None or (DEPLOY / mounted).resolve() != conf_path:
+            raise Failure(f"compose {COLLECTOR} does not run with {rel(conf_path)}")
+        for name in ("orchestrator", "worker"):
+            value = compose[name]["environment"].get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            if value != "${OTEL_EXPORTER_OTLP_ENDPOINT:-}":
+                raise Failure(f"compose {name}: OTEL_EXPORTER_OTLP_ENDPOINT must pass the shell's, empty by default")
+        documented = re.findall(r"OTEL_EXPORTER_OTLP_ENDPOINT=(\S+)", (DEPLOY / "docker-compose.yml").read_text())
+        for url in documented:
+            if not url.startswith(f"http://{COLLECTOR}:") or http_port(url) != listen:
+                raise Failure(f"compose documents {url}, but the collector listens on {COLLECTOR}:{listen}")
+        # Tempo receives what the collector forwards.
+        tempo = load_docs(DEPLOY / "otel" / "tempo.yaml")[0]
+        grpc = tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+        backend = svc["environment"]["TRACES_BACKEND_ENDPOINT"]
+        if backend != f"tempo:{grpc.rsplit(':', 1)[1]}" or "tempo" not in compose:
+            raise Failure(f"the collector forwards to {backend}; Tempo receives OTLP/gRPC on {grpc}")
+        # Kubernetes: the same config, and the endpoint Apex is given is the Service's.
+        kdocs = kustomization_docs(DEPLOY / "k8s" / "tracing")
+        cm = named(kdocs, "ConfigMap", COLLECTOR)
+        if cm["data"]["config.yaml"] != conf_path.read_text():
+            raise Failure(f"ConfigMap {COLLECTOR} differs from {rel(conf_path)}")
+        patches = load_docs(DEPLOY / "k8s" / "tracing" / "kustomization.yaml")[0]["patches"]
+        ops = [op for p in patches for op in yaml.safe_load(p["patch"])]
+        url = next(o["value"] for o in ops if o["path"] == "/data/OTEL_EXPORTER_OTLP_ENDPOINT")
+        svc_k8s = named(kdocs, "Service", COLLECTOR)
+        host = re.match(r"https?://([^:/.]+)", url)
+        if not host or host.group(1) != svc_k8s["metadata"]["name"]:
+            raise Failure(f"k8s: {url} does not name Service {COLLECTOR}")
+        port = next((p for p in svc_k8s["spec"]["ports"] if p["port"] == http_port(url)), None)
+        if port is None:
+            raise Failure(f"k8s: Service {COLLECTOR} has no port {http_port(url)}")
+        dep = named(kdocs, "Deployment", COLLECTOR)
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        target = next(p["containerPort"] for p in c["ports"] if p["name"] == port["targetPort"])
+        if target != listen:
+            raise Failure(f"k8s: Service {COLLECTOR} targets {target}, the receiver listens on {listen}")
+        for name in (ORCHESTRATOR_DEPLOYMENT, WORKER_DEPLOYMENT):
+            env = {e["name"]: e for e in container(named(kdocs, "Deployment", name))["env"]}
+            ref = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", {}).get("valueFrom", {}).get("configMapKeyRef", {})
+            if ref.get("name") != "apex-config" or ref.get("key") != "OTEL_EXPORTER_OTLP_ENDPOINT" or not ref.get("optional"):
+                raise Failure(f"k8s {name}: OTEL_EXPORTER_OTLP_ENDPOINT must come from apex-config, optional")
+        return f"compose and k8s send to the collector on {listen}; it forwards to Tempo on {grpc}"
+
+    r.run("tracing: compose and Kubernetes wire Apex to the collector", endpoints)
+
+    def trace_link() -> str:
+        ds = load_docs(DEPLOY / "grafana" / "provisioning" / "datasources" / "tempo.yml")[0]
+        tempo = [d for d in ds["datasources"] if d["type"] == "tempo"]
+        if len(tempo) != 1:
+            raise Failure("no Tempo datasource provisioned")
+        compose_tempo = load_docs(DEPLOY / "otel" / "tempo.yaml")[0]["server"]["http_listen_port"]
+        if tempo[0]["url"] != f"http://tempo:{compose_tempo}":
+            raise Failure(f"the Tempo datasource points at {tempo[0]['url']}")
+        dash = json.loads((DEPLOY / "grafana" / "apex-dashboard.json").read_text())
+        links = [link for link in dash.get("links", []) if "/explore" in link.get("url", "")]
+        if not links:
+            raise Failure("the dashboard has no trace link")
+        panes = json.loads(
+            urllib.parse.unquote(
+                urllib.parse.parse_qs(urllib.parse.urlsplit(links[0]["url"]).query)["panes"][0]
+            )
+        )
+        (pane,) = panes.values()
+        if pane["datasource"] != tempo[0]["uid"]:
+            raise Failure(f"the link opens datasource {pane['datasource']}, not Tempo")
+        query = pane["queries"][0]["query"]
+        variables = {v["name"] for v in dash["templating"]["list"]}
+        used = re.findall(r"\$\{(\w+)", query)
+        if not used or not set(used) <= variables:
+            raise Failure(f"the trace query {query!r} uses no dashboard variable")
+        attr = re.search(r"span\.([\w.]+)", query)
+        emitted = " ".join(p.read_text() for p in source_files("*.rs", "orchestrator/src/telemetry"))
+        if not attr or f'"{attr.group(1)}"' not in emitted:
+            raise Failure(f"the trace query names an attribute the orchestrator does not set: {query!r}")
+        return f"{links[0]['title']!r} opens Tempo on {query}"
+
+    r.run("tracing: Grafana's trace link opens the provisioned Tempo", trace_link)
+
+
 # ---------------------------------------------------------------------------- docker
 
 
@@ -938,12 +1101,13 @@ def check_docker(r: Report) -> None:
         if not froms[-1].startswith("python:3.11-slim"):
             raise Failure("the worker image must be python:3.11-slim")
         runs = " ".join(a for w, a in ins if w == "RUN")
-        if "python-workers[fast]" not in runs:
-            raise Failure("must pip install python-workers[fast]")
+        extras = re.search(r"python-workers\[([a-z,]+)\]", runs)
+        if not extras or not {"fast", "otel"} <= set(extras.group(1).split(",")):
+            raise Failure("must pip install python-workers[fast,otel]")
         entry = [a for w, a in ins if w == "ENTRYPOINT"]
         if not entry or not entry[-1].startswith("[") or json.loads(entry[-1]) != ["apex-worker"]:
             raise Failure("ENTRYPOINT must be apex-worker")
-        return "python:3.11-slim, python-workers[fast], ENTRYPOINT apex-worker"
+        return "python:3.11-slim, python-workers[fast,otel], ENTRYPOINT apex-worker"
 
     r.run("docker: worker image settings", worker_image)
 
@@ -965,6 +1129,8 @@ def resolve_env(c: dict[str, Any]) -> dict[str, str | None]:
         elif "configMapKeyRef" in e.get("valueFrom", {}):
             ref = e["valueFrom"]["configMapKeyRef"]
             cm = one("ConfigMap", ref["name"])
+            if ref["key"] not in cm["data"] and ref.get("optional"):
+                continue  # Kubernetes leaves the variable unset
             if ref["key"] not in cm["data"]:
                 raise Failure(f"ConfigMap {ref['name']} has no key {ref['key']}")
             out[e["name"]] = cm["data"][ref["key"]]
@@ -1365,7 +1531,11 @@ def kustomization_docs(kdir: Path) -> list[dict[str, Any]]:
     """The objects a kustomization lists, read from its files (the kustomize check
     compares them with what `kubectl kustomize` renders)."""
     out: list[dict[str, Any]] = []
-    for res in load_docs(kdir / "kustomization.yaml")[0].get("resources", []):
+    k = load_docs(kdir / "kustomization.yaml")[0]
+    if k.get("kind") == "Component":
+        # A component is rendered on top of the default variant (see render_target).
+        out += kustomization_docs(DEPLOY / "k8s")
+    for res in k.get("resources", []):
         path = (kdir / res).resolve()
         if path.is_dir():
             out += kustomization_docs(path)
@@ -1463,7 +1633,9 @@ def resolved_env(
         if "value" in e:
             env[e["name"]] = k8s_expand(str(e["value"]), env)
         elif "configMapKeyRef" in e.get("valueFrom", {}):
-            env[e["name"]] = cm[e["valueFrom"]["configMapKeyRef"]["key"]]
+            ref = e["valueFrom"]["configMapKeyRef"]
+            if ref["key"] in cm or not ref.get("optional"):
+                env[e["name"]] = cm[ref["key"]]
         elif "secretKeyRef" in e.get("valueFrom", {}):
             ref = e["valueFrom"]["secretKeyRef"]
             env[e["name"]] = secrets.get(
@@ -2081,6 +2253,10 @@ def check_security(r: Report) -> None:
                 ORCHESTRATOR_DEPLOYMENT: {("anyone", api_port)},
                 WORKER_DEPLOYMENT: set(),
             }
+            if COLLECTOR in groups:
+                # The tracing variant: spans from Apex's two programs, nothing else.
+                otlp = port_of(COLLECTOR, "otlp-http")
+                expected[COLLECTOR] = {(ORCHESTRATOR_DEPLOYMENT, otlp), (WORKER_DEPLOYMENT, otlp)}
             for g in groups:
                 want = expected.get(g, set())
                 if allowed[g] != want:
@@ -2090,7 +2266,8 @@ def check_security(r: Report) -> None:
             summary.append(f"{label}: {len(policies)} policies")
         return (
             "redis <- orchestrator, workers (+ KEDA's namespace with the redis-streams triggers); "
-            f"postgres <- orchestrator; orchestrator <- anyone on its API port; workers <- nobody ({'; '.join(summary)})"
+            f"postgres <- orchestrator; orchestrator <- anyone on its API port; workers <- nobody; "
+            f"{COLLECTOR} <- orchestrator, workers ({'; '.join(summary)})"
         )
 
     r.run("security: NetworkPolicies admit only what each pod needs", network_policies)
@@ -2184,6 +2361,7 @@ def main() -> int:
         check_compose,
         check_prometheus,
         check_grafana,
+        check_tracing,
         check_docker,
         check_consistency,
         check_security,

@@ -70,7 +70,7 @@ ensure_venv() {
     || [ scripts/requirements-dev.txt -nt "$stamp" ]; then
     say "installing the Python worker into .venv"
     .venv/bin/pip install -q --upgrade pip >/dev/null
-    .venv/bin/pip install -q -e 'python-workers[dev,fast]'
+    .venv/bin/pip install -q -e 'python-workers[dev,fast,otel]'
     # Tools that test the orchestrator rather than the worker (scripts/schemathesis.sh).
     .venv/bin/pip install -q -r scripts/requirements-dev.txt
     touch "$stamp"

@@ -20,6 +20,8 @@
 //!   the LLM providers the operator declared (runs name one, never an endpoint or key);
 //!   [`ceilings`]: the operator's limits per concurrency key or agent, which runs cannot
 //!   loosen.
+//! - [`telemetry`]: OpenTelemetry traces of runs, tasks and attempts (off unless the
+//!   `OTEL_*` environment asks), built from what the engine stored.
 //! - [`cli`]: the client commands of the `apex` binary (submit, watch, inspect, …).
 
 pub mod access;
@@ -40,6 +42,7 @@ pub mod schedule;
 pub mod server;
 pub mod state_machine;
 pub mod store;
+pub mod telemetry;
 pub mod ticker;
 pub mod up;
 pub mod views;

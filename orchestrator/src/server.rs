@@ -44,6 +44,8 @@ impl RunningServer {
         let _ = self.shutdown.send(true);
         let _ = self.http.await;
         let _ = self.engine.await;
+        // The spans of what the engine wrote last, before the process exits.
+        crate::telemetry::flush(Duration::from_secs(5)).await;
         drop(self.leadership);
     }
 
@@ -144,6 +146,7 @@ pub async fn start_on(
              set APEX_ALLOWED_HOSTS to the names clients use"
         );
     }
+    crate::telemetry::init_from_env()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let slot: Slot = Arc::new(parking_lot::RwLock::new(None));
     let http = serve(listener, Arc::clone(&slot), shutdown_rx.clone());

@@ -15,6 +15,7 @@ Modules, each with one job:
 - `errors`: `Retry` and `NoRetry`, exceptions that carry a retry decision.
 - `spawn`: `Spawn`, an output plus child tasks for the run (dynamic fan-out).
 - `execute`: one handler call, its timeout, and the error it turns into.
+- `telemetry`: optional OpenTelemetry spans of executions and LLM calls (`otel` extra).
 - `logcap`: the per-attempt log budget.
 - `slots`: the concurrency bound the reader reads against.
 - `outbox`: batches every write to Redis into pipelines.

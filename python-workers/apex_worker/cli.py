@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from apex_worker import telemetry
 from apex_worker.codec import CODEC
 from apex_worker.config import WorkerConfig
 from apex_worker.execute import threads_running
@@ -244,6 +245,8 @@ def _run(worker: Worker) -> None:
     log.info("apex-worker %s on %s with %s", __version__, loop_name, CODEC)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         stuck = runner.run(_serve(worker)) + threads_running()
+        # The spans of the last attempts, before the process exits (no-op untraced).
+        telemetry.shutdown()
         if stuck:
             # Everything is reported (released, worker_stopped); closing the loop would
             # wait for these, possibly for ever.

@@ -191,6 +191,9 @@ class TaskMessage:
     priority: int = 0
     #: The agent that runs it (handler `agent`), resolved by the orchestrator.
     agent: AgentConfig | None = None
+    #: W3C trace context whose parent is the attempt's span; only when the orchestrator
+    #: exports traces. A malformed one is ignored by the tracer, never fatal.
+    traceparent: str | None = None
 
     @classmethod
     def from_dict(cls, obj: object) -> TaskMessage:
@@ -213,6 +216,7 @@ class TaskMessage:
             timeout_s=_opt_float(msg, "timeout_s"),
             priority=_int(msg, "priority", _I32_MIN, _I32_MAX, default=0),
             agent=None if msg.get("agent") is None else AgentConfig.from_dict(msg["agent"]),
+            traceparent=_opt_str(msg, "traceparent"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,6 +238,8 @@ class TaskMessage:
         out["enqueued_at_ms"] = self.enqueued_at_ms
         if self.agent is not None:
             out["agent"] = self.agent.to_dict()
+        if self.traceparent is not None:
+            out["traceparent"] = self.traceparent
         return out
 
 

@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from apex_worker import telemetry
 from apex_worker.admission import AgentRefused, admit
 from apex_worker.agents.transport import http_clients
 from apex_worker.codec import EncodeError, dumps
@@ -362,7 +363,9 @@ class Worker:
             output: Any = None
             error: TaskError | None = refusal
             if refusal is None:
-                output, error = await execute(self.registry.get(task.handler), task, ctx)
+                with telemetry.execution(task, self.id) as span:
+                    output, error = await execute(self.registry.get(task.handler), task, ctx)
+                    span.finish(error)
         except asyncio.CancelledError:
             owned = self._finish(running)
             if running.cancel_reason is None:

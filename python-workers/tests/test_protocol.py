@@ -182,6 +182,18 @@ def test_agent_task_carries_its_configuration() -> None:
     assert parse_task((EXAMPLES / "task.json").read_bytes()).agent is None
 
 
+def test_a_traced_task_carries_its_traceparent() -> None:
+    task = parse_task((EXAMPLES / "task_traced.json").read_bytes())
+    assert task.traceparent == "00-5f2c1ab0e3a94c1d8e7b6a5f4d3c2b1a-9a8b7c6d5e4f3a2b-01"
+    assert "traceparent" in task.to_dict()
+    # Without tracing the field is absent, and absent it stays when written back.
+    plain = parse_task((EXAMPLES / "task.json").read_bytes())
+    assert plain.traceparent is None
+    assert "traceparent" not in plain.to_dict()
+    with pytest.raises(MalformedMessage, match="traceparent"):
+        TaskMessage.from_dict(load(EXAMPLES / "task.json") | {"traceparent": 7})
+
+
 def test_agent_config_ignores_fields_a_newer_orchestrator_adds() -> None:
     # Rejecting them would dead-letter every agent task after an orchestrator upgrade.
     msg = load(EXAMPLES / "task_agent.json")

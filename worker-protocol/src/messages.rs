@@ -47,6 +47,11 @@ pub struct TaskMessage {
     /// orchestrator from the run's inline agents or the registered ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentConfig>,
+    /// W3C trace context (`00-{trace}-{span}-{flags}`) whose parent is the attempt's
+    /// span, present only when the orchestrator exports traces; a worker that traces
+    /// continues it, any other ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A named LLM agent: which provider and model, how it behaves, what it costs. How a

@@ -59,6 +59,23 @@ fn a_result_names_its_attempt() {
 }
 
 #[test]
+fn a_traced_task_carries_its_traceparent_and_an_untraced_one_none() {
+    let all = examples();
+    let traced = &all.iter().find(|(n, _)| n == "task_traced").unwrap().1;
+    let t: TaskMessage = serde_json::from_value(traced.clone()).unwrap();
+    assert_eq!(
+        t.traceparent.as_deref(),
+        Some("00-5f2c1ab0e3a94c1d8e7b6a5f4d3c2b1a-9a8b7c6d5e4f3a2b-01")
+    );
+    let plain = &all.iter().find(|(n, _)| n == "task").unwrap().1;
+    let t: TaskMessage = serde_json::from_value(plain.clone()).unwrap();
+    assert_eq!(t.traceparent, None);
+    // Absent, not null: workers of older versions see the message they always saw.
+    let back = serde_json::to_value(&t).unwrap();
+    assert!(back.get("traceparent").is_none());
+}
+
+#[test]
 fn an_unknown_message_type_is_an_error() {
     let bad = serde_json::json!({"v": 1, "type": "explode"});
     assert!(serde_json::from_value::<WorkerMessage>(bad).is_err());

@@ -444,6 +444,7 @@ pub(super) fn task_message(run: &ActiveRun, task: u32, attempt: u32, now: i64) -
             .agent
             .as_ref()
             .and_then(|a| dag.options.agents.get(a).map(|s| s.config(a))),
+        traceparent: crate::telemetry::traceparent(&run.id, &spec.id, attempt),
     };
     (
         queue,

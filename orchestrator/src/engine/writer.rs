@@ -146,6 +146,8 @@ pub(super) async fn run(
             health.abandon();
             continue;
         }
+        // Traces are built from what is now stored (a no-op unless tracing is on).
+        crate::telemetry::observe(&flush.batch, &flush.outgoing);
         // Only a failed connection is retried; a message Redis refuses comes back as a
         // refusal, which fails its task instead of stalling every run.
         let ids = retry(&health, "redis", || queue.send(&flush.outgoing)).await;

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from apex_worker import telemetry
 from apex_worker.agents import anthropic, mock, openai_compat
 from apex_worker.agents.fanout import FanOut
 from apex_worker.agents.pricing import price_for
@@ -65,8 +66,10 @@ async def agent(input: Any, upstream: dict[str, Any], ctx: Context) -> Any:
         if billed.update(input_tokens, output_tokens):
             await ctx.publish_usage(message="generating")
 
-    completion = await provider(request, forward, on_usage)
-    billed.update(completion.input_tokens, completion.output_tokens)
+    with telemetry.llm_call(config, spec.kind) as call:
+        completion = await provider(request, forward, on_usage)
+        billed.update(completion.input_tokens, completion.output_tokens)
+        call.usage(billed.input_tokens, billed.output_tokens, billed.cost_usd)
     usage: dict[str, Any] = {
         "input_tokens": billed.input_tokens,
         "output_tokens": billed.output_tokens,
