@@ -15,7 +15,7 @@ interface Props {
   overscan?: number;
   className?: string;
   testId?: string;
-  /** Told the rows in view (without overscan) whenever they change: `start` to `end`, end excluded. */
+  /** Told the rows rendered (in view and overscan) whenever they change: `start` to `end`, end excluded. */
   onRange?: (start: number, end: number) => void;
 }
 
@@ -34,10 +34,9 @@ export function VirtualRows({ count, rowHeight, renderRow, overscan = 8, classNa
   }, []);
 
   const { start, end } = visibleRows(scrollTop, height, rowHeight, count, overscan);
-  const inView = visibleRows(scrollTop, height, rowHeight, count, 0);
   useEffect(() => {
-    onRange?.(inView.start, inView.end);
-  }, [onRange, inView.start, inView.end]);
+    onRange?.(start, end);
+  }, [onRange, start, end]);
   const rows: ReactNode[] = [];
   for (let i = start; i < end; i++) rows.push(renderRow(i));
 

@@ -185,6 +185,7 @@ export function useRunLive(runId: string): RunLive {
     if (!partialRun || !subscription) return;
     const ids = subscription.detail === 'only' ? subscription.tasks : [];
     const controller = new AbortController();
+    let replaced = false;
     const bursts = createFrameBatch<Burst>((held) => {
       let run: RunSummary | undefined;
       const all: LiveEvent[] = [];
@@ -206,7 +207,10 @@ export function useRunLive(runId: string): RunLive {
         dispatch({ type: 'partialSnapshot', run: frame.run, tasks: frame.tasks ?? [], seq: frame.seq });
       },
       onEvents: (events: LiveEvent[], frame: EventsFrame) => bursts.push([{ events, run: frame.run }]),
-      onStatus: setStatus,
+      // A stream closed to make way for the next says nothing about the run's liveness.
+      onStatus: (s) => {
+        if (!replaced) setStatus(s);
+      },
     });
     // Rows that came into view were not followed while off screen: read them afresh. The
     // stream resumed from before this read, so whatever happens after it arrives too.
@@ -230,6 +234,7 @@ export function useRunLive(runId: string): RunLive {
       bursts.flush();
       resume.current = socket.cursor() ?? resume.current;
       followed.current = ids.filter((id) => !unread.has(id));
+      replaced = true;
       socket.close();
       bursts.close();
     };
