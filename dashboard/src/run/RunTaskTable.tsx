@@ -13,7 +13,7 @@ import type { RunAction } from '../live/runReducer';
 import type { TaskTable } from '../live/taskTable';
 import { StateChips } from './StateChips';
 import { filterRows, idMatches } from './taskFilter';
-import { useStateMembers } from './useStateMembers';
+import { countIn, useStateMembers } from './useStateMembers';
 
 /** Pixels; must match `.task-row` in styles.css. */
 const ROW_HEIGHT = 32;
@@ -35,17 +35,22 @@ interface Props {
 export function RunTaskTable({ tasks, counts, loadingOf, selected, onSelect, now, partial, onVisible }: Props) {
   const [states, setStates] = useState<ReadonlySet<TaskState>>(() => new Set());
   const [text, setText] = useState('');
+  // Every task is in the chosen states (a finished run's `succeeded`): nothing to ask the server.
+  const everyTask = partial !== null && states.size > 0 && countIn(counts, states) === tasks.size;
   const members = useStateMembers({
     runId: partial?.runId ?? '',
     states,
     counts,
-    enabled: partial !== null,
+    enabled: partial !== null && !everyTask,
     tasks,
     dispatch: partial?.dispatch ?? noDispatch,
   });
   // The id match depends on the task set only, not on states: once per filter text.
   const candidates = useMemo(() => idMatches(tasks.ids, text), [tasks.ids, text]);
-  const rows = useMemo(() => filterRows(tasks.values(), candidates, states, members), [tasks, candidates, states, members]);
+  const rows = useMemo(
+    () => filterRows(tasks.values(), candidates, everyTask ? NO_STATES : states, members),
+    [tasks, candidates, states, members, everyTask],
+  );
   // Which rows are on screen, told as they scroll (no redraw of the table for it) and when the rows change.
   const range = useRef({ start: 0, end: 0 });
   const shownRows = useRef(rows);
@@ -72,7 +77,7 @@ export function RunTaskTable({ tasks, counts, loadingOf, selected, onSelect, now
       data-testid="task-table"
       data-rows={rows.length}
       data-total={tasks.size}
-      data-filter={states.size > 0 && partial !== null ? (members === null ? 'reading' : 'server') : 'local'}
+      data-filter={states.size > 0 && partial !== null && !everyTask ? (members === null ? 'reading' : 'server') : 'local'}
     >
       <div className="task-table-toolbar">
         <StateChips counts={counts} selected={states} onChange={setStates} />
@@ -122,6 +127,7 @@ export function RunTaskTable({ tasks, counts, loadingOf, selected, onSelect, now
 }
 
 const noDispatch: Dispatch<RunAction> = () => {};
+const NO_STATES: ReadonlySet<TaskState> = new Set();
 
 interface RowProps {
   task: Task;
