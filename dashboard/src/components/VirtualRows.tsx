@@ -2,7 +2,7 @@
 // 100,000 rows cost the DOM what 40 do. Rows share one fixed height (see windowing.ts).
 // To start again at the top (a new filter), give it a new `key`.
 
-import { useLayoutEffect, useRef, useState, type ReactNode } from 'react';
+import { useEffect, useLayoutEffect, useRef, useState, type ReactNode } from 'react';
 import { visibleRows } from './windowing';
 
 interface Props {
@@ -15,9 +15,11 @@ interface Props {
   overscan?: number;
   className?: string;
   testId?: string;
+  /** Told the rows rendered (in view and overscan) whenever they change: `start` to `end`, end excluded. */
+  onRange?: (start: number, end: number) => void;
 }
 
-export function VirtualRows({ count, rowHeight, renderRow, overscan = 8, className, testId }: Props) {
+export function VirtualRows({ count, rowHeight, renderRow, overscan = 8, className, testId, onRange }: Props) {
   const box = useRef<HTMLDivElement>(null);
   const [scrollTop, setScrollTop] = useState(0);
   const [height, setHeight] = useState(0);
@@ -32,6 +34,9 @@ export function VirtualRows({ count, rowHeight, renderRow, overscan = 8, classNa
   }, []);
 
   const { start, end } = visibleRows(scrollTop, height, rowHeight, count, overscan);
+  useEffect(() => {
+    onRange?.(start, end);
+  }, [onRange, start, end]);
   const rows: ReactNode[] = [];
   for (let i = start; i < end; i++) rows.push(renderRow(i));
 

@@ -2,7 +2,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { ApiError, NOT_JSON } from '../api/client';
 import type { TaskPage, TaskPageQuery } from '../api/types';
 import { run, summary, task } from '../testing/fixtures';
-import { loadRun, TASK_PAGE_SIZE, type RunSource } from './loadRun';
+import { FIRST_PAGE_SIZE, loadRun, TASK_PAGE_SIZE, type RunSource } from './loadRun';
 
 function source(pages: Record<string, TaskPage> | ApiError): RunSource & { queries: TaskPageQuery[] } {
   const queries: TaskPageQuery[] = [];
@@ -29,7 +29,7 @@ describe('loadRun', () => {
     expect(loaded.tasks.map((t) => t.id)).toEqual(['a', 'b', 'c']);
     expect(loaded).toMatchObject({ id: 'r1', last_seq: 17, task_count: 3 });
     expect(src.queries).toEqual([
-      { after: null, limit: TASK_PAGE_SIZE },
+      { after: null, limit: FIRST_PAGE_SIZE },
       { after: 'b', limit: TASK_PAGE_SIZE },
     ]);
     expect(progress).toEqual([0, 2, 3]);

@@ -13,6 +13,8 @@ import type { Run, RunSummary, Task, TaskPage, TaskPageQuery } from '../api/type
 
 /** The server's largest page: fewest round trips. */
 export const TASK_PAGE_SIZE = 5_000;
+/** The first page is small: a screenful of rows shows while the rest comes (100,000 tasks take seconds). */
+export const FIRST_PAGE_SIZE = 200;
 
 /** The calls loadRun makes, so tests can answer them. */
 export interface RunSource {
@@ -42,7 +44,7 @@ export async function loadRun(runId: string, options: LoadOptions = {}): Promise
   for (;;) {
     let page: TaskPage;
     try {
-      page = await source.listTasks(runId, { after, limit: TASK_PAGE_SIZE }, signal);
+      page = await source.listTasks(runId, { after, limit: after === null ? FIRST_PAGE_SIZE : TASK_PAGE_SIZE }, signal);
     } catch (error) {
       if (after === null && endpointMissing(error)) return source.getRun(runId, signal);
       throw error;

@@ -67,7 +67,24 @@ export interface RunView {
 
 export type RunAction =
   | { type: 'snapshot'; run: Run; seq: number }
-  | { type: 'events'; events: LiveEvent[] }
+  /**
+   * A burst of events. `partial`: the stream carries only some tasks' events (a big run's
+   * visible rows), so counts are not moved by them but taken from `run`, the run's latest
+   * summary the stream sent with them.
+   */
+  | { type: 'events'; events: LiveEvent[]; run?: RunSummary; partial?: boolean }
+  /**
+   * A big run's stream started afresh (`tasks=` or `detail=summary`): the run's summary
+   * and the followed tasks as of `seq`; the other tasks keep what we have.
+   */
+  | { type: 'partialSnapshot'; run: RunSummary; tasks: Task[]; seq: number }
+  /**
+   * Tasks read over REST (rows scrolled into view, a state filter's members). Each replaces
+   * ours only if no event touched it since the read was asked for: `asOf` is the task
+   * table then (its touch counters). An event after that is at least as new as the
+   * answer's lower bound, and the stream follows that task from there.
+   */
+  | { type: 'rows'; tasks: Task[]; asOf: Pick<TaskTable, 'touched'> }
   /** A RunSummary from a cancel/retry answer: may move the run's state ahead of its events. */
   | { type: 'summary'; run: RunSummary }
   /** The run fetched again on `refetchWanted`: merged, never moving a known task backwards. */
@@ -305,7 +322,13 @@ function keptAnswer(attempt: number, text: string, truncated: boolean): LiveAnsw
   return { attempt, text: text.slice(text.length - MAX_ANSWER_CHARS), truncated: true };
 }
 
-function applyEvents(state: RunView, events: LiveEvent[]): RunView {
+/** The run's latest summary from a partial stream: its counts are exact, ours are not. */
+function takeSummary(ours: RunSummary, theirs: RunSummary): RunSummary {
+  if (theirs.id !== ours.id) return ours;
+  return { ...ours, ...theirs, history: theirs.history ?? ours.history, last_seq: Math.max(ours.last_seq, theirs.last_seq ?? 0) };
+}
+
+function applyEvents(state: RunView, events: LiveEvent[], frameRun?: RunSummary, partial = false): RunView {
   const summary0 = state.summary;
   if (!summary0) return state;
   let summary = summary0;
@@ -316,7 +339,7 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
   let counts = summary0.counts;
   let lastSeq = state.lastSeq;
   let refetchWanted = state.refetchWanted;
-  let changed = false;
+  let changed = partial && frameRun !== undefined;
   let answersCopied = false;
   let countsCopied = false;
 
@@ -328,7 +351,7 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
     return answers;
   };
   const moveCount = (from: TaskState, to: TaskState) => {
-    if (from === to) return;
+    if (from === to || partial) return;
     if (!countsCopied) {
       counts = { ...counts };
       countsCopied = true;
@@ -410,10 +433,15 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
     if (answer && (TERMINAL_TASK_STATES.has(moved.state) || moved.state === 'pending' || moved.attempt > answer.attempt)) {
       delete writableAnswers()[event.task_id];
     }
-    if (TERMINAL_TASK_STATES.has(moved.state) && !TERMINAL_TASK_STATES.has(task.state) && bearsUsage(task)) refetchWanted += 1;
+    // A partial stream's summaries bring the run's usage; refetching 100,000 tasks for it would not do.
+    if (!partial && TERMINAL_TASK_STATES.has(moved.state) && !TERMINAL_TASK_STATES.has(task.state) && bearsUsage(task)) refetchWanted += 1;
   }
 
   if (!changed) return state;
+  if (partial && frameRun) {
+    summary = takeSummary(summary, frameRun);
+    counts = summary.counts;
+  }
   return {
     ...state,
     summary: { ...summary, counts, last_seq: Math.max(summary.last_seq, lastSeq) },
@@ -424,6 +452,46 @@ function applyEvents(state: RunView, events: LiveEvent[]): RunView {
     lastSeq,
     refetchWanted,
   };
+}
+
+function applyPartialSnapshot(state: RunView, run: RunSummary, fresh: Task[], seq: number): RunView {
+  const current = state.summary;
+  if (!current || current.id !== run.id) return state;
+  const tasks = state.tasks.edit();
+  for (const task of fresh) if (tasks.get(task.id)) tasks.set(normalized(task));
+  const table = tasks.done();
+  return {
+    ...state,
+    summary: { ...takeSummary(current, run), last_seq: seq },
+    tasks: table,
+    lastSeq: seq,
+    answers: dropFinishedAnswers(state.answers, table),
+  };
+}
+
+function applyRows(state: RunView, fresh: Task[], asOf: Pick<TaskTable, 'touched'>): RunView {
+  if (!state.summary) return state;
+  const tasks = state.tasks.edit();
+  for (const task of fresh) {
+    const ours = tasks.get(task.id);
+    if (!ours || asOf.touched(task.id) !== state.tasks.touched(task.id)) continue;
+    if (sameRow(ours, task)) continue;
+    tasks.set(normalized(task));
+  }
+  const table = tasks.done();
+  return table === state.tasks ? state : { ...state, tasks: table, answers: dropFinishedAnswers(state.answers, table) };
+}
+
+/** What a row shows is the same: the object is kept, so the row does not redraw. */
+function sameRow(a: Task, b: Task): boolean {
+  return (
+    a.state === b.state &&
+    a.attempt === b.attempt &&
+    a.worker_id === (b.worker_id ?? null) &&
+    a.started_at_ms === (b.started_at_ms ?? null) &&
+    a.finished_at_ms === (b.finished_at_ms ?? null) &&
+    (a.error?.message ?? null) === (b.error?.message ?? null)
+  );
 }
 
 function runMoved(summary: RunSummary, next: RunState, at: number): RunSummary {
@@ -450,7 +518,11 @@ export function runReducer(state: RunView, action: RunAction): RunView {
     case 'snapshot':
       return applySnapshot(state, action.run, action.seq);
     case 'events':
-      return applyEvents(state, action.events);
+      return applyEvents(state, action.events, action.run, action.partial);
+    case 'partialSnapshot':
+      return applyPartialSnapshot(state, action.run, action.tasks, action.seq);
+    case 'rows':
+      return applyRows(state, action.tasks, action.asOf);
     case 'summary':
       return applySummary(state, action.run);
     case 'refetched':

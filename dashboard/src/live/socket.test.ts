@@ -93,6 +93,30 @@ describe('openLiveSocket', () => {
     expect(h.sockets[1]!.url).toBe('ws://apex.test/api/v1/ws?run=r1&since=9&token=sekret');
   });
 
+  it('tells its cursor, for the next subscription to resume from, and hands over the frame', () => {
+    const frames: unknown[] = [];
+    const h = harness(20);
+    expect(h.live.cursor()).toBe(20);
+    h.sockets[0]!.onmessage?.({
+      data: JSON.stringify({ type: 'events', seq_from: 21, seq_to: 30, run: { id: 'r1' }, events: [taskEvent('r1', 25, 'a', 'queued')] }),
+    });
+    expect(h.live.cursor()).toBe(30);
+    h.live.close();
+    expect(h.live.cursor()).toBe(30);
+    const g = openLiveSocket({
+      run: 'r1',
+      since: 3,
+      seqOf: runStreamSeq,
+      onSnapshot: () => {},
+      onEvents: (_events, frame) => frames.push(frame.run),
+      createSocket: (url) => (h.sockets[1] = new FakeSocket(url)),
+      location: { protocol: 'http:', host: 'h' },
+    });
+    h.sockets[1]!.send({ type: 'events', seq_to: 4, run: { id: 'r1', state: 'running' }, events: [] });
+    expect(frames).toEqual([{ id: 'r1', state: 'running' }]);
+    g.close();
+  });
+
   it('starts resumed when its owner already holds the state, and is live once open', () => {
     const h = harness(41);
     expect(h.sockets[0]!.url).toBe('ws://apex.test/api/v1/ws?run=r1&since=41&token=sekret');

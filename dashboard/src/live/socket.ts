@@ -4,7 +4,7 @@
 // set, so a big run is not sent twice). A `resync` frame (we fell behind, or the server no longer has our
 // `since`) drops the cursor and reconnects at once, which yields a fresh snapshot.
 
-import type { LiveEvent, ServerFrame } from '../api/types';
+import type { EventsFrame, LiveEvent, ServerFrame } from '../api/types';
 
 export type SocketStatus = 'connecting' | 'live' | 'reconnecting' | 'closed';
 
@@ -31,7 +31,8 @@ export interface LiveSocketOptions<Snapshot> {
   /** Which events move the resume cursor: each stream numbers a different kind. */
   seqOf: (event: LiveEvent) => number | null;
   onSnapshot: (frame: Snapshot) => void;
-  onEvents: (events: LiveEvent[]) => void;
+  /** A frame's events, and the frame (its `run` summary carries the run's counts). */
+  onEvents: (events: LiveEvent[], frame: EventsFrame) => void;
   onStatus?: (status: SocketStatus) => void;
   /** Injection points for tests; default to the browser's. */
   createSocket?: (url: string) => SocketLike;
@@ -43,6 +44,11 @@ export interface LiveSocketOptions<Snapshot> {
 
 export interface LiveSocket {
   close(): void;
+  /**
+   * The last seq this stream accounted for (null before its snapshot): where another
+   * subscription to the same run resumes exactly.
+   */
+  cursor(): number | null;
 }
 
 const BASE_DELAY_MS = 250;
@@ -134,7 +140,7 @@ export function openLiveSocket<Snapshot>(options: LiveSocketOptions<Snapshot>): 
         if (typeof frame.seq_to === 'number' && (since === null || frame.seq_to > since)) since = frame.seq_to;
         failures = 0;
         setStatus('live');
-        options.onEvents(frame.events);
+        options.onEvents(frame.events, frame);
         break;
       }
       case 'resync':
@@ -158,6 +164,7 @@ export function openLiveSocket<Snapshot>(options: LiveSocketOptions<Snapshot>): 
       ws?.close();
       setStatus('closed');
     },
+    cursor: () => since,
   };
 }
 

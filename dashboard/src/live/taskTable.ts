@@ -47,6 +47,11 @@ export class TaskTable implements TaskLookup {
     return this.index.has(id);
   }
 
+  /** The task's position in the run's order. */
+  indexOf(id: string): number | undefined {
+    return this.index.get(id);
+  }
+
   get(id: string): Task | undefined {
     const i = this.index.get(id);
     return i === undefined ? undefined : this.rows[i];

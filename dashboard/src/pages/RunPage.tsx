@@ -1,4 +1,4 @@
-import { useCallback, useMemo, useState } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { ApiError } from '../api/client';
 import type { RunSummary } from '../api/types';
 import { useNow } from '../clock';
@@ -49,7 +49,7 @@ export function RunPage({ runId }: { runId: string }) {
 
 /** The page once the run's summary is in; its size at that moment picks the first view. */
 function RunBody({ runId, live, summary }: { runId: string; live: RunLive; summary: RunSummary }) {
-  const { view, loading, status, dispatch } = live;
+  const { view, loading, status, dispatch, partial, setVisible } = live;
   const [mode, setMode] = useState<RunViewMode>(() => defaultViewMode(summary.task_count));
   const [selection, setSelection] = useState<Selection>(null);
   const [collapse, setCollapse] = useState(true);
@@ -91,6 +91,26 @@ function RunBody({ runId, live, summary }: { runId: string; live: RunLive; summa
   );
   const selectTask = useCallback((taskId: string) => setSelection({ kind: 'task', taskId }), []);
 
+  // What a big run's stream follows: the rows on screen, or the tasks the graph draws one
+  // by one (its groups are drawn from the states we hold), and the task whose panel is open.
+  // The table reports its rows on every scrolled frame: kept in a ref, not redrawn for.
+  const tableRows = useRef<readonly string[]>([]);
+  const drawnTasks = useMemo(() => (model ? model.nodes.flatMap((n) => (n.kind === 'task' ? [n.taskId] : [])) : []), [model]);
+  const selectedId = selection?.kind === 'task' ? selection.taskId : null;
+  const follow = useCallback(() => {
+    const shown = mode === 'table' ? tableRows.current : drawnTasks;
+    setVisible(selectedId && !shown.includes(selectedId) ? [selectedId, ...shown] : shown);
+  }, [mode, drawnTasks, selectedId, setVisible]);
+  useEffect(follow, [follow]);
+  const onTableRows = useCallback(
+    (ids: readonly string[]) => {
+      tableRows.current = ids;
+      follow();
+    },
+    [follow],
+  );
+  const partialTable = useMemo(() => (partial ? { runId, dispatch } : null), [partial, runId, dispatch]);
+
   const selectedTask = selection?.kind === 'task' ? tasks.get(selection.taskId) : undefined;
   const setChildrenExpanded = (parentNode: string, open: boolean) =>
     setExpanded((current) => {
@@ -130,6 +150,8 @@ function RunBody({ runId, live, summary }: { runId: string; live: RunLive; summa
               selected={selection?.kind === 'task' ? selection.taskId : null}
               onSelect={selectTask}
               now={now}
+              partial={partialTable}
+              onVisible={onTableRows}
             />
           ) : model && view.summary ? (
             // A new layout (grouping toggled, another DAG) deserves a fresh fit to view.

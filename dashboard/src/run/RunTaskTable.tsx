@@ -1,15 +1,19 @@
 // The run's tasks as a table: filter chips by state, a filter on the task id, and only
 // the rows in view in the DOM, so it stays quick at 100,000 tasks while they change
-// state hundreds of times a second. A click on a row opens the task's panel.
+// state hundreds of times a second. A click on a row opens the task's panel. A big run's
+// stream follows only the rows on screen: the table says which they are (`onVisible`),
+// and its state filter asks the server which tasks are in the chosen states.
 
-import { memo, useMemo, useState } from 'react';
+import { memo, useCallback, useEffect, useMemo, useRef, useState, type Dispatch } from 'react';
 import type { StateCounts, Task, TaskState } from '../api/types';
 import { StateBadge } from '../components/StateBadge';
 import { VirtualRows } from '../components/VirtualRows';
 import { formatDuration, span } from '../format';
+import type { RunAction } from '../live/runReducer';
 import type { TaskTable } from '../live/taskTable';
 import { StateChips } from './StateChips';
 import { filterRows, idMatches } from './taskFilter';
+import { countIn, useStateMembers } from './useStateMembers';
 
 /** Pixels; must match `.task-row` in styles.css. */
 const ROW_HEIGHT = 32;
@@ -22,18 +26,59 @@ interface Props {
   selected: string | null;
   onSelect: (taskId: string) => void;
   now: number;
+  /** A big run, followed by its visible rows: the state filter asks the server. */
+  partial: { runId: string; dispatch: Dispatch<RunAction> } | null;
+  /** Told the ids of the rows on screen whenever they change. */
+  onVisible?: (ids: readonly string[]) => void;
 }
 
-export function RunTaskTable({ tasks, counts, loadingOf, selected, onSelect, now }: Props) {
+export function RunTaskTable({ tasks, counts, loadingOf, selected, onSelect, now, partial, onVisible }: Props) {
   const [states, setStates] = useState<ReadonlySet<TaskState>>(() => new Set());
   const [text, setText] = useState('');
+  // Every task is in the chosen states (a finished run's `succeeded`): nothing to ask the server.
+  const everyTask = partial !== null && states.size > 0 && countIn(counts, states) === tasks.size;
+  const members = useStateMembers({
+    runId: partial?.runId ?? '',
+    states,
+    counts,
+    enabled: partial !== null && !everyTask,
+    tasks,
+    dispatch: partial?.dispatch ?? noDispatch,
+  });
   // The id match depends on the task set only, not on states: once per filter text.
   const candidates = useMemo(() => idMatches(tasks.ids, text), [tasks.ids, text]);
-  const rows = useMemo(() => filterRows(tasks.values(), candidates, states), [tasks, candidates, states]);
+  const rows = useMemo(
+    () => filterRows(tasks.values(), candidates, everyTask ? NO_STATES : states, members),
+    [tasks, candidates, states, members, everyTask],
+  );
+  // Which rows are on screen, told as they scroll (no redraw of the table for it) and when the rows change.
+  const range = useRef({ start: 0, end: 0 });
+  const shownRows = useRef(rows);
+  const report = useCallback(() => {
+    const { start, end } = range.current;
+    onVisible?.(shownRows.current.slice(start, end).map((t) => t.id));
+  }, [onVisible]);
+  const onRange = useCallback(
+    (start: number, end: number) => {
+      range.current = { start, end };
+      report();
+    },
+    [report],
+  );
+  useEffect(() => {
+    shownRows.current = rows;
+    report();
+  }, [rows, report]);
   const filterKey = `${[...states].join(',')}|${text.trim()}`;
 
   return (
-    <div className="task-table" data-testid="task-table" data-rows={rows.length} data-total={tasks.size}>
+    <div
+      className="task-table"
+      data-testid="task-table"
+      data-rows={rows.length}
+      data-total={tasks.size}
+      data-filter={states.size > 0 && partial !== null && !everyTask ? (members === null ? 'reading' : 'server') : 'local'}
+    >
       <div className="task-table-toolbar">
         <StateChips counts={counts} selected={states} onChange={setStates} />
         <input
@@ -70,6 +115,7 @@ export function RunTaskTable({ tasks, counts, loadingOf, selected, onSelect, now
           rowHeight={ROW_HEIGHT}
           className="task-table-body"
           testId="task-table-body"
+          onRange={onRange}
           renderRow={(i) => {
             const task = rows[i]!;
             return <TaskRow key={task.id} task={task} selected={task.id === selected} onSelect={onSelect} now={now} />;
@@ -79,6 +125,9 @@ export function RunTaskTable({ tasks, counts, loadingOf, selected, onSelect, now
     </div>
   );
 }
+
+const noDispatch: Dispatch<RunAction> = () => {};
+const NO_STATES: ReadonlySet<TaskState> = new Set();
 
 interface RowProps {
   task: Task;

@@ -15,17 +15,27 @@ export function idMatches(ids: readonly string[], text: string): number[] | null
   return found;
 }
 
-/** The rows to show: the candidates (all when null) in one of `states` (any when empty). */
-export function filterRows(rows: readonly Task[], candidates: readonly number[] | null, states: ReadonlySet<TaskState>): readonly Task[] {
+/**
+ * The rows to show: the candidates (all when null) in one of `states` (any when empty).
+ * `members`, when given with states, are the tasks the server says are in them: a big
+ * run's rows off screen may hold old states, so a row must be in both.
+ */
+export function filterRows(
+  rows: readonly Task[],
+  candidates: readonly number[] | null,
+  states: ReadonlySet<TaskState>,
+  members: ReadonlySet<string> | null = null,
+): readonly Task[] {
   if (candidates === null && states.size === 0) return rows;
   const shown: Task[] = [];
+  const passes = (task: Task) => states.size === 0 || (states.has(task.state) && (members === null || members.has(task.id)));
   if (candidates === null) {
-    for (const task of rows) if (states.has(task.state)) shown.push(task);
+    for (const task of rows) if (passes(task)) shown.push(task);
     return shown;
   }
   for (const i of candidates) {
     const task = rows[i];
-    if (task && (states.size === 0 || states.has(task.state))) shown.push(task);
+    if (task && passes(task)) shown.push(task);
   }
   return shown;
 }
