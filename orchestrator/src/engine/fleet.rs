@@ -263,6 +263,15 @@ impl Core {
                 continue;
             }
             let dag = run.machine.dag();
+            if !dag.mixed_queues() {
+                // Every task on the run's queue: its counters say it all, without a
+                // look at each of (perhaps a million) tasks every second.
+                let s = touch(&mut by_queue, &dag.queue);
+                let ready = c[TaskState::Ready as usize] as usize - run.machine.waiting_count();
+                s.depth += (ready + c[TaskState::Queued as usize] as usize) as u64;
+                s.running += u64::from(c[TaskState::Running as usize]);
+                continue;
+            }
             for (i, t) in run.machine.tasks().iter().enumerate() {
                 // Tasks held back by a limit or budget would not run on more workers.
                 if !live.contains(&t.state) || run.machine.is_waiting(i as u32) {

@@ -180,6 +180,11 @@ impl RunMachine {
         !self.waiting.is_empty()
     }
 
+    /// How many tasks wait in `ready` for admission (not a backoff).
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// True when task `i` waits for admission (a limit or budget), not a backoff.
     pub fn is_waiting(&self, i: u32) -> bool {
         self.waiting.contains(i)

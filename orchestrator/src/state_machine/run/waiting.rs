@@ -80,6 +80,10 @@ impl Waiting {
         self.group_of.contains_key(&task)
     }
 
+    pub fn len(&self) -> usize {
+        self.group_of.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.group_of.is_empty()
     }
