@@ -111,6 +111,9 @@ pub struct Dag {
     index: HashMap<String, u32>,
     parents: Rows,
     children: Rows,
+    /// Some task names a queue other than the run's: counting tasks per queue then
+    /// needs a look at each task, not only the run's counters.
+    mixed_queues: bool,
 }
 
 impl Dag {
@@ -119,6 +122,10 @@ impl Dag {
         // Parents keep the order the user listed them in `depends_on`.
         let parents = Rows::build(n, edges.iter().map(|&(p, c)| (c, p)));
         let children = Rows::build(n, edges.iter().copied());
+        let mixed_queues = spec
+            .tasks
+            .iter()
+            .any(|t| t.queue_or(&spec.queue) != spec.queue);
         Self {
             name: spec.name,
             queue: spec.queue,
@@ -135,7 +142,13 @@ impl Dag {
             index,
             parents,
             children,
+            mixed_queues,
         }
+    }
+
+    /// True when some task goes to a queue other than the run's.
+    pub fn mixed_queues(&self) -> bool {
+        self.mixed_queues
     }
 
     /// Number of tasks.
@@ -201,6 +214,7 @@ impl Dag {
             self.children.extend_row(p, &cs);
         }
         for (j, task) in tasks.into_iter().enumerate() {
+            self.mixed_queues |= task.queue_or(&self.queue) != self.queue;
             self.index.insert(task.id.clone(), first + j as u32);
             self.tasks.push(task);
             self.parents.push_row(&parents[j]);

@@ -263,6 +263,15 @@ impl Core {
                 continue;
             }
             let dag = run.machine.dag();
+            if !dag.mixed_queues() {
+                // Every task on the run's queue: its counters say it all, without a
+                // look at each of (perhaps a million) tasks every second.
+                let s = touch(&mut by_queue, &dag.queue);
+                let ready = c[TaskState::Ready as usize] as usize - run.machine.waiting_count();
+                s.depth += (ready + c[TaskState::Queued as usize] as usize) as u64;
+                s.running += u64::from(c[TaskState::Running as usize]);
+                continue;
+            }
             for (i, t) in run.machine.tasks().iter().enumerate() {
                 // Tasks held back by a limit or budget would not run on more workers.
                 if !live.contains(&t.state) || run.machine.is_waiting(i as u32) {
@@ -446,5 +455,53 @@ mod tests {
         clock.advance(Duration::from_secs(3600));
         core.housekeeping();
         assert_eq!(core.workers["w2"].state, WorkerState::Stopped);
+    }
+
+    /// Queue depth from a run's counters (one queue) agrees with a look at each task
+    /// (tasks on another queue): waiting for a limit is not depth, queued is.
+    #[tokio::test]
+    async fn queue_stats_count_from_counters_as_a_scan_of_the_tasks_would() {
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("apex-fleet-{}", uuid::Uuid::now_v7())));
+        let store = crate::store::open(&format!("sqlite://{}/apex.db", dir.0.display()))
+            .await
+            .expect("store");
+        let (flush_tx, _flushes) = mpsc::channel(8);
+        let (_enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
+        let (inbox, _inbox_rx) = mpsc::channel(1);
+        let mut core = Core::new(
+            store,
+            EngineConfig::default(),
+            flush_tx,
+            enqueued_rx,
+            inbox.downgrade(),
+        );
+        let dag = |spec: serde_json::Value| {
+            let spec: crate::dag::RunSpec = serde_json::from_value(spec).unwrap();
+            Arc::new(crate::dag::validate(spec, &crate::dag::Limits::default()).unwrap())
+        };
+        // Five on a key of 2: two queued, three waiting.
+        let keyed: Vec<serde_json::Value> = (0..5)
+            .map(|i| serde_json::json!({"id": format!("k{i}"), "handler": "noop", "concurrency_key": "k"}))
+            .collect();
+        let one_queue = dag(serde_json::json!({
+            "tasks": keyed, "concurrency_limits": {"k": {"max_concurrency": 2}},
+        }));
+        assert!(!one_queue.mixed_queues());
+        let mixed = dag(serde_json::json!({"tasks": [
+            {"id": "a", "handler": "noop"},
+            {"id": "b", "handler": "noop", "queue": "other"},
+            {"id": "c", "handler": "noop", "queue": "other", "depends_on": ["a"]},
+        ]}));
+        assert!(mixed.mixed_queues());
+        core.submit(one_queue, Vec::new(), Arc::from("t"));
+        core.submit(mixed, Vec::new(), Arc::from("t"));
+        core.admit_waiting();
+        let stats = core.queue_stats();
+        let depth: Vec<(&str, u64, u64)> = stats
+            .iter()
+            .map(|q| (q.name.as_str(), q.depth, q.running))
+            .collect();
+        assert_eq!(depth, vec![("default", 3, 0), ("other", 1, 0)]);
     }
 }

@@ -301,11 +301,10 @@ impl Core {
                 continue;
             };
             let dag = run.machine.dag();
-            let tasks = (0..dag.len() as u32)
-                .map(|i| (dag.task(i).clone(), run.task_row(i)))
-                .collect();
+            let tasks = (0..dag.len() as u32).map(|i| run.task_row(i)).collect();
             p.flush.batch.new_runs.push(NewRun {
                 run: run.row(),
+                dag: Arc::clone(dag),
                 tasks,
             });
         }

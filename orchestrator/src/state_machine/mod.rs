@@ -18,6 +18,8 @@ pub use states::{
 };
 
 #[cfg(test)]
+mod admission_tests;
+#[cfg(test)]
 mod approval_tests;
 #[cfg(test)]
 mod budget_ask_tests;

@@ -120,10 +120,15 @@ fn run_row(id: &str, tasks: usize, state: RunState, seq: u64) -> RunRow {
 }
 
 fn new_run(id: &str, tasks: usize) -> NewRun {
+    let specs = (0..tasks).map(spec).collect();
+    let run =
+        crate::dag::RunSpec::from_parts("run".into(), "default".into(), specs, Default::default());
+    let dag = crate::dag::validate(run, &crate::dag::Limits::default()).unwrap();
     NewRun {
         run: run_row(id, tasks, RunState::Running, 0),
+        dag: std::sync::Arc::new(dag),
         tasks: (0..tasks)
-            .map(|i| (spec(i), task_row(id, i, TaskState::Queued)))
+            .map(|i| task_row(id, i, TaskState::Queued))
             .collect(),
     }
 }

@@ -182,7 +182,7 @@ async fn record(tx: &mut sqlx::PgConnection, a: &AuditRow) -> Result<(), StoreEr
 /// Inserts tasks with their specs: those of new runs, and those spawned into running ones.
 async fn insert_tasks<'a>(
     tx: &mut sqlx::PgConnection,
-    tasks: impl Iterator<Item = &'a (TaskSpec, TaskRow)>,
+    tasks: impl Iterator<Item = (&'a TaskSpec, &'a TaskRow)>,
 ) -> Result<(), StoreError> {
     let mut t = TaskColumns::default();
     let mut idx = Vec::new();
@@ -279,9 +279,9 @@ impl Store for PgStore {
             .bind(&options).bind(&c.usage).bind(&c.created_by)
             .execute(&mut *tx)
             .await?;
-            insert_tasks(&mut tx, batch.new_runs.iter().flat_map(|n| n.tasks.iter())).await?;
+            insert_tasks(&mut tx, batch.new_runs.iter().flat_map(NewRun::tasks)).await?;
         }
-        insert_tasks(&mut tx, batch.new_tasks.iter()).await?;
+        insert_tasks(&mut tx, batch.new_tasks.iter().map(|(s, t)| (s, t))).await?;
         if !batch.specs.is_empty() {
             let run: Vec<&str> = batch.specs.iter().map(|(r, _)| r.as_str()).collect();
             let task: Vec<&str> = batch.specs.iter().map(|(_, s)| s.id.as_str()).collect();

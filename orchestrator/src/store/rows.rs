@@ -1,7 +1,7 @@
 //! Rows as the store reads and writes them.
 
 use crate::access::Scope;
-use crate::dag::{AgentSpec, RunOptions, TaskSpec};
+use crate::dag::{AgentSpec, Dag, RunOptions, TaskSpec};
 use crate::state_machine::budget::Charges;
 use crate::state_machine::{RunState, TaskFailure, TaskState, Usage, ALL_TASK_STATES};
 use serde::Serialize;
@@ -209,7 +209,18 @@ pub struct StoredTask {
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub run: RunRow,
-    pub tasks: Vec<(TaskSpec, TaskRow)>,
+    /// The run's graph, shared with the engine rather than copied: a new run's specs
+    /// are the biggest part of its first write (hundreds of bytes per task).
+    pub dag: Arc<Dag>,
+    /// Task `i`'s row, for every task of `dag` in order.
+    pub tasks: Vec<TaskRow>,
+}
+
+impl NewRun {
+    /// Every task's spec with its row.
+    pub fn tasks(&self) -> impl Iterator<Item = (&TaskSpec, &TaskRow)> {
+        self.dag.tasks().iter().zip(&self.tasks)
+    }
 }
 
 /// One entry of a run's append-only event log.

@@ -248,7 +248,7 @@ fn bind_task_state<'q>(q: SqliteQuery<'q>, t: &'q TaskRow) -> SqliteQuery<'q> {
 /// Inserts tasks with their specs: those of new runs, and those spawned into running ones.
 async fn insert_tasks(
     conn: &mut SqliteConnection,
-    tasks: &[&(TaskSpec, TaskRow)],
+    tasks: &[(&TaskSpec, &TaskRow)],
 ) -> Result<(), StoreError> {
     INSERT_TASKS
         .execute(conn, tasks, |q, (spec, t)| {
@@ -299,12 +299,13 @@ impl Store for SqliteStore {
                         .bind(r.created_by.as_deref())
                 })
                 .await?;
-            let tasks: Vec<&(TaskSpec, TaskRow)> =
-                batch.new_runs.iter().flat_map(|n| &n.tasks).collect();
+            let tasks: Vec<(&TaskSpec, &TaskRow)> =
+                batch.new_runs.iter().flat_map(NewRun::tasks).collect();
             insert_tasks(&mut tx, &tasks).await?;
         }
         if !batch.new_tasks.is_empty() {
-            let tasks: Vec<&(TaskSpec, TaskRow)> = batch.new_tasks.iter().collect();
+            let tasks: Vec<(&TaskSpec, &TaskRow)> =
+                batch.new_tasks.iter().map(|(s, t)| (s, t)).collect();
             insert_tasks(&mut tx, &tasks).await?;
         }
         if !batch.specs.is_empty() {

@@ -9,6 +9,9 @@ impl RunMachine {
     /// `gate` allow. A task its own budget cannot cover fails; once the run's budget
     /// cannot cover the next task even with nothing else in flight, no more are
     /// dispatched: those left are skipped and the run fails once running ones finish.
+    /// Tasks that need the same agent and concurrency key go in order: one the gate
+    /// turns away (say, too many tokens for the minute) holds back the smaller ones
+    /// behind it rather than being overtaken for ever.
     pub fn admit(&mut self, now_ms: i64, gate: &mut dyn Gate, out: &mut Output) {
         if self.state.is_terminal() {
             self.waiting.clear();
@@ -16,16 +19,12 @@ impl RunMachine {
         }
         let max_parallel = self.dag.options.max_parallel.map(|m| m as usize);
         let run_budget = self.dag.options.budget;
-        // A cursor, not a copy: a run may hold thousands of waiting tasks, and a full
-        // run usually stops at the first.
-        let mut cursor: Option<(Reverse<i32>, u32)> = None;
-        loop {
-            let next = match cursor {
-                None => self.waiting.first(),
-                Some(c) => self.waiting.range((Excluded(c), Unbounded)).next(),
-            };
-            let Some(&key) = next else { break };
-            cursor = Some(key);
+        // Groups of tasks needing the same shared limits whose best task the gate
+        // refused: the rest of the group would be refused too, so the group sits out
+        // the rest of this pass. A pass costs O(admitted + groups), however many wait.
+        let mut held = Vec::new();
+        while let Some((key, group)) = self.waiting.first() {
+            crate::dag::work::count(1);
             let i = key.1;
 
             if self.exhausted.is_some() || self.asking.is_some() {
@@ -39,7 +38,7 @@ impl RunMachine {
             let est = self.estimate(i);
             if let Some(b) = &self.dag.task(i).budget {
                 if let Some(why) = shortfall(b, &self.tasks[i as usize].usage, &est) {
-                    self.waiting.remove(&key);
+                    self.waiting.remove(key);
                     if b.asks() {
                         self.ask_budget(i, Scope::Task, why, now_ms, out);
                     } else {
@@ -51,7 +50,7 @@ impl RunMachine {
             if let Some(b) = &run_budget {
                 if let Some(why) = shortfall(b, &self.spent, &est) {
                     if b.asks() {
-                        self.waiting.remove(&key);
+                        self.waiting.remove(key);
                         self.ask_budget(i, Scope::Run, why, now_ms, out);
                         break;
                     }
@@ -69,13 +68,16 @@ impl RunMachine {
             let attempt = self.tasks[i as usize].attempt + 1;
             let keys = limit_keys(&self.dag, i);
             if !gate.try_acquire(i, attempt, &keys, budget::tokens(&est)) {
+                self.waiting.hold(group);
+                held.push(group);
                 continue;
             }
-            self.waiting.remove(&key);
+            self.waiting.remove(key);
             self.reserved.insert(i, est);
             let _ = self.set_state(i, Stimulus::Dispatched, out);
             self.dispatch(i, now_ms, out);
         }
+        self.waiting.unhold_all(&held);
         if self.exhausted.is_some() {
             self.skip_unstarted(now_ms, out);
         }
@@ -140,10 +142,7 @@ impl RunMachine {
 
     /// The run's budget is spent: every task waiting to be dispatched is skipped.
     pub(super) fn skip_unstarted(&mut self, now_ms: i64, out: &mut Output) {
-        let waiting: Vec<u32> = std::mem::take(&mut self.waiting)
-            .into_iter()
-            .map(|(_, i)| i)
-            .collect();
+        let waiting = self.waiting.take_all();
         let mut todo = Vec::new();
         for i in waiting {
             self.skip_for_budget(i, now_ms, out);
@@ -181,6 +180,13 @@ impl RunMachine {
 
     pub(super) fn waiting_key(&self, i: u32) -> (Reverse<i32>, u32) {
         (Reverse(self.dag.task(i).priority), i)
+    }
+
+    /// Task `i` waits for admission, with the tasks that need the same shared limits.
+    pub(super) fn wait(&mut self, i: u32) {
+        let spec = self.dag.task(i);
+        let class = (spec.agent.as_deref(), spec.concurrency_key.as_deref());
+        self.waiting.insert((Reverse(spec.priority), i), class);
     }
 
     /// Tokens and money the whole run used so far.

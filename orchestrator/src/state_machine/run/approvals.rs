@@ -165,7 +165,7 @@ impl RunMachine {
                 self.settle(i, attempt, running, out);
             }
             TaskState::Ready => {
-                self.waiting.remove(&self.waiting_key(i));
+                self.waiting.remove(self.waiting_key(i));
             }
             _ => {}
         }

@@ -121,7 +121,7 @@ impl RunMachine {
         self.set_state(i, Stimulus::BudgetRaised, out)?;
         self.tasks[i as usize].error = None;
         self.record_task(i, now_ms, None, out);
-        self.waiting.insert(self.waiting_key(i));
+        self.wait(i);
         Ok(())
     }
 

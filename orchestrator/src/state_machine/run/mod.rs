@@ -14,8 +14,7 @@ use super::states::{
 use crate::dag::{approval, grow, Dag, KeyLimit, Limits, Trigger, DEFAULT_RETRY_BACKOFF_S};
 use serde_json::Value;
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
-use std::ops::Bound::{Excluded, Unbounded};
+use std::collections::HashMap;
 use std::sync::Arc;
 pub use worker_protocol::Usage;
 mod admission;
@@ -25,6 +24,7 @@ mod control;
 mod reports;
 mod reuse;
 mod types;
+mod waiting;
 
 pub use budget_ask::AWAITING_BUDGET;
 pub use types::{
@@ -54,7 +54,7 @@ pub struct RunMachine {
     /// without any dispatches straight from `pending`.
     gated: bool,
     /// Ready tasks waiting to be admitted, highest priority first, then in order.
-    waiting: BTreeSet<(Reverse<i32>, u32)>,
+    waiting: waiting::Waiting,
     /// What attempts in flight are expected to spend, reserved against the budget (by
     /// task: a task has one attempt in flight at most).
     reserved: HashMap<u32, Usage>,
@@ -111,7 +111,7 @@ impl RunMachine {
             seq: 0,
             finished_at_ms: None,
             gated,
-            waiting: BTreeSet::new(),
+            waiting: waiting::Waiting::default(),
             reserved: HashMap::new(),
             spent: Usage::default(),
             exhausted: None,
@@ -136,7 +136,7 @@ impl RunMachine {
             seq,
             finished_at_ms,
             gated,
-            waiting: BTreeSet::new(),
+            waiting: waiting::Waiting::default(),
             reserved: HashMap::new(),
             spent: Usage::default(),
             exhausted: None,
@@ -159,7 +159,9 @@ impl RunMachine {
                 match t.state {
                     // Waiting out a backoff or a limit: either way, admission decides.
                     TaskState::Ready => {
-                        m.waiting.insert(m.waiting_key(i as u32));
+                        let spec = m.dag.task(i as u32);
+                        let class = (spec.agent.as_deref(), spec.concurrency_key.as_deref());
+                        m.waiting.insert((Reverse(spec.priority), i as u32), class);
                     }
                     TaskState::Queued | TaskState::Running => {
                         let est = m.estimate(i as u32);
@@ -178,9 +180,14 @@ impl RunMachine {
         !self.waiting.is_empty()
     }
 
+    /// How many tasks wait in `ready` for admission (not a backoff).
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// True when task `i` waits for admission (a limit or budget), not a backoff.
     pub fn is_waiting(&self, i: u32) -> bool {
-        self.waiting.contains(&self.waiting_key(i))
+        self.waiting.contains(i)
     }
 
     /// The keys task `i` holds while in flight (see [`Gate`]).
@@ -316,7 +323,7 @@ impl RunMachine {
             } else if self.gated {
                 let _ = self.set_state(i, Stimulus::DepsMetGated, out);
                 self.record_task(i, now_ms, None, out);
-                self.waiting.insert(self.waiting_key(i));
+                self.wait(i);
             } else {
                 let _ = self.set_state(i, Stimulus::DepsMet, out);
                 self.dispatch(i, now_ms, out);

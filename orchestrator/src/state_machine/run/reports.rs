@@ -158,7 +158,7 @@ impl RunMachine {
         if self.gated {
             // The next attempt waits its turn like any other; marked dirty so the
             // caller knows to run admission.
-            self.waiting.insert(self.waiting_key(i));
+            self.wait(i);
             out.dirty.push(i);
             return Ok(());
         }
