@@ -8,7 +8,7 @@ mod common;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use common::{free_port, task, TestStore, TestSystem, REDIS};
 use opentelemetry_proto::tonic::collector::trace::v1::{

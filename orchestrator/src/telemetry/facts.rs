@@ -68,8 +68,7 @@ pub(crate) fn extract(batch: &WriteBatch, outgoing: &Outgoing) -> Vec<Fact> {
         out.push(Fact::Tasks {
             run: new.run.id.clone(),
             tasks: new
-                .tasks
-                .iter()
+                .tasks()
                 .map(|(spec, _)| task_meta(spec, &new.run.queue))
                 .collect(),
         });
@@ -98,12 +97,7 @@ pub(crate) fn extract(batch: &WriteBatch, outgoing: &Outgoing) -> Vec<Fact> {
     let rows = batch
         .tasks
         .iter()
-        .chain(
-            batch
-                .new_runs
-                .iter()
-                .flat_map(|n| n.tasks.iter().map(|(_, r)| r)),
-        )
+        .chain(batch.new_runs.iter().flat_map(|n| n.tasks.iter()))
         .chain(batch.new_tasks.iter().map(|(_, r)| r));
     let mut latest: HashMap<(&str, &str), &crate::store::TaskRow> = HashMap::new();
     for r in rows {
