@@ -480,6 +480,27 @@ async fn a_signed_webhook_starts_a_run_and_bad_signatures_and_replays_are_refuse
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_over_ten_years_is_refused_by_validate_and_submit_alike() {
+    let sys = TestSystem::start().await;
+    let mut over = dag("ttl");
+    over["ttl_s"] = json!(9_223_372_036_854_775_808_u64);
+    for path in ["/api/v1/validate", "/api/v1/runs"] {
+        let (status, body) = sys.post(path, &over).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("ttl_s:"),
+            "{path} names the field: {body}"
+        );
+    }
+    assert_eq!(run_count(&sys).await, 0, "nothing was stored");
+    let mut within = dag("ttl");
+    within["ttl_s"] = json!(316_224_000);
+    let (status, body) = sys.post("/api/v1/validate", &within).await;
+    assert_eq!(status, 200, "ten years is allowed: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_only_due_runs_in_batches_while_another_run_proceeds() {
     let mut sys = TestSystem::start_with(|c| {
         c.daily.retention_interval_s = 1;

@@ -76,6 +76,12 @@ async fn an_approval_holds_no_slot_and_each_decision_is_taken_once() {
             .contains("not waiting"),
         "{body}"
     );
+    // A JSON `null` body means "no options", as the document's optional body says: it
+    // gets as far as the task's state, not a 400.
+    let (status, body) = sys
+        .post(&format!("{base}/write/approve"), &serde_json::Value::Null)
+        .await;
+    assert_eq!(status, 409, "{body}");
     let (status, _) = sys.post(&format!("{base}/nope/approve"), &json!({})).await;
     assert_eq!(status, 404);
     let (status, body) = sys

@@ -1032,7 +1032,8 @@ export interface components {
             };
             /**
              * Format: int64
-             * @description Seconds the run is kept once finished, instead of `--retain-finished-days`.
+             * @description Seconds the run is kept once finished, instead of `--retain-finished-days`; at
+             *     most ten years (`api::daily::MAX_TTL_S`).
              */
             ttl_s?: number | null;
         };
@@ -1757,7 +1758,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Hook name */
+                /** @description Hook name: 1–128 of `A-Za-z0-9_-.:` */
                 name: string;
             };
             cookie?: never;
@@ -1792,7 +1793,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Hook name */
+                /** @description Hook name: 1–128 of `A-Za-z0-9_-.:` */
                 name: string;
             };
             cookie?: never;
@@ -1838,7 +1839,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Hook name */
+                /** @description Hook name: 1–128 of `A-Za-z0-9_-.:` */
                 name: string;
             };
             cookie?: never;
@@ -2601,7 +2602,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Schedule name */
+                /** @description Schedule name: 1–128 of `A-Za-z0-9_-.:` */
                 name: string;
             };
             cookie?: never;
@@ -2636,7 +2637,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Schedule name */
+                /** @description Schedule name: 1–128 of `A-Za-z0-9_-.:` */
                 name: string;
             };
             cookie?: never;
@@ -2707,7 +2708,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Schedule name */
+                /** @description Schedule name: 1–128 of `A-Za-z0-9_-.:` */
                 name: string;
             };
             cookie?: never;
@@ -2742,7 +2743,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Schedule name */
+                /** @description Schedule name: 1–128 of `A-Za-z0-9_-.:` */
                 name: string;
             };
             cookie?: never;
@@ -2777,7 +2778,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Schedule name */
+                /** @description Schedule name: 1–128 of `A-Za-z0-9_-.:` */
                 name: string;
             };
             cookie?: never;
@@ -2840,7 +2841,7 @@ export interface operations {
             };
             header?: never;
             path: {
-                /** @description Template name */
+                /** @description Template name: 1–128 of `A-Za-z0-9_-.:` */
                 name: string;
             };
             cookie?: never;
@@ -2875,7 +2876,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Template name */
+                /** @description Template name: 1–128 of `A-Za-z0-9_-.:` */
                 name: string;
             };
             cookie?: never;
@@ -2943,7 +2944,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Template name */
+                /** @description Template name: 1–128 of `A-Za-z0-9_-.:` */
                 name: string;
             };
             cookie?: never;
@@ -2978,6 +2979,15 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            /** @description No such template, or no such version of it */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description The Idempotency-Key was used with another request */
             409: {
                 headers: {

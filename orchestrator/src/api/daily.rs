@@ -30,6 +30,16 @@ pub struct Daily {
 /// Longest `ttl_s` a run may ask for: ten years.
 pub const MAX_TTL_S: u64 = 10 * 366 * 86_400;
 
+/// Refuses a `ttl_s` over [`MAX_TTL_S`], on submission and on `/validate` alike.
+pub fn check_ttl(ttl_s: Option<u64>) -> Result<(), ApiError> {
+    match ttl_s.filter(|t| *t > MAX_TTL_S) {
+        Some(ttl) => Err(ApiError::BadRequest(format!(
+            "ttl_s: {ttl} is over the limit of {MAX_TTL_S} s (ten years)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl Daily {
     /// From `apex serve`'s settings.
     pub fn new(config: &DailyConfig) -> Self {
@@ -68,11 +78,7 @@ pub async fn start(
     origin: RunOrigin,
     by: &str,
 ) -> Result<RunRow, ApiError> {
-    if let Some(ttl) = dag.options.ttl_s.filter(|t| *t > MAX_TTL_S) {
-        return Err(ApiError::BadRequest(format!(
-            "ttl_s: {ttl} is over the limit of {MAX_TTL_S} s (ten years)"
-        )));
-    }
+    check_ttl(dag.options.ttl_s)?;
     if origin != RunOrigin::default() {
         Arc::make_mut(&mut dag.options).origin = Some(origin);
     }

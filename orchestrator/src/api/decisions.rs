@@ -69,7 +69,8 @@ fn body<T: Default + serde::de::DeserializeOwned>(
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(state.max_body_bytes),
         other => ApiError::BadRequest(other.body_text()),
     })?;
-    if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or JSON `null`: the document calls the body optional, so both mean "no options".
+    if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
         return Ok(T::default());
     }
     super::body::parse(&body)

@@ -58,8 +58,10 @@ pub fn is_hook_delivery(method: &axum::http::Method, path: &str) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct HookSpec {
     /// The template a delivery starts (its latest version).
+    #[schema(min_length = 1)]
     pub template: String,
     /// The shared secret deliveries are signed with; at least 16 characters.
+    #[schema(min_length = 16)]
     pub secret: String,
 }
 
@@ -71,7 +73,7 @@ fn view(h: &HookRow) -> Value {
 
 /// Creates or replaces a hook.
 #[utoipa::path(put, path = "/api/v1/hooks/{name}", tag = "hooks", operation_id = "putHook",
-    params(("name" = String, Path, description = "Hook name")),
+    params(("name" = String, Path, description = "Hook name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     request_body = HookSpec,
     responses((status = 201, description = "Created"), (status = 200, description = "Replaced"),
               (status = 404, description = "No such template")))]
@@ -133,7 +135,7 @@ async fn list_hooks(
 
 /// One hook (without its secret).
 #[utoipa::path(get, path = "/api/v1/hooks/{name}", tag = "hooks", operation_id = "getHook",
-    params(("name" = String, Path, description = "Hook name")),
+    params(("name" = String, Path, description = "Hook name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     responses((status = 200, description = "The hook"), (status = 404, description = "No such hook")))]
 async fn get_hook(
     _: Allowed<needs::Read>,
@@ -191,7 +193,7 @@ fn verify(secret: &str, headers: &HeaderMap, body: &[u8], now_s: i64) -> Result<
 
 /// A signed delivery: starts the hook's template with the body as `params.payload`.
 #[utoipa::path(post, path = "/api/v1/hooks/{name}", tag = "hooks", operation_id = "receiveHook",
-    params(("name" = String, Path, description = "Hook name")),
+    params(("name" = String, Path, description = "Hook name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     request_body(content = Object, description = "Any JSON; becomes params.payload"),
     responses((status = 201, description = "The run started"),
               (status = 401, description = "Bad or missing signature, stale timestamp, or a replay"),

@@ -58,6 +58,7 @@ pub(super) async fn parse_dag(
         ));
     }
     let mut spec: RunSpec = super::body::parse(&body)?;
+    super::daily::check_ttl(spec.ttl_s)?;
     super::agents::resolve_registered(state.store.as_ref(), &mut spec).await?;
     validate_submission(spec, &state.limits).map_err(ApiError::InvalidDag)
 }

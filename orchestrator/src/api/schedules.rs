@@ -127,7 +127,7 @@ async fn find(state: &AppState, name: &str) -> Result<ScheduleRow, ApiError> {
 
 /// Creates or replaces a schedule.
 #[utoipa::path(put, path = "/api/v1/schedules/{name}", tag = "schedules", operation_id = "putSchedule",
-    params(("name" = String, Path, description = "Schedule name")),
+    params(("name" = String, Path, description = "Schedule name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     request_body = ScheduleSpec,
     responses((status = 201, description = "Created"), (status = 200, description = "Replaced"),
               (status = 400, description = "Bad timing"), (status = 404, description = "No such template"),
@@ -183,7 +183,7 @@ async fn list_schedules(
 
 /// One schedule, with its next fire time and its most recent runs.
 #[utoipa::path(get, path = "/api/v1/schedules/{name}", tag = "schedules", operation_id = "getSchedule",
-    params(("name" = String, Path, description = "Schedule name")),
+    params(("name" = String, Path, description = "Schedule name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     responses((status = 200, description = "The schedule"), (status = 404, description = "No such schedule")))]
 async fn get_schedule(
     _: Allowed<needs::Read>,
@@ -199,7 +199,7 @@ async fn get_schedule(
 
 /// Removes a schedule: no tick fires after this answers.
 #[utoipa::path(delete, path = "/api/v1/schedules/{name}", tag = "schedules", operation_id = "deleteSchedule",
-    params(("name" = String, Path, description = "Schedule name")),
+    params(("name" = String, Path, description = "Schedule name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such schedule")))]
 async fn delete_schedule(
     _: Allowed<needs::Admin>,
@@ -215,7 +215,7 @@ async fn delete_schedule(
 
 /// Stops a schedule's ticks until it is resumed.
 #[utoipa::path(post, path = "/api/v1/schedules/{name}/pause", tag = "schedules", operation_id = "pauseSchedule",
-    params(("name" = String, Path, description = "Schedule name")),
+    params(("name" = String, Path, description = "Schedule name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     responses((status = 200, description = "Paused"), (status = 404, description = "No such schedule")))]
 async fn pause(
     allowed: Allowed<needs::Operate>,
@@ -227,7 +227,7 @@ async fn pause(
 
 /// Resumes a paused schedule; ticks that fell while it was paused do not fire.
 #[utoipa::path(post, path = "/api/v1/schedules/{name}/resume", tag = "schedules", operation_id = "resumeSchedule",
-    params(("name" = String, Path, description = "Schedule name")),
+    params(("name" = String, Path, description = "Schedule name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     responses((status = 200, description = "Resumed"), (status = 404, description = "No such schedule")))]
 async fn resume(
     allowed: Allowed<needs::Operate>,

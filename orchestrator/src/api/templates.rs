@@ -252,7 +252,7 @@ fn view(t: &TemplateRow, versions: &[u32]) -> Value {
 
 /// Stores a new version of a template.
 #[utoipa::path(put, path = "/api/v1/templates/{name}", tag = "templates", operation_id = "putTemplate",
-    params(("name" = String, Path, description = "Template name")),
+    params(("name" = String, Path, description = "Template name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     request_body(content = Object, description = "A run's DAG plus optional `params`"),
     responses((status = 201, description = "Stored as a new version"),
               (status = 422, description = "The DAG is invalid (same problems as a submission)")))]
@@ -299,7 +299,7 @@ async fn list_templates(
 
 /// One template: its latest version, or `?version=N`.
 #[utoipa::path(get, path = "/api/v1/templates/{name}", tag = "templates", operation_id = "getTemplate",
-    params(("name" = String, Path, description = "Template name"),
+    params(("name" = String, Path, description = "Template name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$"),
            ("version" = Option<u32>, Query, description = "A version; the latest when absent")),
     responses((status = 200, description = "The template"), (status = 404, description = "No such template")))]
 async fn get_template(
@@ -323,10 +323,11 @@ struct VersionParam {
 
 /// Starts a run of a template; honours `Idempotency-Key` as `POST /api/v1/runs` does.
 #[utoipa::path(post, path = "/api/v1/templates/{name}/runs", tag = "templates", operation_id = "runTemplate",
-    params(("name" = String, Path, description = "Template name")),
+    params(("name" = String, Path, description = "Template name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     request_body = TemplateRunRequest,
     responses((status = 201, description = "The run started"),
               (status = 200, description = "A repeat of an idempotent request: its run"),
+              (status = 404, description = "No such template, or no such version of it", body = crate::api_types::ErrorResponse),
               (status = 409, description = "The Idempotency-Key was used with another request"),
               (status = 422, description = "Parameters or the resulting DAG are invalid")))]
 async fn run_template(

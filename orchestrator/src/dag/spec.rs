@@ -34,8 +34,10 @@ pub struct RunSpec {
     /// run that uses the key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub concurrency_limits: BTreeMap<String, KeyLimit>,
-    /// Seconds the run is kept once finished, instead of `--retain-finished-days`.
+    /// Seconds the run is kept once finished, instead of `--retain-finished-days`; at
+    /// most ten years (`api::daily::MAX_TTL_S`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 316_224_000_i64)]
     pub ttl_s: Option<u64>,
 }
 
