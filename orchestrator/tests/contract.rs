@@ -665,7 +665,7 @@ async fn people_and_daily(sys: &TestSystem, c: &mut Contract) {
     c.check("PUT", "/api/v1/schedules/{name}", s, &b);
     let bad = json!({"template": "greet", "cron": "* * *"});
     let (s, b) = call(sys, "PUT", "/api/v1/schedules/bad", admin, Some(bad)).await;
-    assert_eq!(s, 400, "{b}");
+    assert_eq!(s, 422, "{b}");
     c.check("PUT", "/api/v1/schedules/{name}", s, &b);
     let (s, b) = call(sys, "GET", "/api/v1/schedules", admin, None).await;
     c.check("GET", "/api/v1/schedules", s, &b);

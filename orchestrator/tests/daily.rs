@@ -211,7 +211,18 @@ async fn a_schedule_every_two_seconds_fires_and_stops_when_deleted() {
 
     let bad = json!({"template": "ping", "cron": "* * *"});
     let (s, body) = put(&sys, "/api/v1/schedules/bad", &bad).await;
-    assert_eq!(s, 400, "{body}");
+    assert_eq!(s, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_schedule");
+    let both = json!({"template": "ping", "cron": "0 * * * *", "every_s": 2});
+    let (s, body) = put(&sys, "/api/v1/schedules/bad", &both).await;
+    assert_eq!(s, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exactly one"),
+        "{body}"
+    );
     let (s, _) = put(
         &sys,
         "/api/v1/schedules/bad",
@@ -493,6 +504,10 @@ async fn a_ttl_over_ten_years_is_refused_by_validate_and_submit_alike() {
             "{path} names the field: {body}"
         );
     }
+    let mut template = dag("ttl");
+    template["ttl_s"] = json!(316_224_001);
+    let (status, body) = put(&sys, "/api/v1/templates/ttl", &template).await;
+    assert_eq!(status, 400, "a template is checked as a submission: {body}");
     assert_eq!(run_count(&sys).await, 0, "nothing was stored");
     let mut within = dag("ttl");
     within["ttl_s"] = json!(316_224_000);

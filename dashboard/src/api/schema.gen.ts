@@ -778,7 +778,7 @@ export interface components {
          * @description The stable `code` of an error answer: what a client branches on.
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "invalid_dag" | "invalid_agent" | "bad_request" | "uri_too_long" | "payload_too_large" | "not_found" | "unauthorized" | "forbidden" | "rate_limited" | "invalid_token" | "conflict" | "idempotency_conflict" | "invalid_signature" | "invalid_rerun" | "invalid_decision" | "misdirected_host" | "foreign_origin" | "unsupported_media_type" | "unavailable" | "timeout" | "internal";
+        ErrorCode: "invalid_json" | "invalid_dag" | "invalid_agent" | "bad_request" | "uri_too_long" | "payload_too_large" | "not_found" | "unauthorized" | "forbidden" | "rate_limited" | "invalid_token" | "conflict" | "idempotency_conflict" | "invalid_signature" | "invalid_rerun" | "invalid_decision" | "invalid_schedule" | "misdirected_host" | "foreign_origin" | "unsupported_media_type" | "unavailable" | "timeout" | "internal";
         /**
          * @description A stored event with its per-run sequence number. `kind` is `task` (a task changed
          *     state; `task_id` and `state` set), `run` (the run changed state; `task_id` null,
@@ -1286,6 +1286,49 @@ export interface components {
              * @description The version to run; the latest when absent.
              */
             version?: number | null;
+        };
+        /** @description A run's DAG whose values may be `{"$param": NAME}` objects, plus the parameters they name. */
+        TemplateSpec: {
+            /** @default run */
+            name: string;
+            /**
+             * @description Queue for tasks that name none.
+             * @default default
+             */
+            queue: string;
+            /** @description At most 100,000 by default (`--max-tasks`). */
+            tasks: components["schemas"]["TaskSpec"][];
+            /** @description Agents defined for this run, by name; they win over registered agents. */
+            agents?: {
+                [key: string]: components["schemas"]["AgentSpec"];
+            };
+            budget?: null | components["schemas"]["Budget"];
+            /**
+             * Format: int64
+             * @description Most of this run's tasks queued or running at once.
+             */
+            max_parallel?: number | null;
+            /**
+             * @description Limits per concurrency key (a task's `concurrency_key`), counted across every
+             *     run that uses the key.
+             */
+            concurrency_limits?: {
+                [key: string]: components["schemas"]["KeyLimit"];
+            };
+            /**
+             * Format: int64
+             * @description Seconds the run is kept once finished, instead of `--retain-finished-days`; at
+             *     most ten years (`api::daily::MAX_TTL_S`).
+             */
+            ttl_s?: number | null;
+            /** @description Declared parameters, by name. */
+            params?: {
+                [key: string]: {
+                    /** @description Used when a run gives none; without one, the parameter is required. */
+                    default?: unknown;
+                    description?: string | null;
+                };
+            };
         };
         /** @description An API token as listed: never its secret. */
         Token: {
@@ -2674,7 +2717,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad timing */
+            /** @description A body that is not a schedule */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2691,7 +2734,7 @@ export interface operations {
                 content?: never;
             };
             414: components["responses"]["UriTooLong"];
-            /** @description The template's DAG with these params is invalid */
+            /** @description `invalid_schedule`: both or neither of `cron` and `every_s`, a bad cron or time zone; or `invalid_dag`: the template's DAG with these params is invalid */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2912,7 +2955,7 @@ export interface operations {
                  *       ]
                  *     }
                  */
-                "application/json": Record<string, never>;
+                "application/json": components["schemas"]["TemplateSpec"];
             };
         };
         responses: {

@@ -61,6 +61,10 @@ pub enum ApiError {
     /// A decision that does not fit what the task waits for (422).
     #[error("{0}")]
     InvalidDecision(String),
+    /// A schedule's timing that no schema can rule out: both or neither of `cron` and
+    /// `every_s`, a cron that does not parse, an unknown time zone (422).
+    #[error("{0}")]
+    InvalidSchedule(String),
     #[error("this server does not answer to Host {0:?}: use the address it serves at, or have the operator add it with --allowed-hosts (APEX_ALLOWED_HOSTS)")]
     MisdirectedHost(String),
     #[error("requests from pages of {0:?} are refused: the API answers its own dashboard's origin and the operator's --cors-origins (APEX_CORS_ORIGINS) only")]
@@ -115,6 +119,8 @@ pub enum ErrorCode {
     InvalidRerun,
     /// 422: a decision that does not fit what the task waits for (a raise for an approval, none for a budget).
     InvalidDecision,
+    /// 422: a schedule's timing is invalid (both or neither of `cron` and `every_s`, a bad cron, an unknown time zone).
+    InvalidSchedule,
     /// 421: the `Host` header names a host this server does not answer to.
     MisdirectedHost,
     /// 403: a page of another origin made the request.
@@ -149,6 +155,7 @@ impl ErrorCode {
             ErrorCode::InvalidSignature => "invalid_signature",
             ErrorCode::InvalidRerun => "invalid_rerun",
             ErrorCode::InvalidDecision => "invalid_decision",
+            ErrorCode::InvalidSchedule => "invalid_schedule",
             ErrorCode::MisdirectedHost => "misdirected_host",
             ErrorCode::ForeignOrigin => "foreign_origin",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -188,6 +195,7 @@ impl ApiError {
             ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, C::InvalidSignature),
             ApiError::InvalidRerun(_) => (StatusCode::UNPROCESSABLE_ENTITY, C::InvalidRerun),
             ApiError::InvalidDecision(_) => (StatusCode::UNPROCESSABLE_ENTITY, C::InvalidDecision),
+            ApiError::InvalidSchedule(_) => (StatusCode::UNPROCESSABLE_ENTITY, C::InvalidSchedule),
             ApiError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, C::MisdirectedHost),
             ApiError::ForeignOrigin(_) => (StatusCode::FORBIDDEN, C::ForeignOrigin),
             ApiError::UnsupportedMediaType => {

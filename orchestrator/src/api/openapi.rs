@@ -252,6 +252,60 @@ fn restrict_submissions(schemas: &mut std::collections::BTreeMap<String, RefOr<S
     }
 }
 
+/// A template as `PUT /templates/{name}` takes it: a run's DAG (`RunSpec`) plus
+/// `params`, the parameters that `{"$param": NAME}` objects in it refer to. Derived from
+/// `RunSpec` here rather than declared again, so the two cannot drift apart.
+fn template_schema(schemas: &mut std::collections::BTreeMap<String, RefOr<Schema>>) {
+    let Some(RefOr::T(Schema::Object(run))) = schemas.get("RunSpec") else {
+        return;
+    };
+    let mut template = run.clone();
+    let param = ObjectBuilder::new()
+        .property(
+            "default",
+            ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
+                .description(Some(
+                    "Used when a run gives none; without one, the parameter is required.",
+                )),
+        )
+        .property(
+            "description",
+            ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                Type::String,
+                Type::Null,
+            ])),
+        )
+        .additional_properties(Some(
+            utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+        ))
+        .build();
+    template.properties.insert(
+        "params".to_owned(),
+        RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some("Declared parameters, by name."))
+                .property_names(Some(Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(NAME_PATTERN))
+                        .build(),
+                )))
+                .additional_properties(Some(Schema::Object(param)))
+                .build(),
+        )),
+    );
+    template.description = Some(
+        "A run's DAG whose values may be `{\"$param\": NAME}` objects, plus the parameters they name."
+            .to_owned(),
+    );
+    schemas.insert(
+        "TemplateSpec".to_owned(),
+        RefOr::T(Schema::Object(template)),
+    );
+}
+
 /// Says what `api/params.rs` refuses in any path or query parameter: control
 /// characters, and more than 1,024 bytes (bounded here in characters).
 fn bound_text(p: &mut utoipa::openapi::path::Parameter) {
@@ -302,6 +356,7 @@ impl utoipa::Modify for Shared {
             );
         }
         restrict_submissions(&mut components.schemas);
+        template_schema(&mut components.schemas);
         doc.security = Some(vec![SecurityRequirement::new(
             "bearerAuth",
             Vec::<String>::new(),
@@ -325,6 +380,15 @@ impl utoipa::Modify for Shared {
                         .add("x-required-scope", scope)
                         .build(),
                 );
+                if id == "putTemplate" {
+                    if let Some(content) = op
+                        .request_body
+                        .as_mut()
+                        .and_then(|b| b.content.get_mut("application/json"))
+                    {
+                        content.schema = Some(Ref::from_schema_name("TemplateSpec").into());
+                    }
+                }
                 if let (Some(example), Some(body)) =
                     (request_example(&id), op.request_body.as_mut())
                 {

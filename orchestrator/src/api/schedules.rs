@@ -89,7 +89,7 @@ impl ScheduleSpec {
             self.timezone.as_deref(),
             anchor_ms,
         )
-        .map_err(|e| ApiError::BadRequest(e.to_string()))
+        .map_err(|e| ApiError::InvalidSchedule(e.to_string()))
     }
 }
 
@@ -130,8 +130,8 @@ async fn find(state: &AppState, name: &str) -> Result<ScheduleRow, ApiError> {
     params(("name" = String, Path, description = "Schedule name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     request_body = ScheduleSpec,
     responses((status = 201, description = "Created"), (status = 200, description = "Replaced"),
-              (status = 400, description = "Bad timing"), (status = 404, description = "No such template"),
-              (status = 422, description = "The template's DAG with these params is invalid")))]
+              (status = 400, description = "A body that is not a schedule"), (status = 404, description = "No such template"),
+              (status = 422, description = "`invalid_schedule`: both or neither of `cron` and `every_s`, a bad cron or time zone; or `invalid_dag`: the template's DAG with these params is invalid")))]
 async fn put_schedule(
     _: Allowed<needs::Admin>,
     State(state): State<AppState>,

@@ -195,6 +195,7 @@ pub async fn instantiate(
     }
     let mut spec: RunSpec =
         super::body::from_value(&dag).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    daily::check_ttl(spec.ttl_s)?;
     super::agents::resolve_registered(state.store.as_ref(), &mut spec).await?;
     validate_submission(spec, &state.limits).map_err(ApiError::InvalidDag)
 }
