@@ -111,6 +111,23 @@ pub struct Snapshot {
     pub run_only: Option<Utf8Bytes>,
 }
 
+/// Moves the process-wide `apex_live_recent_bytes` gauge by one stream's change, so it
+/// shows what every stream keeps together rather than the last stream to set it.
+fn recent_bytes_changed(before: usize, after: usize) {
+    let gauge = metrics::gauge!("apex_live_recent_bytes");
+    if after >= before {
+        gauge.increment((after - before) as f64);
+    } else {
+        gauge.decrement((before - after) as f64);
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        recent_bytes_changed(self.recent.bytes(), 0);
+    }
+}
+
 #[derive(Debug)]
 struct State {
     /// Published since the last frame, while the frame task runs.
@@ -181,7 +198,9 @@ impl Stream {
         } else {
             // Nobody is watching: only the answers need the events, and the recent
             // ones no longer run up to the latest.
+            let before = s.recent.bytes();
             s.recent.forget();
+            recent_bytes_changed(before, 0);
             for e in events {
                 s.answers.apply(&e);
             }
@@ -294,8 +313,9 @@ impl Stream {
                     s.answers.apply(e);
                 }
                 if let (Some(from), Some(to)) = (f.seq_from, f.seq_to) {
+                    let before = s.recent.bytes();
                     s.recent.keep(from, to, &f.events);
-                    metrics::gauge!("apex_live_recent_bytes").set(s.recent.bytes() as f64);
+                    recent_bytes_changed(before, s.recent.bytes());
                 }
                 if framed > 0 && !f.is_empty() {
                     metrics::counter!("apex_live_frames_total").increment(1);
