@@ -4,6 +4,7 @@
 use super::auth::{needs, Allowed};
 use super::error::ApiError;
 use super::AppState;
+use crate::api_types::{ApproveRequest, RejectRequest};
 use crate::dag::{json_size, Budget};
 use crate::engine::Decision;
 use crate::views;
@@ -12,7 +13,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// Longest comment kept with a decision, in bytes.
@@ -26,38 +26,6 @@ pub fn router() -> Router<AppState> {
             "/api/v1/runs/{id}/tasks/{task_id}/cancel",
             post(cancel_task),
         )
-}
-
-/// The body of an approval: all of it optional.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ApproveRequest {
-    /// Kept with the decision and shown with the task.
-    pub comment: Option<String>,
-    /// Any JSON, handed to the dependents as part of the task's output.
-    pub output: Option<Value>,
-    /// For a task waiting on a budget (`"on_exceeded": "ask"`): the new limits of the
-    /// budget it waits on, each above the current one. Required for such a task, refused
-    /// for an approval task.
-    pub raise: Option<BudgetRaise>,
-}
-
-/// New limits for the budget a waiting task asks about.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BudgetRaise {
-    /// Tokens (input + output) the budget may count.
-    pub max_tokens: Option<u64>,
-    /// US dollars the budget may count.
-    pub max_cost_usd: Option<f64>,
-}
-
-/// The body of a rejection: all of it optional.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RejectRequest {
-    /// Kept with the decision, in the task's error message.
-    pub comment: Option<String>,
 }
 
 /// Reads an optional JSON body: none, or an empty one, is the default.

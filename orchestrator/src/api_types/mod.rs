@@ -3,6 +3,7 @@
 //! (`api/openapi.rs`) is generated from them, so the shapes cannot drift apart.
 
 mod catalog;
+mod decisions;
 mod error;
 mod fleet;
 mod live;
@@ -17,6 +18,7 @@ pub use crate::state_machine::{RunState, TaskState};
 pub use catalog::{
     Agent, AgentList, AuditEntry, AuditList, CreatedToken, NewToken, Token, TokenList,
 };
+pub use decisions::{ApproveRequest, BudgetRaise, RejectRequest};
 pub use error::{ErrorBody, ErrorCode, ErrorResponse};
 pub use fleet::{Health, Probe, Queue, QueueList, Readiness, Worker, WorkerCounts, WorkerList};
 pub use live::{LiveEvent, WsFrame, WsSnapshot};

@@ -5,7 +5,7 @@ use super::client::{encode, Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Printer};
 use super::shapes::{self, Task};
-use serde_json::{json, Map, Value};
+use crate::api_types::{ApproveRequest, BudgetRaise, RejectRequest, RunList, RunSummary};
 
 /// Arguments naming one task, shared by the decisions.
 #[derive(Debug, clap::Args)]
@@ -55,51 +55,55 @@ pub struct RejectArgs {
 
 /// `apex approve RUN TASK`.
 pub async fn approve(args: &ApproveArgs, out: &mut Printer) -> Result<Exit, CliError> {
-    let mut body = Map::new();
-    if let Some(c) = &args.comment {
-        body.insert("comment".into(), json!(c));
-    }
-    if let Some(o) = &args.output {
-        let v: Value = serde_json::from_str(o).map_err(|e| CliError::InvalidJson {
+    let output = match &args.output {
+        Some(o) => Some(serde_json::from_str(o).map_err(|e| CliError::InvalidJson {
             path: "--output".into(),
             reason: e.to_string(),
-        })?;
-        body.insert("output".into(), v);
-    }
-    let mut raise = Map::new();
-    if let Some(c) = args.raise_cost {
-        raise.insert("max_cost_usd".into(), json!(c));
-    }
-    if let Some(t) = args.raise_tokens {
-        raise.insert("max_tokens".into(), json!(t));
-    }
-    let done = if raise.is_empty() {
-        "approved"
-    } else {
-        body.insert("raise".into(), Value::Object(raise));
-        "raised the budget of"
+        })?),
+        None => None,
     };
-    decide(&args.task, "approve", Value::Object(body), done, out).await
+    let raise = (args.raise_cost.is_some() || args.raise_tokens.is_some()).then_some(BudgetRaise {
+        max_cost_usd: args.raise_cost,
+        max_tokens: args.raise_tokens,
+    });
+    let done = if raise.is_some() {
+        "raised the budget of"
+    } else {
+        "approved"
+    };
+    let body = ApproveRequest {
+        comment: args.comment.clone(),
+        output,
+        raise,
+    };
+    decide(&args.task, "approve", Some(to_body(&body)?), done, out).await
 }
 
 /// `apex reject RUN TASK`.
 pub async fn reject(args: &RejectArgs, out: &mut Printer) -> Result<Exit, CliError> {
-    let mut body = Map::new();
-    if let Some(c) = &args.comment {
-        body.insert("comment".into(), json!(c));
-    }
-    decide(&args.task, "reject", Value::Object(body), "rejected", out).await
+    let body = RejectRequest {
+        comment: args.comment.clone(),
+    };
+    decide(&args.task, "reject", Some(to_body(&body)?), "rejected", out).await
 }
 
 /// `apex task cancel RUN TASK`.
 pub async fn cancel(args: &TaskRef, out: &mut Printer) -> Result<Exit, CliError> {
-    decide(args, "cancel", Value::Null, "cancelled", out).await
+    decide(args, "cancel", None, "cancelled", out).await
+}
+
+/// A request body as JSON bytes.
+fn to_body<T: serde::Serialize>(body: &T) -> Result<Vec<u8>, CliError> {
+    serde_json::to_vec(body).map_err(|e| CliError::InvalidJson {
+        path: "request body".into(),
+        reason: e.to_string(),
+    })
 }
 
 async fn decide(
     t: &TaskRef,
     action: &str,
-    body: Value,
+    body: Option<Vec<u8>>,
     done: &str,
     out: &mut Printer,
 ) -> Result<Exit, CliError> {
@@ -109,7 +113,6 @@ async fn decide(
         encode(&t.run),
         encode(&t.task)
     );
-    let body = (!body.is_null()).then(|| body.to_string().into_bytes());
     let answer = client.post(&path, body).await.map_err(|e| {
         let hint = format!("`apex run show {}` lists the run's tasks", t.run);
         e.with_not_found_hint(hint)
@@ -135,7 +138,7 @@ const MAX_PAGES: usize = 20;
 pub async fn waiting_runs(
     client: &Client,
     args: &super::runs::ListArgs,
-) -> Result<Vec<Value>, CliError> {
+) -> Result<Vec<RunSummary>, CliError> {
     let mut found = Vec::new();
     let mut before = args.before.clone();
     for _ in 0..MAX_PAGES {
@@ -144,17 +147,17 @@ pub async fn waiting_runs(
             path.push_str(&format!("&before={}", encode(b)));
         }
         let body = client.get(&path).await?;
-        let runs = body["runs"].as_array().cloned().unwrap_or_default();
-        for r in runs {
-            if r["counts"]["waiting"].as_u64().unwrap_or(0) > 0 {
+        let page: RunList = shapes::parse(&body, "runs").map_err(|m| client.unexpected(m))?;
+        for r in page.runs {
+            if r.count("waiting") > 0 {
                 found.push(r);
                 if found.len() >= args.limit as usize {
                     return Ok(found);
                 }
             }
         }
-        match body["next"].as_str() {
-            Some(next) => before = Some(next.to_owned()),
+        match page.next {
+            Some(next) => before = Some(next),
             None => break,
         }
     }

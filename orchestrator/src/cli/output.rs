@@ -44,8 +44,11 @@ impl Printer {
     }
 
     /// Writes `v` as indented JSON: the `--json` output of every read command.
-    pub fn json(&mut self, v: &Value) -> Result<(), CliError> {
-        let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    pub fn json<T: serde::Serialize + ?Sized>(&mut self, v: &T) -> Result<(), CliError> {
+        let text = serde_json::to_string_pretty(v).map_err(|e| CliError::InvalidJson {
+            path: "output".into(),
+            reason: e.to_string(),
+        })?;
         self.line(&text)
     }
 

@@ -8,6 +8,7 @@ use super::output::{self, Printer};
 use super::run_layout::by_depth;
 pub use super::run_layout::{depths, task_rows, Row};
 use super::shapes::{self, Run, RunSummary};
+use crate::api_types::RunList;
 use serde_json::Value;
 
 mod render;
@@ -98,11 +99,10 @@ pub async fn list(args: &ListArgs, out: &mut Printer) -> Result<Exit, CliError> 
     if args.waiting {
         let runs = super::approve::waiting_runs(&client, args).await?;
         if args.json {
-            out.json(&serde_json::json!({"runs": runs, "next": null}))?;
+            // Waiting runs are gathered from several pages: there is no next page to name.
+            out.json(&RunList { runs, next: None })?;
             return Ok(Exit::Ok);
         }
-        let runs: Vec<RunSummary> = shapes::parse(&serde_json::Value::Array(runs), "runs")
-            .map_err(|m| client.unexpected(m))?;
         if runs.is_empty() {
             out.line("no run waits for a decision")?;
         } else {
