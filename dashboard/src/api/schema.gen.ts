@@ -759,6 +759,10 @@ export interface components {
             /** @description The secret (`apex_…`): shown once, stored only as its SHA-256. */
             token: string;
         };
+        /** @description A task of a run, as a decision about it (approve, reject, cancel) left it. */
+        DecidedTask: components["schemas"]["Task"] & {
+            run_id: string;
+        };
         /** @description The body of every 4xx/5xx answer from the API. */
         Error: {
             error: components["schemas"]["ErrorBody"];
@@ -831,6 +835,23 @@ export interface components {
             redis: components["schemas"]["Probe"];
             workers: components["schemas"]["WorkerCounts"];
             queues: components["schemas"]["Queue"][];
+        };
+        /** @description A hook (never its secret). */
+        Hook: {
+            name: string;
+            /** @description The template a delivery starts (its latest version). */
+            template: string;
+            /**
+             * Format: int64
+             * @description Milliseconds since the Unix epoch.
+             */
+            created_at_ms: number;
+            /** Format: int64 */
+            updated_at_ms: number;
+        };
+        /** @description Every hook, by name. */
+        HookList: {
+            hooks: components["schemas"]["Hook"][];
         };
         /** @description A hook as PUT. */
         HookSpec: {
@@ -1102,6 +1123,47 @@ export interface components {
             ttl_s: number | null;
             rerun_of: null | components["schemas"]["RerunLink"];
         };
+        /** @description A stored schedule: its spec (with `paused` as it is now) and when it fires. */
+        Schedule: {
+            name: string;
+            template: string;
+            /**
+             * Format: int32
+             * @description The fixed template version, when it has one.
+             */
+            version?: number | null;
+            params: Record<string, never>;
+            cron?: string | null;
+            /** Format: int64 */
+            every_s?: number | null;
+            timezone?: string | null;
+            paused: boolean;
+            overlap: components["schemas"]["Overlap"];
+            catch_up: boolean;
+            /**
+             * Format: int64
+             * @description Milliseconds since the Unix epoch.
+             */
+            created_at_ms: number;
+            /** Format: int64 */
+            updated_at_ms: number;
+            /**
+             * Format: int64
+             * @description The last tick (fired or skipped); null before the first.
+             */
+            last_tick_ms: number | null;
+            /**
+             * Format: int64
+             * @description When it fires next; null when paused or never again.
+             */
+            next_fire_ms: number | null;
+            /** @description `GET /api/v1/schedules/{name}` only: its most recent runs, newest first. */
+            recent_runs?: components["schemas"]["RunSummary"][] | null;
+        };
+        /** @description Every schedule, by name. */
+        ScheduleList: {
+            schedules: components["schemas"]["Schedule"][];
+        };
         /** @description A schedule as PUT. */
         ScheduleSpec: {
             /** @description The template each tick runs. */
@@ -1271,6 +1333,32 @@ export interface components {
          * @enum {string}
          */
         TaskState: "pending" | "ready" | "queued" | "running" | "waiting" | "succeeded" | "failed" | "cancelled" | "skipped";
+        /** @description One version of a template, with the versions it has. */
+        Template: {
+            name: string;
+            /**
+             * Format: int32
+             * @description This version, from 1.
+             */
+            version: number;
+            /** @description Every version the template has, oldest first. */
+            versions: number[];
+            /** @description Its declared parameters (ParamSpec), by name. */
+            params: Record<string, never>;
+            /** @description The stored TemplateSpec: a run's DAG plus `params`. */
+            spec: Record<string, never>;
+            /**
+             * Format: int64
+             * @description Milliseconds since the Unix epoch.
+             */
+            created_at_ms: number;
+            /** @description The token that stored this version. */
+            created_by: string;
+        };
+        /** @description Every template: its latest version, by name. */
+        TemplateList: {
+            templates: components["schemas"]["Template"][];
+        };
         /** @description A template and the version a run was made from. */
         TemplateRef: {
             name: string;
@@ -1785,7 +1873,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["HookList"];
+                };
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
@@ -1813,7 +1903,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Hook"];
+                };
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
@@ -1823,7 +1915,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             414: components["responses"]["UriTooLong"];
             429: components["responses"]["RateLimited"];
@@ -1852,14 +1946,18 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Hook"];
+                };
             };
             /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Hook"];
+                };
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
@@ -1869,7 +1967,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             414: components["responses"]["UriTooLong"];
             429: components["responses"]["RateLimited"];
@@ -1899,7 +1999,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["RunSummary"];
+                };
             };
             400: components["responses"]["BadRequest"];
             /** @description Bad or missing signature, stale timestamp, or a replay */
@@ -1907,7 +2009,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             403: components["responses"]["Forbidden"];
             /** @description Body over the hook body limit */
@@ -1915,7 +2019,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             414: components["responses"]["UriTooLong"];
             429: components["responses"]["RateLimited"];
@@ -2165,14 +2271,18 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             /** @description The run is still running */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             414: components["responses"]["UriTooLong"];
             429: components["responses"]["RateLimited"];
@@ -2491,7 +2601,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["DecidedTask"];
+                };
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
@@ -2501,14 +2613,18 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             /** @description The task is not waiting for a decision (already decided, or never waited) */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             414: components["responses"]["UriTooLong"];
             /** @description A raise that does not raise, a raise for an approval task, or none for a task waiting on a budget */
@@ -2516,7 +2632,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             429: components["responses"]["RateLimited"];
             500: components["responses"]["Internal"];
@@ -2542,7 +2660,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["DecidedTask"];
+                };
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
@@ -2552,14 +2672,18 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             /** @description The task or its run already finished */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             414: components["responses"]["UriTooLong"];
             429: components["responses"]["RateLimited"];
@@ -2590,7 +2714,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["DecidedTask"];
+                };
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
@@ -2600,14 +2726,18 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             /** @description The task is not waiting for a decision */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             414: components["responses"]["UriTooLong"];
             429: components["responses"]["RateLimited"];
@@ -2629,7 +2759,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ScheduleList"];
+                };
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
@@ -2652,12 +2784,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The schedule */
+            /** @description The schedule, with its most recent runs */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
@@ -2667,7 +2801,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             414: components["responses"]["UriTooLong"];
             429: components["responses"]["RateLimited"];
@@ -2708,21 +2844,27 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
             };
             /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
             };
             /** @description A body that is not a schedule */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
@@ -2731,7 +2873,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             414: components["responses"]["UriTooLong"];
             /** @description `invalid_schedule`: both or neither of `cron` and `every_s`, a bad cron or time zone; or `invalid_dag`: the template's DAG with these params is invalid */
@@ -2739,7 +2883,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             429: components["responses"]["RateLimited"];
             500: components["responses"]["Internal"];
@@ -2773,7 +2919,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             414: components["responses"]["UriTooLong"];
             429: components["responses"]["RateLimited"];
@@ -2798,7 +2946,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
@@ -2808,7 +2958,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             414: components["responses"]["UriTooLong"];
             429: components["responses"]["RateLimited"];
@@ -2833,7 +2985,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
@@ -2843,7 +2997,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             414: components["responses"]["UriTooLong"];
             429: components["responses"]["RateLimited"];
@@ -2865,7 +3021,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["TemplateList"];
+                };
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
@@ -2896,7 +3054,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Template"];
+                };
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
@@ -2906,7 +3066,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             414: components["responses"]["UriTooLong"];
             429: components["responses"]["RateLimited"];
@@ -2964,7 +3126,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Template"];
+                };
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
@@ -2975,7 +3139,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             429: components["responses"]["RateLimited"];
             500: components["responses"]["Internal"];
@@ -3010,14 +3176,18 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["RunSummary"];
+                };
             };
             /** @description The run started */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["RunSummary"];
+                };
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
@@ -3036,7 +3206,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             414: components["responses"]["UriTooLong"];
             /** @description Parameters or the resulting DAG are invalid */
@@ -3044,7 +3216,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             429: components["responses"]["RateLimited"];
             500: components["responses"]["Internal"];
@@ -3332,7 +3506,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             429: components["responses"]["RateLimited"];
             500: components["responses"]["Internal"];

@@ -4,7 +4,7 @@
 use super::auth::{needs, Allowed};
 use super::error::ApiError;
 use super::AppState;
-use crate::api_types::{ApproveRequest, RejectRequest};
+use crate::api_types::{ApproveRequest, DecidedTask, RejectRequest};
 use crate::dag::{json_size, Budget};
 use crate::engine::Decision;
 use crate::views;
@@ -13,7 +13,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::{json, Value};
 
 /// Longest comment kept with a decision, in bytes.
 const MAX_COMMENT_BYTES: usize = 4_096;
@@ -58,7 +57,11 @@ fn check_comment(comment: &Option<String>) -> Result<(), ApiError> {
 }
 
 /// The task as the API shows it, after a decision.
-async fn task_view(state: &AppState, id: &str, task_id: &str) -> Result<Json<Value>, ApiError> {
+async fn task_view(
+    state: &AppState,
+    id: &str,
+    task_id: &str,
+) -> Result<Json<DecidedTask>, ApiError> {
     let run = state
         .store
         .get_run(id)
@@ -69,9 +72,10 @@ async fn task_view(state: &AppState, id: &str, task_id: &str) -> Result<Json<Val
         .get_task(id, task_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("task {task_id} not found in run {id}")))?;
-    let mut body = views::task(&task, &run.queue, None);
-    body["run_id"] = json!(id);
-    Ok(Json(body))
+    Ok(Json(DecidedTask {
+        task: views::task_view(&task, &run.queue, None),
+        run_id: id.to_owned(),
+    }))
 }
 
 /// Approves a waiting task: it succeeds and its dependents proceed.
@@ -82,7 +86,7 @@ async fn task_view(state: &AppState, id: &str, task_id: &str) -> Result<Json<Val
     params(("id" = String, Path, description = "Run id"), ("task_id" = String, Path, description = "Task id")),
     request_body(content = Option<ApproveRequest>, content_type = "application/json"),
     responses(
-        (status = 200, description = "Approved and stored: the task, now succeeded (or, after a budget raise, ready or waiting again)"),
+        (status = 200, description = "Approved and stored: the task, now succeeded (or, after a budget raise, ready or waiting again)", body = DecidedTask),
         (status = 404, description = "No such run or task"),
         (status = 422, description = "A raise that does not raise, a raise for an approval task, or none for a task waiting on a budget"),
         (status = 409, description = "The task is not waiting for a decision (already decided, or never waited)"),
@@ -94,7 +98,7 @@ pub async fn approve(
     State(state): State<AppState>,
     Path((id, task_id)): Path<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DecidedTask>, ApiError> {
     let req: ApproveRequest = body(&state, raw)?;
     check_comment(&req.comment)?;
     if let Some(o) = &req.output {
@@ -132,7 +136,7 @@ pub async fn approve(
     params(("id" = String, Path, description = "Run id"), ("task_id" = String, Path, description = "Task id")),
     request_body(content = Option<RejectRequest>, content_type = "application/json"),
     responses(
-        (status = 200, description = "Rejected and stored: the task, now failed"),
+        (status = 200, description = "Rejected and stored: the task, now failed", body = DecidedTask),
         (status = 404, description = "No such run or task"),
         (status = 409, description = "The task is not waiting for a decision"),
     ),
@@ -143,7 +147,7 @@ pub async fn reject(
     State(state): State<AppState>,
     Path((id, task_id)): Path<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DecidedTask>, ApiError> {
     let req: RejectRequest = body(&state, raw)?;
     check_comment(&req.comment)?;
     let decision = Decision::Reject {
@@ -163,7 +167,7 @@ pub async fn reject(
     operation_id = "cancelTask",
     params(("id" = String, Path, description = "Run id"), ("task_id" = String, Path, description = "Task id")),
     responses(
-        (status = 200, description = "Cancelled and stored: the task, now cancelled"),
+        (status = 200, description = "Cancelled and stored: the task, now cancelled", body = DecidedTask),
         (status = 404, description = "No such run or task"),
         (status = 409, description = "The task or its run already finished"),
     ),
@@ -173,7 +177,7 @@ pub async fn cancel_task(
     allowed: Allowed<needs::Operate>,
     State(state): State<AppState>,
     Path((id, task_id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DecidedTask>, ApiError> {
     state
         .engine
         .decide(&id, &task_id, Decision::Cancel, allowed.name())

@@ -11,6 +11,7 @@ use super::error::ApiError;
 use super::idempotency::Outcome;
 use super::templates::{check_name, start_run};
 use super::AppState;
+use crate::api_types::{Hook, HookList, HookSpec, RunSummary};
 use crate::dag::origin::RunOrigin;
 use crate::store::daily::HookRow;
 use crate::views;
@@ -21,8 +22,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sha2::Sha256;
 
 /// Header with the request's Unix time in seconds, covered by the signature.
@@ -53,36 +53,28 @@ pub fn is_hook_delivery(method: &axum::http::Method, path: &str) -> bool {
             .is_some_and(|name| !name.is_empty() && !name.contains('/'))
 }
 
-/// A hook as PUT.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HookSpec {
-    /// The template a delivery starts (its latest version).
-    #[schema(min_length = 1)]
-    pub template: String,
-    /// The shared secret deliveries are signed with; at least 16 characters.
-    #[schema(min_length = 16)]
-    pub secret: String,
-}
-
-fn view(h: &HookRow) -> Value {
+fn view(h: &HookRow) -> Hook {
     // Never the secret.
-    json!({"name": h.name, "template": h.template,
-           "created_at_ms": h.created_at_ms, "updated_at_ms": h.updated_at_ms})
+    Hook {
+        name: h.name.clone(),
+        template: h.template.clone(),
+        created_at_ms: h.created_at_ms,
+        updated_at_ms: h.updated_at_ms,
+    }
 }
 
 /// Creates or replaces a hook.
 #[utoipa::path(put, path = "/api/v1/hooks/{name}", tag = "hooks", operation_id = "putHook",
     params(("name" = String, Path, description = "Hook name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     request_body = HookSpec,
-    responses((status = 201, description = "Created"), (status = 200, description = "Replaced"),
+    responses((status = 201, description = "Created", body = Hook), (status = 200, description = "Replaced", body = Hook),
               (status = 404, description = "No such template")))]
 async fn put_hook(
     _: Allowed<needs::Admin>,
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Hook>), ApiError> {
     check_name("hook", &name)?;
     let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let spec: HookSpec = super::body::parse(&body)?;
@@ -122,26 +114,26 @@ async fn put_hook(
 
 /// Every hook (without secrets).
 #[utoipa::path(get, path = "/api/v1/hooks", tag = "hooks", operation_id = "listHooks",
-    responses((status = 200, description = "Hooks, by name")))]
+    responses((status = 200, description = "Hooks, by name", body = HookList)))]
 async fn list_hooks(
     _: Allowed<needs::Read>,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HookList>, ApiError> {
     let hooks = state.store.daily().list_hooks().await?;
-    Ok(Json(
-        json!({"hooks": hooks.iter().map(view).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(HookList {
+        hooks: hooks.iter().map(view).collect(),
+    }))
 }
 
 /// One hook (without its secret).
 #[utoipa::path(get, path = "/api/v1/hooks/{name}", tag = "hooks", operation_id = "getHook",
     params(("name" = String, Path, description = "Hook name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
-    responses((status = 200, description = "The hook"), (status = 404, description = "No such hook")))]
+    responses((status = 200, description = "The hook", body = Hook), (status = 404, description = "No such hook")))]
 async fn get_hook(
     _: Allowed<needs::Read>,
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Hook>, ApiError> {
     let hook = state
         .store
         .daily()
@@ -195,7 +187,7 @@ fn verify(secret: &str, headers: &HeaderMap, body: &[u8], now_s: i64) -> Result<
 #[utoipa::path(post, path = "/api/v1/hooks/{name}", tag = "hooks", operation_id = "receiveHook",
     params(("name" = String, Path, description = "Hook name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     request_body(content = Object, description = "Any JSON; becomes params.payload"),
-    responses((status = 201, description = "The run started"),
+    responses((status = 201, description = "The run started", body = RunSummary),
               (status = 401, description = "Bad or missing signature, stale timestamp, or a replay"),
               (status = 413, description = "Body over the hook body limit")))]
 async fn receive(
@@ -203,7 +195,7 @@ async fn receive(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<RunSummary>), ApiError> {
     let body = body.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) => {
             ApiError::PayloadTooLarge(state.daily.hook_max_body_bytes)
@@ -239,7 +231,7 @@ async fn receive(
         )
         .await?;
     match outcome {
-        Outcome::Created(run) => Ok((StatusCode::CREATED, Json(views::run_summary(&run)))),
+        Outcome::Created(run) => Ok((StatusCode::CREATED, Json(views::summary(&run)))),
         Outcome::Repeated(_) => Err(ApiError::BadSignature(
             "webhook refused: this delivery was already received (replay)".into(),
         )),

@@ -406,6 +406,17 @@ impl utoipa::Modify for Shared {
                     op.security = Some(Vec::new());
                     continue;
                 }
+                // Every error of the API is the one Error shape (`api/error.rs`); an
+                // operation's own error answers say why, and get that body here.
+                for (status, response) in op.responses.responses.iter_mut() {
+                    if let (true, RefOr::T(r)) =
+                        (status.starts_with('4') || status.starts_with('5'), response)
+                    {
+                        r.content
+                            .entry("application/json".to_owned())
+                            .or_insert_with(|| error_body.clone());
+                    }
+                }
                 for (status, name, _) in SHARED_ERRORS {
                     op.responses
                         .responses

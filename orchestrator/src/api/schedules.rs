@@ -6,6 +6,7 @@ use super::auth::{needs, Allowed};
 use super::error::ApiError;
 use super::templates::{check_name, instantiate};
 use super::AppState;
+use crate::api_types::{Schedule, ScheduleList};
 use crate::schedule::Timing;
 use crate::store::daily::ScheduleRow;
 use crate::views;
@@ -15,8 +16,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -29,50 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/schedules/{name}/resume", post(resume))
 }
 
-/// What a tick does while the schedule's previous run is still running.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Overlap {
-    /// The tick starts no run.
-    #[default]
-    Skip,
-    /// The tick starts a run anyway.
-    Allow,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// A schedule as PUT.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleSpec {
-    /// The template each tick runs.
-    pub template: String,
-    /// A fixed template version; the latest at each tick when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<u32>,
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub params: Map<String, Value>,
-    /// 5 fields (minute hour day month weekday), or 6 with seconds first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cron: Option<String>,
-    /// Seconds between ticks, instead of `cron`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub every_s: Option<u64>,
-    /// IANA time zone the cron is read in; UTC when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,
-    #[serde(default)]
-    pub paused: bool,
-    #[serde(default)]
-    pub overlap: Overlap,
-    /// Ticks missed while no orchestrator led fire once (true), or are skipped.
-    #[serde(default = "yes")]
-    pub catch_up: bool,
-}
+pub use crate::api_types::{Overlap, ScheduleSpec};
 
 impl ScheduleSpec {
     /// The stored spec of a row.
@@ -102,18 +58,26 @@ pub fn next_fire_ms(row: &ScheduleRow, spec: &ScheduleSpec) -> Option<i64> {
     timing.next_after(row.last_tick_ms.unwrap_or(row.created_at_ms))
 }
 
-fn view(row: &ScheduleRow) -> Value {
-    let Ok(spec) = ScheduleSpec::of(row) else {
-        return json!({"name": row.name, "error": "the stored schedule cannot be read"});
-    };
-    let mut v = serde_json::to_value(&spec).unwrap_or(Value::Null);
-    v["name"] = json!(row.name);
-    v["paused"] = json!(row.paused);
-    v["created_at_ms"] = json!(row.created_at_ms);
-    v["updated_at_ms"] = json!(row.updated_at_ms);
-    v["last_tick_ms"] = json!(row.last_tick_ms);
-    v["next_fire_ms"] = json!(next_fire_ms(row, &spec));
-    v
+fn view(row: &ScheduleRow) -> Result<Schedule, ApiError> {
+    let spec = ScheduleSpec::of(row)?;
+    Ok(Schedule {
+        name: row.name.clone(),
+        next_fire_ms: next_fire_ms(row, &spec),
+        template: spec.template,
+        version: spec.version,
+        params: spec.params,
+        cron: spec.cron,
+        every_s: spec.every_s,
+        timezone: spec.timezone,
+        // The row's flag is the truth: pause and resume change it, not the stored spec.
+        paused: row.paused,
+        overlap: spec.overlap,
+        catch_up: spec.catch_up,
+        created_at_ms: row.created_at_ms,
+        updated_at_ms: row.updated_at_ms,
+        last_tick_ms: row.last_tick_ms,
+        recent_runs: None,
+    })
 }
 
 async fn find(state: &AppState, name: &str) -> Result<ScheduleRow, ApiError> {
@@ -129,7 +93,7 @@ async fn find(state: &AppState, name: &str) -> Result<ScheduleRow, ApiError> {
 #[utoipa::path(put, path = "/api/v1/schedules/{name}", tag = "schedules", operation_id = "putSchedule",
     params(("name" = String, Path, description = "Schedule name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     request_body = ScheduleSpec,
-    responses((status = 201, description = "Created"), (status = 200, description = "Replaced"),
+    responses((status = 201, description = "Created", body = Schedule), (status = 200, description = "Replaced", body = Schedule),
               (status = 400, description = "A body that is not a schedule"), (status = 404, description = "No such template"),
               (status = 422, description = "`invalid_schedule`: both or neither of `cron` and `every_s`, a bad cron or time zone; or `invalid_dag`: the template's DAG with these params is invalid")))]
 async fn put_schedule(
@@ -137,7 +101,7 @@ async fn put_schedule(
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Schedule>), ApiError> {
     check_name("schedule", &name)?;
     let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let spec: ScheduleSpec = super::body::parse(&body)?;
@@ -165,35 +129,34 @@ async fn put_schedule(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(view(&stored))))
+    Ok((status, Json(view(&stored)?)))
 }
 
 /// Every schedule, with its next fire time.
 #[utoipa::path(get, path = "/api/v1/schedules", tag = "schedules", operation_id = "listSchedules",
-    responses((status = 200, description = "Schedules, by name")))]
+    responses((status = 200, description = "Schedules, by name", body = ScheduleList)))]
 async fn list_schedules(
     _: Allowed<needs::Read>,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ScheduleList>, ApiError> {
     let rows = state.store.daily().list_schedules().await?;
-    Ok(Json(
-        json!({"schedules": rows.iter().map(view).collect::<Vec<_>>()}),
-    ))
+    let schedules = rows.iter().map(view).collect::<Result<_, _>>()?;
+    Ok(Json(ScheduleList { schedules }))
 }
 
 /// One schedule, with its next fire time and its most recent runs.
 #[utoipa::path(get, path = "/api/v1/schedules/{name}", tag = "schedules", operation_id = "getSchedule",
     params(("name" = String, Path, description = "Schedule name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
-    responses((status = 200, description = "The schedule"), (status = 404, description = "No such schedule")))]
+    responses((status = 200, description = "The schedule, with its most recent runs", body = Schedule), (status = 404, description = "No such schedule")))]
 async fn get_schedule(
     _: Allowed<needs::Read>,
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Schedule>, ApiError> {
     let row = find(&state, &name).await?;
     let runs = state.store.daily().schedule_runs(&name, 20).await?;
-    let mut v = view(&row);
-    v["recent_runs"] = runs.iter().map(views::run_summary).collect();
+    let mut v = view(&row)?;
+    v.recent_runs = Some(runs.iter().map(views::summary).collect());
     Ok(Json(v))
 }
 
@@ -216,24 +179,24 @@ async fn delete_schedule(
 /// Stops a schedule's ticks until it is resumed.
 #[utoipa::path(post, path = "/api/v1/schedules/{name}/pause", tag = "schedules", operation_id = "pauseSchedule",
     params(("name" = String, Path, description = "Schedule name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
-    responses((status = 200, description = "Paused"), (status = 404, description = "No such schedule")))]
+    responses((status = 200, description = "Paused", body = Schedule), (status = 404, description = "No such schedule")))]
 async fn pause(
     allowed: Allowed<needs::Operate>,
     state: State<AppState>,
     name: Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Schedule>, ApiError> {
     set_paused(allowed, state, name, true).await
 }
 
 /// Resumes a paused schedule; ticks that fell while it was paused do not fire.
 #[utoipa::path(post, path = "/api/v1/schedules/{name}/resume", tag = "schedules", operation_id = "resumeSchedule",
     params(("name" = String, Path, description = "Schedule name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
-    responses((status = 200, description = "Resumed"), (status = 404, description = "No such schedule")))]
+    responses((status = 200, description = "Resumed", body = Schedule), (status = 404, description = "No such schedule")))]
 async fn resume(
     allowed: Allowed<needs::Operate>,
     state: State<AppState>,
     name: Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Schedule>, ApiError> {
     set_paused(allowed, state, name, false).await
 }
 
@@ -242,7 +205,7 @@ async fn set_paused(
     State(state): State<AppState>,
     Path(name): Path<String>,
     paused: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Schedule>, ApiError> {
     let _ticker = state.daily.schedules.lock().await;
     let now = crate::engine::now_ms();
     let daily = state.store.daily();
@@ -253,5 +216,5 @@ async fn set_paused(
     if !daily.set_schedule_paused(&name, paused, now).await? {
         return Err(ApiError::NotFound(format!("schedule {name} not found")));
     }
-    Ok(Json(view(&find(&state, &name).await?)))
+    Ok(Json(view(&find(&state, &name).await?)?))
 }

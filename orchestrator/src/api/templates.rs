@@ -8,6 +8,7 @@ use super::daily::{self, merge};
 use super::error::ApiError;
 use super::idempotency::{self, Outcome};
 use super::AppState;
+use crate::api_types::{RunSummary, Template, TemplateList, TemplateRunRequest};
 use crate::dag::origin::{RunOrigin, TemplateRef};
 use crate::dag::{validate_submission, Dag, Problem, ProblemCode, RunSpec, ValidationErrors};
 use crate::store::daily::TemplateRow;
@@ -19,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 pub fn router() -> Router<AppState> {
@@ -55,19 +56,6 @@ pub struct ParamSpec {
     pub default: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-}
-
-/// Starting a run of a template.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateRunRequest {
-    /// Values of the template's parameters, by name.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub params: Map<String, Value>,
-    /// The version to run; the latest when absent.
-    #[serde(default)]
-    pub version: Option<u32>,
 }
 
 fn param_problem(message: String) -> ApiError {
@@ -238,31 +226,36 @@ async fn find(state: &AppState, name: &str, version: Option<u32>) -> Result<Temp
         })
 }
 
-fn view(t: &TemplateRow, versions: &[u32]) -> Value {
-    let params = t.spec.get("params").cloned().unwrap_or_else(|| json!({}));
-    json!({
-        "name": t.name,
-        "version": t.version,
-        "versions": versions,
-        "params": params,
-        "spec": t.spec,
-        "created_at_ms": t.created_at_ms,
-        "created_by": t.created_by,
-    })
+fn view(t: &TemplateRow, versions: &[u32]) -> Template {
+    let params = t
+        .spec
+        .get("params")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    Template {
+        name: t.name.clone(),
+        version: t.version,
+        versions: versions.to_vec(),
+        params,
+        spec: t.spec.clone(),
+        created_at_ms: t.created_at_ms,
+        created_by: t.created_by.clone(),
+    }
 }
 
 /// Stores a new version of a template.
 #[utoipa::path(put, path = "/api/v1/templates/{name}", tag = "templates", operation_id = "putTemplate",
     params(("name" = String, Path, description = "Template name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     request_body(content = Object, description = "A run's DAG plus optional `params`"),
-    responses((status = 201, description = "Stored as a new version"),
+    responses((status = 201, description = "Stored as a new version", body = Template),
               (status = 422, description = "The DAG is invalid (same problems as a submission)")))]
 async fn put_template(
     allowed: Allowed<needs::Admin>,
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Template>), ApiError> {
     check_name("template", &name)?;
     let body = body.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(state.max_body_bytes),
@@ -283,32 +276,32 @@ async fn put_template(
 
 /// Every template: its latest version and the versions it has.
 #[utoipa::path(get, path = "/api/v1/templates", tag = "templates", operation_id = "listTemplates",
-    responses((status = 200, description = "Templates, by name")))]
+    responses((status = 200, description = "Templates, by name", body = TemplateList)))]
 async fn list_templates(
     _: Allowed<needs::Read>,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TemplateList>, ApiError> {
     let rows = state.store.daily().list_templates().await?;
-    let mut out: Vec<Value> = Vec::new();
+    let mut out = Vec::new();
     for group in rows.chunk_by(|a, b| a.name == b.name) {
         let versions: Vec<u32> = group.iter().map(|t| t.version).collect();
         let latest = group.last().expect("chunks are not empty");
         out.push(view(latest, &versions));
     }
-    Ok(Json(json!({"templates": out})))
+    Ok(Json(TemplateList { templates: out }))
 }
 
 /// One template: its latest version, or `?version=N`.
 #[utoipa::path(get, path = "/api/v1/templates/{name}", tag = "templates", operation_id = "getTemplate",
     params(("name" = String, Path, description = "Template name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$"),
            ("version" = Option<u32>, Query, description = "A version; the latest when absent")),
-    responses((status = 200, description = "The template"), (status = 404, description = "No such template")))]
+    responses((status = 200, description = "The template", body = Template), (status = 404, description = "No such template")))]
 async fn get_template(
     _: Allowed<needs::Read>,
     State(state): State<AppState>,
     Path(name): Path<String>,
     query: Result<axum::extract::Query<VersionParam>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Template>, ApiError> {
     let axum::extract::Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let t = find(&state, &name, q.version).await?;
     let latest = find(&state, &name, None).await?.version;
@@ -326,8 +319,8 @@ struct VersionParam {
 #[utoipa::path(post, path = "/api/v1/templates/{name}/runs", tag = "templates", operation_id = "runTemplate",
     params(("name" = String, Path, description = "Template name: 1–128 of `A-Za-z0-9_-.:`", max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
     request_body = TemplateRunRequest,
-    responses((status = 201, description = "The run started"),
-              (status = 200, description = "A repeat of an idempotent request: its run"),
+    responses((status = 201, description = "The run started", body = RunSummary),
+              (status = 200, description = "A repeat of an idempotent request: its run", body = RunSummary),
               (status = 404, description = "No such template, or no such version of it", body = crate::api_types::ErrorResponse),
               (status = 409, description = "The Idempotency-Key was used with another request"),
               (status = 422, description = "Parameters or the resulting DAG are invalid")))]
@@ -337,7 +330,7 @@ async fn run_template(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<RunSummary>), ApiError> {
     let key = idempotency::key(&headers)?;
     let body = body.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(state.max_body_bytes),
@@ -377,12 +370,13 @@ async fn run_template(
             (StatusCode::CREATED, run)
         }
     };
-    Ok((status, Json(views::run_summary(&run))))
+    Ok((status, Json(views::summary(&run))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn params_are_substituted_wherever_they_are_referenced() {

@@ -3,6 +3,7 @@
 //! (`api/openapi.rs`) is generated from them, so the shapes cannot drift apart.
 
 mod catalog;
+mod daily;
 mod decisions;
 mod error;
 mod fleet;
@@ -18,12 +19,16 @@ pub use crate::state_machine::{RunState, TaskState};
 pub use catalog::{
     Agent, AgentList, AuditEntry, AuditList, CreatedToken, NewToken, Token, TokenList,
 };
+pub use daily::{
+    Hook, HookList, HookSpec, Overlap, Schedule, ScheduleList, ScheduleSpec, Template,
+    TemplateList, TemplateRunRequest,
+};
 pub use decisions::{ApproveRequest, BudgetRaise, RejectRequest};
 pub use error::{ErrorBody, ErrorCode, ErrorResponse};
 pub use fleet::{Health, Probe, Queue, QueueList, Readiness, Worker, WorkerCounts, WorkerList};
 pub use live::{LiveEvent, WsFrame, WsSnapshot};
 pub use runs::{
-    Attempt, Event, EventList, LogLine, RerunLink, Run, RunList, RunSummary, Task, TaskCounts,
-    TaskDetail, TaskError, TaskPage, Validation,
+    Attempt, DecidedTask, Event, EventList, LogLine, RerunLink, Run, RunList, RunSummary, Task,
+    TaskCounts, TaskDetail, TaskError, TaskPage, Validation,
 };
 pub use worker_protocol::{Price, Usage};

@@ -182,6 +182,14 @@ pub struct Task {
     pub waiting_for: Option<String>,
 }
 
+/// A task of a run, as a decision about it (approve, reject, cancel) left it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DecidedTask {
+    #[serde(flatten)]
+    pub task: Task,
+    pub run_id: String,
+}
+
 /// A task with what explains it: its upstream outputs, attempts and log lines.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TaskDetail {

@@ -3,7 +3,8 @@
 use super::client::{encode, Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Cell, Printer, Table};
-use serde_json::json;
+use super::shapes;
+use crate::api_types::{HookList, HookSpec};
 
 /// `apex hooks …`.
 #[derive(Debug, clap::Subcommand)]
@@ -45,9 +46,13 @@ pub async fn hooks(command: HooksCommand, out: &mut Printer) -> Result<Exit, Cli
     match command {
         HooksCommand::Put(args) => {
             let client = Client::new(&args.conn)?;
-            let body = json!({"template": args.template, "secret": args.secret});
+            let spec = HookSpec {
+                template: args.template.clone(),
+                secret: args.secret.clone(),
+            };
             let path = format!("/api/v1/hooks/{}", encode(&args.name));
-            let (status, _) = client.put(&path, body.to_string().into_bytes()).await?;
+            let body = serde_json::to_vec(&spec).unwrap_or_default();
+            let (status, _) = client.put(&path, body).await?;
             let verb = if status == 201 { "created" } else { "replaced" };
             out.line(&format!(
                 "{verb} hook {}: deliveries to {path} start template {}",
@@ -63,11 +68,12 @@ pub async fn hooks(command: HooksCommand, out: &mut Printer) -> Result<Exit, Cli
                 return Ok(Exit::Ok);
             }
             let mut table = Table::new(&["NAME", "TEMPLATE", "UPDATED"]);
-            for h in body["hooks"].as_array().into_iter().flatten() {
+            let list: HookList = shapes::parse(&body, "hooks").map_err(|m| client.unexpected(m))?;
+            for h in list.hooks {
                 table.row(vec![
-                    Cell::plain(h["name"].as_str().unwrap_or("")),
-                    Cell::plain(h["template"].as_str().unwrap_or("")),
-                    Cell::plain(output::ago(h["updated_at_ms"].as_i64())),
+                    Cell::plain(h.name.as_str()),
+                    Cell::plain(h.template.as_str()),
+                    Cell::plain(output::ago(Some(h.updated_at_ms))),
                 ]);
             }
             out.block(&table.render())?;

@@ -3,7 +3,9 @@
 use super::client::{encode, Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Cell, Printer, Table};
+use super::shapes;
 use super::submit::read_input;
+use crate::api_types::{Schedule, ScheduleList};
 use std::path::PathBuf;
 
 /// `apex schedules …`.
@@ -64,11 +66,13 @@ pub async fn schedules(command: SchedulesCommand, out: &mut Printer) -> Result<E
             let (_, bytes) = read_input(&args.file)?;
             let client = Client::new(&args.conn)?;
             let (status, body) = client.put(&path(&args.name), bytes).await?;
+            let stored: Schedule =
+                shapes::parse(&body, "schedule").map_err(|m| client.unexpected(m))?;
             let verb = if status == 201 { "created" } else { "replaced" };
             out.line(&format!(
                 "{verb} schedule {}; next fire {}",
                 output::bold(&args.name),
-                output::timestamp(body["next_fire_ms"].as_i64())
+                output::timestamp(stored.next_fire_ms)
             ))?;
         }
         SchedulesCommand::List(args) => {
@@ -79,19 +83,20 @@ pub async fn schedules(command: SchedulesCommand, out: &mut Printer) -> Result<E
                 return Ok(Exit::Ok);
             }
             let mut table = Table::new(&["NAME", "TEMPLATE", "WHEN", "STATE", "NEXT FIRE"]);
-            for s in body["schedules"].as_array().into_iter().flatten() {
-                let when = match (s["cron"].as_str(), s["every_s"].as_u64()) {
-                    (Some(c), _) => format!("{c} {}", s["timezone"].as_str().unwrap_or("UTC")),
+            let list: ScheduleList =
+                shapes::parse(&body, "schedules").map_err(|m| client.unexpected(m))?;
+            for s in list.schedules {
+                let when = match (&s.cron, s.every_s) {
+                    (Some(c), _) => format!("{c} {}", s.timezone.as_deref().unwrap_or("UTC")),
                     (None, Some(n)) => format!("every {n} s"),
                     _ => String::new(),
                 };
-                let paused = s["paused"].as_bool() == Some(true);
                 table.row(vec![
-                    Cell::plain(s["name"].as_str().unwrap_or("")),
-                    Cell::plain(s["template"].as_str().unwrap_or("")),
+                    Cell::plain(s.name.as_str()),
+                    Cell::plain(s.template.as_str()),
                     Cell::plain(when),
-                    Cell::plain(if paused { "paused" } else { "active" }),
-                    Cell::plain(output::timestamp(s["next_fire_ms"].as_i64())),
+                    Cell::plain(if s.paused { "paused" } else { "active" }),
+                    Cell::plain(output::timestamp(s.next_fire_ms)),
                 ]);
             }
             out.block(&table.render())?;

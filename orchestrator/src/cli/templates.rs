@@ -3,8 +3,10 @@
 use super::client::{encode, Client, Connection};
 use super::error::{CliError, Exit};
 use super::output::{self, Cell, Printer, Table};
+use super::shapes;
 use super::submit::read_input;
-use serde_json::{json, Map, Value};
+use crate::api_types::{RunSummary, Template, TemplateList, TemplateRunRequest};
+use serde_json::{Map, Value};
 use std::path::PathBuf;
 
 /// `apex templates …`.
@@ -69,10 +71,12 @@ pub async fn templates(command: TemplatesCommand, out: &mut Printer) -> Result<E
             let client = Client::new(&args.conn)?;
             let path = format!("/api/v1/templates/{}", encode(&args.name));
             let (_, body) = client.put(&path, bytes).await?;
+            let stored: Template =
+                shapes::parse(&body, "template").map_err(|m| client.unexpected(m))?;
             out.line(&format!(
                 "stored template {} version {}",
                 output::bold(&args.name),
-                body["version"]
+                stored.version
             ))?;
         }
         TemplatesCommand::List(args) => {
@@ -83,17 +87,16 @@ pub async fn templates(command: TemplatesCommand, out: &mut Printer) -> Result<E
                 return Ok(Exit::Ok);
             }
             let mut table = Table::new(&["NAME", "LATEST", "VERSIONS", "PARAMS", "STORED"]);
-            for t in body["templates"].as_array().into_iter().flatten() {
-                let params: Vec<&str> = t["params"]
-                    .as_object()
-                    .map(|m| m.keys().map(String::as_str).collect())
-                    .unwrap_or_default();
+            let list: TemplateList =
+                shapes::parse(&body, "templates").map_err(|m| client.unexpected(m))?;
+            for t in list.templates {
+                let params: Vec<&str> = t.params.keys().map(String::as_str).collect();
                 table.row(vec![
-                    Cell::plain(t["name"].as_str().unwrap_or("")),
-                    Cell::plain(t["version"].to_string()),
-                    Cell::plain(t["versions"].as_array().map_or(0, Vec::len).to_string()),
+                    Cell::plain(t.name.as_str()),
+                    Cell::plain(t.version.to_string()),
+                    Cell::plain(t.versions.len().to_string()),
                     Cell::plain(params.join(",")),
-                    Cell::plain(output::ago(t["created_at_ms"].as_i64())),
+                    Cell::plain(output::ago(Some(t.created_at_ms))),
                 ]);
             }
             out.block(&table.render())?;
@@ -104,10 +107,10 @@ pub async fn templates(command: TemplatesCommand, out: &mut Printer) -> Result<E
                 let (k, v) = parse_param(p)?;
                 params.insert(k, v);
             }
-            let mut request = json!({"params": params});
-            if let Some(v) = args.version {
-                request["version"] = json!(v);
-            }
+            let request = TemplateRunRequest {
+                params,
+                version: args.version,
+            };
             let client = Client::new(&args.conn)?;
             let key = args
                 .idempotency_key
@@ -115,12 +118,18 @@ pub async fn templates(command: TemplatesCommand, out: &mut Printer) -> Result<E
                 .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
             let path = format!("/api/v1/templates/{}/runs", encode(&args.name));
             let body = client
-                .post_idempotent(&path, request.to_string().into_bytes(), &key)
+                .post_idempotent(
+                    &path,
+                    serde_json::to_vec(&request).unwrap_or_default(),
+                    &key,
+                )
                 .await?;
             if args.json {
                 out.json(&body)?;
             } else {
-                out.line(body["id"].as_str().unwrap_or(""))?;
+                let run: RunSummary =
+                    shapes::parse(&body, "run").map_err(|m| client.unexpected(m))?;
+                out.line(&run.id)?;
             }
         }
     }
@@ -139,6 +148,7 @@ pub fn parse_param(p: &str) -> Result<(String, Value), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn params_are_json_when_they_parse_and_text_otherwise() {
