@@ -69,7 +69,7 @@ pub async fn rerun(
     State(state): State<AppState>,
     Path(id): Path<String>,
     raw: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<crate::api_types::RunSummary>), ApiError> {
     let raw = raw.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(state.max_body_bytes),
         other => ApiError::BadRequest(other.body_text()),
@@ -115,7 +115,7 @@ pub async fn rerun(
         .engine
         .submit_reusing(dag, reused, allowed.name())
         .await?;
-    Ok((StatusCode::CREATED, Json(crate::views::run_summary(&new))))
+    Ok((StatusCode::CREATED, Json(crate::views::summary(&new))))
 }
 
 /// The new run's tasks, and which of them start with a stored output.
