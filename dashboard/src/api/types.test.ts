@@ -4,7 +4,8 @@
 
 import { readdirSync, readFileSync } from 'node:fs';
 import ts from 'typescript';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, expectTypeOf, it } from 'vitest';
+import { RUN_STATES, TASK_STATES, type Schemas } from './types';
 
 const API_DIR = new URL('./', import.meta.url);
 
@@ -95,6 +96,12 @@ describe('the API types', () => {
       .map((s) => s.name.text)
       .filter((name) => !LIVE_HAND_WRITTEN.has(name) && !CLIENT_INTERFACES.has(name));
     expect(interfaces).toEqual([]);
+  });
+
+  it('list every state of the document (checked by the typecheck)', () => {
+    expectTypeOf<(typeof TASK_STATES)[number]>().toEqualTypeOf<Schemas['TaskState']>();
+    expectTypeOf<(typeof RUN_STATES)[number]>().toEqualTypeOf<Schemas['RunState']>();
+    expect(new Set(TASK_STATES).size).toBe(TASK_STATES.length);
   });
 
   it('tells a hand copy from an alias', () => {
