@@ -1,5 +1,6 @@
-// LLM usage (tokens and dollars): sums over tasks, and how it reads on screen. Every
-// function takes usage that may be missing, since servers without agents leave it out.
+// LLM usage (tokens and dollars): sums over tasks, and how it reads on screen. The
+// server always sends usage (zero when nothing was used); these functions also take a
+// missing one, so a half-built value (a test's, a live event's) never throws.
 
 import type { Usage } from './api/types';
 
@@ -33,6 +34,8 @@ export function sumUsage(usages: Iterable<Usage | null | undefined>): Usage {
  * The newer of two readings of the same usage. Usage only grows (it sums attempts), so
  * the larger one is the later one: a slow answer can never take a task's usage back.
  */
+export function laterUsage(a: Usage, b: Usage): Usage;
+export function laterUsage(a: Usage | null | undefined, b: Usage | null | undefined): Usage | null | undefined;
 export function laterUsage(a: Usage | null | undefined, b: Usage | null | undefined): Usage | null | undefined {
   if (!a) return b;
   if (!b) return a;

@@ -3,21 +3,23 @@
 
 import { getToken, markUnauthorized } from './auth';
 import type {
-  Agent,
+  AgentList,
   DecisionBody,
-  ErrorBody,
   ErrorDetail,
-  Queue,
+  ErrorResponse,
+  QueueList,
   RerunBody,
   Run,
   RunList,
   RunState,
   RunSummary,
+  RunWithoutTasks,
   Task,
   TaskDetail,
   TaskPage,
   TaskPageQuery,
-  Worker,
+  Validation,
+  WorkerList,
 } from './types';
 
 /** The code of an ApiError for a 2xx answer that is not JSON (no such endpoint on this server). */
@@ -38,7 +40,7 @@ export class ApiError extends Error {
   }
 }
 
-function isErrorBody(value: unknown): value is ErrorBody {
+function isErrorResponse(value: unknown): value is ErrorResponse {
   if (typeof value !== 'object' || value === null) return false;
   const error = (value as { error?: unknown }).error;
   return typeof error === 'object' && error !== null && typeof (error as { message?: unknown }).message === 'string';
@@ -48,7 +50,7 @@ async function toApiError(response: Response): Promise<ApiError> {
   const text = await response.text();
   try {
     const body: unknown = JSON.parse(text);
-    if (isErrorBody(body)) {
+    if (isErrorResponse(body)) {
       const { code, message, details } = body.error;
       return new ApiError(response.status, code ?? 'unknown', message, Array.isArray(details) ? details : []);
     }
@@ -93,7 +95,7 @@ export const api = {
   getRun: (id: string, signal?: AbortSignal) => request<Run>('GET', `/api/v1/runs/${enc(id)}`, undefined, signal),
   /** The run without its tasks: cheap whatever the run's size. */
   getRunSummary: (id: string, signal?: AbortSignal) =>
-    request<RunSummary>('GET', `/api/v1/runs/${enc(id)}?tasks=false`, undefined, signal),
+    request<RunWithoutTasks>('GET', `/api/v1/runs/${enc(id)}?tasks=false`, undefined, signal),
   /** One page of a run's tasks, ordered by id; servers without the endpoint answer 404 or 405. */
   listTasks(runId: string, params: TaskPageQuery, signal?: AbortSignal) {
     const query = new URLSearchParams();
@@ -105,8 +107,8 @@ export const api = {
   },
   getTask: (runId: string, taskId: string, signal?: AbortSignal) =>
     request<TaskDetail>('GET', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}`, undefined, signal),
-  submitRun: (spec: string) => request<Run>('POST', '/api/v1/runs', spec),
-  validate: (spec: string) => request<{ valid: boolean; tasks: number }>('POST', '/api/v1/validate', spec),
+  submitRun: (spec: string) => request<RunSummary>('POST', '/api/v1/runs', spec),
+  validate: (spec: string) => request<Validation>('POST', '/api/v1/validate', spec),
   cancelRun: (id: string) => request<RunSummary>('POST', `/api/v1/runs/${enc(id)}/cancel`),
   retryRun: (id: string) => request<RunSummary>('POST', `/api/v1/runs/${enc(id)}/retry`),
   /** A new run from chosen tasks of a finished run; the rest reuse their outputs. */
@@ -117,7 +119,7 @@ export const api = {
     request<Task>('POST', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}/reject`, body),
   cancelTask: (runId: string, taskId: string) =>
     request<Task>('POST', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}/cancel`),
-  listWorkers: (signal?: AbortSignal) => request<{ workers: Worker[] }>('GET', '/api/v1/workers', undefined, signal),
-  listQueues: (signal?: AbortSignal) => request<{ queues: Queue[] }>('GET', '/api/v1/queues', undefined, signal),
-  listAgents: (signal?: AbortSignal) => request<{ agents: Agent[] }>('GET', '/api/v1/agents', undefined, signal),
+  listWorkers: (signal?: AbortSignal) => request<WorkerList>('GET', '/api/v1/workers', undefined, signal),
+  listQueues: (signal?: AbortSignal) => request<QueueList>('GET', '/api/v1/queues', undefined, signal),
+  listAgents: (signal?: AbortSignal) => request<AgentList>('GET', '/api/v1/agents', undefined, signal),
 };

@@ -28,7 +28,7 @@ export interface Schedule {
   last_tick_ms: number | null;
   next_fire_ms: number | null;
   /** Only on `GET /api/v1/schedules/{name}`. */
-  recent_runs?: (RunSummary & { schedule_tick_ms?: number | null })[];
+  recent_runs?: RunSummary[];
 }
 
 const enc = encodeURIComponent;

@@ -793,8 +793,11 @@ export interface components {
             seq: number;
             run_id: string;
             task_id: string | null;
-            /** @description `task`, `run` or `log`. */
-            kind: string;
+            /**
+             * @description `task`, `run` or `log`.
+             * @enum {string}
+             */
+            kind: "task" | "run" | "log";
             /** @description A TaskState for `task` events, a RunState for `run` events, null for `log`. */
             state: string | null;
             /** Format: int32 */
@@ -1084,7 +1087,24 @@ export interface components {
             task_count: number;
             /** @description Tasks per state (every state is present). */
             counts: {
-                [key: string]: number;
+                /** Format: int32 */
+                pending: number;
+                /** Format: int32 */
+                ready: number;
+                /** Format: int32 */
+                queued: number;
+                /** Format: int32 */
+                running: number;
+                /** Format: int32 */
+                waiting: number;
+                /** Format: int32 */
+                succeeded: number;
+                /** Format: int32 */
+                failed: number;
+                /** Format: int32 */
+                cancelled: number;
+                /** Format: int32 */
+                skipped: number;
             };
             /**
              * @description Why a failed run failed: the tasks that failed, or, when its budget ran out,
@@ -1246,11 +1266,8 @@ export interface components {
             progress_message: string | null;
             /** @description In a run made by a re-run: the run whose output this task reused (it did not run). */
             reused_from?: string | null;
-            /**
-             * @description What a `waiting` task waits for: `approval` (a decision) or `budget` (a raise);
-             *     null when it is not waiting.
-             */
-            waiting_for: string | null;
+            /** @description What a `waiting` task waits for: `approval` (a decision) or `budget` (a raise); null when it is not waiting. */
+            waiting_for: null | ("approval" | "budget");
         };
         /** @description A task with what explains it: its upstream outputs, attempts and log lines. */
         TaskDetail: components["schemas"]["Task"] & {
@@ -1481,8 +1498,11 @@ export interface components {
             in_flight: number;
             handlers: string[];
             version: string;
-            /** @description `running`, `draining`, `stopped` or `lost`. */
-            state: string;
+            /**
+             * @description `running`, `draining`, `stopped` or `lost`.
+             * @enum {string}
+             */
+            state: "running" | "draining" | "stopped" | "lost";
             /**
              * Format: int64
              * @description Milliseconds since the Unix epoch.

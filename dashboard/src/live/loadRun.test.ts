@@ -8,7 +8,7 @@ function source(pages: Record<string, TaskPage> | ApiError): RunSource & { queri
   const queries: TaskPageQuery[] = [];
   return {
     queries,
-    getRunSummary: vi.fn(async (id: string) => summary(id, { task_count: 3, last_seq: 17 })),
+    getRunSummary: vi.fn(async (id: string) => ({ ...summary(id, { task_count: 3, last_seq: 17 }), history: [] })),
     listTasks: vi.fn(async (_id: string, query: TaskPageQuery) => {
       queries.push(query);
       if (pages instanceof ApiError) throw pages;

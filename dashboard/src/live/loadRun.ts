@@ -9,7 +9,7 @@
 // replays every event after it, which leaves each task in its latest state either way.
 
 import { api, ApiError, NOT_JSON } from '../api/client';
-import type { Run, RunSummary, Task, TaskPage, TaskPageQuery } from '../api/types';
+import type { Run, RunHead, RunWithoutTasks, Task, TaskPage, TaskPageQuery } from '../api/types';
 
 /** The server's largest page: fewest round trips. */
 export const TASK_PAGE_SIZE = 5_000;
@@ -18,7 +18,7 @@ export const FIRST_PAGE_SIZE = 200;
 
 /** The calls loadRun makes, so tests can answer them. */
 export interface RunSource {
-  getRunSummary(id: string, signal?: AbortSignal): Promise<RunSummary>;
+  getRunSummary(id: string, signal?: AbortSignal): Promise<RunWithoutTasks>;
   listTasks(id: string, query: TaskPageQuery, signal?: AbortSignal): Promise<TaskPage>;
   getRun(id: string, signal?: AbortSignal): Promise<Run>;
 }
@@ -26,7 +26,7 @@ export interface RunSource {
 export interface LoadOptions {
   signal?: AbortSignal;
   /** Called with the summary, then after each page with the tasks so far (a new array each time). */
-  onProgress?: (summary: RunSummary, loaded: readonly Task[]) => void;
+  onProgress?: (summary: RunHead, loaded: readonly Task[]) => void;
   source?: RunSource;
 }
 

@@ -8,7 +8,7 @@ import {
   sortRuns,
   type Overview,
 } from './overviewReducer';
-import { queue, summary, worker } from '../testing/fixtures';
+import { queue, runEvent, summary, taskEvent, worker } from '../testing/fixtures';
 
 function loaded(): Overview {
   return overviewReducer(emptyOverview, {
@@ -57,7 +57,7 @@ describe('overviewReducer', () => {
     const view = overviewReducer(loaded(), {
       type: 'events',
       at_ms: 1,
-      events: [{ seq: 6, run_id: 'r1', task_id: null, kind: 'run', state: 'failed', at_ms: 99 }],
+      events: [runEvent('r1', 6, 'failed', { at_ms: 99 })],
     });
     expect(view.runs.r1).toMatchObject({ state: 'failed', finished_at_ms: 99 });
   });
@@ -83,7 +83,7 @@ describe('overviewReducer', () => {
     const next = overviewReducer(view, {
       type: 'events',
       at_ms: 1,
-      events: [{ seq: 3, run_id: 'r1', task_id: 'a', kind: 'task', state: 'running', at_ms: 1 }],
+      events: [taskEvent('r1', 3, 'a', 'running', { at_ms: 1 })],
     });
     expect(next).toBe(view);
   });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { doneCount, emptyRunView, MAX_ANSWER_CHARS, runReducer, type RunView } from './runReducer';
-import { run, summary, task, taskEvent } from '../testing/fixtures';
+import { logEvent, run, runEvent, summary, task, taskEvent } from '../testing/fixtures';
 import type { AnswerEvent, LiveEvent, ProgressEvent, Task } from '../api/types';
 
 const diamond = () =>
@@ -104,15 +104,15 @@ describe('runReducer events', () => {
   });
 
   it('moves the run state on run events and stamps its end', () => {
-    let view = runReducer(loaded(), events({ seq: 4, run_id: 'r1', task_id: null, kind: 'run', state: 'cancelled', at_ms: 777 }));
+    let view = runReducer(loaded(), events(runEvent('r1', 4, 'cancelled', { at_ms: 777 })));
     expect(view.summary).toMatchObject({ state: 'cancelled', finished_at_ms: 777 });
-    view = runReducer(view, events({ seq: 5, run_id: 'r1', task_id: null, kind: 'run', state: 'running', at_ms: 800 }));
+    view = runReducer(view, events(runEvent('r1', 5, 'running', { at_ms: 800 })));
     expect(view.summary).toMatchObject({ state: 'running', finished_at_ms: null });
   });
 
   it('remembers who cancelled and retried the run, as the events name them', () => {
-    let view = runReducer(loaded(), events({ seq: 4, run_id: 'r1', task_id: null, kind: 'run', state: 'cancelled', at_ms: 1, by: 'ops' }));
-    view = runReducer(view, events({ seq: 5, run_id: 'r1', task_id: null, kind: 'run', state: 'running', at_ms: 2, by: 'ci' }));
+    let view = runReducer(loaded(), events(runEvent('r1', 4, 'cancelled', { at_ms: 1, by: 'ops' })));
+    view = runReducer(view, events(runEvent('r1', 5, 'running', { at_ms: 2, by: 'ci' })));
     expect(view.summary?.history?.map((e) => [e.state, e.by])).toEqual([
       ['cancelled', 'ops'],
       ['running', 'ci'],
@@ -135,7 +135,7 @@ describe('runReducer events', () => {
   it('bumps a task touch counter on its transitions and log lines', () => {
     let view = runReducer(loaded(), events(taskEvent('r1', 4, 'a', 'running')));
     expect(view.tasks.touched('a')).toBe(1);
-    view = runReducer(view, events({ seq: 5, run_id: 'r1', task_id: 'a', kind: 'log', level: 'info', message: 'hi', at_ms: 5 }));
+    view = runReducer(view, events(logEvent('r1', 5, 'a', 'hi', { at_ms: 5 })));
     expect(view.tasks.touched('a')).toBe(2);
     expect(view.tasks.touched('b')).toBe(0);
   });
@@ -168,7 +168,7 @@ describe('runReducer summary', () => {
   });
 
   it('ignores an answer older than the events already applied', () => {
-    const view = runReducer(loaded(3), events({ seq: 4, run_id: 'r1', task_id: null, kind: 'run', state: 'cancelled', at_ms: 1 }));
+    const view = runReducer(loaded(3), events(runEvent('r1', 4, 'cancelled', { at_ms: 1 })));
     const next = runReducer(view, { type: 'summary', run: summary('r1', { state: 'running', last_seq: 3 }) });
     expect(next.summary?.state).toBe('cancelled');
   });
@@ -376,10 +376,10 @@ describe('runReducer usage', () => {
     expect(older.summary?.usage).toEqual(usage(300, 60, 0.006));
   });
 
-  it('reads a run without usage fields as it always did', () => {
+  it('reads a run whose tasks used nothing: usage is zero, never missing', () => {
     const view = loaded();
-    expect(view.summary?.usage).toBeUndefined();
-    expect(view.tasks.get('a')!.usage).toBeUndefined();
+    expect(view.summary?.usage).toEqual(usage(0, 0, 0));
+    expect(view.tasks.get('a')!.usage).toEqual(usage(0, 0, 0));
     expect(view.specs[0]).toEqual({ id: 'a', handler: 'echo', depends_on: [], parent: null, agent: null });
   });
 });

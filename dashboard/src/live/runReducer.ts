@@ -14,6 +14,7 @@ import {
   type LiveEvent,
   type Run,
   type RunState,
+  type RunHead,
   type RunSummary,
   type StateCounts,
   type StoredEvent,
@@ -42,7 +43,7 @@ export interface LiveAnswer {
 }
 
 export interface RunView {
-  summary: RunSummary | null;
+  summary: RunHead | null;
   /**
    * The tasks in the order the server listed them, each with its touch counter (bumped by
    * each of its stored events: a detail view refetches on change).
@@ -221,13 +222,13 @@ function applyRefetched(state: RunView, run: Run): RunView {
         depends_on: fetched.depends_on ?? ours.depends_on,
         parent: fetched.parent ?? ours.parent ?? null,
         agent: fetched.agent ?? ours.agent ?? null,
-        usage: laterUsage(ours.usage, fetched.usage) ?? null,
+        usage: laterUsage(ours.usage, fetched.usage),
       };
       // Untouched tasks stay the same objects, so their nodes do not redraw.
       const same =
         update.parent === (ours.parent ?? null) &&
         update.agent === (ours.agent ?? null) &&
-        update.usage === (ours.usage ?? null) &&
+        update.usage === ours.usage &&
         sameList(update.depends_on, ours.depends_on);
       if (!same) updated.set(fetched.id, { ...ours, ...update });
     }
@@ -260,7 +261,7 @@ function applyRefetched(state: RunView, run: Run): RunView {
       ...summary,
       counts: countStates(ordered),
       task_count: Math.max(run.task_count, order.length),
-      usage: laterUsage(summary.usage, run.usage) ?? null,
+      usage: laterUsage(summary.usage, run.usage),
     },
     tasks,
     specs,
@@ -323,7 +324,7 @@ function keptAnswer(attempt: number, text: string, truncated: boolean): LiveAnsw
 }
 
 /** The run's latest summary from a partial stream: its counts are exact, ours are not. */
-function takeSummary(ours: RunSummary, theirs: RunSummary): RunSummary {
+function takeSummary(ours: RunHead, theirs: RunHead): RunHead {
   if (theirs.id !== ours.id) return ours;
   return { ...ours, ...theirs, history: theirs.history ?? ours.history, last_seq: Math.max(ours.last_seq, theirs.last_seq ?? 0) };
 }
@@ -494,7 +495,7 @@ function sameRow(a: Task, b: Task): boolean {
   );
 }
 
-function runMoved(summary: RunSummary, next: RunState, at: number): RunSummary {
+function runMoved<S extends RunSummary>(summary: S, next: RunState, at: number): S {
   if (summary.state === next) return summary;
   return { ...summary, state: next, finished_at_ms: next === 'running' ? null : (summary.finished_at_ms ?? at) };
 }

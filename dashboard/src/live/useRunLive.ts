@@ -15,7 +15,7 @@
 import { useCallback, useEffect, useReducer, useRef, useState, type Dispatch } from 'react';
 import { api, ApiError } from '../api/client';
 import { getToken } from '../api/auth';
-import type { EventsFrame, LiveEvent, RunSnapshotFrame, RunSummary, Task } from '../api/types';
+import type { EventsFrame, LiveEvent, RunHead, RunSnapshotFrame, RunSummary, Task } from '../api/types';
 import { createFrameBatch } from './frameBatch';
 import { loadRun } from './loadRun';
 import { emptyRunView, runReducer, type RunAction, type RunView } from './runReducer';
@@ -31,7 +31,7 @@ export const VISIBLE_SETTLE_MS = 200;
 
 /** A run whose tasks are still arriving: its summary, and the tasks in so far (not live yet). */
 export interface RunLoading {
-  summary: RunSummary;
+  summary: RunHead;
   tasks: readonly Task[];
 }
 

@@ -11,8 +11,6 @@ function agent(name: string, fields: Partial<Agent> = {}): Agent {
     name,
     provider: 'openai',
     model: 'gpt-4o-mini',
-    base_url: null,
-    api_key_env: null,
     system_prompt: null,
     temperature: null,
     max_output_tokens: null,

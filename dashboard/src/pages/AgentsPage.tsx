@@ -70,9 +70,7 @@ export function AgentsTable({ agents }: { agents: Agent[] }) {
           <tr key={agent.name} data-testid={`agent-row-${agent.name}`}>
             <td className="mono">{agent.name}</td>
             <td>{agent.provider}</td>
-            <td className="mono" title={agent.base_url ? `at ${agent.base_url}` : undefined}>
-              {agent.model}
-            </td>
+            <td className="mono">{agent.model}</td>
             <td>{agent.max_concurrency ?? <span className="muted">—</span>}</td>
             <td className="usage-cell">{formatPrice(agent.price)}</td>
             <td className="agent-prompt-cell">

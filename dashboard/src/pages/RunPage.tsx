@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { ApiError } from '../api/client';
-import type { RunSummary } from '../api/types';
+import type { RunHead, RunSummary } from '../api/types';
 import { useNow } from '../clock';
 import { DagView, type Selection } from '../graph/DagView';
 import { buildGraph, DEFAULT_MIN_GROUP, isSpawnedGroupId, type GroupNodeSpec } from '../graph/grouping';
@@ -48,7 +48,7 @@ export function RunPage({ runId }: { runId: string }) {
 }
 
 /** The page once the run's summary is in; its size at that moment picks the first view. */
-function RunBody({ runId, live, summary }: { runId: string; live: RunLive; summary: RunSummary }) {
+function RunBody({ runId, live, summary }: { runId: string; live: RunLive; summary: RunHead }) {
   const { view, loading, status, dispatch, partial, setVisible } = live;
   const [mode, setMode] = useState<RunViewMode>(() => defaultViewMode(summary.task_count));
   const [selection, setSelection] = useState<Selection>(null);

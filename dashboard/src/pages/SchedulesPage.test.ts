@@ -3,6 +3,7 @@ import { renderToStaticMarkup } from 'react-dom/server';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { saveToken } from '../api/auth';
 import { dailyApi, describeTiming, type Schedule, type Template } from '../api/daily';
+import { summary } from '../testing/fixtures';
 import { SchedulesView } from './SchedulesPage';
 import { describeParams, TemplatesView } from './TemplatesPage';
 
@@ -71,19 +72,16 @@ describe('SchedulesView', () => {
   it('shows the open schedule’s recent runs with links', () => {
     const open = schedule('ping', {
       recent_runs: [
-        {
-          id: 'r_1',
+        summary('r_1', {
           name: 'ping',
-          queue: 'default',
           state: 'succeeded',
-          created_at_ms: 1,
           finished_at_ms: 2,
           task_count: 1,
-          counts: { pending: 0, ready: 0, queued: 0, running: 0, waiting: 0, succeeded: 1, failed: 0, cancelled: 0, skipped: 0 } as never,
-          error: null,
+          counts: { pending: 0, ready: 0, queued: 0, running: 0, waiting: 0, succeeded: 1, failed: 0, cancelled: 0, skipped: 0 },
           last_seq: 3,
+          schedule: 'ping',
           schedule_tick_ms: 1,
-        },
+        }),
       ],
     });
     const html = render({ state: { status: 'loaded', schedules: [open] }, open });

@@ -3,7 +3,7 @@
 
 import { useState } from 'react';
 import { api } from '../api/client';
-import type { RunSummary, Usage } from '../api/types';
+import type { RunHead, RunSummary, Usage } from '../api/types';
 import { CountsBar } from '../components/CountsBar';
 import { LiveIndicator } from '../components/LiveIndicator';
 import { StateBadge } from '../components/StateBadge';
@@ -16,7 +16,7 @@ import { formatUsage, formatUsageLong, hasUsage } from '../usage';
 export type RunAct = (call: (id: string) => Promise<RunSummary>) => Promise<void>;
 
 interface Props {
-  summary: RunSummary;
+  summary: RunHead;
   status: SocketStatus;
   usage: Usage | null | undefined;
   now: number;
@@ -80,7 +80,7 @@ export function RunHeader({ summary, status, usage, now, act }: Props) {
 }
 
 /** Who changed the run after creating it: "cancelled by ops", "retried by ci". */
-function RunActors({ summary }: { summary: RunSummary }) {
+function RunActors({ summary }: { summary: RunHead }) {
   const verbs: Record<string, string> = { cancelled: 'cancelled', running: 'retried' };
   const acts = (summary.history ?? []).filter((e) => e.by && e.seq > 1 && e.state && verbs[e.state]);
   if (acts.length === 0) return null;
@@ -91,13 +91,12 @@ function RunActors({ summary }: { summary: RunSummary }) {
   );
 }
 
-function RunError({ summary }: { summary: RunSummary }) {
+function RunError({ summary }: { summary: RunHead }) {
   if (!summary.error) return null;
-  const text = typeof summary.error === 'string' ? summary.error : summary.error.message ?? summary.error.kind;
-  return <div className="error-box">{text}</div>;
+  return <div className="error-box">{summary.error}</div>;
 }
 
-function RunActions({ summary, act }: { summary: RunSummary; act: RunAct }) {
+function RunActions({ summary, act }: { summary: RunHead; act: RunAct }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const run = (call: (id: string) => Promise<RunSummary>) => {

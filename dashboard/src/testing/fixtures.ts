@@ -1,5 +1,6 @@
-// Builders for API shapes in unit tests: each fills every field with a plausible value
-// and takes the fields a test cares about.
+// Builders for API shapes in unit tests: each fills every field the server sends (as the
+// OpenAPI document states it) with a plausible value and takes the fields a test cares
+// about.
 
 import type { Queue, Run, RunSummary, StoredEvent, Task, Worker } from '../api/types';
 
@@ -14,7 +15,13 @@ export function task(id: string, fields: Partial<Task> = {}): Task {
     retries: 0,
     retry_backoff_s: null,
     timeout_s: null,
-    priority: null,
+    idle_timeout_s: null,
+    priority: 0,
+    agent: null,
+    parent: null,
+    concurrency_key: null,
+    budget: null,
+    usage: { input_tokens: 0, output_tokens: 0, cost_usd: 0 },
     state: 'pending',
     attempt: 0,
     output: null,
@@ -25,6 +32,7 @@ export function task(id: string, fields: Partial<Task> = {}): Task {
     finished_at_ms: null,
     progress: null,
     progress_message: null,
+    waiting_for: null,
     ...fields,
   };
 }
@@ -41,16 +49,49 @@ export function summary(id: string, fields: Partial<RunSummary> = {}): RunSummar
     counts: { pending: 0, ready: 0, queued: 0, running: 0, waiting: 0, succeeded: 0, failed: 0, cancelled: 0, skipped: 0 },
     error: null,
     last_seq: 0,
+    usage: { input_tokens: 0, output_tokens: 0, cost_usd: 0 },
+    budget: null,
+    max_parallel: null,
+    created_by: 'admin',
+    template: null,
+    schedule: null,
+    schedule_tick_ms: null,
+    hook: null,
+    ttl_s: null,
+    rerun_of: null,
     ...fields,
   };
 }
 
 export function run(id: string, tasks: Task[], fields: Partial<RunSummary> = {}): Run {
-  return { ...summary(id, { task_count: tasks.length, ...fields }), tasks };
+  return { ...summary(id, { task_count: tasks.length, ...fields }), history: [], tasks };
 }
 
 export function taskEvent(runId: string, seq: number, taskId: string, state: string, fields: Partial<StoredEvent> = {}): StoredEvent {
-  return { seq, run_id: runId, task_id: taskId, kind: 'task', state, attempt: 1, at_ms: 10_000 + seq, ...fields };
+  return { seq, run_id: runId, task_id: taskId, kind: 'task', state, attempt: 1, at_ms: 10_000 + seq, worker_id: null, error: null, ...fields };
+}
+
+/** A run's own transition: attempt 0 and no task, as the server stores it. */
+export function runEvent(runId: string, seq: number, state: string, fields: Partial<StoredEvent> = {}): StoredEvent {
+  return { seq, run_id: runId, task_id: null, kind: 'run', state, attempt: 0, at_ms: 10_000 + seq, worker_id: null, error: null, ...fields };
+}
+
+/** A log line of a task's attempt: no state. */
+export function logEvent(runId: string, seq: number, taskId: string, message: string, fields: Partial<StoredEvent> = {}): StoredEvent {
+  return {
+    seq,
+    run_id: runId,
+    task_id: taskId,
+    kind: 'log',
+    state: null,
+    attempt: 1,
+    at_ms: 10_000 + seq,
+    worker_id: null,
+    error: null,
+    level: 'info',
+    message,
+    ...fields,
+  };
 }
 
 export function worker(id: string, fields: Partial<Worker> = {}): Worker {
@@ -66,6 +107,7 @@ export function worker(id: string, fields: Partial<Worker> = {}): Worker {
     state: 'running',
     started_at_ms: 1,
     last_heartbeat_ms: 2,
+    heartbeat_interval_s: 2,
     ...fields,
   };
 }

@@ -19,6 +19,7 @@ pub struct Worker {
     pub handlers: Vec<String>,
     pub version: String,
     /// `running`, `draining`, `stopped` or `lost`.
+    #[schema(schema_with = super::states::worker_state_schema)]
     pub state: String,
     /// Milliseconds since the Unix epoch.
     pub started_at_ms: i64,

@@ -24,7 +24,7 @@ pub struct RunSummary {
     pub finished_at_ms: Option<i64>,
     pub task_count: u32,
     /// Tasks per state (every state is present).
-    #[schema(value_type = BTreeMap<String, u32>)]
+    #[schema(schema_with = super::states::task_counts_schema)]
     pub counts: TaskCounts,
     /// Why a failed run failed: the tasks that failed, or, when its budget ran out,
     /// `budget exceeded: the run's …`.
@@ -178,7 +178,7 @@ pub struct Task {
     pub reused_from: Option<String>,
     /// What a `waiting` task waits for: `approval` (a decision) or `budget` (a raise);
     /// null when it is not waiting.
-    #[schema(required = true)]
+    #[schema(required = true, schema_with = super::states::waiting_for_schema)]
     pub waiting_for: Option<String>,
 }
 
@@ -245,6 +245,7 @@ pub struct Event {
     #[schema(required = true)]
     pub task_id: Option<String>,
     /// `task`, `run` or `log`.
+    #[schema(schema_with = super::states::event_kind_schema)]
     pub kind: String,
     /// A TaskState for `task` events, a RunState for `run` events, null for `log`.
     #[schema(required = true)]
