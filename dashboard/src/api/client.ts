@@ -4,6 +4,7 @@
 import { getToken, markUnauthorized } from './auth';
 import type {
   AgentList,
+  DecidedTask,
   DecisionBody,
   ErrorDetail,
   ErrorResponse,
@@ -14,7 +15,6 @@ import type {
   RunState,
   RunSummary,
   RunWithoutTasks,
-  Task,
   TaskDetail,
   TaskPage,
   TaskPageQuery,
@@ -114,11 +114,11 @@ export const api = {
   /** A new run from chosen tasks of a finished run; the rest reuse their outputs. */
   rerunFrom: (id: string, body: RerunBody) => request<RunSummary>('POST', `/api/v1/runs/${enc(id)}/rerun`, body),
   approveTask: (runId: string, taskId: string, body: DecisionBody) =>
-    request<Task>('POST', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}/approve`, body),
+    request<DecidedTask>('POST', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}/approve`, body),
   rejectTask: (runId: string, taskId: string, body: DecisionBody) =>
-    request<Task>('POST', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}/reject`, body),
+    request<DecidedTask>('POST', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}/reject`, body),
   cancelTask: (runId: string, taskId: string) =>
-    request<Task>('POST', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}/cancel`),
+    request<DecidedTask>('POST', `/api/v1/runs/${enc(runId)}/tasks/${enc(taskId)}/cancel`),
   listWorkers: (signal?: AbortSignal) => request<WorkerList>('GET', '/api/v1/workers', undefined, signal),
   listQueues: (signal?: AbortSignal) => request<QueueList>('GET', '/api/v1/queues', undefined, signal),
   listAgents: (signal?: AbortSignal) => request<AgentList>('GET', '/api/v1/agents', undefined, signal),

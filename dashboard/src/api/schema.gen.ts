@@ -886,7 +886,7 @@ export interface components {
             tpm?: number | null;
         };
         /** @description One event of an `events` frame: its `kind` says which other fields it has. */
-        LiveEvent: Record<string, never> & {
+        LiveEvent: Record<string, unknown> & {
             /** @description `task`, `run`, `log`, `progress`, `run_created`, `run_updated`, `worker`, `queues`. */
             kind: string;
         };
@@ -918,11 +918,17 @@ export interface components {
         /** @description Changes applied to the new run before it starts. */
         Overrides: {
             /** @description Per agent name, fields merged into the run's agent (e.g. `{"model": "m2"}`). */
-            agents?: Record<string, never>;
+            agents?: Record<string, unknown>;
             /** @description Per task id (of a task that runs again), what replaces its spec's fields. */
             tasks?: {
                 [key: string]: components["schemas"]["TaskOverride"];
             };
+        };
+        /** @description A declared parameter of a template. */
+        ParamSpec: {
+            /** @description Used when a run gives none; without one, the parameter is required. */
+            default?: unknown;
+            description?: string | null;
         };
         /** @description USD per million input and output tokens. */
         Price: {
@@ -1152,7 +1158,7 @@ export interface components {
              * @description The fixed template version, when it has one.
              */
             version?: number | null;
-            params: Record<string, never>;
+            params: Record<string, unknown>;
             cron?: string | null;
             /** Format: int64 */
             every_s?: number | null;
@@ -1193,7 +1199,7 @@ export interface components {
              * @description A fixed template version; the latest at each tick when absent.
              */
             version?: number | null;
-            params?: Record<string, never>;
+            params?: Record<string, unknown>;
             /** @description 5 fields (minute hour day month weekday), or 6 with seconds first. */
             cron?: string | null;
             /**
@@ -1360,10 +1366,12 @@ export interface components {
             version: number;
             /** @description Every version the template has, oldest first. */
             versions: number[];
-            /** @description Its declared parameters (ParamSpec), by name. */
-            params: Record<string, never>;
+            /** @description Its declared parameters, by name. */
+            params: {
+                [key: string]: components["schemas"]["ParamSpec"];
+            };
             /** @description The stored TemplateSpec: a run's DAG plus `params`. */
-            spec: Record<string, never>;
+            spec: Record<string, unknown>;
             /**
              * Format: int64
              * @description Milliseconds since the Unix epoch.
@@ -1385,7 +1393,7 @@ export interface components {
         /** @description Starting a run of a template. */
         TemplateRunRequest: {
             /** @description Values of the template's parameters, by name. */
-            params?: Record<string, never>;
+            params?: Record<string, unknown>;
             /**
              * Format: int32
              * @description The version to run; the latest when absent.
@@ -2010,7 +2018,7 @@ export interface operations {
         /** @description Any JSON; becomes params.payload */
         requestBody: {
             content: {
-                "application/json": Record<string, never>;
+                "application/json": Record<string, unknown>;
             };
         };
         responses: {
@@ -2064,7 +2072,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": Record<string, unknown>;
                 };
             };
             400: components["responses"]["BadRequest"];
@@ -3550,7 +3558,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": Record<string, unknown>;
                 };
             };
         };

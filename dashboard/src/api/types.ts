@@ -71,6 +71,9 @@ export type RunSummary = Schemas['RunSummary'];
 
 export type Task = Schemas['Task'];
 
+/** A task as a decision (approve, reject, cancel) left it, with its run's id. */
+export type DecidedTask = Schemas['DecidedTask'];
+
 /**
  * A run with its tasks, as `GET /api/v1/runs/{id}` answers without `?tasks=false` (the
  * only way the dashboard asks for one). `tasks` may still be a first page: then

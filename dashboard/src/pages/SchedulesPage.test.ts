@@ -106,6 +106,7 @@ describe('TemplatesView', () => {
     version: 2,
     versions: [1, 2],
     params: { topic: { default: 'tides' }, who: {} },
+    spec: { tasks: [], params: { topic: { default: 'tides' }, who: {} } },
     created_at_ms: 1,
     created_by: 'admin',
   };

@@ -8,7 +8,7 @@ use super::daily::{self, merge};
 use super::error::ApiError;
 use super::idempotency::{self, Outcome};
 use super::AppState;
-use crate::api_types::{RunSummary, Template, TemplateList, TemplateRunRequest};
+use crate::api_types::{ParamSpec, RunSummary, Template, TemplateList, TemplateRunRequest};
 use crate::dag::origin::{RunOrigin, TemplateRef};
 use crate::dag::{validate_submission, Dag, Problem, ProblemCode, RunSpec, ValidationErrors};
 use crate::store::daily::TemplateRow;
@@ -19,7 +19,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -47,17 +47,6 @@ pub fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A declared parameter.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ParamSpec {
-    /// Used when a run gives none; without one, the parameter is required.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-}
-
 fn param_problem(message: String) -> ApiError {
     ApiError::InvalidDag(ValidationErrors(vec![Problem {
         code: ProblemCode::InvalidParam,
@@ -66,10 +55,10 @@ fn param_problem(message: String) -> ApiError {
     }]))
 }
 
-/// Splits a template body into its declared parameters and its DAG.
 /// Declared parameters, by name.
 type Params = BTreeMap<String, ParamSpec>;
 
+/// Splits a template body into its declared parameters and its DAG.
 fn split(spec: &Value) -> Result<(Params, Map<String, Value>), ApiError> {
     let Value::Object(obj) = spec else {
         return Err(ApiError::InvalidJson(
@@ -226,14 +215,12 @@ async fn find(state: &AppState, name: &str, version: Option<u32>) -> Result<Temp
         })
 }
 
-fn view(t: &TemplateRow, versions: &[u32]) -> Template {
-    let params = t
-        .spec
-        .get("params")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    Template {
+fn view(t: &TemplateRow, versions: &[u32]) -> Result<Template, ApiError> {
+    // Stored only after `split` accepted it, so a failure here is the store's fault.
+    let (params, _) = split(&t.spec).map_err(|e| {
+        ApiError::Internal(format!("stored template {} v{}: {e}", t.name, t.version))
+    })?;
+    Ok(Template {
         name: t.name.clone(),
         version: t.version,
         versions: versions.to_vec(),
@@ -241,7 +228,7 @@ fn view(t: &TemplateRow, versions: &[u32]) -> Template {
         spec: t.spec.clone(),
         created_at_ms: t.created_at_ms,
         created_by: t.created_by.clone(),
-    }
+    })
 }
 
 /// Stores a new version of a template.
@@ -271,7 +258,7 @@ async fn put_template(
         .await?;
     let stored = find(&state, &name, Some(version)).await?;
     let versions: Vec<u32> = (1..=version).collect();
-    Ok((StatusCode::CREATED, Json(view(&stored, &versions))))
+    Ok((StatusCode::CREATED, Json(view(&stored, &versions)?)))
 }
 
 /// Every template: its latest version and the versions it has.
@@ -286,7 +273,7 @@ async fn list_templates(
     for group in rows.chunk_by(|a, b| a.name == b.name) {
         let versions: Vec<u32> = group.iter().map(|t| t.version).collect();
         let latest = group.last().expect("chunks are not empty");
-        out.push(view(latest, &versions));
+        out.push(view(latest, &versions)?);
     }
     Ok(Json(TemplateList { templates: out }))
 }
@@ -306,7 +293,7 @@ async fn get_template(
     let t = find(&state, &name, q.version).await?;
     let latest = find(&state, &name, None).await?.version;
     let versions: Vec<u32> = (1..=latest).collect();
-    Ok(Json(view(&t, &versions)))
+    Ok(Json(view(&t, &versions)?))
 }
 
 #[derive(Deserialize)]

@@ -4,6 +4,7 @@
 use super::RunSummary;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// One version of a template, with the versions it has.
@@ -15,9 +16,8 @@ pub struct Template {
     pub version: u32,
     /// Every version the template has, oldest first.
     pub versions: Vec<u32>,
-    /// Its declared parameters (ParamSpec), by name.
-    #[schema(value_type = Object)]
-    pub params: Map<String, Value>,
+    /// Its declared parameters, by name.
+    pub params: BTreeMap<String, ParamSpec>,
     /// The stored TemplateSpec: a run's DAG plus `params`.
     #[schema(value_type = Object)]
     pub spec: Value,
@@ -25,6 +25,17 @@ pub struct Template {
     pub created_at_ms: i64,
     /// The token that stored this version.
     pub created_by: String,
+}
+
+/// A declared parameter of a template.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    /// Used when a run gives none; without one, the parameter is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// Starting a run of a template.

@@ -20,7 +20,7 @@ pub use catalog::{
     Agent, AgentList, AuditEntry, AuditList, CreatedToken, NewToken, Token, TokenList,
 };
 pub use daily::{
-    Hook, HookList, HookSpec, Overlap, Schedule, ScheduleList, ScheduleSpec, Template,
+    Hook, HookList, HookSpec, Overlap, ParamSpec, Schedule, ScheduleList, ScheduleSpec, Template,
     TemplateList, TemplateRunRequest,
 };
 pub use decisions::{ApproveRequest, BudgetRaise, RejectRequest};
