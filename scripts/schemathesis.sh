@@ -40,6 +40,13 @@ wait_http "http://127.0.0.1:$port/readyz"
 # ignored_auth sends wrong tokens on purpose, and after ten the server refuses the
 # address for a minute (429, api/failures.rs), which would leave the rest untested;
 # tests/tokens.rs and tests/security.rs check authentication instead.
+# One worker: schemathesis runs workers as threads, and Hypothesis parses Python source
+# (ast.parse, to describe lambdas in a strategy's repr) while it generates. CPython
+# before 3.11.8 and 3.12.2 keeps the AST constructor's depth counter in state shared by
+# every thread, so two threads parsing at once fail with "SystemError: AST constructor
+# recursion depth mismatch" (python/cpython#106905, fixed by #113035). That hit POST
+# /api/v1/runs, whose RunSpec makes the biggest strategies. One worker also sends the
+# requests in the same order every time, so the seed reproduces a run exactly.
 .venv/bin/schemathesis --config-file scripts/schemathesis.toml \
   run "http://127.0.0.1:$port/api/v1/openapi.json" \
   --header "Authorization: Bearer $token" \
@@ -48,7 +55,7 @@ wait_http "http://127.0.0.1:$port/readyz"
   --exclude-path /api/v1/ws \
   --seed 20261123 \
   --max-examples "${FUZZ_MAX_EXAMPLES:-40}" \
-  --workers 2 \
+  --workers 1 \
   --request-timeout 10 \
   --max-response-time 10 \
   --report junit --report-dir "$out" \
