@@ -36,6 +36,20 @@ pids+=($!)
 pids+=($!)
 wait_http "http://127.0.0.1:$port/readyz"
 
+# The document's examples name the template `research`, and so do the schedules and
+# template runs built from them; with it stored they reach past "no such template"
+# (404) into timing, parameters and the DAG. No parameter is required, so any run of it
+# the fuzzer asks for can start.
+python3 - "http://127.0.0.1:$port/api/v1/templates/research" "$token" <<'PY'
+import json, sys, urllib.request
+body = {"params": {"who": {"default": "fuzz"}},
+        "tasks": [{"id": "hello", "handler": "echo", "input": {"for": {"$param": "who"}}}]}
+request = urllib.request.Request(sys.argv[1], data=json.dumps(body).encode(), method="PUT",
+                                 headers={"Authorization": f"Bearer {sys.argv[2]}",
+                                          "Content-Type": "application/json"})
+urllib.request.urlopen(request, timeout=10)
+PY
+
 # /api/v1/ws is a WebSocket, which schemathesis cannot speak (tests/ws.rs covers it).
 # ignored_auth sends wrong tokens on purpose, and after ten the server refuses the
 # address for a minute (429, api/failures.rs), which would leave the rest untested;

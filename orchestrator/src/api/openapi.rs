@@ -306,6 +306,46 @@ fn template_schema(schemas: &mut std::collections::BTreeMap<String, RefOr<Schema
     );
 }
 
+/// Says in the document what `schedule::Timing::parse` refuses and the type cannot:
+/// exactly one of `cron` and `every_s` (a null one is absent), and `timezone` with
+/// `cron` only. `ScheduleSpec` becomes its derived object and that choice, both to hold.
+fn schedule_timing(schemas: &mut std::collections::BTreeMap<String, RefOr<Schema>>) {
+    use utoipa::openapi::schema::{AllOfBuilder, OneOfBuilder};
+    let Some(RefOr::T(Schema::Object(spec))) = schemas.get_mut("ScheduleSpec") else {
+        return;
+    };
+    let description = spec.description.take();
+    let spec = spec.clone();
+    let typed = |t: Type| ObjectBuilder::new().schema_type(t);
+    // A property a branch lists must hold that type when present; `null` is what an
+    // absent `Option` reads as, so a branch that forbids a field allows it as null.
+    let by_cron = ObjectBuilder::new()
+        .required("cron")
+        .property("cron", typed(Type::String))
+        .property("every_s", typed(Type::Null));
+    let by_interval = ObjectBuilder::new()
+        .required("every_s")
+        .property("every_s", typed(Type::Integer))
+        .property("cron", typed(Type::Null))
+        .property("timezone", typed(Type::Null));
+    let timing = OneOfBuilder::new()
+        .item(by_cron)
+        .item(by_interval)
+        .description(Some(
+            "Exactly one of `cron` and `every_s`; `timezone` only with `cron` (else 422 `invalid_schedule`).",
+        ));
+    schemas.insert(
+        "ScheduleSpec".to_owned(),
+        RefOr::T(Schema::AllOf(
+            AllOfBuilder::new()
+                .item(spec)
+                .item(timing)
+                .description(description)
+                .build(),
+        )),
+    );
+}
+
 /// Says what `api/params.rs` refuses in any path or query parameter: control
 /// characters, and more than 1,024 bytes (bounded here in characters).
 fn bound_text(p: &mut utoipa::openapi::path::Parameter) {
@@ -357,6 +397,7 @@ impl utoipa::Modify for Shared {
         }
         restrict_submissions(&mut components.schemas);
         template_schema(&mut components.schemas);
+        schedule_timing(&mut components.schemas);
         doc.security = Some(vec![SecurityRequirement::new(
             "bearerAuth",
             Vec::<String>::new(),
