@@ -232,7 +232,7 @@ fn request_example(operation_id: &str) -> Option<serde_json::Value> {
 /// OpenAPI links: what a successful answer of one operation lets a client call next,
 /// `(from, to, [(parameter, runtime expression)])`. Clients (and schemathesis's
 /// stateful phase) follow them from a created resource to the operations on it.
-const LINKS: [(&str, &str, &[(&str, &str)]); 17] = [
+const LINKS: [(&str, &str, LinkParams); 17] = [
     ("createRun", "getRun", RUN),
     ("createRun", "listTasks", RUN),
     ("createRun", "listEvents", RUN),
@@ -252,15 +252,18 @@ const LINKS: [(&str, &str, &[(&str, &str)]); 17] = [
     ("putTemplate", "runTemplate", NAMED),
 ];
 
+/// A link's `(parameter, runtime expression)` pairs.
+type LinkParams = &'static [(&'static str, &'static str)];
+
 /// The run a submission created.
-const RUN: &[(&str, &str)] = &[("id", "$response.body#/id")];
+const RUN: LinkParams = &[("id", "$response.body#/id")];
 /// The first task of the run a submission created.
-const FIRST_TASK: &[(&str, &str)] = &[
+const FIRST_TASK: LinkParams = &[
     ("id", "$response.body#/id"),
     ("task_id", "$request.body#/tasks/0/id"),
 ];
 /// The resource a PUT stored, by the name in its path.
-const NAMED: &[(&str, &str)] = &[("name", "$request.path.name")];
+const NAMED: LinkParams = &[("name", "$request.path.name")];
 
 /// Adds the [`LINKS`] from operation `id` to each of its success answers.
 fn add_links(id: &str, op: &mut utoipa::openapi::path::Operation) {
