@@ -25,6 +25,10 @@ APEX_TEST_STORE=sqlite timeout 1200 cargo test -p apex --quiet --test spine --te
   --test faults --test swarm --test limits --test providers --test bounds --test tokens --test streaming \
   --test contract --test people --test budget_ask --test rerun --test daily --test traces
 
+say "api: schemathesis fuzzes a live server against the document it serves"
+# A fixed seed and one worker, so a run is repeatable (about four minutes on two cores);
+# fails on any finding or internal error. Output in test-output/schemathesis.
+timeout 600 bash scripts/schemathesis.sh
 
 say "python: ruff, mypy, pytest"
 .venv/bin/ruff check python-workers orchestrator/tests/openapi

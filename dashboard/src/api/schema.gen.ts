@@ -1204,7 +1204,7 @@ export interface components {
             cron?: string | null;
             /**
              * Format: int64
-             * @description Seconds between ticks, instead of `cron`.
+             * @description Seconds between ticks, instead of `cron`: 1 to a year.
              */
             every_s?: number | null;
             /** @description IANA time zone the cron is read in; UTC when absent. */
@@ -1213,7 +1213,14 @@ export interface components {
             overlap?: components["schemas"]["Overlap"];
             /** @description Ticks missed while no orchestrator led fire once (true), or are skipped. */
             catch_up?: boolean;
-        };
+        } & ({
+            cron: string;
+            every_s?: null;
+        } | {
+            every_s: number;
+            cron?: null;
+            timezone?: null;
+        });
         /**
          * @description What a token may do; each scope includes every one below it.
          * @enum {string}

@@ -34,9 +34,12 @@ pub(super) async fn openapi(_: Allowed<needs::Read>) -> impl IntoResponse {
 pub fn document() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
-        let mut text = ApiDoc::openapi()
+        let text = ApiDoc::openapi()
             .to_pretty_json()
             .expect("the document is plain data");
+        // utoipa 5 spells a Link object's `operationId` in snake case; nothing else in
+        // the document has that key, so the spelling the specification wants replaces it.
+        let mut text = text.replace("\"operation_id\": ", "\"operationId\": ");
         text.push('\n');
         text
     })
@@ -226,6 +229,61 @@ fn request_example(operation_id: &str) -> Option<serde_json::Value> {
     })
 }
 
+/// OpenAPI links: what a successful answer of one operation lets a client call next,
+/// `(from, to, [(parameter, runtime expression)])`. Clients (and schemathesis's
+/// stateful phase) follow them from a created resource to the operations on it.
+const LINKS: [(&str, &str, LinkParams); 17] = [
+    ("createRun", "getRun", RUN),
+    ("createRun", "listTasks", RUN),
+    ("createRun", "listEvents", RUN),
+    ("createRun", "cancelRun", RUN),
+    ("createRun", "retryRun", RUN),
+    ("createRun", "rerunRun", RUN),
+    ("createRun", "deleteRun", RUN),
+    ("createRun", "approveTask", FIRST_TASK),
+    ("createRun", "cancelTask", FIRST_TASK),
+    ("putAgent", "getAgent", NAMED),
+    ("putAgent", "deleteAgent", NAMED),
+    ("putSchedule", "getSchedule", NAMED),
+    ("putSchedule", "pauseSchedule", NAMED),
+    ("putSchedule", "resumeSchedule", NAMED),
+    ("putSchedule", "deleteSchedule", NAMED),
+    ("putTemplate", "getTemplate", NAMED),
+    ("putTemplate", "runTemplate", NAMED),
+];
+
+/// A link's `(parameter, runtime expression)` pairs.
+type LinkParams = &'static [(&'static str, &'static str)];
+
+/// The run a submission created.
+const RUN: LinkParams = &[("id", "$response.body#/id")];
+/// The first task of the run a submission created.
+const FIRST_TASK: LinkParams = &[
+    ("id", "$response.body#/id"),
+    ("task_id", "$request.body#/tasks/0/id"),
+];
+/// The resource a PUT stored, by the name in its path.
+const NAMED: LinkParams = &[("name", "$request.path.name")];
+
+/// Adds the [`LINKS`] from operation `id` to each of its success answers.
+fn add_links(id: &str, op: &mut utoipa::openapi::path::Operation) {
+    for (status, response) in op.responses.responses.iter_mut() {
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        if !status.starts_with('2') {
+            continue;
+        }
+        for (_, to, params) in LINKS.iter().filter(|(from, _, _)| *from == id) {
+            let link = params.iter().fold(
+                utoipa::openapi::link::LinkBuilder::new().operation_id(*to),
+                |link, (name, expression)| link.parameter(*name, *expression),
+            );
+            response.links.insert((*to).to_owned(), link.build().into());
+        }
+    }
+}
+
 /// What a name (agent, concurrency key, task id, queue) may be.
 const NAME_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,128}$";
 
@@ -306,6 +364,46 @@ fn template_schema(schemas: &mut std::collections::BTreeMap<String, RefOr<Schema
     );
 }
 
+/// Says in the document what `schedule::Timing::parse` refuses and the type cannot:
+/// exactly one of `cron` and `every_s` (a null one is absent), and `timezone` with
+/// `cron` only. `ScheduleSpec` becomes its derived object and that choice, both to hold.
+fn schedule_timing(schemas: &mut std::collections::BTreeMap<String, RefOr<Schema>>) {
+    use utoipa::openapi::schema::{AllOfBuilder, OneOfBuilder};
+    let Some(RefOr::T(Schema::Object(spec))) = schemas.get_mut("ScheduleSpec") else {
+        return;
+    };
+    let description = spec.description.take();
+    let spec = spec.clone();
+    let typed = |t: Type| ObjectBuilder::new().schema_type(t);
+    // A property a branch lists must hold that type when present; `null` is what an
+    // absent `Option` reads as, so a branch that forbids a field allows it as null.
+    let by_cron = ObjectBuilder::new()
+        .required("cron")
+        .property("cron", typed(Type::String))
+        .property("every_s", typed(Type::Null));
+    let by_interval = ObjectBuilder::new()
+        .required("every_s")
+        .property("every_s", typed(Type::Integer))
+        .property("cron", typed(Type::Null))
+        .property("timezone", typed(Type::Null));
+    let timing = OneOfBuilder::new()
+        .item(by_cron)
+        .item(by_interval)
+        .description(Some(
+            "Exactly one of `cron` and `every_s`; `timezone` only with `cron` (else 422 `invalid_schedule`).",
+        ));
+    schemas.insert(
+        "ScheduleSpec".to_owned(),
+        RefOr::T(Schema::AllOf(
+            AllOfBuilder::new()
+                .item(spec)
+                .item(timing)
+                .description(description)
+                .build(),
+        )),
+    );
+}
+
 /// Says what `api/params.rs` refuses in any path or query parameter: control
 /// characters, and more than 1,024 bytes (bounded here in characters).
 fn bound_text(p: &mut utoipa::openapi::path::Parameter) {
@@ -357,6 +455,7 @@ impl utoipa::Modify for Shared {
         }
         restrict_submissions(&mut components.schemas);
         template_schema(&mut components.schemas);
+        schedule_timing(&mut components.schemas);
         doc.security = Some(vec![SecurityRequirement::new(
             "bearerAuth",
             Vec::<String>::new(),
@@ -380,6 +479,7 @@ impl utoipa::Modify for Shared {
                         .add("x-required-scope", scope)
                         .build(),
                 );
+                add_links(&id, op);
                 if id == "putTemplate" {
                     if let Some(content) = op
                         .request_body
@@ -460,6 +560,41 @@ mod tests {
             ids, listed,
             "SCOPES lists exactly the documented operations"
         );
+    }
+
+    #[test]
+    fn every_link_names_an_operation_and_its_parameters() {
+        let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
+        let mut params = std::collections::BTreeMap::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                let names: BTreeSet<String> = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                    .collect();
+                params.insert(op["operationId"].as_str().unwrap().to_owned(), names);
+            }
+        }
+        let mut links = 0;
+        for item in doc["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                for response in op["responses"].as_object().unwrap().values() {
+                    for (name, link) in response["links"].as_object().into_iter().flatten() {
+                        links += 1;
+                        let to = link["operationId"].as_str().unwrap_or_default();
+                        let known = params
+                            .get(to)
+                            .unwrap_or_else(|| panic!("link {name} names no operation: {link}"));
+                        for param in link["parameters"].as_object().unwrap().keys() {
+                            assert!(known.contains(param), "{to} has no parameter {param}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(links >= super::LINKS.len(), "every link is in the document");
     }
 
     #[test]

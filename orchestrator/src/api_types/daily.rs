@@ -87,8 +87,9 @@ pub struct ScheduleSpec {
     /// 5 fields (minute hour day month weekday), or 6 with seconds first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
-    /// Seconds between ticks, instead of `cron`.
+    /// Seconds between ticks, instead of `cron`: 1 to a year.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 31_536_000)]
     pub every_s: Option<u64>,
     /// IANA time zone the cron is read in; UTC when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
