@@ -72,6 +72,8 @@ pub struct Stream {
     state: Mutex<State>,
     /// Wakes the frame task: something was pushed, or a subscriber left.
     wake: Notify,
+    /// Wakes the frame task: every subscriber wrote the last frame.
+    written: Notify,
     frames: broadcast::Sender<Arc<Frame>>,
     summaries: broadcast::Sender<Arc<Frame>>,
     /// The registry a run's stream removes itself from once nobody needs it.
@@ -179,6 +181,7 @@ impl Stream {
                 summarised: 0,
             }),
             wake: Notify::new(),
+            written: Notify::new(),
             frames: broadcast::channel(FRAMES_BUFFERED).0,
             summaries: broadcast::channel(SUMMARIES_BUFFERED).0,
             registry,
@@ -258,17 +261,24 @@ impl Stream {
     }
 
     /// Makes frames until nobody subscribes and nothing is pending.
+    ///
+    /// A frame is cut as soon as every subscriber has written the last one to its
+    /// socket, and at the latest one frame interval after it: a quiet stream sends each
+    /// commit's events at once, and a busy one gathers what arrives while its clients
+    /// are still writing into the next frame, without a fixed wait on top.
     async fn tick(self: Arc<Self>) {
         let mut summary = Summary::default();
         let mut next_frame = Instant::now();
         let mut next_summary = Instant::now();
+        // The last frame sent to frame subscribers (none while only summaries are).
+        let mut last: Option<Arc<Frame>> = None;
         loop {
             let summary_due = (!summary.is_empty()).then_some(next_summary);
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = sleep_until(summary_due) => {}
             }
-            tokio::time::sleep_until(next_frame).await;
+            self.window(last.as_deref(), next_frame).await;
             let (batch, run, framed, summarised) = {
                 let mut s = self.state.lock();
                 if s.pending.is_empty() && s.run.is_none() && s.framed + s.summarised == 0 {
@@ -307,6 +317,9 @@ impl Stream {
             if summarised == 0 {
                 summary = Summary::default();
             }
+            if framed == 0 {
+                last = None;
+            }
             let mut s = self.state.lock();
             if let Some(f) = frame {
                 for e in &f.events {
@@ -319,12 +332,40 @@ impl Stream {
                 }
                 if framed > 0 && !f.is_empty() {
                     metrics::counter!("apex_live_frames_total").increment(1);
+                    if let Some(age) = f.age_ms() {
+                        metrics::histogram!("apex_live_frame_cut_seconds")
+                            .record(age as f64 / 1000.0);
+                    }
+                    let f = Arc::new(f);
+                    // Counted before sending: a subscriber joining in between makes the
+                    // count reach zero early (a frame cut a little sooner), one leaving
+                    // keeps it from zero (the frame interval caps the wait).
+                    f.expect_writes(self.frames.receiver_count());
                     // Only fails without receivers, which is fine.
-                    let _ = self.frames.send(Arc::new(f));
+                    let _ = self.frames.send(Arc::clone(&f));
+                    last = Some(f);
                 }
             }
             if let Some(f) = summary_frame {
                 let _ = self.summaries.send(Arc::new(f));
+            }
+        }
+    }
+
+    /// Waits out the coalescing window: until every subscriber has written `last` (what
+    /// arrives meanwhile shares the next frame), or until `until`. Without a last frame
+    /// (only summaries are wanted) it is `until` alone.
+    async fn window(&self, last: Option<&Frame>, until: Instant) {
+        let Some(last) = last else {
+            return tokio::time::sleep_until(until).await;
+        };
+        let cap = tokio::time::sleep_until(until);
+        tokio::pin!(cap);
+        // A permit left by an earlier frame's last writer only costs one more check.
+        while !last.all_written() {
+            tokio::select! {
+                _ = &mut cap => return,
+                _ = self.written.notified() => {}
             }
         }
     }
@@ -359,6 +400,14 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Subscription {
+    /// Says this subscriber is done with `frame`: written to its socket, or holding
+    /// nothing for it. The last one lets the stream cut the next frame.
+    pub fn written(&self, frame: &Frame) {
+        if frame.written() {
+            self.stream.written.notify_one();
+        }
+    }
+
     /// The stream's last full snapshot if its reading began less than `reuse` ago, else
     /// a new one from `build`, kept for the next subscribers. Whatever happened after a
     /// reused snapshot was read is not in it: the caller replays the store from its
