@@ -303,9 +303,9 @@ impl Stream {
                 } else {
                     self.cadence.summary
                 };
-            let frame = (!batch.is_empty() || run.is_some()).then(|| Frame::build(batch, run));
-            if let Some(f) = &frame {
-                if summarised > 0 {
+            let frames = frames_of(batch, run);
+            if summarised > 0 {
+                for f in &frames {
                     summary.add(f);
                 }
             }
@@ -321,7 +321,7 @@ impl Stream {
                 last = None;
             }
             let mut s = self.state.lock();
-            if let Some(f) = frame {
+            for f in frames {
                 for e in &f.events {
                     s.answers.apply(e);
                 }
@@ -390,6 +390,29 @@ impl Stream {
         }
         true
     }
+}
+
+/// Most events (before coalescing) one frame takes: a commit of thousands of events is
+/// sent as several frames, so clients receive and decode the first ones while the rest
+/// are still being written, instead of every event waiting for a frame of megabytes.
+const FRAME_EVENTS: usize = 1_000;
+
+/// The frames of one interval's events (in publication order) and the run's latest
+/// summary, which goes with the last one: none when there is nothing.
+fn frames_of(batch: Vec<Arc<BusEvent>>, run: Option<Arc<BusEvent>>) -> Vec<Frame> {
+    if batch.len() <= FRAME_EVENTS {
+        return if batch.is_empty() && run.is_none() {
+            Vec::new()
+        } else {
+            vec![Frame::build(batch, run)]
+        };
+    }
+    let mut chunks: Vec<Vec<Arc<BusEvent>>> =
+        batch.chunks(FRAME_EVENTS).map(<[_]>::to_vec).collect();
+    let tail = chunks.pop().unwrap_or_default();
+    let mut frames: Vec<Frame> = chunks.into_iter().map(|c| Frame::build(c, None)).collect();
+    frames.push(Frame::build(tail, run));
+    frames
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -525,5 +548,49 @@ impl Summary {
     fn take(&mut self) -> Frame {
         let s = std::mem::take(self);
         Frame::new(s.seq_from, s.seq_to, s.events, s.run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn task(seq: u64) -> Arc<BusEvent> {
+        Arc::new(BusEvent::new(
+            Some("r".into()),
+            Some(seq),
+            None,
+            json!({"kind": "task", "task_id": format!("t{}", seq % 7), "state": "running", "seq": seq}),
+        ))
+    }
+
+    #[test]
+    fn a_large_commit_is_framed_in_order_in_contiguous_ranges_with_the_summary_last() {
+        let n = FRAME_EVENTS as u64 * 2 + 5;
+        let batch: Vec<_> = (1..=n).map(task).collect();
+        let run = Arc::new(BusEvent::new(
+            None,
+            None,
+            Some(1),
+            json!({"kind": "run_updated", "run": {"id": "r"}}),
+        ));
+        let frames = frames_of(batch, Some(run));
+        assert_eq!(frames.len(), 3);
+        let mut next = 1;
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(
+                f.seq_from,
+                Some(next),
+                "frame {i} starts where the last ended"
+            );
+            next = f.seq_to.unwrap() + 1;
+            assert_eq!(f.run.is_some(), i == frames.len() - 1);
+            // Coalesced within the frame: the latest event of each task it holds.
+            assert!(f.events.len() <= 7);
+        }
+        assert_eq!(next, n + 1);
+        assert_eq!(frames_of(vec![task(1)], None).len(), 1);
+        assert!(frames_of(Vec::new(), None).is_empty());
     }
 }
