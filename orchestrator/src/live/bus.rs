@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Most events of one run handed to its stream at once while publishing.
+const PUSH_EVENTS: usize = 1_000;
+
 /// Bounds and timing of the bus.
 #[derive(Debug, Clone, Copy)]
 pub struct BusConfig {
@@ -119,6 +122,11 @@ impl Bus {
                         self.route(&mut streams, std::mem::take(&mut batch));
                     }
                     batch.push(Arc::new(BusEvent::new(Some(run), run_seq, None, body)));
+                    // A commit of thousands of events reaches the stream in pieces, so
+                    // its first frame is cut while the rest are still being encoded.
+                    if batch.len() == PUSH_EVENTS {
+                        self.route(&mut streams, std::mem::take(&mut batch));
+                    }
                 }
                 None => {
                     // A run's summary follows its events.
