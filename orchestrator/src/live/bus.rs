@@ -47,8 +47,8 @@ impl Default for BusConfig {
             // Several seconds of a busy run's coalesced events.
             recent_events: 32_768,
             recent_bytes: 8 << 20,
-            // 20 ms keeps stored→client latency well under 50 ms while a busy run's
-            // events share frames; summaries a few times a second are enough for counts.
+            // The longest a frame waits for subscribers still writing the last one;
+            // summaries a few times a second are enough for counts.
             run: Cadence {
                 frame: Duration::from_millis(20),
                 summary: Duration::from_millis(250),

@@ -1,9 +1,11 @@
-//! A stream: one run's events (or the fleet's), turned into frames once per frame
-//! interval by one task, and shared by every subscriber through `broadcast` channels.
+//! A stream: one run's events (or the fleet's), turned into frames by one task, and
+//! shared by every subscriber through `broadcast` channels. A frame is cut once every
+//! subscriber has written the last one, at most a frame interval after it, and holds
+//! at most `FRAME_EVENTS` events.
 //!
 //! ```text
-//! publish ──push──▶ pending ──(one task, every interval)──▶ coalesce, Frame ──▶ frames ──▶ clients
-//!                                                 └──(every summary interval)──▶ summaries ──▶ clients
+//! publish ──push──▶ pending ──(one task, when the last frame is written)──▶ coalesce, Frame ──▶ frames ──▶ clients
+//!                           └──(every summary interval)──▶ summaries ──▶ clients
 //! ```
 //!
 //! The cost of a frame is paid once per stream, not per client: a client only clones an
