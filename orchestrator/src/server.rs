@@ -256,6 +256,14 @@ fn serve(
     let app = Router::new()
         .fallback_service(route)
         .into_make_service_with_connect_info::<SocketAddr>();
+    // Without TCP_NODELAY the tail of a live frame waits for the client's delayed ACK
+    // (up to 40 ms on Linux) before it leaves: Nagle holds a partial segment while
+    // earlier data is unacknowledged.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Most events of one run handed to its stream at once while publishing.
+const PUSH_EVENTS: usize = 1_000;
+
 /// Bounds and timing of the bus.
 #[derive(Debug, Clone, Copy)]
 pub struct BusConfig {
@@ -44,8 +47,8 @@ impl Default for BusConfig {
             // Several seconds of a busy run's coalesced events.
             recent_events: 32_768,
             recent_bytes: 8 << 20,
-            // 20 ms keeps stored→client latency well under 50 ms while a busy run's
-            // events share frames; summaries a few times a second are enough for counts.
+            // The longest a frame waits for subscribers still writing the last one;
+            // summaries a few times a second are enough for counts.
             run: Cadence {
                 frame: Duration::from_millis(20),
                 summary: Duration::from_millis(250),
@@ -119,6 +122,11 @@ impl Bus {
                         self.route(&mut streams, std::mem::take(&mut batch));
                     }
                     batch.push(Arc::new(BusEvent::new(Some(run), run_seq, None, body)));
+                    // A commit of thousands of events reaches the stream in pieces, so
+                    // its first frame is cut while the rest are still being encoded.
+                    if batch.len() == PUSH_EVENTS {
+                        self.route(&mut streams, std::mem::take(&mut batch));
+                    }
                 }
                 None => {
                     // A run's summary follows its events.

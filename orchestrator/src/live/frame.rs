@@ -15,6 +15,7 @@
 use super::coalesce::coalesce;
 use super::event::BusEvent;
 use axum::extract::ws::Utf8Bytes;
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// One frame, shared behind an `Arc` by every subscriber of its stream.
@@ -26,8 +27,14 @@ pub struct Frame {
     pub events: Vec<Arc<BusEvent>>,
     /// The run's latest summary ([`BusEvent::summary_json`]).
     pub run: Option<Arc<BusEvent>>,
+    /// When its oldest stored event became durable (ms since the epoch): where the
+    /// delivery latency a client sees starts, for the server's share of it.
+    pub stored_at_ms: Option<i64>,
     /// The frame as JSON text, encoded by the first subscriber that sends it whole.
     encoded: OnceLock<Utf8Bytes>,
+    /// Subscribers still writing it to their sockets; the stream cuts the next frame
+    /// once this reaches zero (or the frame interval is up).
+    unwritten: AtomicIsize,
 }
 
 impl Frame {
@@ -44,13 +51,37 @@ impl Frame {
         events: Vec<Arc<BusEvent>>,
         run: Option<Arc<BusEvent>>,
     ) -> Self {
+        let stored_at_ms = events.iter().filter_map(|e| e.stored_at_ms).min();
         Self {
             seq_from,
             seq_to,
             events,
             run,
+            stored_at_ms,
             encoded: OnceLock::new(),
+            unwritten: AtomicIsize::new(0),
         }
+    }
+
+    /// Expects `n` subscribers to write it (set before it is sent to them).
+    pub(super) fn expect_writes(&self, n: usize) {
+        self.unwritten.store(n as isize, Ordering::Release);
+    }
+
+    /// One subscriber is done with it (written, or nothing in it was for them).
+    /// Answers whether it was the last one.
+    pub(super) fn written(&self) -> bool {
+        self.unwritten.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Whether every subscriber it was sent to is done with it.
+    pub(super) fn all_written(&self) -> bool {
+        self.unwritten.load(Ordering::Acquire) <= 0
+    }
+
+    /// Milliseconds since its oldest stored event became durable.
+    pub fn age_ms(&self) -> Option<i64> {
+        self.stored_at_ms.map(|at| now_ms() - at)
     }
 
     /// Nothing to tell a client.
@@ -93,6 +124,13 @@ impl Frame {
         out.push_str("]}");
         out
     }
+}
+
+/// Wall-clock milliseconds since the epoch, as `stored_at_ms` is stamped.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The lowest and highest stored sequence numbers among `events`.

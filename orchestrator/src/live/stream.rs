@@ -1,9 +1,11 @@
-//! A stream: one run's events (or the fleet's), turned into frames once per frame
-//! interval by one task, and shared by every subscriber through `broadcast` channels.
+//! A stream: one run's events (or the fleet's), turned into frames by one task, and
+//! shared by every subscriber through `broadcast` channels. A frame is cut once every
+//! subscriber has written the last one, at most a frame interval after it, and holds
+//! at most `FRAME_EVENTS` events.
 //!
 //! ```text
-//! publish ──push──▶ pending ──(one task, every interval)──▶ coalesce, Frame ──▶ frames ──▶ clients
-//!                                                 └──(every summary interval)──▶ summaries ──▶ clients
+//! publish ──push──▶ pending ──(one task, when the last frame is written)──▶ coalesce, Frame ──▶ frames ──▶ clients
+//!                           └──(every summary interval)──▶ summaries ──▶ clients
 //! ```
 //!
 //! The cost of a frame is paid once per stream, not per client: a client only clones an
@@ -72,6 +74,8 @@ pub struct Stream {
     state: Mutex<State>,
     /// Wakes the frame task: something was pushed, or a subscriber left.
     wake: Notify,
+    /// Wakes the frame task: every subscriber wrote the last frame.
+    written: Notify,
     frames: broadcast::Sender<Arc<Frame>>,
     summaries: broadcast::Sender<Arc<Frame>>,
     /// The registry a run's stream removes itself from once nobody needs it.
@@ -179,6 +183,7 @@ impl Stream {
                 summarised: 0,
             }),
             wake: Notify::new(),
+            written: Notify::new(),
             frames: broadcast::channel(FRAMES_BUFFERED).0,
             summaries: broadcast::channel(SUMMARIES_BUFFERED).0,
             registry,
@@ -258,17 +263,24 @@ impl Stream {
     }
 
     /// Makes frames until nobody subscribes and nothing is pending.
+    ///
+    /// A frame is cut as soon as every subscriber has written the last one to its
+    /// socket, and at the latest one frame interval after it: a quiet stream sends each
+    /// commit's events at once, and a busy one gathers what arrives while its clients
+    /// are still writing into the next frame, without a fixed wait on top.
     async fn tick(self: Arc<Self>) {
         let mut summary = Summary::default();
         let mut next_frame = Instant::now();
         let mut next_summary = Instant::now();
+        // The last frame sent to frame subscribers (none while only summaries are).
+        let mut last: Option<Arc<Frame>> = None;
         loop {
             let summary_due = (!summary.is_empty()).then_some(next_summary);
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = sleep_until(summary_due) => {}
             }
-            tokio::time::sleep_until(next_frame).await;
+            self.window(last.as_deref(), next_frame).await;
             let (batch, run, framed, summarised) = {
                 let mut s = self.state.lock();
                 if s.pending.is_empty() && s.run.is_none() && s.framed + s.summarised == 0 {
@@ -293,9 +305,9 @@ impl Stream {
                 } else {
                     self.cadence.summary
                 };
-            let frame = (!batch.is_empty() || run.is_some()).then(|| Frame::build(batch, run));
-            if let Some(f) = &frame {
-                if summarised > 0 {
+            let frames = frames_of(batch, run);
+            if summarised > 0 {
+                for f in &frames {
                     summary.add(f);
                 }
             }
@@ -307,8 +319,11 @@ impl Stream {
             if summarised == 0 {
                 summary = Summary::default();
             }
+            if framed == 0 {
+                last = None;
+            }
             let mut s = self.state.lock();
-            if let Some(f) = frame {
+            for f in frames {
                 for e in &f.events {
                     s.answers.apply(e);
                 }
@@ -319,12 +334,40 @@ impl Stream {
                 }
                 if framed > 0 && !f.is_empty() {
                     metrics::counter!("apex_live_frames_total").increment(1);
+                    if let Some(age) = f.age_ms() {
+                        metrics::histogram!("apex_live_frame_cut_seconds")
+                            .record(age as f64 / 1000.0);
+                    }
+                    let f = Arc::new(f);
+                    // Counted before sending: a subscriber joining in between makes the
+                    // count reach zero early (a frame cut a little sooner), one leaving
+                    // keeps it from zero (the frame interval caps the wait).
+                    f.expect_writes(self.frames.receiver_count());
                     // Only fails without receivers, which is fine.
-                    let _ = self.frames.send(Arc::new(f));
+                    let _ = self.frames.send(Arc::clone(&f));
+                    last = Some(f);
                 }
             }
             if let Some(f) = summary_frame {
                 let _ = self.summaries.send(Arc::new(f));
+            }
+        }
+    }
+
+    /// Waits out the coalescing window: until every subscriber has written `last` (what
+    /// arrives meanwhile shares the next frame), or until `until`. Without a last frame
+    /// (only summaries are wanted) it is `until` alone.
+    async fn window(&self, last: Option<&Frame>, until: Instant) {
+        let Some(last) = last else {
+            return tokio::time::sleep_until(until).await;
+        };
+        let cap = tokio::time::sleep_until(until);
+        tokio::pin!(cap);
+        // A permit left by an earlier frame's last writer only costs one more check.
+        while !last.all_written() {
+            tokio::select! {
+                _ = &mut cap => return,
+                _ = self.written.notified() => {}
             }
         }
     }
@@ -351,6 +394,29 @@ impl Stream {
     }
 }
 
+/// Most events (before coalescing) one frame takes: a commit of thousands of events is
+/// sent as several frames, so clients receive and decode the first ones while the rest
+/// are still being written, instead of every event waiting for a frame of megabytes.
+const FRAME_EVENTS: usize = 1_000;
+
+/// The frames of one interval's events (in publication order) and the run's latest
+/// summary, which goes with the last one: none when there is nothing.
+fn frames_of(batch: Vec<Arc<BusEvent>>, run: Option<Arc<BusEvent>>) -> Vec<Frame> {
+    if batch.len() <= FRAME_EVENTS {
+        return if batch.is_empty() && run.is_none() {
+            Vec::new()
+        } else {
+            vec![Frame::build(batch, run)]
+        };
+    }
+    let mut chunks: Vec<Vec<Arc<BusEvent>>> =
+        batch.chunks(FRAME_EVENTS).map(<[_]>::to_vec).collect();
+    let tail = chunks.pop().unwrap_or_default();
+    let mut frames: Vec<Frame> = chunks.into_iter().map(|c| Frame::build(c, None)).collect();
+    frames.push(Frame::build(tail, run));
+    frames
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -359,6 +425,14 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Subscription {
+    /// Says this subscriber is done with `frame`: written to its socket, or holding
+    /// nothing for it. The last one lets the stream cut the next frame.
+    pub fn written(&self, frame: &Frame) {
+        if frame.written() {
+            self.stream.written.notify_one();
+        }
+    }
+
     /// The stream's last full snapshot if its reading began less than `reuse` ago, else
     /// a new one from `build`, kept for the next subscribers. Whatever happened after a
     /// reused snapshot was read is not in it: the caller replays the store from its
@@ -476,5 +550,49 @@ impl Summary {
     fn take(&mut self) -> Frame {
         let s = std::mem::take(self);
         Frame::new(s.seq_from, s.seq_to, s.events, s.run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn task(seq: u64) -> Arc<BusEvent> {
+        Arc::new(BusEvent::new(
+            Some("r".into()),
+            Some(seq),
+            None,
+            json!({"kind": "task", "task_id": format!("t{}", seq % 7), "state": "running", "seq": seq}),
+        ))
+    }
+
+    #[test]
+    fn a_large_commit_is_framed_in_order_in_contiguous_ranges_with_the_summary_last() {
+        let n = FRAME_EVENTS as u64 * 2 + 5;
+        let batch: Vec<_> = (1..=n).map(task).collect();
+        let run = Arc::new(BusEvent::new(
+            None,
+            None,
+            Some(1),
+            json!({"kind": "run_updated", "run": {"id": "r"}}),
+        ));
+        let frames = frames_of(batch, Some(run));
+        assert_eq!(frames.len(), 3);
+        let mut next = 1;
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(
+                f.seq_from,
+                Some(next),
+                "frame {i} starts where the last ended"
+            );
+            next = f.seq_to.unwrap() + 1;
+            assert_eq!(f.run.is_some(), i == frames.len() - 1);
+            // Coalesced within the frame: the latest event of each task it holds.
+            assert!(f.events.len() <= 7);
+        }
+        assert_eq!(next, n + 1);
+        assert_eq!(frames_of(vec![task(1)], None).len(), 1);
+        assert!(frames_of(Vec::new(), None).is_empty());
     }
 }

@@ -165,11 +165,21 @@ pub(super) async fn relay(
         let held_due = picker.held_due();
         tokio::select! {
             f = sub.frames.recv() => match f {
-                Ok(f) => match picker.pick(&f, Instant::now()) {
-                    Pick::Shared(bytes) => send_raw(socket, Message::Text(bytes)).await?,
-                    Pick::Own(text) => send_text(socket, text).await?,
-                    Pick::Nothing => {}
-                },
+                Ok(f) => {
+                    let sent = match picker.pick(&f, Instant::now()) {
+                        Pick::Shared(bytes) => Some(send_raw(socket, Message::Text(bytes)).await),
+                        Pick::Own(text) => Some(send_text(socket, text).await),
+                        Pick::Nothing => None,
+                    };
+                    sub.written(&f);
+                    if let Some(sent) = sent {
+                        sent?;
+                        if let Some(age) = f.age_ms() {
+                            metrics::histogram!("apex_ws_frame_written_seconds")
+                                .record(age as f64 / 1000.0);
+                        }
+                    }
+                }
                 Err(RecvError::Lagged(n)) => {
                     let reason = format!("client fell behind by {n} frames");
                     let _ = resync(socket, &reason).await;
