@@ -484,7 +484,8 @@ mod tests {
         );
         assert!(summary.json.contains(r#""seq":7"#));
 
-        let cases: Vec<(LiveEvent, Kind, Option<&str>, Option<(u8, &str)>)> = vec![
+        type Case<'a> = (LiveEvent, Kind, Option<&'a str>, Option<(u8, &'a str)>);
+        let cases: Vec<Case> = vec![
             (task("a", "running"), Kind::Task, Some("a"), Some((0, "a"))),
             (log("a", "x"), Kind::Log, Some("a"), None),
             (super::testing::run("running"), Kind::Run, None, None),
