@@ -40,7 +40,7 @@ pub fn summary(r: &RunRow) -> t::RunSummary {
     }
 }
 
-/// A run without its tasks, as JSON (REST answers that add fields to it).
+/// A run without its tasks, as JSON (the WebSocket snapshots).
 pub fn run_summary(r: &RunRow) -> Value {
     to_value(&summary(r))
 }
