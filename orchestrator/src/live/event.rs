@@ -644,13 +644,22 @@ mod tests {
     /// Each variant's JSON, against the shape the engine built by hand before events
     /// were typed (same fields, same nulls and absences).
     #[test]
-    fn every_variant_encodes_as_it_did_untyped() {
+    fn every_variant_encodes_as_it_did_untyped_and_as_the_document_says() {
+        let doc: Value = serde_json::from_str(crate::api::openapi_document()).unwrap();
+        let mut root = doc["components"]["schemas"]["LiveEvent"].clone();
+        root["components"] = doc["components"].clone();
+        let schema = jsonschema::validator_for(&root).expect("the schema compiles");
+        let documented = |v: &Value| {
+            let errors: Vec<String> = schema.iter_errors(v).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{v} is not a LiveEvent: {errors:?}");
+        };
         let check = |e: LiveEvent, seq: Option<u64>, old: Value| {
             let run_id =
                 matches!(e, LiveEvent::Stored(_) | LiveEvent::Progress(_)).then(|| Arc::from("r"));
             let b = BusEvent::new(run_id, None, seq, e);
             let new: Value = serde_json::from_str(&b.json).unwrap();
             assert_eq!(new, old, "{}", b.json);
+            documented(&new);
             // And it reads back as itself (the CLI and tests read it).
             let back: LiveEvent = serde_json::from_str(&b.json).unwrap();
             assert_eq!(serde_json::to_value(&back).unwrap(), old);
@@ -774,9 +783,10 @@ mod tests {
             text: "x".into(),
             dropped_bytes: 4,
         });
-        assert_eq!(
-            serde_json::to_value(&e).unwrap(),
-            json!({"kind": "answer", "run_id": "r", "task_id": "a", "attempt": 1, "text": "x", "dropped_bytes": 4})
-        );
+        let old = json!({"kind": "answer", "run_id": "r", "task_id": "a", "attempt": 1, "text": "x", "dropped_bytes": 4});
+        assert_eq!(serde_json::to_value(&e).unwrap(), old);
+        documented(&old);
+        // The document tells the kinds apart: a shape that is none of them is refused.
+        assert!(!schema.is_valid(&json!({"kind": "progress", "run_id": "r"})));
     }
 }
