@@ -52,8 +52,8 @@ pub struct BusEvent {
     pub text: Option<Box<str>>,
     /// When the event became durable (or, for live-only events, was received).
     pub stored_at_ms: Option<i64>,
-    /// [`LiveEvent::supersedes`] and the other readings, taken before the event is
-    /// encoded and dropped.
+    /// The class of [`LiveEvent::supersession`] and the other readings of the typed
+    /// event, taken before it is encoded and dropped (streams keep only the bytes).
     class: Option<u8>,
     terminal: bool,
     pinned: bool,
