@@ -376,7 +376,20 @@ pub mod testing {
             created_at_ms: 1,
             finished_at_ms: None,
             task_count: 1,
-            counts: Default::default(),
+            // Every state is present, as the document requires.
+            counts: [
+                "pending",
+                "ready",
+                "queued",
+                "running",
+                "waiting",
+                "succeeded",
+                "failed",
+                "cancelled",
+                "skipped",
+            ]
+            .map(|s| (s.to_owned(), 0))
+            .into(),
             error: None,
             last_seq: 1,
             usage: Default::default(),
