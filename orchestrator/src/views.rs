@@ -6,6 +6,7 @@ use crate::api_types::{self as t, TaskError};
 use crate::state_machine::TaskFailure;
 use crate::store::{EventRow, RunRow, StoredTask};
 use serde_json::Value;
+use worker_protocol::WorkerInfo;
 
 /// A run without its tasks.
 pub fn summary(r: &RunRow) -> t::RunSummary {
@@ -39,7 +40,7 @@ pub fn summary(r: &RunRow) -> t::RunSummary {
     }
 }
 
-/// A run without its tasks, as JSON (live events).
+/// A run without its tasks, as JSON (the WebSocket snapshots).
 pub fn run_summary(r: &RunRow) -> Value {
     to_value(&summary(r))
 }
@@ -155,9 +156,23 @@ pub fn event_view(e: &EventRow) -> t::Event {
     }
 }
 
-/// A stored event as JSON (live events).
-pub fn event(e: &EventRow) -> Value {
-    to_value(&event_view(e))
+/// A worker as the engine knows it: what it said of itself, with the state and
+/// heartbeat the engine tracks.
+pub fn worker(info: &WorkerInfo, state: &str, last_heartbeat_ms: i64) -> t::Worker {
+    t::Worker {
+        id: info.id.clone(),
+        host: info.host.clone(),
+        pid: info.pid,
+        queues: info.queues.clone(),
+        concurrency: info.concurrency,
+        in_flight: info.in_flight,
+        handlers: info.handlers.clone(),
+        version: info.version.clone(),
+        state: state.to_owned(),
+        started_at_ms: info.started_at_ms,
+        last_heartbeat_ms,
+        heartbeat_interval_s: info.heartbeat_interval_s,
+    }
 }
 
 /// A view as JSON. The views are plain data (string keys, finite numbers), so this cannot

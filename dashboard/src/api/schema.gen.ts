@@ -680,6 +680,20 @@ export interface components {
             max_concurrency?: number | null;
             price?: null | components["schemas"]["Price"];
         };
+        /** @description The fields of an `answer` event: what a running attempt streamed so far. */
+        AnswerEvent: {
+            run_id: string;
+            task_id: string;
+            /** Format: int32 */
+            attempt: number;
+            /** @description The streamed text the server still keeps. */
+            text: string;
+            /**
+             * Format: int64
+             * @description Bytes streamed before `text` that the server no longer keeps.
+             */
+            dropped_bytes: number;
+        };
         /** @description The body of an approval: all of it optional. */
         ApproveRequest: {
             /** @description Kept with the decision and shown with the task. */
@@ -758,6 +772,26 @@ export interface components {
         CreatedToken: components["schemas"]["Token"] & {
             /** @description The secret (`apex_…`): shown once, stored only as its SHA-256. */
             token: string;
+        };
+        /** @description The fields of a `dead_letter` event. */
+        DeadLetterEvent: {
+            /** @description The dead letter as stored in the dead-letter stream (any JSON value). */
+            letter: unknown;
+            /**
+             * Format: int64
+             * @description When the server saw it (ms since the Unix epoch).
+             */
+            at_ms: number;
+            /**
+             * Format: int64
+             * @description The bus sequence number (`since` on the fleet stream).
+             */
+            seq: number;
+            /**
+             * Format: int64
+             * @description When the server published it (ms since the Unix epoch).
+             */
+            stored_at_ms?: number | null;
         };
         /** @description A task of a run, as a decision about it (approve, reject, cancel) left it. */
         DecidedTask: components["schemas"]["Task"] & {
@@ -886,10 +920,28 @@ export interface components {
             tpm?: number | null;
         };
         /** @description One event of an `events` frame: its `kind` says which other fields it has. */
-        LiveEvent: Record<string, unknown> & {
-            /** @description `task`, `run`, `log`, `progress`, `run_created`, `run_updated`, `worker`, `queues`. */
-            kind: string;
-        };
+        LiveEvent: components["schemas"]["Event"] | ({
+            /** @enum {string} */
+            kind: "progress";
+        } & components["schemas"]["ProgressEvent"]) | ({
+            /** @enum {string} */
+            kind: "run_created";
+        } & components["schemas"]["RunEvent"]) | ({
+            /** @enum {string} */
+            kind: "run_updated";
+        } & components["schemas"]["RunEvent"]) | ({
+            /** @enum {string} */
+            kind: "worker";
+        } & components["schemas"]["WorkerEvent"]) | ({
+            /** @enum {string} */
+            kind: "queues";
+        } & components["schemas"]["QueuesEvent"]) | ({
+            /** @enum {string} */
+            kind: "dead_letter";
+        } & components["schemas"]["DeadLetterEvent"]) | ({
+            /** @enum {string} */
+            kind: "answer";
+        } & components["schemas"]["AnswerEvent"]);
         /** @description A log line a handler wrote. */
         LogLine: {
             /** Format: int64 */
@@ -959,6 +1011,31 @@ export interface components {
          * @enum {string}
          */
         ProblemCode: "empty_run" | "too_many_tasks" | "invalid_name" | "invalid_id" | "duplicate_id" | "invalid_handler" | "invalid_queue" | "unknown_dependency" | "self_dependency" | "duplicate_dependency" | "too_many_dependencies" | "input_too_large" | "input_too_deep" | "invalid_retries" | "invalid_timeout" | "invalid_backoff" | "cycle" | "unknown_agent" | "invalid_agent" | "unknown_provider" | "operator_setting" | "invalid_budget" | "invalid_limit" | "invalid_parent" | "too_many_queues" | "invalid_approval" | "invalid_param";
+        /** @description The fields of a `progress` event (live only, never stored; no `seq`). */
+        ProgressEvent: {
+            run_id: string;
+            task_id: string;
+            /** Format: int32 */
+            attempt: number;
+            /**
+             * Format: double
+             * @description Fraction done in `[0, 1]`; null when the handler does not know.
+             */
+            progress: number | null;
+            message: string;
+            /**
+             * Format: int64
+             * @description When the worker reported it (ms since the Unix epoch).
+             */
+            at_ms: number;
+            /** @description Text generated since the attempt's last report (streamed LLM tokens). */
+            text_delta?: string | null;
+            /**
+             * Format: int64
+             * @description When the server received it (ms since the Unix epoch).
+             */
+            stored_at_ms?: number | null;
+        };
         /**
          * @description Work and workers of one queue. `depth` counts tasks queued and not yet taken (or
          *     waiting out a retry backoff in `ready`); `running` counts attempts in flight;
@@ -978,6 +1055,21 @@ export interface components {
         /** @description Every queue with work or workers. */
         QueueList: {
             queues: components["schemas"]["Queue"][];
+        };
+        /** @description The fields of a `queues` event. */
+        QueuesEvent: {
+            /** @description Every queue with work or workers. */
+            queues: components["schemas"]["Queue"][];
+            /**
+             * Format: int64
+             * @description The bus sequence number (`since` on the fleet stream).
+             */
+            seq: number;
+            /**
+             * Format: int64
+             * @description When the server published it (ms since the Unix epoch).
+             */
+            stored_at_ms?: number | null;
         };
         /** @description Whether this instance can serve: each part is `ok` or what is wrong. */
         Readiness: {
@@ -1025,6 +1117,20 @@ export interface components {
             tasks?: components["schemas"]["Task"][] | null;
             /** @description Present when `tasks` is not all of them: the `after` cursor of the next page. */
             tasks_next_after?: string | null;
+        };
+        /** @description The fields of `run_created` and `run_updated`. */
+        RunEvent: {
+            run: components["schemas"]["RunSummary"];
+            /**
+             * Format: int64
+             * @description The bus sequence number (`since` on the fleet stream).
+             */
+            seq: number;
+            /**
+             * Format: int64
+             * @description When the server committed it (ms since the Unix epoch).
+             */
+            stored_at_ms?: number | null;
         };
         /** @description A page of runs, newest first. */
         RunList: {
@@ -1542,6 +1648,20 @@ export interface components {
             /** Format: int32 */
             stopped: number;
         };
+        /** @description The fields of a `worker` event. */
+        WorkerEvent: {
+            worker: components["schemas"]["Worker"];
+            /**
+             * Format: int64
+             * @description The bus sequence number (`since` on the fleet stream).
+             */
+            seq: number;
+            /**
+             * Format: int64
+             * @description When the server committed it (ms since the Unix epoch).
+             */
+            stored_at_ms?: number | null;
+        };
         /** @description Every worker the server knows of. */
         WorkerList: {
             workers: components["schemas"]["Worker"][];
@@ -1563,12 +1683,8 @@ export interface components {
             seq_to?: number | null;
             run?: null | components["schemas"]["RunSummary"];
             /**
-             * @description Stored Events (with `stored_at_ms`), or the live-only kinds: `progress`
-             *     (`run_id`, `task_id`, `attempt`, `progress`, `message`, `at_ms`; no `seq`),
-             *     `run_created` and `run_updated` (`run`: RunSummary, `seq`), `worker`
-             *     (`worker`: Worker), `queues` (`queues`: [Queue]), `answer` (`task_id`,
-             *     `attempt`, `text`, `dropped_bytes`: streamed text sent before this client
-             *     joined).
+             * @description Stored Events (with `stored_at_ms`), or the live-only kinds (see
+             *     [`LiveEvent`]).
              */
             events: components["schemas"]["LiveEvent"][];
             /** @enum {string} */

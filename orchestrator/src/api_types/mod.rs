@@ -26,7 +26,10 @@ pub use daily::{
 pub use decisions::{ApproveRequest, BudgetRaise, RejectRequest};
 pub use error::{ErrorBody, ErrorCode, ErrorResponse};
 pub use fleet::{Health, Probe, Queue, QueueList, Readiness, Worker, WorkerCounts, WorkerList};
-pub use live::{LiveEvent, WsFrame, WsSnapshot};
+pub use live::{
+    AnswerEvent, DeadLetterEvent, LiveEvent, ProgressEvent, QueuesEvent, RunEvent, WorkerEvent,
+    WsFrame, WsSnapshot,
+};
 pub use runs::{
     Attempt, DecidedTask, Event, EventList, LogLine, RerunLink, Run, RunList, RunSummary, Task,
     TaskCounts, TaskDetail, TaskError, TaskPage, Validation,

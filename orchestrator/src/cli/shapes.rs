@@ -3,9 +3,7 @@
 //! module only adds the readings people need (one-line errors, counts, usage sums).
 //! `--json` output never goes through these types; it is the server's JSON as it came.
 
-pub use crate::api_types::{
-    Event, LiveEvent, Run, RunSummary, Task, TaskDetail, TaskError, TaskState, Usage,
-};
+pub use crate::api_types::{Event, Run, RunSummary, Task, TaskDetail, TaskError, TaskState, Usage};
 use serde_json::Value;
 
 /// Task states that are final, as the API spells them.

@@ -8,12 +8,12 @@ use super::flush::Pending;
 use super::limiter::Limiter;
 use super::writer::{Enqueued, Flush};
 use super::{EngineConfig, EngineError, Input};
+use crate::api_types::{DeadLetterEvent, LiveEvent, Queue, QueuesEvent};
 use crate::autoscale::Autoscaler;
 use crate::dag::{Dag, KeyLimit};
 use crate::queue::AttemptKey;
 use crate::state_machine::{Gate, Output, Rejected, RunMachine, TaskFailure};
 use crate::store::Store;
-use serde_json::json;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
@@ -277,8 +277,13 @@ impl Core {
             Input::DeadLetters(letters) => {
                 for letter in letters {
                     metrics::counter!("apex_dead_letters_total").increment(1);
-                    let body = json!({"kind": "dead_letter", "letter": letter, "at_ms": self.config.clock.now_ms()});
-                    self.pending.flush.live.push((None, None, body));
+                    let event = LiveEvent::DeadLetter(DeadLetterEvent {
+                        letter,
+                        at_ms: self.config.clock.now_ms(),
+                        seq: 0,
+                        stored_at_ms: None,
+                    });
+                    self.pending.flush.live.push((None, None, event));
                 }
             }
             Input::Forget { run_id, reply } => {
@@ -546,10 +551,12 @@ impl Core {
         let queues = self.queue_stats();
         self.reap_idle_queues(now);
         if queues != self.last_queues {
-            self.pending
-                .flush
-                .live
-                .push((None, None, json!({"kind": "queues", "queues": queues})));
+            let event = LiveEvent::Queues(QueuesEvent {
+                queues: queues.iter().map(Queue::from).collect(),
+                seq: 0,
+                stored_at_ms: None,
+            });
+            self.pending.flush.live.push((None, None, event));
             self.last_queues = queues;
         }
         let keep = self.config.keep_finished.as_millis() as i64;

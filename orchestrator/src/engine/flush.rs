@@ -3,9 +3,9 @@
 
 use super::active::{ActiveRun, Activity, Pushed};
 use super::core::{Core, Refusal, Timer};
-use super::fleet::worker_view;
 use super::writer::{Enqueued, Flush, Landed};
 use super::{EngineError, RunReply};
+use crate::api_types::{LiveEvent, RunEvent, WorkerEvent};
 use crate::queue::{AttemptKey, OutTask, QueueEntry};
 use crate::state_machine::{AttemptFailure, Command, EventKind, Output, TaskFailure, TaskState};
 use crate::store::{EventRow, NewRun, WorkerRow};
@@ -214,10 +214,11 @@ impl Core {
                 data,
                 by: self.actor.as_deref().map(str::to_owned),
             };
-            self.pending
-                .flush
-                .live
-                .push((Some(Arc::clone(id)), Some(e.seq), views::event(&row)));
+            self.pending.flush.live.push((
+                Some(Arc::clone(id)),
+                Some(e.seq),
+                LiveEvent::Stored(views::event_view(&row)),
+            ));
             self.pending.flush.batch.events.push(row);
             if let EventKind::Task { task, state } = &e.kind {
                 if state.is_terminal() || *state == TaskState::Ready {
@@ -339,16 +340,17 @@ impl Core {
                 continue;
             };
             let row = run.row();
-            let kind = if new.contains(id) {
-                "run_created"
-            } else {
-                "run_updated"
+            let change = RunEvent {
+                run: views::summary(&row),
+                seq: 0,
+                stored_at_ms: None,
             };
-            p.flush.live.push((
-                None,
-                None,
-                json!({"kind": kind, "run": views::run_summary(&row)}),
-            ));
+            let event = if new.contains(id) {
+                LiveEvent::RunCreated(change)
+            } else {
+                LiveEvent::RunUpdated(change)
+            };
+            p.flush.live.push((None, None, event));
             if !new.contains(id) {
                 p.flush.batch.runs.push(row);
             }
@@ -358,7 +360,16 @@ impl Core {
                 continue;
             };
             let info = serde_json::to_value(&w.info).unwrap_or(Value::Null);
-            p.flush.live.push((None, None, json!({"kind": "worker", "worker": worker_view(&info, w.state.as_str(), w.last_heartbeat_ms)})));
+            let worker = views::worker(&w.info, w.state.as_str(), w.last_heartbeat_ms);
+            p.flush.live.push((
+                None,
+                None,
+                LiveEvent::Worker(WorkerEvent {
+                    worker,
+                    seq: 0,
+                    stored_at_ms: None,
+                }),
+            ));
             p.flush.batch.workers.push(WorkerRow {
                 id: id.clone(),
                 info,

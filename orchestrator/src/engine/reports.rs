@@ -4,9 +4,9 @@
 use super::core::Core;
 use super::fleet::{WorkerSeen, WorkerState};
 use super::log_cap::{self, Verdict};
+use crate::api_types::{LiveEvent, ProgressEvent};
 use crate::queue::QueueEntry;
 use crate::state_machine::{budget, AttemptFailure, AttemptSuccess, TaskFailure, TaskState};
-use serde_json::json;
 use std::sync::Arc;
 use worker_protocol::{ErrorKind, Outcome, TaskError, WorkerMessage};
 
@@ -108,19 +108,22 @@ impl Core {
                         seen.last_ms = self.config.clock.now_ms();
                     }
                 }
-                let mut body = json!({
-                    "kind": "progress", "run_id": p.run_id, "task_id": p.task_id, "attempt": p.attempt,
-                    "progress": p.progress, "message": p.message, "at_ms": p.at_ms,
-                });
                 // Live only, never stored per delta: the bus keeps the text so far for
                 // clients that join mid-answer, and the final text is in the output.
-                if let Some(delta) = p.text_delta {
-                    body["text_delta"] = delta.into();
-                }
+                let event = LiveEvent::Progress(ProgressEvent {
+                    run_id: p.run_id,
+                    task_id: p.task_id,
+                    attempt: p.attempt,
+                    progress: p.progress,
+                    message: p.message,
+                    at_ms: p.at_ms,
+                    text_delta: p.text_delta,
+                    stored_at_ms: None,
+                });
                 self.pending
                     .flush
                     .live
-                    .push((Some(Arc::clone(&run.id)), None, body));
+                    .push((Some(Arc::clone(&run.id)), None, event));
             }
             WorkerMessage::Log(l) => {
                 let (run_id, task_id, attempt) = (l.run_id.clone(), l.task_id.clone(), l.attempt);

@@ -1,9 +1,9 @@
 //! Group commit: store first, then Redis, then the bus, then the callers.
 
+use crate::api_types::LiveEvent;
 use crate::live::Bus;
 use crate::queue::{AttemptKey, Outgoing, RedisQueue};
 use crate::store::{RunRow, Store, StoreError, WriteBatch};
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -16,8 +16,8 @@ pub(super) type Reply = (super::RunReply, RunRow);
 pub(super) struct Flush {
     pub batch: WriteBatch,
     pub outgoing: Outgoing,
-    /// `(run_id, run_seq, body)` for the bus, in order.
-    pub live: Vec<(Option<Arc<str>>, Option<u64>, Value)>,
+    /// `(run_id, run_seq, event)` for the bus, in order.
+    pub live: Vec<(Option<Arc<str>>, Option<u64>, LiveEvent)>,
     pub replies: Vec<Reply>,
 }
 
@@ -169,10 +169,8 @@ pub(super) async fn run(
         // Live events say when they became durable, so clients can measure delivery.
         let stored_at_ms = super::now_ms();
         let mut live = flush.live;
-        for (_, _, body) in &mut live {
-            if let Value::Object(m) = body {
-                m.insert("stored_at_ms".into(), stored_at_ms.into());
-            }
+        for (_, _, event) in &mut live {
+            event.stamp(stored_at_ms);
         }
         bus.publish(live);
         for (reply, run) in flush.replies {

@@ -7,7 +7,7 @@
 //! gets the latest text and knows how much came before it.
 
 use super::event::{BusEvent, Kind};
-use serde_json::json;
+use crate::api_types::{AnswerEvent, LiveEvent};
 use std::collections::HashMap;
 
 /// What one attempt has streamed so far.
@@ -84,19 +84,25 @@ impl Answers {
 
     /// Every answer as `answer` events (docs/API.md) of run `run_id`, for the tasks
     /// `wanted` accepts.
-    pub fn events(&self, run_id: &str, wanted: impl Fn(&str) -> bool) -> Vec<serde_json::Value> {
+    pub fn events(&self, run_id: &str, wanted: impl Fn(&str) -> bool) -> Vec<LiveEvent> {
         let mut out: Vec<_> = self
             .by_task
             .iter()
             .filter(|(task, _)| wanted(task))
-            .map(|(task, a)| {
-                json!({"kind": "answer", "run_id": run_id, "task_id": task, "attempt": a.attempt,
-                       "text": a.text, "dropped_bytes": a.dropped_bytes})
-            })
             .collect();
         // A stable order, for clients and tests.
-        out.sort_by(|a, b| a["task_id"].as_str().cmp(&b["task_id"].as_str()));
-        out
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out.into_iter()
+            .map(|(task, a)| {
+                LiveEvent::Answer(AnswerEvent {
+                    run_id: run_id.to_owned(),
+                    task_id: task.to_string(),
+                    attempt: a.attempt,
+                    text: a.text.clone(),
+                    dropped_bytes: a.dropped_bytes as u64,
+                })
+            })
+            .collect()
     }
 
     #[cfg(test)]
@@ -121,16 +127,11 @@ fn trim(a: &mut Answer, cap: usize) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::event::testing;
     use super::*;
-    use serde_json::json;
 
     fn text(attempt: u32, t: &str) -> BusEvent {
-        BusEvent::new(
-            Some("r".into()),
-            None,
-            None,
-            json!({"kind": "progress", "task_id": "a", "attempt": attempt, "text_delta": t}),
-        )
+        BusEvent::new(Some("r".into()), None, None, testing::text("a", attempt, t))
     }
 
     fn state(attempt: u32, s: &str) -> BusEvent {
@@ -138,7 +139,7 @@ mod tests {
             Some("r".into()),
             Some(1),
             None,
-            json!({"kind": "task", "task_id": "a", "attempt": attempt, "state": s}),
+            testing::task_attempt("a", attempt, s),
         )
     }
 
@@ -171,7 +172,9 @@ mod tests {
         assert_eq!(got.dropped_bytes + got.text.len(), 70);
         assert!("héllo ".repeat(10).ends_with(&got.text));
         let events = a.events("r", |_| true);
-        assert_eq!(events[0]["dropped_bytes"], got.dropped_bytes);
-        assert_eq!(events[0]["kind"], "answer");
+        let LiveEvent::Answer(answer) = &events[0] else {
+            panic!("not an answer: {:?}", events[0]);
+        };
+        assert_eq!(answer.dropped_bytes, got.dropped_bytes as u64);
     }
 }

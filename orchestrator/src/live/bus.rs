@@ -10,8 +10,8 @@
 use super::event::{BusEvent, Kind};
 use super::ring::Ring;
 use super::stream::{Cadence, Feed, Stream, Streams, Subscription};
+use crate::api_types::LiveEvent;
 use parking_lot::Mutex;
-use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,11 +101,11 @@ impl Bus {
         }
     }
 
-    /// Publishes events in order: `(run_id, run_seq, body)`; a run's stored events
+    /// Publishes events in order: `(run_id, run_seq, event)`; a run's stored events
     /// carry their `run_seq`, live-only and fleet events none.
     pub fn publish(
         &self,
-        events: impl IntoIterator<Item = (Option<Arc<str>>, Option<u64>, Value)>,
+        events: impl IntoIterator<Item = (Option<Arc<str>>, Option<u64>, LiveEvent)>,
     ) {
         let inner = &*self.inner;
         let mut streams = inner.streams.lock();
@@ -231,8 +231,9 @@ impl Bus {
 
 #[cfg(test)]
 mod tests {
+    use super::super::event::testing;
     use super::*;
-    use serde_json::json;
+    use serde_json::Value;
     use std::time::Duration;
 
     fn fast() -> BusConfig {
@@ -247,20 +248,26 @@ mod tests {
         }
     }
 
-    fn task(run: &str, seq: u64, id: &str, state: &str) -> (Option<Arc<str>>, Option<u64>, Value) {
-        (
-            Some(run.into()),
-            Some(seq),
-            json!({"kind": "task", "run_id": run, "task_id": id, "state": state, "seq": seq, "attempt": 1}),
-        )
+    type Published = (Option<Arc<str>>, Option<u64>, LiveEvent);
+
+    fn task(run: &str, seq: u64, id: &str, state: &str) -> Published {
+        let e = crate::api_types::Event {
+            seq,
+            run_id: run.into(),
+            ..testing::stored("task", Some(id), Some(state), 1)
+        };
+        (Some(run.into()), Some(seq), LiveEvent::Stored(e))
     }
 
-    fn text(run: &str, id: &str, t: &str) -> (Option<Arc<str>>, Option<u64>, Value) {
-        (
-            Some(run.into()),
-            None,
-            json!({"kind": "progress", "run_id": run, "task_id": id, "attempt": 1, "text_delta": t}),
-        )
+    fn text(run: &str, id: &str, t: &str) -> Published {
+        (Some(run.into()), None, testing::text(id, 1, t))
+    }
+
+    fn answer_text(e: &LiveEvent) -> &str {
+        match e {
+            LiveEvent::Answer(a) => &a.text,
+            other => panic!("not an answer: {other:?}"),
+        }
     }
 
     async fn next(sub: &mut Subscription) -> Arc<super::super::Frame> {
@@ -280,11 +287,7 @@ mod tests {
             task("r", 2, "x", "running"),
             task("other", 1, "y", "queued"),
             task("r", 3, "x", "succeeded"),
-            (
-                None,
-                None,
-                json!({"kind": "run_updated", "run": {"id": "r", "counts": {}}}),
-            ),
+            (None, None, testing::run_updated("r")),
         ]);
         let (fa, fb) = (next(&mut a).await, next(&mut b).await);
         assert!(Arc::ptr_eq(&fa, &fb), "one frame, shared");
@@ -306,13 +309,13 @@ mod tests {
         assert_eq!(bus.run_streams(), 1, "kept for whoever joins");
         let mut sub = bus.join_run("r", Feed::Frames, |_| true);
         assert_eq!(sub.answers.len(), 1);
-        assert_eq!(sub.answers[0]["text"], "The moon pulls");
+        assert_eq!(answer_text(&sub.answers[0]), "The moon pulls");
         bus.publish([text("r", "a", " the tides")]);
         let f = next(&mut sub).await;
         assert_eq!(f.events[0].text.as_deref(), Some(" the tides"));
         // A second subscriber, after that frame: the whole text, as one answer.
         let late = bus.join_run("r", Feed::Frames, |_| true);
-        assert_eq!(late.answers[0]["text"], "The moon pulls the tides");
+        assert_eq!(answer_text(&late.answers[0]), "The moon pulls the tides");
         drop((sub, late));
         bus.publish([task("r", 2, "a", "succeeded")]);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -331,11 +334,7 @@ mod tests {
             task("r", 1, "x", "running"),
             task("r", 2, "x", "failed"),
             task("r", 3, "y", "succeeded"),
-            (
-                None,
-                None,
-                json!({"kind": "run_updated", "run": {"id": "r"}}),
-            ),
+            (None, None, testing::run_updated("r")),
         ]);
         let f = next(&mut sub).await;
         assert_eq!((f.seq_from, f.seq_to), (Some(1), Some(3)));
@@ -397,10 +396,10 @@ mod tests {
     #[tokio::test]
     async fn the_fleet_replays_from_the_ring_and_numbers_its_events() {
         let bus = Bus::new(fast());
-        bus.publish([(None, None, json!({"kind": "queues", "queues": []}))]);
+        bus.publish([(None, None, testing::queues(vec![]))]);
         let (mut sub, replay) = bus.join_fleet(Some(0));
         assert_eq!(replay.unwrap().len(), 1);
-        bus.publish([(None, None, json!({"kind": "worker", "worker": {"id": "w"}}))]);
+        bus.publish([(None, None, testing::worker("w"))]);
         let f = next(&mut sub).await;
         assert_eq!((f.seq_from, f.seq_to), (Some(2), Some(2)));
         assert!(

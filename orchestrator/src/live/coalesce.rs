@@ -43,18 +43,16 @@ pub fn coalesce(events: Vec<Arc<BusEvent>>) -> Vec<Arc<BusEvent>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::event::testing;
     use super::*;
-    use serde_json::{json, Value};
+    use crate::api_types::LiveEvent;
 
-    fn ev(seq: Option<u64>, body: Value) -> Arc<BusEvent> {
-        Arc::new(BusEvent::new(Some("r".into()), seq, None, body))
+    fn ev(seq: Option<u64>, event: LiveEvent) -> Arc<BusEvent> {
+        Arc::new(BusEvent::new(Some("r".into()), seq, None, event))
     }
 
     fn task(seq: u64, id: &str, state: &str) -> Arc<BusEvent> {
-        ev(
-            Some(seq),
-            json!({"kind": "task", "task_id": id, "state": state, "error": null}),
-        )
+        ev(Some(seq), testing::task(id, state))
     }
 
     fn shown(events: &[Arc<BusEvent>]) -> Vec<(Option<u64>, String)> {
@@ -91,10 +89,7 @@ mod tests {
 
     #[test]
     fn terminal_states_and_failures_are_never_superseded_and_order_per_task_holds() {
-        let failed_attempt = ev(
-            Some(2),
-            json!({"kind": "task", "task_id": "a", "state": "queued", "attempt": 2, "error": {"message": "boom"}}),
-        );
+        let failed_attempt = ev(Some(2), testing::task_failure("a", 2, "queued"));
         let out = coalesce(vec![
             task(1, "a", "running"),
             failed_attempt,
@@ -115,28 +110,15 @@ mod tests {
 
     #[test]
     fn text_logs_and_run_transitions_are_all_kept_and_progress_keeps_its_latest() {
-        let text = |t: &str| {
-            ev(
-                None,
-                json!({"kind": "progress", "task_id": "a", "attempt": 1, "text_delta": t}),
-            )
-        };
-        let progress = |p: f64| {
-            ev(
-                None,
-                json!({"kind": "progress", "task_id": "a", "attempt": 1, "progress": p}),
-            )
-        };
+        let text = |t: &str| ev(None, testing::text("a", 1, t));
+        let progress = |p: f64| ev(None, testing::progress("a", 1, Some(p)));
         let out = coalesce(vec![
             text("Hel"),
             progress(0.1),
-            ev(
-                Some(1),
-                json!({"kind": "log", "task_id": "a", "message": "x"}),
-            ),
+            ev(Some(1), testing::log("a", "x")),
             text("lo"),
             progress(0.2),
-            ev(Some(2), json!({"kind": "run", "state": "succeeded"})),
+            ev(Some(2), testing::run("succeeded")),
         ]);
         let kinds: Vec<String> = shown(&out).into_iter().map(|(_, w)| w).collect();
         assert_eq!(kinds, ["a+Hel", "Log:a", "a+lo", "Progress:a", "Run:"]);

@@ -143,25 +143,32 @@ pub fn range(events: &[Arc<BusEvent>]) -> (Option<u64>, Option<u64>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::event::testing;
     use super::*;
+    use crate::api_types::{Event, LiveEvent};
     use serde_json::{json, Value};
 
     #[test]
     fn a_frame_names_the_range_it_accounts_for_and_carries_the_latest_run_summary() {
-        let task = |seq: u64, state: &str| {
-            Arc::new(BusEvent::new(
-                Some("r".into()),
-                Some(seq),
-                None,
-                json!({"kind": "task", "task_id": "a", "state": state, "seq": seq}),
-            ))
+        let stored = |seq: u64, state: &str| Event {
+            seq,
+            ..testing::stored("task", Some("a"), Some(state), 1)
         };
-        let run = Arc::new(BusEvent::new(
-            None,
-            None,
-            Some(1),
-            json!({"kind": "run_updated", "run": {"id": "r", "counts": {"succeeded": 1}}, "stored_at_ms": 4}),
-        ));
+        let task = |seq: u64, state: &str| {
+            let e = LiveEvent::Stored(stored(seq, state));
+            Arc::new(BusEvent::new(Some("r".into()), Some(seq), None, e))
+        };
+        let mut summary = testing::summary("r");
+        summary.counts.insert("succeeded".into(), 1);
+        let mut updated = LiveEvent::RunUpdated(crate::api_types::RunEvent {
+            run: summary.clone(),
+            seq: 0,
+            stored_at_ms: None,
+        });
+        updated.stamp(4);
+        let run = Arc::new(BusEvent::new(None, None, Some(1), updated));
+        let mut run_json = serde_json::to_value(&summary).unwrap();
+        run_json["stored_at_ms"] = 4.into();
         let frame = Frame::build(
             vec![task(5, "queued"), task(6, "running"), task(7, "succeeded")],
             Some(run),
@@ -170,15 +177,15 @@ mod tests {
         assert_eq!(
             v,
             json!({"type": "events", "seq_from": 5, "seq_to": 7,
-                   "run": {"id": "r", "counts": {"succeeded": 1}, "stored_at_ms": 4},
-                   "events": [{"kind": "task", "task_id": "a", "state": "succeeded", "seq": 7}]})
+                   "run": run_json,
+                   "events": [serde_json::to_value(stored(7, "succeeded")).unwrap()]})
         );
         let live = Frame::build(
             vec![Arc::new(BusEvent::new(
                 Some("r".into()),
                 None,
                 None,
-                json!({"kind": "progress", "task_id": "a"}),
+                testing::progress("a", 1, None),
             ))],
             None,
         );

@@ -29,6 +29,8 @@ mod shared_read;
 mod stream;
 
 pub use bus::{Bus, BusConfig};
+#[cfg(test)]
+pub use event::testing;
 pub use event::{BusEvent, Kind};
 pub use frame::Frame;
 pub use stream::{Cadence, Feed, Snapshot, Subscription};

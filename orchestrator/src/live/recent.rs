@@ -106,15 +106,20 @@ impl Recent {
 
 #[cfg(test)]
 mod tests {
+    use super::super::event::testing;
     use super::*;
-    use serde_json::json;
+    use crate::api_types::{Event, LiveEvent};
 
     fn task(seq: u64, id: &str, state: &str) -> Arc<BusEvent> {
+        let e = Event {
+            seq,
+            ..testing::stored("task", Some(id), Some(state), 1)
+        };
         Arc::new(BusEvent::new(
             Some("r".into()),
             Some(seq),
             None,
-            json!({"kind": "task", "task_id": id, "state": state, "seq": seq}),
+            LiveEvent::Stored(e),
         ))
     }
 

@@ -66,15 +66,18 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api_types::{DeadLetterEvent, LiveEvent};
     use serde_json::json;
 
+    /// A fleet event of about `pad` + 60 bytes.
     fn fleet(seq: u64, pad: usize) -> Arc<BusEvent> {
-        Arc::new(BusEvent::new(
-            None,
-            None,
-            Some(seq),
-            json!({"kind": "worker", "worker": {"id": "w", "pad": "x".repeat(pad)}}),
-        ))
+        let letter = LiveEvent::DeadLetter(DeadLetterEvent {
+            letter: json!({"pad": "x".repeat(pad)}),
+            at_ms: 1,
+            seq: 0,
+            stored_at_ms: None,
+        });
+        Arc::new(BusEvent::new(None, None, Some(seq), letter))
     }
 
     #[test]

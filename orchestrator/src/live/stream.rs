@@ -157,7 +157,7 @@ pub struct Subscription {
     pub frames: broadcast::Receiver<Arc<Frame>>,
     /// The run's answers as of the last frame before `frames` starts (empty on the
     /// fleet's stream and for summaries), as `answer` events.
-    pub answers: Vec<serde_json::Value>,
+    pub answers: Vec<crate::api_types::LiveEvent>,
     /// When it joined: a store read begun since sees everything the frames will not.
     joined: Instant,
 }

@@ -8,6 +8,7 @@ use super::socket::{give_up, relay, resync, send, send_raw, send_text, Picker};
 use super::{Closed, Revoked, View};
 use crate::api::error::ApiError;
 use crate::api::AppState;
+use crate::api_types::LiveEvent;
 use crate::live::{BusEvent, Feed, Frame, Snapshot, Subscription};
 use crate::views;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
@@ -207,7 +208,7 @@ async fn replay(
                 Some(Arc::clone(&run)),
                 Some(r.seq),
                 None,
-                views::event(r),
+                LiveEvent::Stored(views::event_view(r)),
             ))
         }));
         if last >= through {

@@ -223,13 +223,19 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api_types::{Event, LiveEvent};
+    use crate::live::testing;
 
     fn task(seq: u64, id: &str, state: &str) -> Arc<BusEvent> {
+        let e = Event {
+            seq,
+            ..testing::stored("task", Some(id), Some(state), 1)
+        };
         Arc::new(BusEvent::new(
             Some("r".into()),
             Some(seq),
             None,
-            json!({"kind": "task", "task_id": id, "state": state, "seq": seq}),
+            LiveEvent::Stored(e),
         ))
     }
 
@@ -238,7 +244,7 @@ mod tests {
             Some("r".into()),
             None,
             None,
-            json!({"kind": "progress", "task_id": id, "attempt": 1, "text_delta": "x"}),
+            testing::text(id, 1, "x"),
         ))
     }
 
@@ -247,7 +253,7 @@ mod tests {
             None,
             None,
             Some(1),
-            json!({"kind": "run_updated", "run": {"id": "r"}}),
+            testing::run_updated("r"),
         ))
     }
 

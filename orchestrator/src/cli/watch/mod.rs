@@ -16,7 +16,7 @@ pub use tracker::{Counts, Tracker, Transition};
 use super::client::{encode, Client, Connection, Socket};
 use super::error::{CliError, Exit};
 use super::output::{self, Printer};
-use super::shapes::{self, Event, LiveEvent, Run};
+use super::shapes::{self, Event, Run};
 use futures::{SinkExt, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
@@ -338,14 +338,19 @@ impl Follow<'_> {
 
     /// Applies one event; answers whether the run has finished.
     fn on_event(&mut self, raw: &Value) -> Result<bool, CliError> {
-        let live: LiveEvent = shapes::parse(raw, "event").map_err(bad_frame)?;
+        // Read by its `kind` alone: a kind this CLI does not know is passed over, not
+        // an error.
+        let kind = raw
+            .get("kind")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad_frame("an event without a `kind`".into()))?;
         // Events before any snapshot cannot happen without `since`; nothing to apply to.
         let Some(tracker) = self.tracker.as_mut() else {
             return Ok(false);
         };
         // Live-only kinds (progress, streamed text) have no seq and move no task: they
         // are passed through to `--json` and otherwise ignored.
-        if !tracker::is_stored(&live.kind) {
+        if !tracker::is_stored(kind) {
             if self.view.json {
                 self.view.out.json_line(raw)?;
             }
