@@ -556,14 +556,14 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::live::event::testing;
 
     fn task(seq: u64) -> Arc<BusEvent> {
         Arc::new(BusEvent::new(
             Some("r".into()),
             Some(seq),
             None,
-            json!({"kind": "task", "task_id": format!("t{}", seq % 7), "state": "running", "seq": seq}),
+            testing::task(&format!("t{}", seq % 7), "running"),
         ))
     }
 
@@ -575,7 +575,7 @@ mod tests {
             None,
             None,
             Some(1),
-            json!({"kind": "run_updated", "run": {"id": "r"}}),
+            testing::run_updated("r"),
         ));
         let frames = frames_of(batch, Some(run));
         assert_eq!(frames.len(), 3);
