@@ -355,10 +355,15 @@ async fn fixed_rate(
 
 /// Resident memory of process `pid` in MB, from /proc.
 fn rss_mb(pid: u32) -> Option<f64> {
+    status_mb(pid, "VmRSS:")
+}
+
+/// A memory line of process `pid`'s /proc status (`VmRSS:`, `VmHWM:`) in MB.
+fn status_mb(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()
@@ -558,9 +563,7 @@ async fn main() -> anyhow::Result<()> {
         "scale" => {
             let spec = workloads::scale(args.tasks, args.width.min(args.tasks));
             let rss_before = args.server_pid.and_then(rss_mb);
-            let started = Instant::now();
-            let id = c.submit(&spec).await?;
-            let accepted_s = started.elapsed().as_secs_f64();
+            // Sampled from before the submission: accepting it is part of the peak.
             let peak = std::sync::Arc::new(std::sync::Mutex::new(0f64));
             let sampler = args.server_pid.map(|pid| {
                 let peak = std::sync::Arc::clone(&peak);
@@ -574,11 +577,18 @@ async fn main() -> anyhow::Result<()> {
                     }
                 })
             });
+            let started = Instant::now();
+            let id = c.submit(&spec).await?;
+            let accepted_s = started.elapsed().as_secs_f64();
             let state = c.poll_every(&id, Duration::from_secs(1)).await?;
             let secs = started.elapsed().as_secs_f64();
             if let Some(s) = sampler {
                 s.abort();
             }
+            // What the server keeps once the run is over and its last writes are done.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let rss_after = args.server_pid.and_then(rss_mb);
+            let hwm = args.server_pid.and_then(|p| status_mb(p, "VmHWM:"));
             if state != "succeeded" {
                 bail!("run {id} ended {state}");
             }
@@ -590,6 +600,8 @@ async fn main() -> anyhow::Result<()> {
             out["server_rss_mb_before"] = json!(rss_before);
             out["server_rss_mb_peak"] =
                 json!(args.server_pid.map(|_| *peak.lock().expect("not poisoned")));
+            out["server_vmhwm_mb"] = json!(hwm);
+            out["server_rss_mb_after"] = json!(rss_after);
         }
         "w4" => {
             let mut spec = workloads::w4(2 * args.slots, args.sleep);

@@ -110,7 +110,7 @@ impl ActiveRun {
             failures: t.failures,
             lost: t.lost,
             output: t.output.clone(),
-            error: t.error.clone(),
+            error: t.error.as_deref().cloned(),
             worker_id: t.worker_id.as_deref().map(str::to_owned),
             queued_at_ms: t.queued_at_ms,
             started_at_ms: t.started_at_ms,
@@ -160,7 +160,7 @@ pub(super) async fn load(
             rt.failures = r.failures;
             rt.lost = r.lost;
             rt.output = r.output;
-            rt.error = r.error;
+            rt.error = r.error.map(Box::new);
             rt.worker_id = r.worker_id.map(Arc::from);
             rt.queued_at_ms = r.queued_at_ms;
             rt.started_at_ms = r.started_at_ms;

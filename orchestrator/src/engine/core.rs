@@ -486,13 +486,7 @@ impl Core {
         let out = std::mem::take(&mut self.out);
         self.absorb(id, &out);
         self.out = out;
-        self.out.commands.clear();
-        self.out.events.clear();
-        self.out.dirty.clear();
-        self.out.new_tasks.clear();
-        self.out.respecced.clear();
-        self.out.run_changed = false;
-        self.out.options_changed = false;
+        self.out.reset();
         self.fail_refused();
         result
     }

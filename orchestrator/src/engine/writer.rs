@@ -148,6 +148,9 @@ pub(super) async fn run(
         }
         // Traces are built from what is now stored (a no-op unless tracing is on).
         crate::telemetry::observe(&flush.batch, &flush.outgoing);
+        // Stored: the rows are not needed for what follows, and a big batch (a new run's
+        // 100,000 task rows and events, ~60 MB) should not be held through the Redis send.
+        drop(std::mem::take(&mut flush.batch));
         // Only a failed connection is retried; a message Redis refuses comes back as a
         // refusal, which fails its task instead of stalling every run.
         let ids = retry(&health, "redis", || queue.send(&flush.outgoing)).await;

@@ -609,6 +609,57 @@ async fn a_batch_wider_than_one_statement_is_written_whole() {
 }
 
 #[tokio::test]
+async fn a_postgres_batch_wider_than_one_statement_is_written_whole() {
+    const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+    let name = format!("apex_pg_wide_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(PG_ADMIN)
+        .await
+        .expect("Postgres is reachable");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let store = PgStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"))
+        .await
+        .unwrap();
+    let id = uuid::Uuid::now_v7().to_string();
+    // Two statements of 8,192 rows and a short third, for task inserts, task updates
+    // and events alike.
+    let n = 20_000;
+    store
+        .apply(&WriteBatch {
+            new_runs: vec![new_run(&id, n)],
+            events: (0..n)
+                .map(|i| event(&id, i as u64 + 1, Some(i), "queued"))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store
+        .apply(&WriteBatch {
+            tasks: (0..n)
+                .map(|i| task_row(&id, i, TaskState::Succeeded))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let tasks = store.get_tasks(&id).await.unwrap();
+    assert_eq!(tasks.len(), n);
+    assert!(tasks
+        .iter()
+        .enumerate()
+        .all(|(i, t)| t.row == task_row(&id, i, TaskState::Succeeded)));
+    assert_eq!(store.events(&id, 0, None, 100_000).await.unwrap().len(), n);
+    drop(store);
+    sqlx::query(&format!("drop database {name} with (force)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_locked_database_is_unavailable_and_a_damaged_row_corrupt() {
     let db = TempDb::new();
     let store = SqliteStore::connect(&db.url).await.unwrap();

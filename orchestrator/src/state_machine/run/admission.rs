@@ -134,7 +134,7 @@ impl RunMachine {
         };
         let _ = self.set_state(i, Stimulus::OverBudget, out);
         let t = &mut self.tasks[i as usize];
-        t.error = Some(failure.clone());
+        t.error = Some(Box::new(failure.clone()));
         t.finished_at_ms = Some(now_ms);
         self.record_task(i, now_ms, Some(failure), out);
         self.propagate(i, now_ms, out);
@@ -161,7 +161,7 @@ impl RunMachine {
         };
         let _ = self.set_state(i, Stimulus::BudgetExhausted, out);
         let t = &mut self.tasks[i as usize];
-        t.error = Some(failure.clone());
+        t.error = Some(Box::new(failure.clone()));
         t.finished_at_ms = Some(now_ms);
         self.record_task(i, now_ms, Some(failure), out);
     }

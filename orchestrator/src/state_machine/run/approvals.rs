@@ -104,7 +104,7 @@ impl RunMachine {
             traceback: None,
         };
         let t = &mut self.tasks[i as usize];
-        t.error = Some(failure.clone());
+        t.error = Some(Box::new(failure.clone()));
         t.finished_at_ms = Some(now_ms);
         self.record_task(i, now_ms, Some(failure), out);
         self.propagate(i, now_ms, out);
@@ -179,7 +179,7 @@ impl RunMachine {
         };
         let t = &mut self.tasks[i as usize];
         t.finished_at_ms = Some(now_ms);
-        t.error = Some(failure.clone());
+        t.error = Some(Box::new(failure.clone()));
         self.record_task(i, now_ms, Some(failure), out);
         self.propagate(i, now_ms, out);
         Ok(())

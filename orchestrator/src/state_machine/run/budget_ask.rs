@@ -58,7 +58,7 @@ impl RunMachine {
             traceback: None,
         };
         let t = &mut self.tasks[i as usize];
-        t.error = Some(reason.clone());
+        t.error = Some(Box::new(reason.clone()));
         if scope == Scope::Run {
             self.asking = Some(i);
         }
@@ -154,7 +154,7 @@ impl RunMachine {
                     traceback: None,
                 };
                 let t = &mut self.tasks[i as usize];
-                t.error = Some(failure.clone());
+                t.error = Some(Box::new(failure.clone()));
                 t.finished_at_ms = Some(now_ms);
                 self.record_task(i, now_ms, Some(failure), out);
                 self.propagate(i, now_ms, out);

@@ -30,12 +30,12 @@ impl RunMachine {
             self.set_state(i, Stimulus::Cancel, out)?;
             let t = &mut self.tasks[i as usize];
             t.finished_at_ms = Some(now_ms);
-            t.error = Some(TaskFailure {
+            t.error = Some(Box::new(TaskFailure {
                 kind: "cancelled".into(),
                 error_type: None,
                 message: "the run was cancelled".into(),
                 traceback: None,
-            });
+            }));
             self.record_task(i, now_ms, None, out);
         }
         self.waiting.clear();

@@ -114,7 +114,7 @@ impl RunMachine {
         self.settle(i, attempt, unaccounted, out);
         let t = &mut self.tasks[i as usize];
         t.failures += 1;
-        t.error = Some(failure.failure.clone());
+        t.error = Some(Box::new(failure.failure.clone()));
         if failure.started_at_ms.is_some() {
             t.started_at_ms = failure.started_at_ms;
         }
@@ -245,7 +245,7 @@ impl RunMachine {
         }
         let t = &mut self.tasks[i as usize];
         t.lost = lost;
-        t.error = Some(failure.clone());
+        t.error = Some(Box::new(failure.clone()));
         t.finished_at_ms = Some(now_ms);
         self.record_task(i, now_ms, Some(failure), out);
         if lost >= MAX_LOST_ATTEMPTS {

@@ -54,7 +54,8 @@ pub struct TaskRuntime {
     /// not use up retries, but only [`MAX_LOST_ATTEMPTS`] are allowed.
     pub lost: u32,
     pub output: Option<Value>,
-    pub error: Option<TaskFailure>,
+    /// Boxed: set on few tasks, and inline it would cost every task ~90 bytes.
+    pub error: Option<Box<TaskFailure>>,
     /// Tokens and money all attempts used so far: the sum of `charges`.
     pub usage: Usage,
     /// What each attempt counts against budgets (see [`budget`]).
@@ -157,6 +158,29 @@ pub struct Output {
     pub options_changed: bool,
 }
 
+/// Capacity an [`Output`]'s lists keep across [`Output::reset`]: enough for the usual
+/// batch, so most calls allocate nothing.
+const KEPT_CAPACITY: usize = 1024;
+
+impl Output {
+    /// Empties it for the next stimulus. A list that grew past [`KEPT_CAPACITY`] (a
+    /// run of 100,000 tasks started at once produces as many events, ~25 MB) gives
+    /// the excess back rather than holding it for the life of the process.
+    pub fn reset(&mut self) {
+        fn empty<T>(v: &mut Vec<T>) {
+            v.clear();
+            v.shrink_to(KEPT_CAPACITY);
+        }
+        empty(&mut self.commands);
+        empty(&mut self.events);
+        empty(&mut self.dirty);
+        empty(&mut self.new_tasks);
+        empty(&mut self.respecced);
+        self.run_changed = false;
+        self.options_changed = false;
+    }
+}
+
 /// Why a stimulus was not applied: stale or duplicate reports are normal under
 /// at-least-once delivery, and the caller acknowledges and drops them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,4 +207,39 @@ pub enum Rejected {
     BadDecision(String),
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_empties_an_output_and_gives_back_what_a_huge_batch_grew() {
+        let mut out = Output::default();
+        for task in 0..100_000 {
+            out.commands.push(Command::Dispatch { task, attempt: 1 });
+            out.dirty.push(task);
+        }
+        out.run_changed = true;
+        out.reset();
+        assert!(out.commands.is_empty() && out.dirty.is_empty());
+        assert!(!out.run_changed);
+        assert!(out.commands.capacity() <= KEPT_CAPACITY);
+        assert!(out.dirty.capacity() <= KEPT_CAPACITY);
+        // A usual batch keeps its room, so the next one allocates nothing.
+        out.dirty.extend(0..10);
+        let room = out.dirty.capacity();
+        out.reset();
+        assert_eq!(out.dirty.capacity(), room);
+    }
+
+    #[test]
+    fn a_task_runtime_stays_small() {
+        // Every task of every live run has one: the boxed failure keeps it so.
+        assert!(
+            std::mem::size_of::<TaskRuntime>() <= 184,
+            "{}",
+            std::mem::size_of::<TaskRuntime>()
+        );
+    }
 }
