@@ -1696,6 +1696,11 @@ export interface components {
         };
         /** @description The snapshot of a run (with `run`) or of the fleet (without). */
         WsSnapshot: {
+            run: components["schemas"]["RunSummary"];
+            tasks: components["schemas"]["Task"][];
+            /** Format: int64 */
+            seq: number;
+        } | {
             run: components["schemas"]["Run"];
             /** Format: int64 */
             seq: number;

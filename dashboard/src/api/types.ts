@@ -124,100 +124,39 @@ export interface TaskPageQuery {
   limit?: number;
 }
 
-// ---- Live frames (GET /api/v1/ws): hand-written until the document types them ----
-//
-// The document's `LiveEvent` is still `{ kind: string }` and `WsFrame`'s events are
-// described in prose, so these are written out here. Once `components['schemas']`
-// has the typed oneOf, each becomes an alias (see types.test.ts, LIVE_HAND_WRITTEN).
+// ---- Live frames (GET /api/v1/ws): the document's WsFrame and LiveEvent ----
 
-export interface ProgressEvent {
-  kind: 'progress';
-  run_id: string;
-  task_id: string;
-  attempt: number;
-  progress: number | null;
-  message: string | null;
-  /** Streamed model text: the attempt's answer so far is the concatenation of its deltas. */
-  text_delta?: string | null;
-  at_ms: number;
-}
+/** One event of an `events` frame: a stored Event, or a live-only kind. */
+export type LiveEvent = Schemas['LiveEvent'];
+
+/** A running attempt's progress report, or the text it streamed (`text_delta`). */
+export type ProgressEvent = Schemas['ProgressEvent'] & { kind: 'progress' };
 
 /**
  * The text a task's running attempt streamed before this client joined, sent once on
  * (re)connecting; the `text_delta`s that follow continue it. Past the server's buffer
  * the oldest text is left out and counted in `dropped_bytes`.
  */
-export interface AnswerEvent {
-  kind: 'answer';
-  run_id: string;
-  task_id: string;
-  attempt: number;
-  text: string;
-  dropped_bytes: number;
-}
+export type AnswerEvent = Schemas['AnswerEvent'] & { kind: 'answer' };
 
-export interface RunCreatedEvent {
-  kind: 'run_created';
-  run: RunSummary;
-  seq: number;
-}
+export type RunCreatedEvent = Extract<LiveEvent, { kind: 'run_created' }>;
+export type RunUpdatedEvent = Extract<LiveEvent, { kind: 'run_updated' }>;
+export type WorkerEvent = Schemas['WorkerEvent'] & { kind: 'worker' };
+export type QueuesEvent = Schemas['QueuesEvent'] & { kind: 'queues' };
 
-export interface RunUpdatedEvent {
-  kind: 'run_updated';
-  run: RunSummary;
-  seq: number;
-}
+/** Any frame the server sends. */
+export type ServerFrame = Schemas['WsFrame'];
 
-export interface WorkerEvent {
-  kind: 'worker';
-  worker: Worker;
-}
+type Snapshot = Extract<ServerFrame, { type: 'snapshot' }>;
 
-export interface QueuesEvent {
-  kind: 'queues';
-  queues: Queue[];
-}
+/** A run's snapshot; the dashboard asks for runs with their tasks, so `tasks` is there. */
+export type RunSnapshotFrame = Extract<Snapshot, { run: Schemas['Run'] }> & { run: Run };
 
-export type LiveEvent =
-  | StoredEvent
-  | ProgressEvent
-  | AnswerEvent
-  | RunCreatedEvent
-  | RunUpdatedEvent
-  | WorkerEvent
-  | QueuesEvent;
+/** A big run's snapshot under `tasks=`: the summary and the followed tasks it has. */
+export type FollowedSnapshotFrame = Extract<Snapshot, { tasks: Task[] }>;
 
-export interface RunSnapshotFrame {
-  type: 'snapshot';
-  run: Run;
-  seq: number;
-}
+/** The fleet's snapshot (the overview). */
+export type OverviewSnapshotFrame = Extract<Snapshot, { runs: RunSummary[] }>;
 
-export interface OverviewSnapshotFrame {
-  type: 'snapshot';
-  runs: RunSummary[];
-  workers: Worker[];
-  queues: Queue[];
-  seq: number;
-}
-
-export interface EventsFrame {
-  type: 'events';
-  /**
-   * The stored events this frame accounts for (run seqs on a run's stream, bus seqs on the
-   * fleet's): each is in `events` or was superseded by a later one of its task that is.
-   * Resuming with `since=seq_to` is exact. Absent on frames of live-only events.
-   */
-  seq_from?: number;
-  seq_to?: number;
-  /** A run's stream: the run's latest summary (counts), when it changed. */
-  run?: RunSummary;
-  events: LiveEvent[];
-}
-
-export interface ResyncFrame {
-  type: 'resync';
-  reason?: string;
-}
-
-export type ServerFrame = RunSnapshotFrame | OverviewSnapshotFrame | EventsFrame | ResyncFrame;
+export type EventsFrame = Extract<ServerFrame, { type: 'events' }>;
+export type ResyncFrame = Extract<ServerFrame, { type: 'resync' }>;

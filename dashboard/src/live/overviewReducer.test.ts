@@ -67,9 +67,9 @@ describe('overviewReducer', () => {
       type: 'events',
       at_ms: 5_000,
       events: [
-        { kind: 'worker', worker: worker('w1', { state: 'draining', in_flight: 3 }) },
-        { kind: 'worker', worker: worker('w2') },
-        { kind: 'queues', queues: [queue('default', { depth: 7, running: 2 })] },
+        { kind: 'worker', seq: 2, worker: worker('w1', { state: 'draining', in_flight: 3 }) },
+        { kind: 'worker', seq: 3, worker: worker('w2') },
+        { kind: 'queues', seq: 4, queues: [queue('default', { depth: 7, running: 2 })] },
       ],
     });
     expect(view.workers.w1).toMatchObject({ state: 'draining', in_flight: 3 });

@@ -193,7 +193,7 @@ function grown(lastSeq: number, fields: Partial<Task> = {}) {
 }
 
 const delta = (taskId: string, attempt: number, text: string, fields: Partial<ProgressEvent> = {}): ProgressEvent => ({
-  kind: 'progress', run_id: 'r1', task_id: taskId, attempt, progress: null, message: null, text_delta: text, at_ms: 1, ...fields,
+  kind: 'progress', run_id: 'r1', task_id: taskId, attempt, progress: null, message: '', text_delta: text, at_ms: 1, ...fields,
 });
 
 describe('runReducer spawned tasks', () => {

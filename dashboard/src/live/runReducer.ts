@@ -398,9 +398,10 @@ function applyEvents(state: RunView, events: LiveEvent[], frameRun?: RunSummary,
         }
       }
       if (!task) continue;
-      // A delta alone says nothing about progress: keep what the task last reported.
+      // A delta alone says nothing about progress: keep what the task last reported. The
+      // server sends a text-only delta with an empty message, which is no message.
       const progress = delta ? (event.progress ?? task.progress) : event.progress;
-      const message = delta ? (event.message ?? task.progress_message) : event.message;
+      const message = delta ? event.message || task.progress_message : event.message;
       if (progress === task.progress && message === task.progress_message) continue;
       tasks.set({ ...task, progress, progress_message: message });
       changed = true;

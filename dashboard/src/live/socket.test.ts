@@ -179,7 +179,7 @@ describe('openLiveSocket', () => {
 describe('stream cursors', () => {
   it('reads the run seq from stored events and the bus seq from run news', () => {
     expect(runStreamSeq(taskEvent('r', 3, 'a', 'queued'))).toBe(3);
-    expect(runStreamSeq({ kind: 'queues', queues: [] })).toBeNull();
+    expect(runStreamSeq({ kind: 'queues', seq: 1, queues: [] })).toBeNull();
     expect(busStreamSeq(taskEvent('r', 3, 'a', 'queued'))).toBeNull();
     expect(busStreamSeq({ kind: 'run_updated', seq: 8, run: run('r', []) })).toBe(8);
   });

@@ -206,7 +206,7 @@ export function useRunLive(runId: string): RunLive {
         setError(null);
         dispatch({ type: 'partialSnapshot', run: frame.run, tasks: frame.tasks ?? [], seq: frame.seq });
       },
-      onEvents: (events: LiveEvent[], frame: EventsFrame) => bursts.push([{ events, run: frame.run }]),
+      onEvents: (events: LiveEvent[], frame: EventsFrame) => bursts.push([{ events, run: frame.run ?? undefined }]),
       // A stream closed to make way for the next says nothing about the run's liveness.
       onStatus: (s) => {
         if (!replaced) setStatus(s);

@@ -1,7 +1,7 @@
 //! The text frames of `GET /api/v1/ws`. The bus builds them (`live/`); these types
 //! describe their shapes for the document and for clients that read them.
 
-use super::{Event, Queue, Run, RunSummary, Worker};
+use super::{Event, Queue, Run, RunSummary, Task, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -38,6 +38,13 @@ pub enum WsFrame {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum WsSnapshot {
+    /// `tasks=ID,…`: the run's summary and the followed tasks it has (first, so a
+    /// reader tells it by its top-level `tasks`).
+    Followed {
+        run: Box<RunSummary>,
+        tasks: Vec<Task>,
+        seq: u64,
+    },
     /// The run with its tasks and its last event's sequence number.
     Run { run: Box<Run>, seq: u64 },
     /// The newest runs, the workers, the queues and the bus sequence.
