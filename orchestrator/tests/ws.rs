@@ -608,3 +608,68 @@ async fn clients_resuming_at_the_same_point_of_a_watched_run_are_served_from_mem
     drop(watcher);
     sys.shutdown().await;
 }
+
+/// Every frame a client can get (the run's stream in each detail, and the fleet's) is
+/// what the document's `WsFrame` says: the WebSocket is an endpoint like the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_frame_matches_the_documents_ws_frame() {
+    let mut sys = TestSystem::start().await;
+    sys.spawn_worker("default", 4);
+    let (status, doc) = sys.get("/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    let mut root = json!({"$ref": "#/components/schemas/WsFrame"});
+    root["components"] = doc["components"].clone();
+    let validator = jsonschema::validator_for(&root).expect("WsFrame compiles");
+    let check = |what: &str, frame: &Value| {
+        let errors: Vec<String> = validator
+            .iter_errors(frame)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{what}: a frame the document does not describe:\n{}\nframe: {frame}",
+            errors.join("\n")
+        );
+    };
+
+    let mut fleet = connect(&sys, "").await;
+    let id = sys
+        .submit(&json!({"tasks": [
+            {"id": "a", "handler": "sleep", "input": {"seconds": 0.3}},
+            {"id": "b", "handler": "fail", "depends_on": ["a"]},
+            {"id": "c", "handler": "echo", "input": {"x": 1}, "depends_on": ["a"]}
+        ]}))
+        .await;
+    let mut streams = Vec::new();
+    for query in ["", "&detail=summary", "&tasks=a,c"] {
+        let mut ws = connect(&sys, &format!("?run={id}{query}")).await;
+        let snapshot = next_frame(&mut ws).await;
+        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+        check(&format!("run stream {query:?}, snapshot"), &snapshot);
+        streams.push((query, ws));
+    }
+    let (_, mut tasks) = streams.remove(0);
+    for frame in frames_until_finished(&mut tasks).await {
+        check("run stream, events", &frame);
+    }
+    // The other streams had the same run: whatever they got by now is checked too.
+    for (query, mut ws) in streams {
+        while let Ok(Some(Ok(Message::Text(t)))) =
+            tokio::time::timeout(Duration::from_millis(500), ws.next()).await
+        {
+            check(
+                &format!("run stream {query:?}"),
+                &serde_json::from_str(&t).unwrap(),
+            );
+        }
+    }
+    let mut fleet_frames = 0;
+    while let Ok(Some(Ok(Message::Text(t)))) =
+        tokio::time::timeout(Duration::from_millis(500), fleet.next()).await
+    {
+        check("fleet stream", &serde_json::from_str(&t).unwrap());
+        fleet_frames += 1;
+    }
+    assert!(fleet_frames >= 2, "the fleet's snapshot and the run's news");
+    sys.shutdown().await;
+}

@@ -38,8 +38,8 @@ pub enum WsFrame {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum WsSnapshot {
-    /// `tasks=ID,…`: the run's summary and the followed tasks it has (first, so a
-    /// reader tells it by its top-level `tasks`).
+    /// `tasks=ID,…`: the run's summary and the followed tasks it has; `detail=summary`:
+    /// the summary and no tasks. First, so a reader tells it by its top-level `tasks`.
     Followed {
         run: Box<RunSummary>,
         tasks: Vec<Task>,

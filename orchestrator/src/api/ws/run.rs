@@ -290,10 +290,11 @@ async fn summary_snapshot(state: &AppState, run_id: &str) -> Result<Snapshot, Ap
     let run_only = json!({"type": "events", "run": run, "events": []});
     Ok(Snapshot {
         run_only: Some(Utf8Bytes::from(run_only.to_string())),
+        // The followed-tasks shape with none followed: one documented snapshot of a summary.
         ..snapshot(
             seq,
             seq,
-            json!({"type": "snapshot", "run": run, "seq": seq}),
+            json!({"type": "snapshot", "run": run, "tasks": [], "seq": seq}),
         )
     })
 }
