@@ -4,9 +4,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
-/// jemalloc, not glibc's malloc: see its entry in Cargo.toml.
+/// mimalloc, not glibc's malloc: see its entry in Cargo.toml.
 #[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
