@@ -537,7 +537,18 @@ const scenarios = [
       await page.waitForSelector(`${byTestId(`task-row-${tableRun.tasks[0].id}`)}[data-state="succeeded"]`, { timeout: 30_000 });
       const rendered = await page.$$(`${table} [data-testid^="task-row-"]`);
       if (rendered.length === 0 || rendered.length > 200) throw new Error(`${rendered.length} rows in the DOM: not windowed`);
-      const stale = await page.$$eval(`${table} [data-testid^="task-row-"]`, (els) =>
+      // Rows that come back into view are read afresh once they hold still (a settle delay,
+      // then one REST page): the first row may already be current from the stream, so wait
+      // for every rendered row, within a bound that a row never refreshed would exceed.
+      const rowsSelector = `${table} [data-testid^="task-row-"]`;
+      await page
+        .waitForFunction(
+          (sel) => [...document.querySelectorAll(sel)].every((el) => el.getAttribute('data-state') === 'succeeded'),
+          rowsSelector,
+          { timeout: 15_000 },
+        )
+        .catch(() => {});
+      const stale = await page.$$eval(rowsSelector, (els) =>
         els.filter((el) => el.getAttribute('data-state') !== 'succeeded').map((el) => el.getAttribute('data-testid')),
       );
       if (stale.length > 0) throw new Error(`rows on screen still show an old state: ${stale.slice(0, 5).join(', ')}`);
