@@ -600,60 +600,6 @@ mod tests {
         assert!(!task("a", "succeeded").summarised() && !progress("a", 1, None).summarised());
     }
 
-    /// The W1 hot path, stored task events: building, stamping, classifying and encoding
-    /// one typed event, against the untyped route it replaced (`to_value`, a
-    /// `stored_at_ms` insert, reading fields back, `to_string`). A measurement, not a
-    /// check: `cargo test --release -p apex --lib encode_cost -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn encode_cost() {
-        use std::time::Instant;
-        let event = || Event {
-            seq: 12_345,
-            worker_id: Some("worker-7f3a".into()),
-            ..stored("task", Some("task-00042"), Some("succeeded"), 1)
-        };
-        let run: Arc<str> = Arc::from("r");
-        let n = 200_000;
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let (mut typed, mut untyped) = (Vec::new(), Vec::new());
-        for _ in 0..7 {
-            let t = Instant::now();
-            for _ in 0..n {
-                let mut e = LiveEvent::Stored(event());
-                e.stamp(1);
-                std::hint::black_box(BusEvent::new(Some(run.clone()), Some(1), None, e));
-            }
-            typed.push(t.elapsed().as_nanos() as f64 / n as f64);
-            let t = Instant::now();
-            for _ in 0..n {
-                let mut v = serde_json::to_value(event()).unwrap();
-                v.as_object_mut()
-                    .unwrap()
-                    .insert("stored_at_ms".into(), 1.into());
-                let str_of = |k: &str| v[k].as_str().map(Box::<str>::from);
-                std::hint::black_box((
-                    v["kind"].as_str() == Some("task"),
-                    str_of("task_id"),
-                    str_of("state"),
-                    v["attempt"].as_u64(),
-                    v["error"].is_null(),
-                    v["stored_at_ms"].as_i64(),
-                    v.to_string().into_boxed_str(),
-                ));
-            }
-            untyped.push(t.elapsed().as_nanos() as f64 / n as f64);
-        }
-        println!(
-            "per stored event, median of 7 x {n}: typed {:.0} ns, untyped {:.0} ns",
-            median(typed),
-            median(untyped)
-        );
-    }
-
     /// Each variant's JSON, against the shape the engine built by hand before events
     /// were typed (same fields, same nulls and absences).
     #[test]
