@@ -10,7 +10,8 @@
 # the million). With LIVE=1, also the live-view table: W1 watched by 1 and 50
 # task-detail and 500 summary clients, with the orchestrator's CPU, against the
 # 1-watcher row (issue #15). Medians of --repeat runs (default 3). ONLY="w1 live"
-# runs only the named workloads.
+# runs only the named workloads. APEX_BIN=path runs that server binary instead of the
+# one built here (a before/after comparison in one sitting, with the same load generator).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -21,12 +22,13 @@ concurrency=${CONCURRENCY:-200}
 bash scripts/setup.sh >/dev/null
 require_services
 build_apex release apex apex-loadgen
+apex_bin=${APEX_BIN:-$bin_dir/apex}
 
 .venv/bin/python benches/baseline_streams.py --repeat "$repeat"
 
 port=$(free_port)
 stack_up bench
-spawn env APEX_LOG=warn "$bin_dir/apex" serve --no-auth --bind "127.0.0.1:$port" \
+spawn env APEX_LOG=warn "$apex_bin" serve --no-auth --bind "127.0.0.1:$port" \
   --database-url "$database_url" --redis-prefix "$prefix" \
   --max-tasks 1000000 --request-timeout-s 600
 server_pid=${pids[0]}

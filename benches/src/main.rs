@@ -520,7 +520,7 @@ async fn main() -> anyhow::Result<()> {
             c.follow(&small).await?;
             let url = format!("{}/api/v1/runs/{small}", c.base);
             let spec = workloads::w1(args.tasks);
-            let (mut idle, mut busy) = (Vec::new(), Vec::new());
+            let (mut idle, mut busy, mut floor) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..args.repeat {
                 let (stop, stopped) = tokio::sync::watch::channel(false);
                 let load = tokio::spawn(fixed_rate(
@@ -544,6 +544,19 @@ async fn main() -> anyhow::Result<()> {
                 timed_run(&c, &spec).await?;
                 let _ = stop.send(true);
                 busy.push(load.await??);
+                // The floor: a GET that reads nothing, at the same rate during the same
+                // kind of run. No read path can answer faster than this on this machine.
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let load = tokio::spawn(fixed_rate(
+                    c.http.clone(),
+                    format!("{}/healthz", c.base),
+                    args.rate,
+                    args.connections,
+                    stopped,
+                ));
+                timed_run(&c, &spec).await?;
+                let _ = stop.send(true);
+                floor.push(load.await??);
             }
             let summary = |runs: &mut Vec<Vec<f64>>| {
                 let (mut p50, mut p95, mut p99) = (Vec::new(), Vec::new(), Vec::new());
@@ -559,6 +572,7 @@ async fn main() -> anyhow::Result<()> {
             out["connections"] = json!(args.connections);
             out["idle"] = summary(&mut idle);
             out["during_w1"] = summary(&mut busy);
+            out["healthz_during_w1"] = summary(&mut floor);
         }
         "scale" => {
             let spec = workloads::scale(args.tasks, args.width.min(args.tasks));

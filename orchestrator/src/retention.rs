@@ -72,7 +72,10 @@ pub async fn delete(
             finished.push(id.clone());
         }
     }
-    let deleted = state.store.daily().delete_runs(&finished).await?;
+    let deleted = state.store.daily().delete_runs(&finished).await;
+    // Whether or not it went through, cached reads of these runs are not to be trusted.
+    state.engine.generation().advance();
+    let deleted = deleted?;
     metrics::counter!("apex_retention_deleted_total", "what" => "runs").increment(deleted.runs);
     metrics::counter!("apex_retention_deleted_total", "what" => "tasks").increment(deleted.tasks);
     metrics::counter!("apex_retention_deleted_total", "what" => "events").increment(deleted.events);

@@ -222,6 +222,7 @@ pub async fn start_on(
         dashboard_dir: config.dashboard_dir.clone(),
         shutdown: shutdown.subscribe(),
         daily: Arc::new(api::daily::Daily::new(&config.daily)),
+        run_docs: Arc::default(),
     };
     let _ticker = crate::ticker::spawn(state.clone(), shutdown.subscribe());
     let _retention = crate::retention::spawn(state.clone(), shutdown.subscribe());

@@ -673,3 +673,52 @@ async fn every_frame_matches_the_documents_ws_frame() {
     assert!(fleet_frames >= 2, "the fleet's snapshot and the run's news");
     sys.shutdown().await;
 }
+
+/// Whatever the stream has said is stored, a read of the run shows at once, though the
+/// run's document was read (and kept in memory) a moment before the change, and a deleted
+/// run is gone at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_the_stream_reports_a_change_shows_the_change() {
+    let mut sys = TestSystem::start().await;
+    sys.spawn_worker("default", 4);
+    for round in 0..5 {
+        let id = sys
+            .submit(&json!({"tasks": [
+                {"id": "a", "handler": "sleep", "input": {"seconds": 1}},
+            ]}))
+            .await;
+        // Read while it runs: both shapes of the document are now kept.
+        sys.wait_until(&id, LIMIT, |r| r["counts"]["running"] == 1)
+            .await;
+        let (_, head) = sys.get(&format!("/api/v1/runs/{id}?tasks=false")).await;
+        assert_eq!(head["state"], "running", "{head}");
+        let mut ws = connect(&sys, &format!("?run={id}")).await;
+        loop {
+            let frame = next_frame(&mut ws).await;
+            if frame["run"]["state"] == "succeeded" {
+                break;
+            }
+        }
+        for shape in ["", "?tasks=false"] {
+            let (status, run) = sys.get(&format!("/api/v1/runs/{id}{shape}")).await;
+            assert_eq!(status, 200, "{run}");
+            assert_eq!(
+                (run["state"].as_str(), run["counts"]["succeeded"].as_u64()),
+                (Some("succeeded"), Some(1)),
+                "round {round}, GET {shape}: the stream said succeeded, the read {run}"
+            );
+        }
+        let r = sys
+            .http
+            .delete(sys.url(&format!("/api/v1/runs/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        for shape in ["", "?tasks=false"] {
+            let (status, body) = sys.get(&format!("/api/v1/runs/{id}{shape}")).await;
+            assert_eq!(status, 404, "deleted, yet GET {shape} answered {body}");
+        }
+    }
+    sys.shutdown().await;
+}

@@ -21,6 +21,7 @@ mod openapi;
 pub mod params;
 mod rerun;
 mod run_delete;
+pub mod run_docs;
 mod runs;
 pub mod schedules;
 pub mod templates;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Idempotency keys in flight and the everyday endpoints' settings.
     pub daily: Arc<daily::Daily>,
+    /// Run documents kept while nothing has been stored since they were read.
+    pub run_docs: Arc<run_docs::RunDocs>,
 }
 
 /// Records `apex_http_request_duration_seconds` by method, route pattern and status.

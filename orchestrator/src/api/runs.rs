@@ -15,6 +15,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -207,22 +208,51 @@ pub(super) async fn get_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
     params: Result<Query<RunParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<t::Run>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    if p.tasks == Some(false) {
-        let run = find_run(&state, &id).await?;
-        // Who created, cancelled or retried it: small, and what a run page shows first.
-        let history = state.store.run_history(&id).await?;
-        return Ok(Json(t::Run {
-            summary: views::summary(&run),
-            history: history.iter().map(views::event_view).collect(),
-            agents: None,
-            concurrency_limits: None,
-            tasks: None,
-            tasks_next_after: None,
-        }));
-    }
-    run_document(&state, &id).await.map(Json)
+    let with_tasks = p.tasks != Some(false);
+    // Taken before reading: what is read is then at least this new (api/run_docs.rs).
+    let generation = state.engine.generation().current();
+    let body = match state.run_docs.get(&id, with_tasks, generation) {
+        Some(body) => body,
+        None => {
+            let run = if with_tasks {
+                run_document(&state, &id).await?
+            } else {
+                run_head(&state, &id).await?
+            };
+            let body = Bytes::from(
+                serde_json::to_vec(&run).map_err(|e| ApiError::Internal(e.to_string()))?,
+            );
+            state
+                .run_docs
+                .put(&id, with_tasks, generation, body.clone());
+            body
+        }
+    };
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// A run's summary and history, without its tasks (`GET /api/v1/runs/{id}?tasks=false`).
+async fn run_head(state: &AppState, id: &str) -> Result<t::Run, ApiError> {
+    let run = find_run(state, id).await?;
+    // Who created, cancelled or retried it: small, and what a run page shows first.
+    let history = state.store.run_history(id).await?;
+    Ok(t::Run {
+        summary: views::summary(&run),
+        history: history.iter().map(views::event_view).collect(),
+        agents: None,
+        concurrency_limits: None,
+        tasks: None,
+        tasks_next_after: None,
+    })
 }
 
 /// A run with its tasks, as `GET /api/v1/runs/{id}` answers it: all of them, or for a

@@ -199,9 +199,16 @@ pub(crate) enum Input {
 pub struct EngineHandle {
     tx: mpsc::Sender<Input>,
     writer: WriterHealth,
+    generation: crate::store::Generation,
 }
 
 impl EngineHandle {
+    /// Moves on every commit of the writer (and every run deletion): what cached reads
+    /// of stored runs are checked against.
+    pub fn generation(&self) -> &crate::store::Generation {
+        &self.generation
+    }
+
     /// The write that keeps failing, if one does (for readiness).
     pub fn writer_stuck(&self) -> Option<Stuck> {
         self.writer.stuck()
@@ -328,6 +335,7 @@ pub async fn start(
     let (flush_tx, flush_rx) = mpsc::channel(64);
     let (enqueued_tx, enqueued_rx) = mpsc::unbounded_channel();
     let health = WriterHealth::default();
+    let generation = crate::store::Generation::default();
     let writer = tokio::spawn(writer::run(
         Arc::clone(&store),
         Arc::clone(&queue),
@@ -335,6 +343,7 @@ pub async fn start(
         flush_rx,
         enqueued_tx,
         health.clone(),
+        generation.clone(),
     ));
     let mut core = core::Core::new(
         Arc::clone(&store),
@@ -380,7 +389,14 @@ pub async fn start(
         drop(core); // closes the flush channel, so the writer drains and stops
         let _ = writer.await;
     });
-    Ok((EngineHandle { tx, writer: health }, core_task))
+    Ok((
+        EngineHandle {
+            tx,
+            writer: health,
+            generation,
+        },
+        core_task,
+    ))
 }
 
 /// Milliseconds since the Unix epoch.

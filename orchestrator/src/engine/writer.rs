@@ -3,7 +3,7 @@
 use crate::api_types::LiveEvent;
 use crate::live::Bus;
 use crate::queue::{AttemptKey, Outgoing, RedisQueue};
-use crate::store::{RunRow, Store, StoreError, WriteBatch};
+use crate::store::{Generation, RunRow, Store, StoreError, WriteBatch};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -114,6 +114,7 @@ pub(super) async fn run(
     // channel back to it could deadlock.
     enqueued: mpsc::UnboundedSender<Enqueued>,
     health: WriterHealth,
+    generation: Generation,
 ) {
     while let Some(mut flush) = rx.recv().await {
         for _ in 1..MAX_MERGE {
@@ -146,6 +147,8 @@ pub(super) async fn run(
             health.abandon();
             continue;
         }
+        // At once, not after the Redis send: a cached read must not outlive the commit.
+        generation.advance();
         // Traces are built from what is now stored (a no-op unless tracing is on).
         crate::telemetry::observe(&flush.batch, &flush.outgoing);
         // Stored: the rows are not needed for what follows, and a big batch (a new run's

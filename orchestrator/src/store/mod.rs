@@ -8,6 +8,7 @@
 
 pub mod daily;
 mod decode;
+mod generation;
 pub mod leader;
 pub mod postgres;
 mod postgres_daily;
@@ -16,6 +17,7 @@ pub mod sqlite;
 mod sqlite_daily;
 mod text;
 
+pub use generation::Generation;
 pub use rows::*;
 
 use async_trait::async_trait;
