@@ -14,6 +14,8 @@ use std::collections::HashMap;
 
 /// Most documents kept; past it, those of older generations go, then all.
 const MAX_ENTRIES: usize = 1_024;
+/// Most bytes kept, whoever asks for however many runs; past it, as above.
+const MAX_TOTAL_BYTES: usize = 16 * 1024 * 1024;
 /// Larger documents (runs with many inline tasks) are not kept: they change with almost
 /// every commit while they run, and would crowd out the small ones.
 const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -24,14 +26,32 @@ type Key = (String, bool);
 /// Encoded run documents by run and shape, each with the generation it was read at.
 #[derive(Default)]
 pub struct RunDocs {
-    entries: Mutex<HashMap<Key, (u64, Bytes)>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    docs: HashMap<Key, (u64, Bytes)>,
+    /// The bytes of every document in `docs`.
+    bytes: usize,
+}
+
+impl Entries {
+    fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        self.docs.retain(|_, (g, _)| keep(*g));
+        self.bytes = self.docs.values().map(|(_, b)| b.len()).sum();
+    }
+
+    fn full(&self, adding: usize) -> bool {
+        self.docs.len() >= MAX_ENTRIES || self.bytes + adding > MAX_TOTAL_BYTES
+    }
 }
 
 impl RunDocs {
     /// The document read at `generation`, if that is the one kept.
     pub fn get(&self, id: &str, with_tasks: bool, generation: u64) -> Option<Bytes> {
         let entries = self.entries.lock();
-        match entries.get(&(id.to_owned(), with_tasks)) {
+        match entries.docs.get(&(id.to_owned(), with_tasks)) {
             Some((g, body)) if *g == generation => {
                 metrics::counter!("apex_run_docs_total", "answer" => "memory").increment(1);
                 Some(body.clone())
@@ -49,18 +69,22 @@ impl RunDocs {
             return;
         }
         let mut entries = self.entries.lock();
-        if entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, (g, _)| *g >= generation);
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
-        }
         let key = (id.to_owned(), with_tasks);
         // Two reads racing: keep the one taken at the later generation.
-        if entries.get(&key).is_some_and(|(g, _)| *g > generation) {
+        if entries.docs.get(&key).is_some_and(|(g, _)| *g > generation) {
             return;
         }
-        entries.insert(key, (generation, body));
+        if let Some((_, old)) = entries.docs.remove(&key) {
+            entries.bytes -= old.len();
+        }
+        if entries.full(body.len()) {
+            entries.retain(|g| g >= generation);
+            if entries.full(body.len()) {
+                entries.retain(|_| false);
+            }
+        }
+        entries.bytes += body.len();
+        entries.docs.insert(key, (generation, body));
     }
 }
 
@@ -98,8 +122,23 @@ mod tests {
         for i in 0..(MAX_ENTRIES * 3) {
             docs.put(&format!("r{i}"), true, 1, Bytes::from_static(b"{}"));
         }
-        assert!(docs.entries.lock().len() <= MAX_ENTRIES);
+        assert!(docs.entries.lock().docs.len() <= MAX_ENTRIES);
         docs.put("big", true, 1, Bytes::from(vec![b' '; MAX_BODY_BYTES + 1]));
         assert!(docs.get("big", true, 1).is_none());
+        // As many of the largest kept documents as fit, and more: the bytes stay bounded.
+        for i in 0..(MAX_TOTAL_BYTES / MAX_BODY_BYTES * 2) {
+            docs.put(
+                &format!("large{i}"),
+                true,
+                2,
+                Bytes::from(vec![b' '; MAX_BODY_BYTES]),
+            );
+        }
+        let entries = docs.entries.lock();
+        assert!(entries.bytes <= MAX_TOTAL_BYTES);
+        assert_eq!(
+            entries.bytes,
+            entries.docs.values().map(|(_, b)| b.len()).sum::<usize>()
+        );
     }
 }
