@@ -7,10 +7,11 @@
 //   APEX_API_TOKEN    the server's token, when it has one; also runs the token-prompt scenario
 //   APEX_UP_URL       the address `apex up --demo` printed (with ?token=); runs the apex up scenario
 //   APEX_UP_DEMO_RUN  the demo run's name it looks for (default: the name in examples/chain.json)
-//   E2E_SKIP_BIG=1    skip the big-run scenarios (5,000-task graph, task table)
+//   E2E_SKIP_BIG=1    skip the big-run scenarios (5,000-task graph, task table, big run live and spawn)
 //   E2E_TABLE_TASKS   tasks in the task-table scenario's flat run (default 20,000; the server caps runs at 100,000;
 //                     benches/dashboard.sh runs it at 100,000)
 //   E2E_MEASURE_MS    longest that scenario counts frames while its run executes (default 600,000)
+//   E2E_PROFILE       a file for a Chromium CPU profile (.cpuprofile) of the task-table scenario's load and frame count
 //   E2E_FAKE_LLM      the provider name under which the server and workers know a slow-streaming
 //                     fake LLM (apex_worker.testing.fake_providers --chunk-delay-s); runs the
 //                     streamed-answer scenario
@@ -38,6 +39,7 @@ const TABLE_TASKS = Number(process.env.E2E_TABLE_TASKS ?? 20_000);
 /** Longest the task-table scenario counts frames while its run executes. */
 const MEASURE_MAX_MS = Number(process.env.E2E_MEASURE_MS ?? 600_000);
 const FAKE_LLM = process.env.E2E_FAKE_LLM ?? '';
+const PROFILE = process.env.E2E_PROFILE ?? '';
 const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -110,6 +112,40 @@ const tableRun = {
 tableRun.tasks.at(-1).handler = 'approval';
 tableRun.tasks.at(-1).input = { prompt: 'last row' };
 delete tableRun.tasks.at(-1).retries;
+
+/**
+ * A big run (past the 2,000 tasks a page follows in full) for the parts its stream does not
+ * follow: 2,400 two-second sleeps under one root (one graph group), and five approvals that
+ * keep it running; w-5 waits on w-0, so approving w-0 swaps one waiting task for another
+ * and the waiting count stays 5: only a fresh read shows the swap.
+ */
+const LIVE_SLEEPS = 2_400;
+const bigLiveRun = {
+  name: `e2e-biglive-${unique}`,
+  tasks: [
+    { id: 'root', handler: 'noop' },
+    ...Array.from({ length: LIVE_SLEEPS }, (_, i) => ({
+      id: `s-${String(i).padStart(4, '0')}`,
+      handler: 'sleep',
+      input: { seconds: 2 },
+      depends_on: ['root'],
+      retries: 3,
+    })),
+    ...Array.from({ length: 5 }, (_, i) => ({ id: `w-${i}`, handler: 'approval', input: { prompt: `gate ${i}` } })),
+    { id: 'w-5', handler: 'approval', input: { prompt: 'after w-0' }, depends_on: ['w-0'] },
+  ],
+};
+
+/** A big run in which an agent task spawns children once approved, after the page has loaded. */
+const bigSpawnRun = {
+  name: `e2e-bigspawn-${unique}`,
+  agents: { splitter: { provider: FAKE_LLM || 'openai', model: 'fake-split' } },
+  tasks: [
+    ...Array.from({ length: 2_100 }, (_, i) => ({ id: `n-${String(i).padStart(4, '0')}`, handler: 'noop', retries: 3 })),
+    { id: 'gate', handler: 'approval', input: { prompt: 'spawn now' } },
+    { id: 'fan', handler: 'agent', agent: 'splitter', depends_on: ['gate'], input: { prompt: 'alpha\nbeta\ngamma', fan_out: { max: 5 } } },
+  ],
+};
 
 // Many short words: the fake provider streams one word per chunk and cuts the message at
 // 200 characters, so this makes the longest answer it gives, in about 70 chunks.
@@ -462,9 +498,16 @@ const scenarios = [
         };
         new MutationObserver(seen).observe(document, { childList: true, subtree: true });
       });
+      // E2E_PROFILE=file: a CPU profile of the page from navigation to the end of the frame count.
+      const profiler = PROFILE ? await page.context().newCDPSession(page) : null;
+      if (profiler) {
+        await profiler.send('Profiler.enable');
+        await profiler.send('Profiler.setSamplingInterval', { interval: 500 });
+      }
       const submitStarted = Date.now();
       const created = await callApi('POST', '/api/v1/runs', tableRun);
       const submitMs = Date.now() - submitStarted;
+      if (profiler) await profiler.send('Profiler.start');
       await page.goto(`${BASE}/runs/${encodeURIComponent(created.id)}`);
       const table = byTestId('task-table');
       const body = byTestId('task-table-body');
@@ -474,6 +517,7 @@ const scenarios = [
       // through the rest of the load, scrolling the table meanwhile.
       const measureStartMs = Date.now() - submitStarted;
       const frames = await measureFrames(page, body, TABLE_TASKS - 1, MEASURE_MAX_MS);
+      if (profiler) writeFileSync(PROFILE, JSON.stringify((await profiler.send('Profiler.stop')).profile));
       await page.waitForSelector(`${table}[data-total="${TABLE_TASKS}"] [data-testid^="task-row-"]`, { timeout: 600_000 });
       await page.waitForSelector(byTestId('task-table-shown'), { timeout: 60_000 });
       const { headerMs, firstRowMs, allRowsMs } = await page.evaluate(() => ({
@@ -574,6 +618,67 @@ const scenarios = [
         `${report.longFrames} frames over 50 ms, over ${(report.measuredMs / 1000).toFixed(1)} s in which ` +
         `${report.tasksDoneWhileMeasuring} tasks finished; run done ${(runMs / 1000).toFixed(1)} s after submission`
       );
+    },
+  },
+  {
+    name: 'big run live: a state filter shows a task that entered the state while the count stayed the same, and graph groups move',
+    skip: SKIP_BIG,
+    async run(page) {
+      const created = await callApi('POST', '/api/v1/runs', bigLiveRun);
+      const runPath = `/api/v1/runs/${encodeURIComponent(created.id)}`;
+      try {
+        await page.goto(`${BASE}/runs/${encodeURIComponent(created.id)}`);
+        const table = byTestId('task-table');
+        await page.waitForSelector(`${table}[data-total="${bigLiveRun.tasks.length}"]`, { timeout: 120_000 });
+        // Every approval waits before the filter is chosen, so the count it starts from is 5.
+        await page.waitForSelector(`${byTestId('task-filter-waiting')}[data-count="5"]`, { timeout: 60_000 });
+        await page.click(byTestId('task-filter-waiting'));
+        await page.waitForSelector(`${table}[data-filter="server"][data-rows="5"] ${byTestId('task-row-w-0')}`, { timeout: 60_000 });
+        // w-0 leaves `waiting`, w-5 enters it: the count says 5 throughout.
+        await callApi('POST', `${runPath}/tasks/w-0/approve`, { comment: 'e2e' });
+        await page.waitForSelector(`${table} ${byTestId('task-row-w-5')}[data-state="waiting"]`, { timeout: 20_000 });
+        await page.waitForSelector(`${table} ${byTestId('task-row-w-0')}`, { state: 'detached', timeout: 20_000 });
+        if ((await page.getAttribute(byTestId('run-state'), 'data-state')) !== 'running') throw new Error('the run ended early');
+
+        // The graph: the sleeps are one group, whose members the stream does not follow.
+        await page.click(byTestId('view-graph'));
+        const group = byTestId('group-node-s-0000');
+        await page.waitForSelector(`${group}[data-count="${LIVE_SLEEPS}"]`, { timeout: 30_000 });
+        // The line under the title: "12 running · 2388 queued".
+        const counts = `${group} .node-sub`;
+        const succeeded = () =>
+          page.$eval(counts, (el) => Number(/(\d+) succeeded/.exec(el.textContent ?? '')?.[1] ?? 0)).catch(() => 0);
+        const first = await succeeded();
+        if (first >= LIVE_SLEEPS) throw new Error('every sleep had finished before the graph was shown: the run is too short to show a live group');
+        await page.waitForFunction(
+          ({ sel, want }) => new RegExp(`(^| )${want} succeeded`).test(document.querySelector(sel)?.textContent ?? ''),
+          { sel: counts, want: LIVE_SLEEPS },
+          { timeout: 180_000 },
+        );
+        if ((await page.getAttribute(byTestId('run-state'), 'data-state')) !== 'running') throw new Error('the run ended before its group was current');
+        return `group went from ${first} to ${LIVE_SLEEPS} succeeded while shown`;
+      } finally {
+        await callApi('POST', `${runPath}/cancel`).catch(() => {});
+      }
+    },
+  },
+  {
+    name: 'big run spawn: tasks spawned during a big run appear in its table',
+    skip: SKIP_BIG || !FAKE_LLM,
+    async run(page) {
+      const created = await callApi('POST', '/api/v1/runs', bigSpawnRun);
+      const runPath = `/api/v1/runs/${encodeURIComponent(created.id)}`;
+      const table = byTestId('task-table');
+      const before = bigSpawnRun.tasks.length;
+      await page.goto(`${BASE}/runs/${encodeURIComponent(created.id)}`);
+      await page.waitForSelector(`${table}[data-total="${before}"]`, { timeout: 120_000 });
+      await page.waitForSelector(`${byTestId('task-filter-waiting')}[data-count="1"]`, { timeout: 60_000 });
+      // Loaded and live: now `fan` runs and spawns its children, off screen.
+      await callApi('POST', `${runPath}/tasks/gate/approve`, { comment: 'e2e' });
+      await page.waitForSelector(`${table}[data-total="${before + 3}"]`, { timeout: 60_000 });
+      await page.fill(byTestId('task-filter-text'), 'fan.');
+      await page.waitForSelector(`${table}[data-rows="3"] ${byTestId('task-row-fan.0')}`, { timeout: 20_000 });
+      await waitForState(page, 'run-state', 'succeeded', 120_000);
     },
   },
   {

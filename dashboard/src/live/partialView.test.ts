@@ -108,3 +108,56 @@ describe('rows read over REST', () => {
     expect(same).toBe(view);
   });
 });
+
+describe('tasks spawned during a big run', () => {
+  it('asks for the run again when the summary counts more tasks than we hold', () => {
+    const view = loaded();
+    const same = runReducer(view, {
+      type: 'events',
+      events: [],
+      run: summary('r1', { task_count: 3, counts: counts({ running: 3 }), last_seq: 20 }),
+      partial: true,
+    });
+    expect(same.refetchWanted).toBe(view.refetchWanted);
+    const grew = runReducer(same, {
+      type: 'events',
+      events: [],
+      run: summary('r1', { task_count: 5, counts: counts({ running: 3, pending: 2 }), last_seq: 21 }),
+      partial: true,
+    });
+    expect(grew.refetchWanted).toBe(view.refetchWanted + 1);
+    // The next summary with the same count asks nothing more: one read brings them.
+    const again = runReducer(grew, {
+      type: 'events',
+      events: [],
+      run: summary('r1', { task_count: 5, counts: counts({ running: 5 }), last_seq: 22 }),
+      partial: true,
+    });
+    expect(again.refetchWanted).toBe(grew.refetchWanted);
+  });
+
+  it('asks for the run again when a fresh partial stream starts with more tasks', () => {
+    const view = loaded();
+    const next = runReducer(view, {
+      type: 'partialSnapshot',
+      run: summary('r1', { task_count: 4, counts: counts({ pending: 4 }), last_seq: 12 }),
+      tasks: [],
+      seq: 12,
+    });
+    expect(next.refetchWanted).toBe(view.refetchWanted + 1);
+  });
+
+  it('shows the spawned tasks once the run is read again, keeping the rows it has', () => {
+    const view = runReducer(loaded(), {
+      type: 'events',
+      events: [taskEvent('r1', 13, 'a', 'running')],
+      run: summary('r1', { task_count: 5, counts: counts({ running: 1, pending: 4 }), last_seq: 14 }),
+      partial: true,
+    });
+    const read = run('r1', [task('a'), task('a.0', { parent: 'a' }), task('a.1', { parent: 'a' }), task('b'), task('c')], { last_seq: 12 });
+    const next = runReducer(view, { type: 'refetched', run: read });
+    expect(next.tasks.ids).toEqual(['a', 'a.0', 'a.1', 'b', 'c']);
+    expect(next.tasks.get('a')?.state).toBe('running');
+    expect(next.summary?.task_count).toBe(5);
+  });
+});

@@ -26,6 +26,16 @@ describe('runReducer snapshot', () => {
     expect(view.specs.map((s) => s.id)).toEqual(['a', 'b', 'c', 'd']);
   });
 
+  it('keeps the tasks it was given when they carry every field, and fills in the ones left out', () => {
+    const full = task('a', { depends_on: [], progress: null });
+    const bare = task('b');
+    delete (bare as Partial<Task>).depends_on;
+    delete (bare as Partial<Task>).progress;
+    const view = runReducer(emptyRunView, { type: 'snapshot', run: run('r1', [full, bare]), seq: 1 });
+    expect(view.tasks.get('a')).toBe(full);
+    expect(view.tasks.get('b')).toMatchObject({ depends_on: [], progress: null });
+  });
+
   it('ignores a snapshot older than the events already applied', () => {
     const view = runReducer(loaded(3), events(taskEvent('r1', 4, 'a', 'queued')));
     const stale = runReducer(view, { type: 'snapshot', run: diamond(), seq: 2 });

@@ -141,8 +141,13 @@ function sameList(a: string[], b: string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-/** Optional fields may be left out on the wire; the views rely on these being there. */
+/**
+ * Optional fields may be left out on the wire; the views rely on these being there. A task
+ * that has them is kept as it is: copying every task of a 100,000-task snapshot was most of
+ * the longest frame of the page's load (a Chromium profile, benches/NOTES.md).
+ */
 function normalized(task: Task): Task {
+  if (task.depends_on !== undefined && task.progress !== undefined) return task;
   return { ...task, depends_on: task.depends_on ?? [], progress: task.progress ?? null };
 }
 
@@ -443,6 +448,7 @@ function applyEvents(state: RunView, events: LiveEvent[], frameRun?: RunSummary,
   if (partial && frameRun) {
     summary = takeSummary(summary, frameRun);
     counts = summary.counts;
+    if (grewUnseen(summary0, summary, state.tasks)) refetchWanted += 1;
   }
   return {
     ...state,
@@ -456,15 +462,26 @@ function applyEvents(state: RunView, events: LiveEvent[], frameRun?: RunSummary,
   };
 }
 
+/**
+ * A partial stream sends no events of tasks off screen, so a task spawned during a big run
+ * only shows as a larger `task_count` in its summary: when that grows past the tasks we
+ * hold, the run is read again (`refetched` merges the new tasks in).
+ */
+function grewUnseen(before: RunHead, after: RunHead, tasks: TaskTable): boolean {
+  return after.task_count > before.task_count && after.task_count > tasks.size;
+}
+
 function applyPartialSnapshot(state: RunView, run: RunSummary, fresh: Task[], seq: number): RunView {
   const current = state.summary;
   if (!current || current.id !== run.id) return state;
   const tasks = state.tasks.edit();
   for (const task of fresh) if (tasks.get(task.id)) tasks.set(normalized(task));
   const table = tasks.done();
+  const summary = takeSummary(current, run);
   return {
     ...state,
-    summary: { ...takeSummary(current, run), last_seq: seq },
+    refetchWanted: state.refetchWanted + (grewUnseen(current, summary, state.tasks) ? 1 : 0),
+    summary: { ...summary, last_seq: seq },
     tasks: table,
     lastSeq: seq,
     answers: dropFinishedAnswers(state.answers, table),

@@ -11,6 +11,7 @@ import { GroupPanel } from '../run/GroupPanel';
 import { RunHeader } from '../run/RunHeader';
 import { RunTaskTable } from '../run/RunTaskTable';
 import { TaskPanel } from '../run/TaskPanel';
+import { useGroupRows } from '../run/useGroupRows';
 import { defaultViewMode, TABLE_FIRST_TASKS, ViewToggle, type RunViewMode } from '../run/ViewToggle';
 import { sumUsage } from '../usage';
 
@@ -82,6 +83,11 @@ function RunBody({ runId, live, summary }: { runId: string; live: RunLive; summa
     [tasksForUsage, summary.usage],
   );
 
+  const running = summary.state === 'running';
+  // A big run's graph groups: their members are not followed by the stream, so read again.
+  const groupsShown = partial && mode === 'graph' && !!model?.nodes.some((n) => n.kind === 'group');
+  useGroupRows({ runId, enabled: groupsShown, live: running, taskCount: summary.task_count, tasks: view.tasks, dispatch });
+
   const act = useCallback(
     async (call: (id: string) => Promise<RunSummary>) => {
       const run = await call(runId);
@@ -109,7 +115,7 @@ function RunBody({ runId, live, summary }: { runId: string; live: RunLive; summa
     },
     [follow],
   );
-  const partialTable = useMemo(() => (partial ? { runId, dispatch } : null), [partial, runId, dispatch]);
+  const partialTable = useMemo(() => (partial ? { runId, dispatch, running } : null), [partial, runId, dispatch, running]);
 
   const selectedTask = selection?.kind === 'task' ? tasks.get(selection.taskId) : undefined;
   const setChildrenExpanded = (parentNode: string, open: boolean) =>

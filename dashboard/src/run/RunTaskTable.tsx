@@ -27,7 +27,7 @@ interface Props {
   onSelect: (taskId: string) => void;
   now: number;
   /** A big run, followed by its visible rows: the state filter asks the server. */
-  partial: { runId: string; dispatch: Dispatch<RunAction> } | null;
+  partial: { runId: string; dispatch: Dispatch<RunAction>; running: boolean } | null;
   /** Told the ids of the rows on screen whenever they change. */
   onVisible?: (ids: readonly string[]) => void;
 }
@@ -42,6 +42,7 @@ export function RunTaskTable({ tasks, counts, loadingOf, selected, onSelect, now
     states,
     counts,
     enabled: partial !== null && !everyTask,
+    live: partial?.running ?? false,
     tasks,
     dispatch: partial?.dispatch ?? noDispatch,
   });

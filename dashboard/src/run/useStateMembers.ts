@@ -3,12 +3,15 @@
 // them here would show tasks that have moved on and miss ones that arrived. The tasks in
 // the chosen states are read with `GET /runs/{id}/tasks?state=…` (all pages), merged into
 // the view (they are fresh), and the table shows the ones in both. The read is repeated,
-// throttled, while the chosen states' exact count (from the summary) says it is out of date.
+// throttled, while the chosen states' exact count (from the summary) says it is out of date,
+// and every MEMBERS_REFETCH_MS while the run executes: equal counts do not mean the same
+// members (as many tasks may have entered `running` as left it).
 
 import { useEffect, useRef, useState, type Dispatch } from 'react';
 import { api } from '../api/client';
 import type { StateCounts, Task, TaskPage, TaskPageQuery, TaskState } from '../api/types';
-import { createRefetcher, type Refetcher } from '../live/refetch';
+import { createPoller } from '../live/poll';
+import { createRefetcher, type Refetcher, type RefetchOptions } from '../live/refetch';
 import type { RunAction } from '../live/runReducer';
 import { TASK_PAGE_SIZE } from '../live/loadRun';
 import type { TaskTable } from '../live/taskTable';
@@ -52,12 +55,14 @@ interface Options {
   counts: StateCounts;
   /** Only a big run's filter asks the server; a small run's states are all live. */
   enabled: boolean;
+  /** The run executes: its tasks move between states, so the members are read again on a clock. */
+  live: boolean;
   tasks: TaskTable;
   dispatch: Dispatch<RunAction>;
 }
 
 /** The ids the server has in the chosen states, or null (not enabled, nothing chosen, not read yet). */
-export function useStateMembers({ runId, states, counts, enabled, tasks, dispatch }: Options): ReadonlySet<string> | null {
+export function useStateMembers({ runId, states, counts, enabled, live, tasks, dispatch }: Options): ReadonlySet<string> | null {
   const key = [...states].sort().join(',');
   const wanted = countIn(counts, states);
   const [result, setResult] = useState<{ key: string; ids: ReadonlySet<string> } | null>(null);
@@ -71,7 +76,7 @@ export function useStateMembers({ runId, states, counts, enabled, tasks, dispatc
   useEffect(() => {
     if (!enabled || !key) return;
     const chosen = key.split(',') as TaskState[];
-    const reader = createRefetcher({
+    const options: RefetchOptions<{ asOf: TaskTable; tasks: Task[] }> = {
       fetch: async (signal) => {
         const asOf = table.current;
         return { asOf, tasks: await fetchMembers(runId, chosen, signal) };
@@ -81,14 +86,15 @@ export function useStateMembers({ runId, states, counts, enabled, tasks, dispatc
         setResult({ key, ids: new Set(fresh.map((t) => t.id)) });
       },
       intervalMs: MEMBERS_REFETCH_MS,
-    });
+    };
+    const reader = live ? createPoller(options) : createRefetcher(options);
     refetcher.current = reader;
     reader.request();
     return () => {
       reader.close();
       if (refetcher.current === reader) refetcher.current = null;
     };
-  }, [enabled, key, runId, dispatch]);
+  }, [enabled, live, key, runId, dispatch]);
 
   useEffect(() => {
     if (enabled && result?.key === key && result.ids.size !== wanted) refetcher.current?.request();
