@@ -147,8 +147,18 @@ pub(super) async fn run(
             health.abandon();
             continue;
         }
-        // At once, not after the Redis send: a cached read must not outlive the commit.
+        // At once, and before the bus: a cached read must not outlive the commit, and
+        // what a watcher is told a read must show.
         generation.advance();
+        // Live events say when they became durable, so clients can measure delivery:
+        // stamped as the commit returns, and published at once, as what watchers see
+        // is the store's state; the Redis send below does not change it.
+        let stored_at_ms = super::now_ms();
+        let mut live = std::mem::take(&mut flush.live);
+        for (_, _, event) in &mut live {
+            event.stamp(stored_at_ms);
+        }
+        bus.publish(live);
         // Traces are built from what is now stored (a no-op unless tracing is on).
         crate::telemetry::observe(&flush.batch, &flush.outgoing);
         // Stored: the rows are not needed for what follows, and a big batch (a new run's
@@ -172,13 +182,6 @@ pub(super) async fn run(
             let _ = enqueued.send(landed);
         }
         metrics::histogram!("apex_commit_seconds").record(started.elapsed().as_secs_f64());
-        // Live events say when they became durable, so clients can measure delivery.
-        let stored_at_ms = super::now_ms();
-        let mut live = flush.live;
-        for (_, _, event) in &mut live {
-            event.stamp(stored_at_ms);
-        }
-        bus.publish(live);
         for (reply, run) in flush.replies {
             let _ = reply.send(Ok(run));
         }

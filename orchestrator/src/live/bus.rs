@@ -394,6 +394,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_frame_waits_for_the_writes_of_relaying_subscribers_only() {
+        // A frame interval far longer than `next` waits: the second frame comes in
+        // time only if it is cut when the relaying subscriber wrote the first, not
+        // held for the one still sending its snapshot.
+        let slow = Cadence {
+            frame: Duration::from_secs(600),
+            summary: Duration::from_secs(600),
+        };
+        let bus = Bus::new(BusConfig {
+            run: slow,
+            ..fast()
+        });
+        let mut live = bus.join_run("r", Feed::Frames, |_| true);
+        live.relaying();
+        let mut joining = bus.join_run("r", Feed::Frames, |_| true);
+        bus.publish([task("r", 1, "a", "queued")]);
+        let f1 = next(&mut live).await;
+        live.written(&f1);
+        bus.publish([task("r", 2, "a", "running")]);
+        let f2 = next(&mut live).await;
+        assert_eq!(f2.seq_to, Some(2));
+        // The joiner takes both from the channel once its snapshot is sent.
+        assert_eq!(next(&mut joining).await.seq_to, Some(1));
+        assert_eq!(next(&mut joining).await.seq_to, Some(2));
+    }
+
+    #[tokio::test]
     async fn the_fleet_replays_from_the_ring_and_numbers_its_events() {
         let bus = Bus::new(fast());
         bus.publish([(None, None, testing::queues(vec![]))]);

@@ -30,6 +30,9 @@ pub struct Frame {
     /// When its oldest stored event became durable (ms since the epoch): where the
     /// delivery latency a client sees starts, for the server's share of it.
     pub stored_at_ms: Option<i64>,
+    /// When it was made: a subscriber that joined after it was cut (and caught up
+    /// through a snapshot meanwhile) writes it late for a reason of its own.
+    pub cut_at: std::time::Instant,
     /// The frame as JSON text, encoded by the first subscriber that sends it whole.
     encoded: OnceLock<Utf8Bytes>,
     /// Subscribers still writing it to their sockets; the stream cuts the next frame
@@ -58,6 +61,7 @@ impl Frame {
             events,
             run,
             stored_at_ms,
+            cut_at: std::time::Instant::now(),
             encoded: OnceLock::new(),
             unwritten: AtomicIsize::new(0),
         }
@@ -126,6 +130,29 @@ impl Frame {
     }
 }
 
+/// Most events (before coalescing) one frame takes: a commit of thousands of events is
+/// sent as several frames, so clients receive and decode the first ones while the rest
+/// are still being written, instead of every event waiting for a frame of megabytes.
+const FRAME_EVENTS: usize = 1_000;
+
+/// The frames of one interval's events (in publication order) and the run's latest
+/// summary, which goes with the last one: none when there is nothing.
+pub(super) fn frames_of(batch: Vec<Arc<BusEvent>>, run: Option<Arc<BusEvent>>) -> Vec<Frame> {
+    if batch.len() <= FRAME_EVENTS {
+        return if batch.is_empty() && run.is_none() {
+            Vec::new()
+        } else {
+            vec![Frame::build(batch, run)]
+        };
+    }
+    let mut chunks: Vec<Vec<Arc<BusEvent>>> =
+        batch.chunks(FRAME_EVENTS).map(<[_]>::to_vec).collect();
+    let tail = chunks.pop().unwrap_or_default();
+    let mut frames: Vec<Frame> = chunks.into_iter().map(|c| Frame::build(c, None)).collect();
+    frames.push(Frame::build(tail, run));
+    frames
+}
+
 /// Wall-clock milliseconds since the epoch, as `stored_at_ms` is stamped.
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -191,5 +218,49 @@ mod tests {
         );
         let v: Value = serde_json::from_str(&live.encode()).unwrap();
         assert!(v.get("seq_to").is_none() && v["events"].as_array().unwrap().len() == 1);
+    }
+}
+
+#[cfg(test)]
+mod framing_tests {
+    use super::*;
+    use crate::live::event::testing;
+
+    fn task(seq: u64) -> Arc<BusEvent> {
+        Arc::new(BusEvent::new(
+            Some("r".into()),
+            Some(seq),
+            None,
+            testing::task(&format!("t{}", seq % 7), "running"),
+        ))
+    }
+
+    #[test]
+    fn a_large_commit_is_framed_in_order_in_contiguous_ranges_with_the_summary_last() {
+        let n = FRAME_EVENTS as u64 * 2 + 5;
+        let batch: Vec<_> = (1..=n).map(task).collect();
+        let run = Arc::new(BusEvent::new(
+            None,
+            None,
+            Some(1),
+            testing::run_updated("r"),
+        ));
+        let frames = frames_of(batch, Some(run));
+        assert_eq!(frames.len(), 3);
+        let mut next = 1;
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(
+                f.seq_from,
+                Some(next),
+                "frame {i} starts where the last ended"
+            );
+            next = f.seq_to.unwrap() + 1;
+            assert_eq!(f.run.is_some(), i == frames.len() - 1);
+            // Coalesced within the frame: the latest event of each task it holds.
+            assert!(f.events.len() <= 7);
+        }
+        assert_eq!(next, n + 1);
+        assert_eq!(frames_of(vec![task(1)], None).len(), 1);
+        assert!(frames_of(Vec::new(), None).is_empty());
     }
 }

@@ -22,12 +22,13 @@
 
 use super::answers::Answers;
 use super::event::BusEvent;
-use super::frame::Frame;
+use super::frame::{frames_of, Frame};
 use super::recent::Recent;
 use super::shared_read::SharedRead;
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
@@ -77,6 +78,10 @@ pub struct Stream {
     /// Wakes the frame task: every subscriber wrote the last frame.
     written: Notify,
     frames: broadcast::Sender<Arc<Frame>>,
+    /// Frame subscribers relaying frames to their sockets: the writes a frame waits for
+    /// before the next is cut. One still reading or sending its snapshot takes the
+    /// frames later, from the channel, and is not waited for.
+    relaying: AtomicUsize,
     summaries: broadcast::Sender<Arc<Frame>>,
     /// The registry a run's stream removes itself from once nobody needs it.
     registry: Weak<Streams>,
@@ -160,6 +165,8 @@ pub struct Subscription {
     pub answers: Vec<crate::api_types::LiveEvent>,
     /// When it joined: a store read begun since sees everything the frames will not.
     joined: Instant,
+    /// Since when it relays frames to its socket ([`Subscription::relaying`]).
+    relaying: Option<std::time::Instant>,
 }
 
 impl Stream {
@@ -185,6 +192,7 @@ impl Stream {
             wake: Notify::new(),
             written: Notify::new(),
             frames: broadcast::channel(FRAMES_BUFFERED).0,
+            relaying: AtomicUsize::new(0),
             summaries: broadcast::channel(SUMMARIES_BUFFERED).0,
             registry,
             snapshot: SharedRead::default(),
@@ -259,6 +267,7 @@ impl Stream {
             frames,
             answers,
             joined: Instant::now(),
+            relaying: None,
         }
     }
 
@@ -339,10 +348,10 @@ impl Stream {
                             .record(age as f64 / 1000.0);
                     }
                     let f = Arc::new(f);
-                    // Counted before sending: a subscriber joining in between makes the
-                    // count reach zero early (a frame cut a little sooner), one leaving
-                    // keeps it from zero (the frame interval caps the wait).
-                    f.expect_writes(self.frames.receiver_count());
+                    // Counted before sending: a subscriber starting to relay in between
+                    // makes the count reach zero early (a frame cut a little sooner), one
+                    // leaving keeps it from zero (the frame interval caps the wait).
+                    f.expect_writes(self.relaying.load(Ordering::Acquire));
                     // Only fails without receivers, which is fine.
                     let _ = self.frames.send(Arc::clone(&f));
                     last = Some(f);
@@ -394,29 +403,6 @@ impl Stream {
     }
 }
 
-/// Most events (before coalescing) one frame takes: a commit of thousands of events is
-/// sent as several frames, so clients receive and decode the first ones while the rest
-/// are still being written, instead of every event waiting for a frame of megabytes.
-const FRAME_EVENTS: usize = 1_000;
-
-/// The frames of one interval's events (in publication order) and the run's latest
-/// summary, which goes with the last one: none when there is nothing.
-fn frames_of(batch: Vec<Arc<BusEvent>>, run: Option<Arc<BusEvent>>) -> Vec<Frame> {
-    if batch.len() <= FRAME_EVENTS {
-        return if batch.is_empty() && run.is_none() {
-            Vec::new()
-        } else {
-            vec![Frame::build(batch, run)]
-        };
-    }
-    let mut chunks: Vec<Vec<Arc<BusEvent>>> =
-        batch.chunks(FRAME_EVENTS).map(<[_]>::to_vec).collect();
-    let tail = chunks.pop().unwrap_or_default();
-    let mut frames: Vec<Frame> = chunks.into_iter().map(|c| Frame::build(c, None)).collect();
-    frames.push(Frame::build(tail, run));
-    frames
-}
-
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -425,10 +411,27 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Subscription {
+    /// Says the subscriber now relays each frame as it comes (its snapshot and replay
+    /// are sent): from here on the stream waits for its writes before cutting the next
+    /// frame. Answers since when, which [`Frame::cut_at`] is compared with.
+    pub fn relaying(&mut self) -> std::time::Instant {
+        if let Some(at) = self.relaying {
+            return at;
+        }
+        let at = std::time::Instant::now();
+        if self.feed == Feed::Frames {
+            self.stream.relaying.fetch_add(1, Ordering::AcqRel);
+        }
+        self.relaying = Some(at);
+        at
+    }
+
     /// Says this subscriber is done with `frame`: written to its socket, or holding
-    /// nothing for it. The last one lets the stream cut the next frame.
+    /// nothing for it. The last one lets the stream cut the next frame. Frames cut
+    /// before it relayed (caught up from the channel) were not waiting for it.
     pub fn written(&self, frame: &Frame) {
-        if frame.written() {
+        let counted = self.relaying.is_some_and(|at| frame.cut_at >= at);
+        if counted && frame.written() {
             self.stream.written.notify_one();
         }
     }
@@ -513,6 +516,9 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        if self.feed == Feed::Frames && self.relaying.is_some() {
+            self.stream.relaying.fetch_sub(1, Ordering::AcqRel);
+        }
         let mut s = self.stream.state.lock();
         match self.feed {
             Feed::Frames => s.framed -= 1,
@@ -550,49 +556,5 @@ impl Summary {
     fn take(&mut self) -> Frame {
         let s = std::mem::take(self);
         Frame::new(s.seq_from, s.seq_to, s.events, s.run)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::live::event::testing;
-
-    fn task(seq: u64) -> Arc<BusEvent> {
-        Arc::new(BusEvent::new(
-            Some("r".into()),
-            Some(seq),
-            None,
-            testing::task(&format!("t{}", seq % 7), "running"),
-        ))
-    }
-
-    #[test]
-    fn a_large_commit_is_framed_in_order_in_contiguous_ranges_with_the_summary_last() {
-        let n = FRAME_EVENTS as u64 * 2 + 5;
-        let batch: Vec<_> = (1..=n).map(task).collect();
-        let run = Arc::new(BusEvent::new(
-            None,
-            None,
-            Some(1),
-            testing::run_updated("r"),
-        ));
-        let frames = frames_of(batch, Some(run));
-        assert_eq!(frames.len(), 3);
-        let mut next = 1;
-        for (i, f) in frames.iter().enumerate() {
-            assert_eq!(
-                f.seq_from,
-                Some(next),
-                "frame {i} starts where the last ended"
-            );
-            next = f.seq_to.unwrap() + 1;
-            assert_eq!(f.run.is_some(), i == frames.len() - 1);
-            // Coalesced within the frame: the latest event of each task it holds.
-            assert!(f.events.len() <= 7);
-        }
-        assert_eq!(next, n + 1);
-        assert_eq!(frames_of(vec![task(1)], None).len(), 1);
-        assert!(frames_of(Vec::new(), None).is_empty());
     }
 }

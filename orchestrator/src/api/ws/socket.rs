@@ -161,6 +161,7 @@ pub(super) async fn relay(
     mut revoked: Revoked,
 ) -> Result<(), Closed> {
     let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    let relaying = sub.relaying();
     loop {
         let held_due = picker.held_due();
         tokio::select! {
@@ -174,10 +175,7 @@ pub(super) async fn relay(
                     sub.written(&f);
                     if let Some(sent) = sent {
                         sent?;
-                        if let Some(age) = f.age_ms() {
-                            metrics::histogram!("apex_ws_frame_written_seconds")
-                                .record(age as f64 / 1000.0);
-                        }
+                        record_written(&f, relaying);
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
@@ -211,6 +209,25 @@ pub(super) async fn relay(
             }
         }
     }
+}
+
+/// Records how long after its events became durable `f` was written to this socket:
+/// in `apex_ws_frame_written_seconds` when it was cut while this client was relaying
+/// (live delivery), else counted in `apex_ws_frames_caught_up_total`: a frame that
+/// waited in the channel while this client's snapshot was read and sent measures the
+/// snapshot, not delivery, and such frames (seconds old when fifty clients open a big
+/// run at once) made the histogram's mean meaningless.
+fn record_written(f: &Frame, relaying: std::time::Instant) {
+    if !is_live(f, relaying) {
+        metrics::counter!("apex_ws_frames_caught_up_total").increment(1);
+    } else if let Some(age) = f.age_ms() {
+        metrics::histogram!("apex_ws_frame_written_seconds").record(age as f64 / 1000.0);
+    }
+}
+
+/// Whether `f` was cut once the client was relaying (since `relaying`).
+fn is_live(f: &Frame, relaying: std::time::Instant) -> bool {
+    f.cut_at >= relaying
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -295,6 +312,15 @@ mod tests {
         assert!(v.get("seq_to").is_none());
         assert_eq!(v["events"][0]["text_delta"], "x", "live events still go");
         assert_eq!(ahead.cursor, 9);
+    }
+
+    #[test]
+    fn only_frames_cut_while_relaying_count_as_live_delivery() {
+        let before = Frame::build(vec![task(1, "a", "queued")], None);
+        let relaying = std::time::Instant::now();
+        let after = Frame::build(vec![task(2, "a", "running")], None);
+        assert!(!is_live(&before, relaying), "caught up after the snapshot");
+        assert!(is_live(&after, relaying));
     }
 
     #[test]
