@@ -151,6 +151,13 @@ pub(super) async fn run(
         // Stored: the rows are not needed for what follows, and a big batch (a new run's
         // 100,000 task rows and events, ~60 MB) should not be held through the Redis send.
         drop(std::mem::take(&mut flush.batch));
+        // What the live events report is stored: when no task waits for this Redis
+        // round trip, they go out before it, so a watcher of a finished task does not
+        // wait for its result's XACK. Tasks to push go first (encoding a big commit's
+        // events takes tens of ms, which workers would otherwise wait for).
+        if flush.outgoing.tasks.is_empty() {
+            publish(&bus, std::mem::take(&mut flush.live));
+        }
         // Only a failed connection is retried; a message Redis refuses comes back as a
         // refusal, which fails its task instead of stalling every run.
         let ids = retry(&health, "redis", || queue.send(&flush.outgoing)).await;
@@ -169,17 +176,24 @@ pub(super) async fn run(
             let _ = enqueued.send(landed);
         }
         metrics::histogram!("apex_commit_seconds").record(started.elapsed().as_secs_f64());
-        // Live events say when they became durable, so clients can measure delivery.
-        let stored_at_ms = super::now_ms();
-        let mut live = flush.live;
-        for (_, _, event) in &mut live {
-            event.stamp(stored_at_ms);
-        }
-        bus.publish(live);
+        publish(&bus, flush.live);
         for (reply, run) in flush.replies {
             let _ = reply.send(Ok(run));
         }
     }
+}
+
+/// Hands stored events to the bus, stamped with when they became durable, so clients
+/// can measure delivery.
+fn publish(bus: &Bus, mut live: Vec<(Option<Arc<str>>, Option<u64>, LiveEvent)>) {
+    if live.is_empty() {
+        return;
+    }
+    let stored_at_ms = super::now_ms();
+    for (_, _, event) in &mut live {
+        event.stamp(stored_at_ms);
+    }
+    bus.publish(live);
 }
 
 /// Runs `op` until it succeeds, backing off, and says in `health` while it fails.
