@@ -116,6 +116,12 @@ pub(super) async fn run(
     health: WriterHealth,
     generation: Generation,
 ) {
+    // The bus classifies and encodes every event, tens of ms for a big commit's. On a
+    // task of its own that overlaps the Redis send, instead of holding up the workers
+    // (published before the send) or the watchers (after it). Bounded: a bus that falls
+    // behind slows the commits rather than piling events up.
+    let (to_bus, for_bus) = mpsc::channel(64);
+    let publisher = tokio::spawn(publish_all(bus, for_bus));
     while let Some(mut flush) = rx.recv().await {
         for _ in 1..MAX_MERGE {
             match rx.try_recv() {
@@ -151,14 +157,16 @@ pub(super) async fn run(
         // what a watcher is told a read must show.
         generation.advance();
         // Live events say when they became durable, so clients can measure delivery:
-        // stamped as the commit returns, and published at once, as what watchers see
-        // is the store's state; the Redis send below does not change it.
-        let stored_at_ms = super::now_ms();
+        // stamped as the commit returns and handed to the bus at once, as what watchers
+        // see is the store's state; the Redis send below does not change it.
         let mut live = std::mem::take(&mut flush.live);
-        for (_, _, event) in &mut live {
-            event.stamp(stored_at_ms);
+        if !live.is_empty() {
+            let stored_at_ms = super::now_ms();
+            for (_, _, event) in &mut live {
+                event.stamp(stored_at_ms);
+            }
+            let _ = to_bus.send(live).await;
         }
-        bus.publish(live);
         // Traces are built from what is now stored (a no-op unless tracing is on).
         crate::telemetry::observe(&flush.batch, &flush.outgoing);
         // Stored: the rows are not needed for what follows, and a big batch (a new run's
@@ -185,6 +193,19 @@ pub(super) async fn run(
         for (reply, run) in flush.replies {
             let _ = reply.send(Ok(run));
         }
+    }
+    // Every stored event reaches the bus before the engine counts as stopped.
+    drop(to_bus);
+    let _ = publisher.await;
+}
+
+/// Stored events for the bus, in commit order, each stamped with when it became durable.
+type Stamped = Vec<(Option<Arc<str>>, Option<u64>, LiveEvent)>;
+
+/// Publishes what the writer stored, in the order it was stored.
+async fn publish_all(bus: Bus, mut stored: mpsc::Receiver<Stamped>) {
+    while let Some(live) = stored.recv().await {
+        bus.publish(live);
     }
 }
 

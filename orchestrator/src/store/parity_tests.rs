@@ -705,3 +705,121 @@ async fn a_locked_database_is_unavailable_and_a_damaged_row_corrupt() {
     let bad_spec = store.get_task(&id, "t1").await.unwrap_err();
     assert!(matches!(bad_spec, StoreError::Corrupt(_)), "{bad_spec}");
 }
+
+/// A fresh Postgres database for one test, dropped by [`drop_pg`].
+async fn fresh_pg(tag: &str) -> (sqlx::PgPool, String) {
+    const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+    let name = format!("apex_pg_{tag}_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(PG_ADMIN)
+        .await
+        .expect("Postgres is reachable");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    (admin, name)
+}
+
+async fn drop_pg(admin: &sqlx::PgPool, name: &str) {
+    sqlx::query(&format!("drop database {name} with (force)"))
+        .execute(admin)
+        .await
+        .unwrap();
+}
+
+/// The one-statement write sees a snapshot from before any of its parts ran, so a
+/// batch that inserts a run and also updates it (flushes merged by the writer) must be
+/// written statement by statement, or the update finds no row and is lost.
+#[tokio::test]
+async fn a_postgres_batch_inserting_and_updating_a_run_keeps_the_update() {
+    let (admin, name) = fresh_pg("merged").await;
+    let store = PgStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"))
+        .await
+        .unwrap();
+    let id = uuid::Uuid::now_v7().to_string();
+    let batch = WriteBatch {
+        new_runs: vec![new_run(&id, 2)],
+        tasks: vec![task_row(&id, 0, TaskState::Succeeded)],
+        runs: vec![run_row(&id, 2, RunState::Running, 3)],
+        events: vec![
+            event(&id, 1, Some(0), "queued"),
+            event(&id, 2, Some(1), "queued"),
+            event(&id, 3, Some(0), "succeeded"),
+        ],
+        ..Default::default()
+    };
+    store.apply(&batch).await.unwrap();
+    let tasks = store.get_tasks(&id).await.unwrap();
+    assert_eq!(tasks[0].row, task_row(&id, 0, TaskState::Succeeded));
+    assert_eq!(tasks[1].row, task_row(&id, 1, TaskState::Queued));
+    let run = store
+        .get_run(&id)
+        .await
+        .unwrap()
+        .expect("the run is stored");
+    assert_eq!(run.last_seq, 3);
+    assert_eq!(store.events(&id, 0, None, 100).await.unwrap().len(), 3);
+    drop(store);
+    drop_pg(&admin, &name).await;
+}
+
+/// A small batch (written in one statement) of a leader whose epoch was taken over
+/// is refused as fenced and writes nothing, like a batch written in a transaction.
+#[tokio::test]
+async fn a_small_postgres_batch_of_a_fenced_leader_writes_nothing() {
+    let (admin, name) = fresh_pg("fenced").await;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let old = PgStore::connect(&url).await.unwrap();
+    let new = PgStore::connect(&url).await.unwrap();
+    let first = old.fence().await.unwrap();
+    let kept = uuid::Uuid::now_v7().to_string();
+    old.apply(&WriteBatch {
+        new_runs: vec![new_run(&kept, 1)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let second = new.fence().await.unwrap();
+    let lost = uuid::Uuid::now_v7().to_string();
+    let small = WriteBatch {
+        new_runs: vec![new_run(&lost, 1)],
+        events: vec![event(&lost, 1, Some(0), "queued")],
+        ..Default::default()
+    };
+    match old.apply(&small).await {
+        Err(StoreError::Fenced { ours, current }) => assert_eq!((ours, current), (first, second)),
+        other => panic!("the old leader's write was not fenced: {other:?}"),
+    }
+    let update = WriteBatch {
+        tasks: vec![task_row(&kept, 0, TaskState::Succeeded)],
+        runs: vec![run_row(&kept, 1, RunState::Succeeded, 2)],
+        ..Default::default()
+    };
+    assert!(matches!(
+        old.apply(&update).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert!(new.get_run(&lost).await.unwrap().is_none());
+    assert!(new.events(&lost, 0, None, 10).await.unwrap().is_empty());
+    let run = new
+        .get_run(&kept)
+        .await
+        .unwrap()
+        .expect("stored before the takeover");
+    assert_eq!(
+        run.state,
+        RunState::Running,
+        "nothing of the fenced update landed"
+    );
+    assert_eq!(
+        new.get_tasks(&kept).await.unwrap()[0].row,
+        task_row(&kept, 0, TaskState::Queued)
+    );
+    new.apply(&update).await.unwrap();
+    assert_eq!(
+        new.get_run(&kept).await.unwrap().unwrap().state,
+        RunState::Succeeded
+    );
+    drop((old, new));
+    drop_pg(&admin, &name).await;
+}

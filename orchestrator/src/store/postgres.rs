@@ -9,6 +9,7 @@ use super::text::{json_text, without_nul as pg_text};
 mod access;
 mod columns;
 mod options;
+mod single;
 
 use super::*;
 use crate::dag::TaskSpec;
@@ -156,8 +157,12 @@ impl Store for PgStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer.begin().await?;
         let ours = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        // An idle engine's commits (a submission, a result) are small: one round trip.
+        if single::fits(batch) {
+            return single::apply(&self.writer, ours, batch).await;
+        }
+        let mut tx = self.writer.begin().await?;
         if ours != 0 {
             // FOR SHARE: a takeover's increment waits for this transaction, and every
             // transaction after it sees the new epoch and writes nothing.
