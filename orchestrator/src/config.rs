@@ -32,6 +32,12 @@ pub struct ServeConfig {
     /// larger messages).
     #[arg(long, env = "APEX_MAX_TASK_INPUT_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1024..=(256 << 20)))]
     pub max_task_input_bytes: u64,
+    /// Most tasks dispatched per write to the store and Redis: a run with more ready at
+    /// once is dispatched in slices of this many, so the orchestrator's memory does not
+    /// grow with the width of a run (the rest wait as `pending` meanwhile).
+    #[arg(long, env = "APEX_DISPATCH_SLICE", default_value_t = 8_192, hide = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub dispatch_slice: u32,
     /// Log lines one attempt may store; later ones are counted, not kept.
     #[arg(long, env = "APEX_MAX_LOG_LINES_PER_ATTEMPT", default_value_t = 1_000)]
     pub max_log_lines_per_attempt: u32,
@@ -209,6 +215,7 @@ impl ServeConfig {
             max_body_bytes: 64 << 20,
             max_tasks: 100_000,
             max_task_input_bytes: 64 << 20,
+            dispatch_slice: 8_192,
             max_log_lines_per_attempt: 1_000,
             max_log_bytes_per_attempt: 1 << 20,
             max_queues: 1_000,

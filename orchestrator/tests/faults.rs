@@ -293,6 +293,45 @@ async fn an_orchestrator_killed_mid_run_restarts_and_every_run_completes_once() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_killed_between_dispatch_slices_restarts_and_runs_each_task_once() {
+    // A wide run is dispatched in slices (20 tasks here): killed right after the run
+    // is accepted, the store holds some tasks queued and the rest still pending.
+    let postgres = common::TestStore::Postgres {
+        admin_url: PG_ADMIN.to_owned(),
+    };
+    let mut sys = TestSystem::without_server_on(postgres, REDIS).await;
+    let port = free_port();
+    let slice = ["--dispatch-slice", "20"];
+    sys.spawn_orchestrator_with(port, &slice);
+    sys.wait_ready(&sys.base.clone(), LIMIT).await;
+    let noops: Vec<Value> = (0..2000)
+        .map(|i| json!({"id": format!("n{i}"), "handler": "noop"}))
+        .collect();
+    let wide = sys.submit(&json!({"tasks": noops})).await;
+    sys.kill_orchestrator(port);
+    let db = sqlx::PgPool::connect(&sys.db_url).await.unwrap();
+    let states: Vec<(String, i64)> = sqlx::query_as(
+        "select state, count(*) from tasks where run_id = $1 group by state order by state",
+    )
+    .bind(&wide)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    let count = |s: &str| states.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    assert!(
+        count("queued") >= 20 && count("pending") > 0,
+        "killed between slices: {states:?}"
+    );
+    sys.spawn_orchestrator_with(port, &slice);
+    sys.wait_ready(&sys.base.clone(), LIMIT).await;
+    sys.spawn_worker("default", 100);
+    let wide = assert_each_task_succeeded_once(&sys, &wide).await;
+    assert_eq!(wide["counts"]["succeeded"], 2000);
+    sys.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_takes_over_when_the_leader_dies() {
     let mut sys = TestSystem::without_server(PG_ADMIN, REDIS).await;
     let (leader, standby) = (free_port(), free_port());

@@ -10,9 +10,9 @@ use super::writer::{Enqueued, Flush};
 use super::{EngineConfig, EngineError, Input};
 use crate::api_types::{DeadLetterEvent, LiveEvent, Queue, QueuesEvent};
 use crate::autoscale::Autoscaler;
-use crate::dag::{Dag, KeyLimit};
+use crate::dag::Dag;
 use crate::queue::AttemptKey;
-use crate::state_machine::{Gate, Output, Rejected, RunMachine, TaskFailure};
+use crate::state_machine::{Output, Rejected, RunMachine, TaskFailure};
 use crate::store::Store;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -36,6 +36,12 @@ pub(super) struct Refusal {
 
 /// Inputs handled before a flush; bounds the latency a long burst adds.
 const MAX_BATCH_INPUTS: usize = 256;
+
+/// Tasks resolved or admitted per flush. A run that makes more ready at once (100,000
+/// roots) is dispatched in slices of this many, each sent once the writer has taken
+/// the flushes before it, so the memory its messages, events and rows hold at once
+/// does not grow with the width of the run. One slice is one Postgres statement.
+pub(super) const DISPATCH_SLICE: usize = 8_192;
 
 /// The single owner of every active run and of the engine's other in-memory state.
 pub(super) struct Core {
@@ -62,6 +68,12 @@ pub(super) struct Core {
     pub(super) waiting_runs: HashSet<Arc<str>>,
     /// Something changed that may let a waiting task go: try admitting at the batch end.
     pub(super) admit_due: bool,
+    /// A pass of admission ran out of room: carry on once the writer caught up.
+    pub(super) admit_backlog: bool,
+    /// Runs with tasks deferred for lack of room in a flush.
+    pub(super) deferred_runs: HashSet<Arc<str>>,
+    /// Tasks the current batch may still resolve or admit (see [`DISPATCH_SLICE`]).
+    pub(super) room: usize,
     /// When a rate limit frees up next.
     pub(super) admit_wake_ms: Option<i64>,
     /// Attempts that must fail without running, found while turning commands into
@@ -76,26 +88,6 @@ pub(super) struct Core {
     /// The API token whose request is being applied (submit, cancel, retry), recorded
     /// as `by` on the events it causes; `None` for everything else.
     pub(super) actor: Option<Arc<str>>,
-}
-
-/// The core's [`Gate`]: the shared limiter, asked on behalf of one run.
-struct SharedLimits<'a> {
-    limiter: &'a mut Limiter,
-    run: &'a Arc<str>,
-    now_ms: i64,
-}
-
-impl Gate for SharedLimits<'_> {
-    fn try_acquire(
-        &mut self,
-        task: u32,
-        attempt: u32,
-        keys: &[(String, KeyLimit)],
-        tokens: u64,
-    ) -> bool {
-        self.limiter
-            .try_acquire(self.run, task, attempt, keys, tokens, self.now_ms)
-    }
 }
 
 /// Attempts the store said were queued or running when the engine started.
@@ -115,6 +107,7 @@ impl Core {
             .map(|q| (q.clone(), Autoscaler::new(config.autoscale)))
             .collect();
         let limiter = Limiter::new(config.ceilings.clone());
+        let room = config.dispatch_slice.max(1);
         Self {
             store,
             config,
@@ -131,6 +124,9 @@ impl Core {
             limiter,
             waiting_runs: HashSet::new(),
             admit_due: true,
+            admit_backlog: false,
+            deferred_runs: HashSet::new(),
+            room,
             admit_wake_ms: None,
             refused: Vec::new(),
             queues_seen: HashMap::new(),
@@ -152,6 +148,7 @@ impl Core {
                 self.timers.peek().map(|Reverse(t)| t.due_ms),
                 self.deadlines.peek().map(|Reverse(d)| d.due_ms),
                 self.admit_wake_ms,
+                self.backlog_due(),
             ]
             .into_iter()
             .flatten()
@@ -191,11 +188,15 @@ impl Core {
             // Rule 4: waiting tasks are admitted once per batch, after the inputs and
             // timers that may free slots or add waiting tasks, in one pass.
             self.admit_waiting();
-            // Rule 5: at most one flush per batch, and only then is anything sent,
+            // Rule 5: what earlier batches deferred for lack of room goes next, once
+            // the writer has taken every flush before (see DISPATCH_SLICE).
+            self.release_deferred();
+            // Rule 6: at most one flush per batch, and only then is anything sent,
             // stored or answered (the writer commits before it pushes or replies).
             self.flush().await;
+            self.room = self.config.dispatch_slice.max(1);
         }
-        // Rule 6: what the last batch decided is still handed to the writer on shutdown.
+        // Rule 7: what the last batch decided is still handed to the writer on shutdown.
         self.flush().await;
     }
 
@@ -482,7 +483,12 @@ impl Core {
         let Some(run) = self.runs.get_mut(id) else {
             return Err(Rejected::UnknownTask);
         };
+        self.out.room = Some(self.room);
         let result = f(&mut run.machine, &mut self.out);
+        self.room = self.out.room.unwrap_or(self.room);
+        if run.machine.has_deferred() {
+            self.deferred_runs.insert(Arc::clone(id));
+        }
         let out = std::mem::take(&mut self.out);
         self.absorb(id, &out);
         self.out = out;
@@ -506,36 +512,6 @@ impl Core {
             let _ = self.apply(&key.run, |m, o| m.retry_due(key.task, key.attempt, now, o));
         }
         self.fire_deadlines(now);
-    }
-
-    /// Dispatches what waiting tasks their runs' limits, budgets and the shared limits
-    /// now allow.
-    pub(super) fn admit_waiting(&mut self) {
-        if !std::mem::take(&mut self.admit_due) {
-            return;
-        }
-        let runs: Vec<Arc<str>> = self.waiting_runs.iter().cloned().collect();
-        for id in runs {
-            let now = self.config.clock.now_ms();
-            // Out of `self` while the run's machine asks it: `apply` borrows `self`.
-            let mut limiter = std::mem::take(&mut self.limiter);
-            let _ = self.apply(&id, |m, o| {
-                let mut gate = SharedLimits {
-                    limiter: &mut limiter,
-                    run: &id,
-                    now_ms: now,
-                };
-                m.admit(now, &mut gate, o);
-                Ok(())
-            });
-            self.limiter = limiter;
-            if !self.runs.get(&id).is_some_and(|r| r.machine.has_waiting()) {
-                self.waiting_runs.remove(&id);
-            }
-        }
-        if let Some(at) = self.limiter.take_wake() {
-            self.admit_wake_ms = Some(self.admit_wake_ms.map_or(at, |w| w.min(at)));
-        }
     }
 
     pub(super) fn housekeeping(&mut self) {

@@ -14,6 +14,7 @@
 //! know, and the engine keeps scheduling while the previous batch commits.
 
 mod active;
+mod admission;
 mod clock;
 mod core;
 mod decisions;
@@ -92,6 +93,9 @@ pub struct EngineConfig {
     /// Largest input plus upstream outputs a task message may carry; a task over it
     /// fails before dispatch (`input_too_large`) instead of stalling Redis.
     pub max_task_input_bytes: usize,
+    /// Tasks resolved or admitted per flush; a run with more ready at once is
+    /// dispatched in slices of this many (see `core::DISPATCH_SLICE`).
+    pub dispatch_slice: usize,
     /// Log lines and bytes one attempt may store.
     pub log_limits: log_cap::LogLimits,
     /// Most distinct queue names in use at once; a submission that would pass it is
@@ -120,6 +124,7 @@ impl Default for EngineConfig {
             lease_timeout: Duration::from_secs(7),
             max_output_bytes: 16 << 20,
             max_task_input_bytes: 64 << 20,
+            dispatch_slice: core::DISPATCH_SLICE,
             log_limits: log_cap::LogLimits::default(),
             max_queues: 1_000,
             queue_idle: Duration::from_secs(600),

@@ -24,4 +24,6 @@ mod approval_tests;
 #[cfg(test)]
 mod budget_ask_tests;
 #[cfg(test)]
+mod slice_tests;
+#[cfg(test)]
 mod tests;

@@ -160,6 +160,11 @@ impl TestSystem {
     /// Starts the `apex serve` binary on `port` against this system's database and
     /// Redis; `base` points at it.
     pub fn spawn_orchestrator(&mut self, port: u16) {
+        self.spawn_orchestrator_with(port, &[]);
+    }
+
+    /// [`TestSystem::spawn_orchestrator`] with more `apex serve` flags.
+    pub fn spawn_orchestrator_with(&mut self, port: u16, flags: &[&str]) {
         let log =
             std::fs::File::create(std::env::temp_dir().join(format!("{}-{port}.log", self.prefix)))
                 .unwrap();
@@ -173,6 +178,7 @@ impl TestSystem {
                 "--redis-prefix",
                 &self.prefix,
             ])
+            .args(flags)
             .env("APEX_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -27,7 +27,7 @@ impl RunMachine {
             crate::dag::work::count(1);
             let i = key.1;
 
-            if self.exhausted.is_some() || self.asking.is_some() {
+            if self.exhausted.is_some() || self.asking.is_some() || out.is_full() {
                 break;
             }
             let in_flight = self.counts[TaskState::Queued as usize] as usize
@@ -73,6 +73,7 @@ impl RunMachine {
                 continue;
             }
             self.waiting.remove(key);
+            out.take_room();
             self.reserved.insert(i, est);
             let _ = self.set_state(i, Stimulus::Dispatched, out);
             self.dispatch(i, now_ms, out);

@@ -39,6 +39,7 @@ impl RunMachine {
             self.record_task(i, now_ms, None, out);
         }
         self.waiting.clear();
+        self.deferred.clear();
         self.reserved.clear();
         self.asking = None;
         self.finish_run(RunState::Cancelled, now_ms, out);

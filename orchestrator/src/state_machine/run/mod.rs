@@ -66,6 +66,10 @@ pub struct RunMachine {
     /// The task waiting for a person to raise the run's budget: until then the run
     /// dispatches nothing more.
     asking: Option<u32>,
+    /// Tasks whose dependencies are met but which were left `pending` because the
+    /// output had no room ([`Output::room`]); [`RunMachine::release_deferred`] resolves
+    /// them. Not stored: after a restart [`RunMachine::resume`] finds them again.
+    deferred: Vec<u32>,
 }
 
 /// What admitting one task must also pass, beyond the run's own limits: limits shared
@@ -116,6 +120,7 @@ impl RunMachine {
             spent: Usage::default(),
             exhausted: None,
             asking: None,
+            deferred: Vec::new(),
         }
     }
 
@@ -141,6 +146,7 @@ impl RunMachine {
             spent: Usage::default(),
             exhausted: None,
             asking: None,
+            deferred: Vec::new(),
         };
         for (i, t) in m.tasks.iter().enumerate() {
             if t.state == TaskState::Waiting
@@ -178,6 +184,32 @@ impl RunMachine {
     /// True when tasks wait in `ready` for [`RunMachine::admit`].
     pub fn has_waiting(&self) -> bool {
         !self.waiting.is_empty()
+    }
+
+    /// True when tasks are deferred for lack of room (see [`RunMachine::release_deferred`]).
+    pub fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// Resolves deferred tasks, as many as `out`'s room allows; the rest stay deferred.
+    /// Entries a cancel or rerun overtook (no longer pending) are dropped.
+    pub fn release_deferred(&mut self, now_ms: i64, out: &mut Output) {
+        if self.state.is_terminal() {
+            self.deferred.clear();
+            return;
+        }
+        let n = out.room.unwrap_or(usize::MAX).min(self.deferred.len());
+        let todo: Vec<u32> = self
+            .deferred
+            .split_off(self.deferred.len() - n)
+            .into_iter()
+            .filter(|&i| {
+                let t = &self.tasks[i as usize];
+                t.state == TaskState::Pending && t.unresolved == 0
+            })
+            .collect();
+        self.resolve(todo, now_ms, out);
+        self.complete_if_done(now_ms, out);
     }
 
     /// How many tasks wait in `ready` for admission (not a backoff).
@@ -249,6 +281,8 @@ impl RunMachine {
         if self.state.is_terminal() {
             return;
         }
+        // Every deferred task is among these.
+        self.deferred.clear();
         let stuck: Vec<u32> = (0..self.tasks.len() as u32)
             .filter(|&i| {
                 self.tasks[i as usize].state == TaskState::Pending
@@ -303,8 +337,14 @@ impl RunMachine {
 
     /// Decides every task in `ready` whose dependencies are all terminal: dispatch it, or
     /// skip it (and cascade the skip to its own dependents).
+    /// Once `out` has no room left, the rest stay `pending` and are deferred.
     fn resolve(&mut self, mut todo: Vec<u32>, now_ms: i64, out: &mut Output) {
         while let Some(i) = todo.pop() {
+            if !out.take_room() {
+                self.deferred.append(&mut todo);
+                self.deferred.push(i);
+                return;
+            }
             let t = &self.tasks[i as usize];
             debug_assert_eq!(t.unresolved, 0);
             let skip = t.upstream_failed && self.dag.task(i).trigger == Trigger::AllSuccess;

@@ -156,6 +156,11 @@ pub struct Output {
     pub run_changed: bool,
     /// The run's options changed (a person raised its budget): they must be stored.
     pub options_changed: bool,
+    /// How many more tasks this output may resolve or admit; `None` for no bound. The
+    /// engine bounds it per flush, so a run of 100,000 ready tasks is dispatched in
+    /// slices the writer can keep up with rather than in one burst that holds every
+    /// task's message, event and row at once; what does not fit stays deferred.
+    pub room: Option<usize>,
 }
 
 /// Capacity an [`Output`]'s lists keep across [`Output::reset`]: enough for the usual
@@ -178,6 +183,24 @@ impl Output {
         empty(&mut self.respecced);
         self.run_changed = false;
         self.options_changed = false;
+        self.room = None;
+    }
+
+    /// Takes one unit of room; false when none is left.
+    pub fn take_room(&mut self) -> bool {
+        match &mut self.room {
+            None => true,
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+        }
+    }
+
+    /// True when no room is left.
+    pub fn is_full(&self) -> bool {
+        self.room == Some(0)
     }
 }
 
