@@ -1,26 +1,12 @@
 //! Admission's cost: tasks blocked on a shared limit are not looked at again on every
 //! pass.
 
+use super::tests::{dispatched, machine};
 use super::*;
-use crate::dag::{validate, work, KeyLimit, Limits, RunSpec};
+use crate::dag::{work, KeyLimit};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-fn machine(spec: Value) -> RunMachine {
-    let spec: RunSpec = serde_json::from_value(spec).unwrap();
-    RunMachine::new(Arc::new(validate(spec, &Limits::default()).unwrap()))
-}
-
-fn dispatched(out: &Output) -> Vec<u32> {
-    out.commands
-        .iter()
-        .filter_map(|c| match c {
-            Command::Dispatch { task, .. } => Some(*task),
-            _ => None,
-        })
-        .collect()
-}
 
 /// Concurrency limits per key, as the engine's limiter keeps them (no rates).
 #[derive(Default)]

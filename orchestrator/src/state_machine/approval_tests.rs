@@ -1,24 +1,9 @@
 //! Approval tasks and cancelling one task, at the level of the pure machine.
 
+use super::tests::{dispatched, machine};
 use super::*;
-use crate::dag::{validate, Limits, RunSpec};
 use serde_json::{json, Value};
 use std::sync::Arc;
-
-fn machine(spec: Value) -> RunMachine {
-    let spec: RunSpec = serde_json::from_value(spec).unwrap();
-    RunMachine::new(Arc::new(validate(spec, &Limits::default()).unwrap()))
-}
-
-fn dispatched(out: &Output) -> Vec<u32> {
-    out.commands
-        .iter()
-        .filter_map(|c| match c {
-            Command::Dispatch { task, .. } => Some(*task),
-            _ => None,
-        })
-        .collect()
-}
 
 fn deadlines(out: &Output) -> Vec<(u32, i64)> {
     out.commands

@@ -1,5 +1,6 @@
 //! Budgets that ask (`"on_exceeded": "ask"`), at the level of the pure machine.
 
+use super::tests::dispatched;
 use super::*;
 use crate::dag::{validate, Budget, Limits, RunSpec};
 use serde_json::{json, Value};
@@ -20,16 +21,6 @@ fn machine(budget: Value) -> RunMachine {
     }))
     .unwrap();
     RunMachine::new(Arc::new(validate(spec, &Limits::default()).unwrap()))
-}
-
-fn dispatched(out: &Output) -> Vec<u32> {
-    out.commands
-        .iter()
-        .filter_map(|c| match c {
-            Command::Dispatch { task, .. } => Some(*task),
-            _ => None,
-        })
-        .collect()
 }
 
 fn admit(m: &mut RunMachine) -> Output {

@@ -2,6 +2,7 @@
 //! defers the rest, which later outputs release; no task is lost or sent twice,
 //! whether the run is cancelled, restored or re-run in between.
 
+use super::tests::dispatched;
 use super::*;
 use crate::dag::{validate, Limits, RunSpec};
 use serde_json::{json, Value};
@@ -25,16 +26,6 @@ fn bounded() -> Output {
         room: Some(ROOM),
         ..Output::default()
     }
-}
-
-fn dispatched(out: &Output) -> Vec<u32> {
-    out.commands
-        .iter()
-        .filter_map(|c| match c {
-            Command::Dispatch { task, .. } => Some(*task),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Releases slices until none is deferred; every dispatch goes into `seen` once.

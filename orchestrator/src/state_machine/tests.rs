@@ -4,7 +4,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use worker_protocol::Usage;
 
-fn machine(spec: Value) -> RunMachine {
+/// A run machine of a DAG given as JSON (shared by the state machine's test modules).
+pub(super) fn machine(spec: Value) -> RunMachine {
     let spec: RunSpec = serde_json::from_value(spec).unwrap();
     RunMachine::new(Arc::new(validate(spec, &Limits::default()).unwrap()))
 }
@@ -24,7 +25,8 @@ fn ok_report(output: Value, started_at_ms: i64, finished_at_ms: i64) -> AttemptS
     }
 }
 
-fn dispatched(out: &Output) -> Vec<u32> {
+/// The tasks an output dispatches, in order.
+pub(super) fn dispatched(out: &Output) -> Vec<u32> {
     out.commands
         .iter()
         .filter_map(|c| match c {
