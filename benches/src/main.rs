@@ -372,6 +372,50 @@ fn status_mb(pid: u32, field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Where one W4 run's time went, in ms, from the tasks' timestamps (`queued_at` is the
+/// engine's decision, before its commit; `started_at` and `finished_at` are the
+/// workers'): submit to the first task queued, to the first started, and to the last of
+/// the first wave started; each sleep's overshoot; how long a slot stayed empty (the
+/// n-th start of the second wave against the n-th finish of the first); the last
+/// finish to the client seeing the run finished.
+fn w4_parts(
+    tasks: &[apex::api_types::Task],
+    slots: usize,
+    sleep_s: f64,
+    submitted_ms: i64,
+    seen_ms: i64,
+) -> Value {
+    let sorted = |f: fn(&apex::api_types::Task) -> Option<i64>| {
+        let mut v: Vec<i64> = tasks.iter().filter_map(f).collect();
+        v.sort_unstable();
+        v
+    };
+    let queued = sorted(|t| t.queued_at_ms);
+    let starts = sorted(|t| t.started_at_ms);
+    let finishes = sorted(|t| t.finished_at_ms);
+    let mut overshoot: Vec<f64> = tasks
+        .iter()
+        .filter_map(|t| Some((t.finished_at_ms? - t.started_at_ms?) as f64 - sleep_s * 1e3))
+        .collect();
+    let wave = slots.min(starts.len());
+    let mut refill: Vec<f64> = starts[wave..]
+        .iter()
+        .zip(&finishes)
+        .map(|(s, f)| (s - f) as f64)
+        .collect();
+    let first = |v: &[i64]| v.first().map_or(f64::NAN, |t| (t - submitted_ms) as f64);
+    json!({
+        "submit_to_first_queued": first(&queued),
+        "submit_to_first_started": first(&starts),
+        "submit_to_wave1_started": starts.get(wave.saturating_sub(1)).map(|t| t - submitted_ms),
+        "overshoot_p50": percentile(&mut overshoot, 0.5),
+        "overshoot_max": percentile(&mut overshoot, 1.0),
+        "refill_gap_p50": percentile(&mut refill, 0.5),
+        "refill_gap_max": percentile(&mut refill, 1.0),
+        "last_finished_to_seen": finishes.last().map(|t| seen_ms - t),
+    })
+}
+
 /// W3's latencies (ms), each round trip and its parts.
 #[derive(Default)]
 struct RoundTrips {
@@ -624,19 +668,33 @@ async fn main() -> anyhow::Result<()> {
             // Two waves of `slots` sleeps: the best possible makespan.
             let ideal = (n as f64 / args.slots as f64).ceil() * args.sleep;
             let mut effs = Vec::new();
+            let mut parts = Vec::new();
             for _ in 0..args.repeat {
+                let submitted_ms = now_ms();
                 let started = Instant::now();
                 let id = c.submit(&spec).await?;
                 let (state, _, _) = c.follow(&id).await?;
                 let secs = started.elapsed().as_secs_f64();
+                let seen_ms = now_ms();
                 if state != "succeeded" {
                     bail!("run {id} ended {state}");
                 }
                 effs.push(ideal / secs);
+                // Read after the clock stopped: where the time over the ideal went.
+                let run = c.run(&id).await?;
+                let tasks = run.tasks.as_deref().context("the run's tasks")?;
+                parts.push(w4_parts(
+                    tasks,
+                    args.slots,
+                    args.sleep,
+                    submitted_ms,
+                    seen_ms,
+                ));
             }
             out["tasks"] = json!(n);
             out["slots"] = json!(args.slots);
             out["efficiency"] = json!(effs);
+            out["parts_ms"] = json!(parts);
             out["median_efficiency"] = json!((median(&mut effs) * 1000.0).round() / 1000.0);
         }
         other => bail!("unknown workload {other:?}: use w1, w2, w3, w4, api, scale, ws or live"),
