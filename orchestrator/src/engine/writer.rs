@@ -153,6 +153,9 @@ pub(super) async fn run(
             health.abandon();
             continue;
         }
+        // The store's part of `apex_commit_seconds` (the rest is mostly the Redis send):
+        // says which of the two a commit cycle waits on.
+        metrics::histogram!("apex_store_commit_seconds").record(started.elapsed().as_secs_f64());
         // At once, and before the bus: a cached read must not outlive the commit, and
         // what a watcher is told a read must show.
         generation.advance();
