@@ -178,7 +178,7 @@ fn spawn_watcher(
 }
 
 /// CPU seconds (user + system) process `pid` has used.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) closed by ')'.
     let rest = stat.rsplit_once(')').context("stat")?.1;

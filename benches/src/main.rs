@@ -213,6 +213,23 @@ impl Client {
         }
     }
 
+    /// Polls the list of running runs every 20 ms until it is empty.
+    async fn wait_no_run_running(&self) -> anyhow::Result<()> {
+        loop {
+            let page: Value = self
+                .http
+                .get(format!("{}/api/v1/runs?state=running&limit=1", self.base))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if page["runs"].as_array().is_some_and(Vec::is_empty) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Polls the run until it ends, with no pause between requests.
     async fn poll(&self, id: &str) -> anyhow::Result<String> {
         loop {
@@ -470,6 +487,36 @@ async fn main() -> anyhow::Result<()> {
             out["tasks"] = json!(args.tasks);
             out["tasks_per_s"] = json!(rates);
             out["median_tasks_per_s"] = json!(median(&mut rates).round());
+        }
+        "keyed" => {
+            // `--tasks` one-task runs on one key of limit 1, submitted 16 at a time:
+            // tasks/s to the last run's end, and the server's CPU seconds meanwhile.
+            let spec = workloads::keyed();
+            let (mut rates, mut cpu) = (Vec::new(), Vec::new());
+            for _ in 0..args.repeat {
+                let cpu_before = args.server_pid.map(live::cpu_seconds).transpose()?;
+                let started = Instant::now();
+                let submitted: Vec<anyhow::Result<String>> = futures::stream::iter(0..args.tasks)
+                    .map(|_| c.submit(&spec))
+                    .buffer_unordered(16)
+                    .collect()
+                    .await;
+                for r in submitted {
+                    r?;
+                }
+                c.wait_no_run_running().await?;
+                rates.push(args.tasks as f64 / started.elapsed().as_secs_f64());
+                if let (Some(pid), Some(before)) = (args.server_pid, cpu_before) {
+                    cpu.push(live::cpu_seconds(pid)? - before);
+                }
+            }
+            out["runs"] = json!(args.tasks);
+            out["tasks_per_s"] = json!(rates);
+            out["median_tasks_per_s"] = json!(median(&mut rates).round());
+            if !cpu.is_empty() {
+                out["server_cpu_s"] = json!(cpu);
+                out["median_server_cpu_s"] = json!(median(&mut cpu));
+            }
         }
         "w2" => {
             let (spec, expected) = workloads::w2(50, 200, 42);

@@ -13,6 +13,16 @@ pub fn w1(n: usize) -> Value {
     json!({"name": format!("w1-{n}"), "tasks": tasks})
 }
 
+/// Keyed: one `noop` task on concurrency key `bench`, one at a time across every run:
+/// many such runs wait on the one key, for measuring what admission costs per run.
+pub fn keyed() -> Value {
+    json!({
+        "name": "keyed",
+        "tasks": [{"id": "t", "handler": "noop", "concurrency_key": "bench"}],
+        "concurrency_limits": {"bench": {"max_concurrency": 1}},
+    })
+}
+
 /// W3: one `noop` task, the smallest round trip.
 pub fn w3() -> Value {
     json!({"name": "w3", "tasks": [{"id": "t", "handler": "noop"}]})

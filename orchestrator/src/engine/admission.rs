@@ -1,20 +1,34 @@
 //! Admission at the end of a batch: waiting tasks the shared limits now allow, and
 //! tasks deferred because a flush had no room left for them (a run of 100,000 ready
-//! tasks is dispatched in slices, see [`DISPATCH_SLICE`]).
+//! tasks is dispatched in slices, see [`DISPATCH_SLICE`]). Which runs a pass visits is
+//! [`Parking`]'s business: the ready ones, then those parked on a key that freed up.
 
 use super::core::Core;
 #[cfg(doc)]
 use super::core::DISPATCH_SLICE;
-use super::limiter::Limiter;
+use super::limiter::{Limiter, Refused};
+use super::parking::Class;
+#[cfg(doc)]
+use super::parking::Parking;
 use crate::dag::KeyLimit;
 use crate::state_machine::Gate;
 use std::sync::Arc;
+
+/// Runs the sweep visits per pass, whatever else is due: a lost wake is found within
+/// (runs waiting / SWEEP) passes.
+pub(super) const SWEEP: usize = 4;
+
+/// Runs the sweep visits per housekeeping tick, so a lost wake is found within
+/// seconds on an idle engine too.
+pub(super) const SWEEP_PER_TICK: usize = 256;
 
 /// The core's [`Gate`]: the shared limiter, asked on behalf of one run.
 struct SharedLimits<'a> {
     limiter: &'a mut Limiter,
     run: &'a Arc<str>,
     now_ms: i64,
+    /// What turned the run's tasks away during this visit.
+    refused: &'a mut Vec<Refused>,
 }
 
 impl Gate for SharedLimits<'_> {
@@ -25,45 +39,162 @@ impl Gate for SharedLimits<'_> {
         keys: &[(String, KeyLimit)],
         tokens: u64,
     ) -> bool {
-        self.limiter
-            .try_acquire(self.run, task, attempt, keys, tokens, self.now_ms)
+        let got = self
+            .limiter
+            .try_acquire(self.run, task, attempt, keys, tokens, self.now_ms);
+        if let Some(r) = self.limiter.take_refused().filter(|_| !got) {
+            self.refused.push(r);
+        }
+        got
     }
+}
+
+/// What one visit of a run did.
+struct Visit {
+    admitted: usize,
+    refused: Vec<Refused>,
 }
 
 impl Core {
     /// Dispatches what waiting tasks their runs' limits, budgets and the shared limits
-    /// now allow.
+    /// now allow: the runs something of their own changed for, then the runs parked
+    /// on keys that freed up, oldest first; then a few runs round-robin ([`SWEEP`]).
     pub(super) fn admit_waiting(&mut self) {
+        let now = self.config.clock.now_ms();
+        let woke = self.parking.wake_timed(now);
         let carry_on = self.admit_backlog && self.writer_caught_up();
-        if !std::mem::take(&mut self.admit_due) && !carry_on {
+        if std::mem::take(&mut self.admit_due) || woke || carry_on {
+            self.admit_backlog = false;
+            while self.room > 0 {
+                let Some(id) = self.parking.next_ready() else {
+                    break;
+                };
+                self.visit(&id);
+            }
+            while self.room > 0 {
+                let Some(class) = self.parking.next_due() else {
+                    break;
+                };
+                self.serve(class);
+            }
+        }
+        self.sweep(SWEEP);
+        // Out of room: what is left goes once the writer caught up.
+        self.admit_backlog = self.room == 0 && self.parking.has_work();
+    }
+
+    /// Visits the runs parked on `class` in the order they parked, until one is
+    /// refused by it again (the rest would be too) or the room runs out.
+    fn serve(&mut self, class: Class) {
+        while let Some(id) = self.parking.head(&class) {
+            if self.room == 0 {
+                self.parking.still_due(class);
+                return;
+            }
+            let visit = self.visit(&id);
+            if visit.refused.iter().any(|r| Class::from(r) == class) {
+                return;
+            }
+            if self.room == 0 && visit.admitted > 0 {
+                // It may have had more for this class than the room allowed.
+                self.parking.still_due(class);
+                return;
+            }
+            // Held back by something else, or nothing left for this class.
+            self.parking.unpark(&id, &class);
+        }
+    }
+
+    /// Visits up to `n` runs with waiting tasks round-robin, whatever woke; anything
+    /// they admit is a wake that was lost, and is counted.
+    pub(super) fn sweep(&mut self, n: usize) {
+        if self.room == 0 {
             return;
         }
-        self.admit_backlog = false;
-        let runs: Vec<Arc<str>> = self.waiting_runs.iter().cloned().collect();
-        for id in runs {
+        for id in self.parking.sweep(n) {
+            let visit = self.visit(&id);
+            if visit.admitted > 0 {
+                self.sweep_admitted += visit.admitted as u64;
+                metrics::counter!("apex_admission_sweep_admitted_total")
+                    .increment(visit.admitted as u64);
+                tracing::warn!(run = %id, admitted = visit.admitted, "admission sweep admitted tasks no wake had");
+            }
+            if self.room == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Admits what run `id` may now dispatch, and parks it on what refused it.
+    fn visit(&mut self, id: &Arc<str>) -> Visit {
+        let mut visit = Visit {
+            admitted: 0,
+            refused: Vec::new(),
+        };
+        if !self.runs.get(id).is_some_and(|r| r.machine.has_waiting()) {
+            self.parking.forget(id);
+            return visit;
+        }
+        let now = self.config.clock.now_ms();
+        let room = self.room;
+        // Out of `self` while the run's machine asks it: `apply` borrows `self`.
+        let mut limiter = std::mem::take(&mut self.limiter);
+        self.visiting = Some(Arc::clone(id));
+        let _ = self.apply(id, |m, o| {
+            let mut gate = SharedLimits {
+                limiter: &mut limiter,
+                run: id,
+                now_ms: now,
+                refused: &mut visit.refused,
+            };
+            m.admit(now, &mut gate, o);
+            Ok(())
+        });
+        self.visiting = None;
+        self.limiter = limiter;
+        visit.admitted = room - self.room;
+        if !self.runs.get(id).is_some_and(|r| r.machine.has_waiting()) {
+            self.parking.forget(id);
+            return visit;
+        }
+        for r in &visit.refused {
+            self.parking.park(id, r);
+        }
+        if self.room == 0 {
+            // It may have more it could admit: first in line next pass.
+            self.parking.ready_first(id);
+        }
+        visit
+    }
+
+    /// Admission as it was before runs were parked: every run with waiting tasks is
+    /// visited. The reference a pass must leave nothing for; returns what it admitted.
+    #[cfg(test)]
+    pub(super) fn admit_every_run(&mut self) -> usize {
+        let ids: Vec<Arc<str>> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.machine.has_waiting())
+            .map(|(id, _)| Arc::clone(id))
+            .collect();
+        let room = self.room;
+        for id in ids {
             let now = self.config.clock.now_ms();
-            // Out of `self` while the run's machine asks it: `apply` borrows `self`.
             let mut limiter = std::mem::take(&mut self.limiter);
+            let mut refused = Vec::new();
             let _ = self.apply(&id, |m, o| {
                 let mut gate = SharedLimits {
                     limiter: &mut limiter,
                     run: &id,
                     now_ms: now,
+                    refused: &mut refused,
                 };
                 m.admit(now, &mut gate, o);
                 Ok(())
             });
             self.limiter = limiter;
-            if !self.runs.get(&id).is_some_and(|r| r.machine.has_waiting()) {
-                self.waiting_runs.remove(&id);
-            }
         }
-        if let Some(at) = self.limiter.take_wake() {
-            self.admit_wake_ms = Some(self.admit_wake_ms.map_or(at, |w| w.min(at)));
-        }
-        // Out of room: some run may have more it could admit now (at worst, one spare
-        // pass finds it has not).
-        self.admit_backlog = self.room == 0 && !self.waiting_runs.is_empty();
+        room - self.room
     }
 
     /// Resolves tasks deferred for lack of room, as far as this batch's room allows,

@@ -6,6 +6,7 @@ use super::active::{self, ActiveRun};
 use super::fleet::{QueueStats, WorkerSeen};
 use super::flush::Pending;
 use super::limiter::Limiter;
+use super::parking::Parking;
 use super::writer::{Enqueued, Flush};
 use super::{EngineConfig, EngineError, Input};
 use crate::api_types::{DeadLetterEvent, LiveEvent, Queue, QueuesEvent};
@@ -64,8 +65,13 @@ pub(super) struct Core {
     pub(super) autoscalers: HashMap<String, Autoscaler>,
     /// Limits shared by every run (agents, concurrency keys).
     pub(super) limiter: Limiter,
-    /// Runs with tasks waiting in `ready` for a limit or budget.
-    pub(super) waiting_runs: HashSet<Arc<str>>,
+    /// Runs with tasks waiting in `ready` for a limit or budget: which to visit next,
+    /// and which wait on a shared key.
+    pub(super) parking: Parking,
+    /// The run admission is visiting: its own dispatches do not make it ready again.
+    pub(super) visiting: Option<Arc<str>>,
+    /// Tasks the sweep admitted, which a wake should have (see [`Parking::sweep`]).
+    pub(super) sweep_admitted: u64,
     /// Something changed that may let a waiting task go: try admitting at the batch end.
     pub(super) admit_due: bool,
     /// A pass of admission ran out of room: carry on once the writer caught up.
@@ -74,8 +80,6 @@ pub(super) struct Core {
     pub(super) deferred_runs: HashSet<Arc<str>>,
     /// Tasks the current batch may still resolve or admit (see [`DISPATCH_SLICE`]).
     pub(super) room: usize,
-    /// When a rate limit frees up next.
-    pub(super) admit_wake_ms: Option<i64>,
     /// Attempts that must fail without running, found while turning commands into
     /// writes (a message too large to send, or one Redis refused); failed as soon as
     /// the stimulus that dispatched them is done.
@@ -122,12 +126,13 @@ impl Core {
             enqueued,
             autoscalers,
             limiter,
-            waiting_runs: HashSet::new(),
+            parking: Parking::default(),
+            visiting: None,
+            sweep_admitted: 0,
             admit_due: true,
             admit_backlog: false,
             deferred_runs: HashSet::new(),
             room,
-            admit_wake_ms: None,
             refused: Vec::new(),
             queues_seen: HashMap::new(),
             inbox,
@@ -147,7 +152,7 @@ impl Core {
             let next_timer = [
                 self.timers.peek().map(|Reverse(t)| t.due_ms),
                 self.deadlines.peek().map(|Reverse(d)| d.due_ms),
-                self.admit_wake_ms,
+                self.parking.next_wake(),
                 self.backlog_due(),
             ]
             .into_iter()
@@ -186,7 +191,8 @@ impl Core {
             // cancel or re-run overtook is stale, and the machine refuses it.
             self.fire_timers();
             // Rule 4: waiting tasks are admitted once per batch, after the inputs and
-            // timers that may free slots or add waiting tasks, in one pass.
+            // timers that may free slots or add waiting tasks, in one pass that visits
+            // only the runs something freed (see `parking`).
             self.admit_waiting();
             // Rule 5: what earlier batches deferred for lack of room goes next, once
             // the writer has taken every flush before (see DISPATCH_SLICE).
@@ -499,10 +505,6 @@ impl Core {
 
     pub(super) fn fire_timers(&mut self) {
         let now = self.config.clock.now_ms();
-        if self.admit_wake_ms.is_some_and(|w| w <= now) {
-            self.admit_wake_ms = None;
-            self.admit_due = true;
-        }
         while let Some(Reverse(timer)) = self.timers.peek() {
             if timer.due_ms > now {
                 break;
@@ -529,6 +531,7 @@ impl Core {
             self.pending.flush.live.push((None, None, event));
             self.last_queues = queues;
         }
+        self.sweep(super::admission::SWEEP_PER_TICK);
         let keep = self.config.keep_finished.as_millis() as i64;
         self.runs
             .retain(|_, r| r.finished_at.is_none_or(|t| now - t < keep));

@@ -256,16 +256,29 @@ impl Core {
                     run.output_sizes.remove(&t);
                     run.logs.forget(t);
                     if self.limiter.holds(id, t) {
-                        self.limiter.release(id, t);
                         // A freed slot may be what a task of any run waits for.
+                        for key in self.limiter.release(id, t) {
+                            self.parking.freed(&key);
+                        }
                         self.admit_due = true;
                     }
                 }
             }
         }
-        if !out.dirty.is_empty() && run.machine.has_waiting() {
-            self.waiting_runs.insert(Arc::clone(id));
-            self.admit_due = true;
+        if run.machine.has_waiting() {
+            let changed = !out.dirty.is_empty()
+                || !out.respecced.is_empty()
+                || out.run_changed
+                || out.options_changed;
+            // What the run's own admission changed cannot free it further.
+            if changed && self.visiting.as_ref() != Some(id) {
+                self.parking.ready(id);
+                self.admit_due = true;
+            } else {
+                self.parking.known(id);
+            }
+        } else if !out.dirty.is_empty() {
+            self.parking.forget(id);
         }
         for &t in &out.new_tasks {
             self.pending.new_tasks.push(TaskKey {

@@ -69,6 +69,15 @@ impl Window {
     }
 }
 
+/// Why the limiter last turned an attempt away: the key, the limit in force for the
+/// asking run, and, when a rolling window was full, when it frees up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub key: String,
+    pub limit: KeyLimit,
+    pub wake_at_ms: Option<i64>,
+}
+
 /// Slots and windows of every key.
 #[derive(Debug, Default)]
 pub struct Limiter {
@@ -81,8 +90,8 @@ pub struct Limiter {
     placed: HashMap<AttemptId, Vec<(String, u64)>>,
     /// The keys each attempt in flight holds, by (run, task).
     held: HashMap<(Arc<str>, u32), Vec<String>>,
-    /// When a rate-limited key next frees up, so the core knows when to try again.
-    wake_at_ms: Option<i64>,
+    /// What refused the last attempt turned away, for admission to park its run on.
+    refused: Option<Refused>,
 }
 
 impl Limiter {
@@ -110,6 +119,11 @@ impl Limiter {
             let limit = self.ceilings.apply(key, *limit);
             if let Some(max) = limit.max_concurrency {
                 if self.in_flight.get(key).copied().unwrap_or(0) >= max {
+                    self.refused = Some(Refused {
+                        key: key.clone(),
+                        limit,
+                        wake_at_ms: None,
+                    });
                     return false;
                 }
             }
@@ -127,10 +141,12 @@ impl Limiter {
                 .tpm
                 .is_some_and(|t| !window.entries.is_empty() && window.tokens + tokens > t);
             if over_rpm || over_tpm {
-                if let Some(d) = window.entries.front() {
-                    let at = d.at_ms + WINDOW_MS;
-                    self.wake_at_ms = Some(self.wake_at_ms.map_or(at, |w| w.min(at)));
-                }
+                let at = window.entries.front().map(|d| d.at_ms + WINDOW_MS);
+                self.refused = Some(Refused {
+                    key: key.clone(),
+                    limit,
+                    wake_at_ms: at,
+                });
                 return false;
             }
         }
@@ -168,10 +184,10 @@ impl Limiter {
         self.held.insert((Arc::clone(run), task), keys);
     }
 
-    /// The attempt of `task` in `run` ended: its slots free up.
-    pub fn release(&mut self, run: &Arc<str>, task: u32) {
+    /// The attempt of `task` in `run` ended: its slots free up. Returns the keys freed.
+    pub fn release(&mut self, run: &Arc<str>, task: u32) -> Vec<String> {
         let Some(held) = self.held.remove(&(Arc::clone(run), task)) else {
-            return;
+            return Vec::new();
         };
         for key in &held {
             if let Some(n) = self.in_flight.get_mut(key) {
@@ -181,13 +197,22 @@ impl Limiter {
                 }
             }
         }
+        held
     }
 
     /// `attempt` of `task` in `run` reported using `tokens`: its place in the token
-    /// windows counts that instead of the estimate.
-    pub fn report_tokens(&mut self, run: &Arc<str>, task: u32, attempt: u32, tokens: u64) {
+    /// windows counts that instead of the estimate. Returns the keys whose window now
+    /// holds fewer tokens (room for a task they turned away).
+    pub fn report_tokens(
+        &mut self,
+        run: &Arc<str>,
+        task: u32,
+        attempt: u32,
+        tokens: u64,
+    ) -> Vec<String> {
+        let mut shrunk = Vec::new();
         let Some(places) = self.placed.get(&(Arc::clone(run), task, attempt)) else {
-            return;
+            return shrunk;
         };
         for (key, n) in places {
             let Some(w) = self.windows.get_mut(key) else {
@@ -197,10 +222,14 @@ impl Limiter {
                 .checked_sub(w.first)
                 .and_then(|k| w.entries.get_mut(k as usize))
             {
+                if tokens < d.tokens {
+                    shrunk.push(key.clone());
+                }
                 w.tokens = w.tokens - d.tokens + tokens;
                 d.tokens = tokens;
             }
         }
+        shrunk
     }
 
     /// True when `run`'s `task` holds slots.
@@ -214,9 +243,15 @@ impl Limiter {
         self.in_flight.get(key).copied().unwrap_or(0)
     }
 
-    /// When a rate limit that turned a task away frees up; cleared by reading it.
+    /// What turned the last refused attempt away; cleared by reading it.
+    pub fn take_refused(&mut self) -> Option<Refused> {
+        self.refused.take()
+    }
+
+    /// When the rolling window that turned the last attempt away frees up.
+    #[cfg(test)]
     pub fn take_wake(&mut self) -> Option<i64> {
-        self.wake_at_ms.take()
+        self.refused.take().and_then(|r| r.wake_at_ms)
     }
 }
 

@@ -15,6 +15,8 @@
 
 mod active;
 mod admission;
+#[cfg(test)]
+mod admission_tests;
 mod clock;
 mod core;
 mod decisions;
@@ -22,6 +24,7 @@ mod fleet;
 mod flush;
 mod limiter;
 mod log_cap;
+mod parking;
 mod reader;
 mod recovery;
 mod redis_watch;

@@ -58,6 +58,11 @@ impl Core {
                         m.resume(now, o);
                         Ok(())
                     });
+                    // Tasks restored waiting are admitted like any that just became ready.
+                    if self.runs.get(&id).is_some_and(|r| r.machine.has_waiting()) {
+                        self.parking.ready(&id);
+                        self.admit_due = true;
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => tracing::error!(run = %run.id, error = %e, "cannot recover run"),

@@ -261,7 +261,10 @@ impl Core {
     pub(super) fn report_tokens(&mut self, run_id: &str, task_id: &str, attempt: u32, tokens: u64) {
         if let Some((id, run)) = self.runs.get_key_value(run_id) {
             if let Some(i) = run.machine.dag().index_of(task_id) {
-                self.limiter.report_tokens(id, i, attempt, tokens);
+                for key in self.limiter.report_tokens(id, i, attempt, tokens) {
+                    self.parking.freed(&key);
+                    self.admit_due = true;
+                }
             }
         }
     }

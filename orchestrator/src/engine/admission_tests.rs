@@ -1,0 +1,409 @@
+//! Admission across runs: what a pass costs with thousands of runs parked on one key,
+//! and that parking leaves nothing a visit of every run would have admitted.
+
+use super::admission::SWEEP;
+use super::core::Core;
+use super::writer::Flush;
+use super::{Clock, EngineConfig};
+use crate::ceilings::Ceilings;
+use crate::dag::{work, Dag, KeyLimit};
+use crate::state_machine::{AttemptSuccess, TaskState};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Tasks a pass may admit: the engine's slice.
+const ROOM: usize = 8_192;
+
+/// Removes the store's directory when the test ends.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A core with nothing around it: no writer takes its flushes, none is sent.
+struct Engine {
+    core: Core,
+    _flushes: mpsc::Receiver<Flush>,
+    _enqueued: mpsc::UnboundedSender<super::writer::Enqueued>,
+    _inbox: mpsc::Sender<super::Input>,
+    _dir: TempDir,
+}
+
+async fn engine(ceilings: Ceilings, clock: Clock) -> Engine {
+    let dir = TempDir(std::env::temp_dir().join(format!("apex-admit-{}", uuid::Uuid::now_v7())));
+    let store = crate::store::open(&format!("sqlite://{}/apex.db", dir.0.display()))
+        .await
+        .expect("store");
+    let config = EngineConfig {
+        ceilings,
+        clock,
+        ..EngineConfig::default()
+    };
+    let (flush_tx, flushes) = mpsc::channel(8);
+    let (enqueued, enqueued_rx) = mpsc::unbounded_channel();
+    let (inbox, _) = mpsc::channel(1);
+    Engine {
+        core: Core::new(store, config, flush_tx, enqueued_rx, inbox.downgrade()),
+        _flushes: flushes,
+        _enqueued: enqueued,
+        _inbox: inbox,
+        _dir: dir,
+    }
+}
+
+fn dag(spec: Value) -> Arc<Dag> {
+    let spec: crate::dag::RunSpec = serde_json::from_value(spec).unwrap();
+    Arc::new(crate::dag::validate(spec, &crate::dag::Limits::default()).unwrap())
+}
+
+/// One batch's end, as the loop runs it: a fresh slice of room, then admission.
+fn batch_end(core: &mut Core) {
+    core.room = ROOM;
+    core.admit_waiting();
+}
+
+fn succeed(core: &mut Core, run: &str, task: &str) {
+    let success = AttemptSuccess {
+        output: json!(1),
+        worker: Arc::from("w1"),
+        started_at_ms: 0,
+        finished_at_ms: 1,
+        usage: None,
+        children: vec![],
+    };
+    let applied = core.on_task(run, task, |m, i, o| {
+        let attempt = m.task(i).attempt;
+        m.succeeded(i, attempt, success, o)
+    });
+    assert!(applied.is_some(), "{run}/{task} succeeded");
+}
+
+fn state(core: &Core, run: &str, task: u32) -> TaskState {
+    core.runs[run].machine.task(task).state
+}
+
+#[tokio::test]
+async fn a_freed_slot_costs_the_same_however_many_runs_wait_on_its_key() {
+    const BATCHES: usize = 200;
+    let one = dag(json!({
+        "tasks": [{"id": "t", "handler": "noop", "concurrency_key": "k"}],
+        "concurrency_limits": {"k": {"max_concurrency": 1}},
+    }));
+    for runs in [1_000, 10_000] {
+        let mut e = engine(Ceilings::default(), Clock::manual(1_700_000_000_000)).await;
+        let ids: Vec<Arc<str>> = (0..runs)
+            .map(|_| e.core.submit(Arc::clone(&one), Vec::new(), Arc::from("t")))
+            .collect();
+        batch_end(&mut e.core);
+        assert_eq!(state(&e.core, &ids[0], 0), TaskState::Queued);
+        let mut most = 0;
+        for b in 0..BATCHES {
+            succeed(&mut e.core, &ids[b], "t");
+            let before = work::done();
+            batch_end(&mut e.core);
+            most = most.max(work::done() - before);
+            // Runs go in the order they waited.
+            assert_eq!(
+                state(&e.core, &ids[b + 1], 0),
+                TaskState::Queued,
+                "batch {b}"
+            );
+            assert_eq!(
+                state(&e.core, &ids[b + 2], 0),
+                TaskState::Ready,
+                "batch {b}"
+            );
+        }
+        // Visiting every waiting run costs `runs` units a pass; here a pass admits the
+        // next run, is refused once for the one after, and sweeps SWEEP runs.
+        assert!(
+            most <= 2 + SWEEP,
+            "{runs} runs waiting: a pass cost up to {most} units"
+        );
+        assert_eq!(e.core.sweep_admitted, 0, "no wake was lost");
+    }
+}
+
+/// What a generated run asks of a key: its own limit, tightened by the ceiling.
+const RUN_LIMITS: [Option<KeyLimit>; 4] = [
+    None,
+    Some(KeyLimit {
+        max_concurrency: Some(1),
+        rpm: None,
+        tpm: None,
+    }),
+    Some(KeyLimit {
+        max_concurrency: Some(2),
+        rpm: None,
+        tpm: None,
+    }),
+    Some(KeyLimit {
+        max_concurrency: Some(3),
+        rpm: Some(2),
+        tpm: None,
+    }),
+];
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A run of `tasks` tasks on keys k0/k1 (alternating from `key`), each key held to
+    /// `RUN_LIMITS[limit]`; `chain` makes each task wait for the one before.
+    Submit {
+        tasks: u8,
+        key: u8,
+        limit: usize,
+        chain: bool,
+        max_parallel: Option<u32>,
+    },
+    /// The `nth` attempt in flight (modulo their count) succeeds.
+    Finish { nth: usize },
+    /// The `nth` run (modulo their count) is cancelled.
+    Cancel { nth: usize },
+    /// The clock moves on (rolling windows reopen).
+    Advance { ms: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (1..4u8, 0..2u8, 0..RUN_LIMITS.len(), any::<bool>(), proptest::option::of(1..3u32))
+            .prop_map(|(tasks, key, limit, chain, max_parallel)| Op::Submit { tasks, key, limit, chain, max_parallel }),
+        4 => any::<usize>().prop_map(|nth| Op::Finish { nth }),
+        1 => any::<usize>().prop_map(|nth| Op::Cancel { nth }),
+        1 => (0..40_000u64).prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+fn ceiling() -> impl Strategy<Value = Option<KeyLimit>> {
+    proptest::option::of(
+        (proptest::option::of(1..4u32), proptest::option::of(1..4u32)).prop_map(
+            |(max_concurrency, rpm)| KeyLimit {
+                max_concurrency,
+                rpm,
+                tpm: None,
+            },
+        ),
+    )
+}
+
+fn spec(tasks: u8, key: u8, limit: usize, chain: bool, max_parallel: Option<u32>) -> Value {
+    let tasks: Vec<Value> = (0..tasks)
+        .map(|j| {
+            let mut t = json!({
+                "id": format!("t{j}"),
+                "handler": "noop",
+                "concurrency_key": format!("k{}", (key + j) % 2),
+            });
+            if chain && j > 0 {
+                t["depends_on"] = json!([format!("t{}", j - 1)]);
+            }
+            t
+        })
+        .collect();
+    let mut spec = json!({"tasks": tasks});
+    if let Some(l) = RUN_LIMITS[limit] {
+        spec["concurrency_limits"] = json!({"k0": l, "k1": l});
+    }
+    if let Some(m) = max_parallel {
+        spec["max_parallel"] = json!(m);
+    }
+    spec
+}
+
+/// One dispatch seen: when, on which key, under which limit.
+struct Dispatched {
+    at_ms: i64,
+    key: String,
+    limit: KeyLimit,
+}
+
+/// Checks after a pass: nothing left that a visit of every run would admit, nothing
+/// the sweep had to admit, and no key over the limit of the task it last admitted.
+fn check(
+    core: &mut Core,
+    ceilings: &Ceilings,
+    seen: &mut HashMap<(Arc<str>, u32), u32>,
+    log: &mut Vec<Dispatched>,
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(core.sweep_admitted, 0, "a wake was lost");
+    core.room = ROOM;
+    prop_assert_eq!(core.admit_every_run(), 0, "a full scan admits more");
+    let now = core.config.clock.now_ms();
+    let mut in_flight: HashMap<String, Vec<KeyLimit>> = HashMap::new();
+    for (id, run) in &core.runs {
+        let m = &run.machine;
+        for (i, t) in m.tasks().iter().enumerate() {
+            let i = i as u32;
+            let keys = m.limit_keys(i);
+            if matches!(t.state, TaskState::Queued | TaskState::Running) {
+                for (k, l) in &keys {
+                    in_flight
+                        .entry(k.clone())
+                        .or_default()
+                        .push(ceilings.apply(k, *l));
+                }
+            }
+            if t.attempt > 0 && seen.insert((Arc::clone(id), i), t.attempt) != Some(t.attempt) {
+                for (k, l) in &keys {
+                    log.push(Dispatched {
+                        at_ms: now,
+                        key: k.clone(),
+                        limit: ceilings.apply(k, *l),
+                    });
+                }
+            }
+        }
+    }
+    // Each admission saw its key below its own limit, and only the last one since
+    // matters: a key holds at most the loosest limit among the attempts it holds.
+    for (key, limits) in &in_flight {
+        if let Some(most) = limits
+            .iter()
+            .map(|l| l.max_concurrency)
+            .collect::<Option<Vec<u32>>>()
+            .and_then(|m| m.into_iter().max())
+        {
+            prop_assert!(
+                limits.len() as u32 <= most,
+                "{} holds {}",
+                key,
+                limits.len()
+            );
+        }
+    }
+    // The same for requests in the last minute.
+    let mut window: HashMap<&str, Vec<Option<u32>>> = HashMap::new();
+    for d in log.iter().filter(|d| d.at_ms > now - 60_000) {
+        window.entry(&d.key).or_default().push(d.limit.rpm);
+    }
+    for (key, rpms) in window {
+        if let Some(most) = rpms
+            .iter()
+            .copied()
+            .collect::<Option<Vec<u32>>>()
+            .and_then(|r| r.into_iter().max())
+        {
+            prop_assert!(
+                rpms.len() as u32 <= most,
+                "{} took {} a minute",
+                key,
+                rpms.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Drives random submissions, completions, cancels and clock moves through a core:
+/// after every batch a visit of every run (admission as it was) admits nothing more,
+/// no key goes over its limit, the sweep admits nothing, and once the work stops
+/// coming every run finishes.
+#[test]
+fn parked_runs_leave_nothing_a_full_scan_would_admit() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 96,
+        ..ProptestConfig::default()
+    });
+    let strategy = (
+        proptest::collection::vec(ceiling(), 2),
+        proptest::collection::vec(op(), 1..80),
+    );
+    runner
+        .run(&strategy, |(ceilings, ops)| {
+            let file: serde_json::Map<String, Value> = ceilings
+                .iter()
+                .enumerate()
+                .filter_map(|(k, c)| c.map(|c| (format!("k{k}"), serde_json::to_value(c).unwrap())))
+                .collect();
+            let ceilings = Ceilings::parse(&Value::Object(file).to_string()).unwrap();
+            let clock = Clock::manual(1_700_000_000_000);
+            let mut e = rt.block_on(engine(ceilings.clone(), clock.clone()));
+            let core = &mut e.core;
+            let (mut runs, mut seen, mut log) = (Vec::new(), HashMap::new(), Vec::new());
+            for op in ops {
+                match op {
+                    Op::Submit {
+                        tasks,
+                        key,
+                        limit,
+                        chain,
+                        max_parallel,
+                    } => {
+                        let d = dag(spec(tasks, key, limit, chain, max_parallel));
+                        runs.push(core.submit(d, Vec::new(), Arc::from("t")));
+                    }
+                    Op::Finish { nth } => {
+                        let flying = in_flight(core);
+                        if let Some((run, task)) = flying.get(nth % flying.len().max(1)) {
+                            succeed(core, run, task);
+                        }
+                    }
+                    Op::Cancel { nth } => {
+                        if let Some(id) = runs.get(nth % runs.len().max(1)).cloned() {
+                            let now = clock.now_ms();
+                            let _ = core.apply(&id, |m, o| m.cancel(now, o));
+                        }
+                    }
+                    Op::Advance { ms } => clock.advance(Duration::from_millis(ms)),
+                }
+                batch_end(core);
+                check(core, &ceilings, &mut seen, &mut log)?;
+            }
+            // No more work comes: finishing what runs, and letting windows reopen,
+            // drives every run to its end.
+            for _ in 0..200 {
+                let flying = in_flight(core);
+                if flying.is_empty()
+                    && runs
+                        .iter()
+                        .all(|id| core.runs[id].machine.state().is_terminal())
+                {
+                    break;
+                }
+                for (run, task) in flying {
+                    succeed(core, &run, &task);
+                }
+                clock.advance(Duration::from_secs(61));
+                batch_end(core);
+                check(core, &ceilings, &mut seen, &mut log)?;
+            }
+            for id in &runs {
+                prop_assert!(
+                    core.runs[id].machine.state().is_terminal(),
+                    "run {} stranded",
+                    id
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Attempts queued or running, as (run, task id), in a stable order.
+fn in_flight(core: &Core) -> Vec<(Arc<str>, String)> {
+    let mut out: Vec<(Arc<str>, String)> = core
+        .runs
+        .iter()
+        .flat_map(|(id, run)| {
+            let m = &run.machine;
+            m.tasks()
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| matches!(t.state, TaskState::Queued | TaskState::Running))
+                .map(|(i, _)| (Arc::clone(id), m.dag().task(i as u32).id.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort();
+    out
+}
