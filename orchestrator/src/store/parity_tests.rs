@@ -823,3 +823,81 @@ async fn a_small_postgres_batch_of_a_fenced_leader_writes_nothing() {
     drop((old, new));
     drop_pg(&admin, &name).await;
 }
+
+/// The writer's statements are prepared once per connection, and after five runs
+/// Postgres keeps a generic plan: made while `tasks` was empty and never analyzed, an
+/// update by key from an `unnest` scans the whole table at every commit, and with
+/// autovacuum off nothing ever replaces that plan (the keyed benchmark slowed with
+/// every run it finished). The store analyzes the tables it writes once it has written
+/// enough rows, which makes a connection holding such a plan plan it again, by index.
+#[tokio::test]
+async fn a_plan_cached_on_empty_tables_is_replaced_once_the_store_has_written_rows() {
+    use sqlx::Connection;
+    let (admin, name) = fresh_pg("analyze").await;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let store = PgStore::connect(&url).await.unwrap();
+    // This database's tables are never analyzed by autovacuum, whatever the server's
+    // setting (CI's Postgres has it off altogether).
+    for table in ["runs", "tasks", "task_events"] {
+        sqlx::query(&format!(
+            "alter table {table} set (autovacuum_enabled = false)"
+        ))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    // The shape of the writer's task update (`single.rs`), its generic plan cached now.
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "prepare upd(text[], text[], text[]) as update tasks set state = u.st
+         from unnest($1::text[], $2::text[], $3::text[]) as u(r, t, st)
+         where tasks.run_id = u.r and tasks.task_id = u.t",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    for _ in 0..6 {
+        sqlx::query("execute upd('{r}', '{t0}', '{queued}')")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let analyzed_tasks = || async {
+        sqlx::query_scalar::<_, f32>("select reltuples from pg_class where relname = 'tasks'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    };
+    // 5,000 one-task runs, then more (one at a time) until an ANALYZE has seen at least
+    // 4,000 tasks (they run in the background and skip a threshold while one is busy).
+    for _ in 0..50 {
+        let batch = WriteBatch {
+            new_runs: (0..100)
+                .map(|_| new_run(&uuid::Uuid::now_v7().to_string(), 1))
+                .collect(),
+            ..Default::default()
+        };
+        store.apply(&batch).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while analyzed_tasks().await < 4_000.0 && std::time::Instant::now() < deadline {
+        let batch = WriteBatch {
+            new_runs: vec![new_run(&uuid::Uuid::now_v7().to_string(), 1)],
+            ..Default::default()
+        };
+        store.apply(&batch).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let plan: Vec<String> = sqlx::query_scalar("explain execute upd('{r}', '{t0}', '{queued}')")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("Index Scan") && !plan.contains("Seq Scan on tasks"),
+        "the cached plan still scans every task:\n{plan}"
+    );
+    drop(conn);
+    drop(store);
+    drop_pg(&admin, &name).await;
+}

@@ -7,6 +7,7 @@ use super::decode::{
 };
 use super::text::{json_text, without_nul as pg_text};
 mod access;
+mod analyze;
 mod columns;
 mod options;
 mod single;
@@ -29,6 +30,9 @@ pub struct PgStore {
     writer: PgPool,
     /// The leader epoch this orchestrator took (0 before [`Store::fence`]: no check).
     epoch: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// When the written tables are due an ANALYZE (see `analyze.rs`: without one,
+    /// the writer's cached plans scan whole tables).
+    analyzer: std::sync::Arc<analyze::Analyzer>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -61,6 +65,7 @@ impl PgStore {
             pool,
             writer,
             epoch: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            analyzer: std::sync::Arc::default(),
         })
     }
 
@@ -151,12 +156,9 @@ async fn update_task_rows(tx: &mut sqlx::PgConnection, t: &TaskColumns) -> Resul
     Ok(())
 }
 
-#[async_trait]
-impl Store for PgStore {
-    async fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
+impl PgStore {
+    /// Writes a non-empty batch: one statement when it fits, else a transaction.
+    async fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         let ours = self.epoch.load(std::sync::atomic::Ordering::Acquire);
         // An idle engine's commits (a submission, a result) are small: one round trip.
         if single::fits(batch) {
@@ -302,6 +304,20 @@ impl Store for PgStore {
             .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write(batch).await?;
+        if self.analyzer.note(analyze::rows(batch)) {
+            analyze::spawn(self.pool.clone(), self.analyzer.clone());
+        }
         Ok(())
     }
 
