@@ -901,3 +901,80 @@ async fn a_plan_cached_on_empty_tables_is_replaced_once_the_store_has_written_ro
     drop(store);
     drop_pg(&admin, &name).await;
 }
+
+/// `GET /runs?state=failed` on a store of many runs that succeeded reads the failed
+/// ones, not every run: the filter has its own index (`runs_by_state`), and its
+/// statement is planned for the state asked (a plan cached for `succeeded` would walk
+/// every run by id for a rare state).
+#[tokio::test]
+async fn listing_runs_in_one_state_reads_only_those_runs() {
+    let (admin, name) = fresh_pg("runs_by_state").await;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let store = PgStore::connect(&url).await.unwrap();
+    let mut ids: Vec<String> = (0..5_000)
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    ids.sort();
+    for chunk in ids.chunks(500) {
+        let batch = WriteBatch {
+            new_runs: chunk.iter().map(|id| new_run(id, 1)).collect(),
+            ..Default::default()
+        };
+        store.apply(&batch).await.unwrap();
+    }
+    // The oldest two failed, every newer one succeeded.
+    sqlx::query("update runs set state = case when id > $1 then 'succeeded' else 'failed' end")
+        .bind(&ids[1])
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("analyze runs")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let query = |state: &str| RunQuery {
+        state: Some(state.into()),
+        before: None,
+        limit: 50,
+    };
+    // Asked for both states, as a dashboard switching filters does, more than the
+    // five times after which Postgres may settle on one plan for a cached statement.
+    for _ in 0..8 {
+        assert_eq!(
+            store.list_runs(&query("succeeded")).await.unwrap().len(),
+            50
+        );
+        let failed: Vec<String> = store
+            .list_runs(&query("failed"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(failed, vec![ids[1].clone(), ids[0].clone()]);
+    }
+    // The statement as the store sends it: unnamed, so planned with the values bound.
+    let plan: Vec<String> = sqlx::query_scalar(&format!(
+        "explain (analyze, costs off, timing off) {}",
+        crate::store::postgres::list_runs_sql(true)
+    ))
+    .bind("failed")
+    .bind(None::<String>)
+    .bind(50_i64)
+    .persistent(false)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    let removed: u64 = plan
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Rows Removed by Filter: "))
+        .map(|n| n.trim().parse::<u64>().unwrap())
+        .sum();
+    assert!(
+        removed < 100 && !plan.contains("Seq Scan on runs"),
+        "listing 2 failed runs read the others too:\n{plan}"
+    );
+    drop(store);
+    drop_pg(&admin, &name).await;
+}

@@ -308,6 +308,22 @@ impl PgStore {
     }
 }
 
+/// `list_runs`' statement, with or without a state filter (`$1`; `$2` the cursor, `$3`
+/// the limit). One statement per shape: `($1 is null or state = $1)` cannot use
+/// `runs_by_state`, so a filter for a rare state walked every run by id.
+pub(crate) fn list_runs_sql(by_state: bool) -> String {
+    let state = if by_state {
+        "state = $1"
+    } else {
+        "$1::text is null"
+    };
+    format!(
+        "select {RUN_COLUMNS} from runs
+         where {state} and ($2::text is null or id < $2)
+         order by id desc limit $3"
+    )
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
@@ -322,16 +338,15 @@ impl Store for PgStore {
     }
 
     async fn list_runs(&self, q: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "select {RUN_COLUMNS} from runs
-             where ($1::text is null or state = $1) and ($2::text is null or id < $2)
-             order by id desc limit $3"
-        ))
-        .bind(&q.state)
-        .bind(&q.before)
-        .bind(q.limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&list_runs_sql(q.state.is_some()))
+            .bind(&q.state)
+            .bind(&q.before)
+            .bind(q.limit as i64)
+            // Planned for the state asked each time, not once for all states: which
+            // plan is right depends on how many runs are in it.
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(decode::run).collect()
     }
 

@@ -369,9 +369,15 @@ impl Store for SqliteStore {
     }
 
     async fn list_runs(&self, q: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
+        // As in Postgres: `(?1 is null or state = ?1)` keeps SQLite off `runs_by_state`.
+        let state = if q.state.is_some() {
+            "state = ?1"
+        } else {
+            "?1 is null"
+        };
         let rows = sqlx::query(&format!(
             "select {RUN_COLUMNS} from runs
-             where (?1 is null or state = ?1) and (?2 is null or id < ?2)
+             where {state} and (?2 is null or id < ?2)
              order by id desc limit ?3"
         ))
         .bind(q.state.as_deref())
