@@ -197,6 +197,122 @@ pub struct Measured {
     pub drops: u32,
     pub cpu_s: f64,
     pub wall_s: f64,
+    /// The loadgen's own CPU seconds (user + system) over the row: the watchers share
+    /// the two cores with the server.
+    pub loadgen_cpu_s: f64,
+    /// The server's per-hop histograms over the row (bucket counts added, by name).
+    pub hops: Hops,
+}
+
+/// The server's histograms of a live event's hops, as exported on `/metrics`, each from
+/// when the event became durable: in its stream (`published`), in a frame (`cut`),
+/// written to a relaying watcher's socket (`written`), or to a joining watcher's after
+/// its snapshot (`caught_up`).
+const HOPS: [(&str, &str); 4] = [
+    ("published", "apex_live_published_seconds"),
+    ("cut", "apex_live_frame_cut_seconds"),
+    ("written", "apex_ws_frame_written_seconds"),
+    ("caught_up", "apex_ws_frame_caught_up_seconds"),
+];
+
+/// Cumulative bucket counts (upper bound in seconds, count) by hop name.
+pub type Hops = std::collections::BTreeMap<&'static str, Vec<(f64, f64)>>;
+
+/// The hop histograms in a `/metrics` page (absent ones, e.g. on an older server, left
+/// out).
+fn parse_hops(text: &str) -> Hops {
+    let mut out = Hops::new();
+    for (hop, name) in HOPS {
+        let prefix = format!("{name}_bucket{{le=\"");
+        let buckets: Vec<(f64, f64)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|rest| {
+                let (le, count) = rest.split_once("\"} ")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, count.trim().parse().ok()?))
+            })
+            .collect();
+        if !buckets.is_empty() {
+            out.insert(hop, buckets);
+        }
+    }
+    out
+}
+
+async fn scrape_hops(c: &crate::Client) -> Hops {
+    match c.http.get(format!("{}/metrics", c.base)).send().await {
+        Ok(r) => parse_hops(&r.text().await.unwrap_or_default()),
+        Err(_) => Hops::new(),
+    }
+}
+
+/// `after - before`, bucket by bucket (a hop missing before counts from zero).
+fn hops_delta(before: &Hops, after: &Hops) -> Hops {
+    after
+        .iter()
+        .map(|(hop, b)| {
+            let base = before.get(hop);
+            let d = b
+                .iter()
+                .enumerate()
+                .map(|(i, &(le, n))| (le, n - base.and_then(|x| x.get(i)).map_or(0.0, |x| x.1)))
+                .collect();
+            (*hop, d)
+        })
+        .collect()
+}
+
+/// Adds `more` into `into`, bucket by bucket.
+fn hops_add(into: &mut Hops, more: &Hops) {
+    for (hop, b) in more {
+        let e = into
+            .entry(hop)
+            .or_insert_with(|| b.iter().map(|&(le, _)| (le, 0.0)).collect());
+        for (i, &(_, n)) in b.iter().enumerate() {
+            if let Some(x) = e.get_mut(i) {
+                x.1 += n;
+            }
+        }
+    }
+}
+
+/// A hop's count, the upper bound (ms) of the bucket holding each quantile, and the
+/// shares within 10 and 50 ms.
+fn hop_summary(b: &[(f64, f64)]) -> Value {
+    let total = b.last().map_or(0.0, |x| x.1);
+    if total <= 0.0 {
+        return json!({"count": 0});
+    }
+    let q = |p: f64| {
+        b.iter().find(|&&(_, n)| n >= p * total).map(|&(le, _)| {
+            if le.is_finite() {
+                json!(le * 1000.0)
+            } else {
+                json!("inf")
+            }
+        })
+    };
+    let within = |ms: f64| {
+        let n = b
+            .iter()
+            .take_while(|&&(le, _)| le * 1000.0 <= ms + 1e-9)
+            .last()
+            .map_or(0.0, |x| x.1);
+        (n / total * 100.0).round() / 100.0
+    };
+    json!({
+        "count": total,
+        "p50_le_ms": q(0.50),
+        "p95_le_ms": q(0.95),
+        "p99_le_ms": q(0.99),
+        "within_10ms": within(10.0),
+        "within_50ms": within(50.0),
+    })
 }
 
 /// Submits a W1 run of `tasks` and has `row.watchers` clients watch it to the end.
@@ -207,6 +323,8 @@ pub async fn measure(
     server_pid: Option<u32>,
 ) -> anyhow::Result<Measured> {
     let spec = crate::workloads::w1(tasks);
+    let hops_before = scrape_hops(c).await;
+    let own_before = cpu_seconds(std::process::id())?;
     let cpu_before = server_pid.map(cpu_seconds).transpose()?;
     let started = Instant::now();
     let id = c.submit(&spec).await?;
@@ -233,6 +351,8 @@ pub async fn measure(
         (Some(pid), Some(before)) => cpu_seconds(pid)? - before,
         _ => f64::NAN,
     };
+    let loadgen_cpu_s = cpu_seconds(std::process::id())? - own_before;
+    let hops = hops_delta(&hops_before, &scrape_hops(c).await);
     Ok(Measured {
         p50: crate::percentile(&mut all, 0.50),
         p95: crate::percentile(&mut all, 0.95),
@@ -241,6 +361,8 @@ pub async fn measure(
         drops,
         cpu_s,
         wall_s,
+        loadgen_cpu_s,
+        hops,
     })
 }
 
@@ -257,6 +379,14 @@ pub fn table(rows: &[Row], runs: &[Vec<Measured>]) -> Value {
         .map(|(i, r)| {
             let (p95, cpu) = (med(i, &|m| m.p95), med(i, &|m| m.cpu_s));
             let ratio = |x: f64, base: f64| ((x / base) * 100.0).round() / 100.0;
+            let mut hops = Hops::new();
+            for m in &runs[i] {
+                hops_add(&mut hops, &m.hops);
+            }
+            let hops: serde_json::Map<String, Value> = hops
+                .iter()
+                .map(|(hop, b)| ((*hop).to_owned(), hop_summary(b)))
+                .collect();
             json!({
                 "watchers": r.watchers,
                 "detail": r.detail,
@@ -269,6 +399,8 @@ pub fn table(rows: &[Row], runs: &[Vec<Measured>]) -> Value {
                 "wall_s": (med(i, &|m| m.wall_s) * 10.0).round() / 10.0,
                 "p95_vs_first": ratio(p95, med(0, &|m| m.p95)),
                 "cpu_vs_first": ratio(cpu, med(0, &|m| m.cpu_s)),
+                "loadgen_cpu_s": (med(i, &|m| m.loadgen_cpu_s) * 100.0).round() / 100.0,
+                "hops": hops,
             })
         })
         .collect();
@@ -287,5 +419,29 @@ mod tests {
         assert_eq!(got, [(1, "tasks"), (50, "tasks"), (500, "summary")]);
         assert!(super::parse_rows("5:all").is_err());
         assert!(super::parse_rows("x:tasks").is_err());
+    }
+
+    #[test]
+    fn hop_histograms_are_read_subtracted_and_summarised() {
+        let page = |a: f64, b: f64| {
+            format!(
+                "# TYPE apex_live_frame_cut_seconds histogram\n\
+                 apex_live_frame_cut_seconds_bucket{{le=\"0.01\"}} {a}\n\
+                 apex_live_frame_cut_seconds_bucket{{le=\"0.05\"}} {b}\n\
+                 apex_live_frame_cut_seconds_bucket{{le=\"+Inf\"}} {b}\n\
+                 apex_live_frame_cut_seconds_sum 1\n"
+            )
+        };
+        let before = super::parse_hops(&page(1.0, 2.0));
+        let after = super::parse_hops(&page(9.0, 12.0));
+        let d = super::hops_delta(&before, &after);
+        assert_eq!(d["cut"], [(0.01, 8.0), (0.05, 10.0), (f64::INFINITY, 10.0)]);
+        let s = super::hop_summary(&d["cut"]);
+        assert_eq!(
+            (s["p50_le_ms"].as_f64(), s["p95_le_ms"].as_f64()),
+            (Some(10.0), Some(50.0))
+        );
+        assert_eq!(s["within_10ms"].as_f64(), Some(0.8));
+        assert!(!d.contains_key("written"), "absent on this page");
     }
 }

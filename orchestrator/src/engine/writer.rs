@@ -168,7 +168,7 @@ pub(super) async fn run(
             for (_, _, event) in &mut live {
                 event.stamp(stored_at_ms);
             }
-            let _ = to_bus.send(live).await;
+            let _ = to_bus.send((stored_at_ms, live)).await;
         }
         // Traces are built from what is now stored (a no-op unless tracing is on).
         crate::telemetry::observe(&flush.batch, &flush.outgoing);
@@ -202,13 +202,19 @@ pub(super) async fn run(
     let _ = publisher.await;
 }
 
-/// Stored events for the bus, in commit order, each stamped with when it became durable.
-type Stamped = Vec<(Option<Arc<str>>, Option<u64>, LiveEvent)>;
+/// Stored events for the bus, in commit order, each stamped with when it became durable
+/// (the stamp, ms since the epoch, also first).
+type Stamped = (i64, Vec<(Option<Arc<str>>, Option<u64>, LiveEvent)>);
 
 /// Publishes what the writer stored, in the order it was stored.
 async fn publish_all(bus: Bus, mut stored: mpsc::Receiver<Stamped>) {
-    while let Some(live) = stored.recv().await {
+    while let Some((stored_at_ms, live)) = stored.recv().await {
         bus.publish(live);
+        // The first hop of a live event's delivery (stored -> in its stream, encoded),
+        // beside `apex_live_frame_cut_seconds` and `apex_ws_frame_written_seconds`:
+        // together they say which hop a slow delivery waited in.
+        let ms = (super::now_ms() - stored_at_ms).max(0);
+        metrics::histogram!("apex_live_published_seconds").record(ms as f64 / 1000.0);
     }
 }
 

@@ -216,10 +216,16 @@ pub(super) async fn relay(
 /// (live delivery), else counted in `apex_ws_frames_caught_up_total`: a frame that
 /// waited in the channel while this client's snapshot was read and sent measures the
 /// snapshot, not delivery, and such frames (seconds old when fifty clients open a big
-/// run at once) made the histogram's mean meaningless.
+/// run at once) made the histogram's mean meaningless; their age goes to
+/// `apex_ws_frame_caught_up_seconds`.
 fn record_written(f: &Frame, relaying: std::time::Instant) {
     if !is_live(f, relaying) {
         metrics::counter!("apex_ws_frames_caught_up_total").increment(1);
+        // Apart from live delivery, but still measured: a watcher times every event
+        // stored after its snapshot arrived, so these are in what it sees.
+        if let Some(age) = f.age_ms() {
+            metrics::histogram!("apex_ws_frame_caught_up_seconds").record(age as f64 / 1000.0);
+        }
     } else if let Some(age) = f.age_ms() {
         metrics::histogram!("apex_ws_frame_written_seconds").record(age as f64 / 1000.0);
     }
