@@ -83,6 +83,7 @@ fn task_row(run: &str, i: usize, state: TaskState) -> TaskRow {
             Usage::default()
         },
         charges,
+        rev: 7 + i as u64,
     }
 }
 
