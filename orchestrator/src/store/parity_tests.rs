@@ -430,7 +430,7 @@ fn multi_row_statements_stay_under_the_bound_variable_limit() {
     assert_eq!(
         UPDATE_TASKS
             .sql(2)
-            .matches("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .matches("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
             .count(),
         2
     );
