@@ -102,6 +102,7 @@ export const api = {
     if (params.states?.length) query.set('state', params.states.join(','));
     if (params.after) query.set('after', params.after);
     if (params.limit) query.set('limit', String(params.limit));
+    if (params.since != null) query.set('since', String(params.since));
     const qs = query.toString();
     return request<TaskPage>('GET', `/api/v1/runs/${enc(runId)}/tasks${qs ? `?${qs}` : ''}`, undefined, signal);
   },

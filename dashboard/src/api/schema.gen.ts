@@ -268,7 +268,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A page of a run's tasks, in id order. Needs scope `read`. */
+        /**
+         * A page of a run's tasks, in id order, optionally only those that changed since an
+         *     earlier read (`since`). Needs scope `read`.
+         */
         get: operations["listTasks"];
         put?: never;
         post?: never;
@@ -1423,6 +1426,12 @@ export interface components {
             tasks: components["schemas"]["Task"][];
             /** @description The `after` of the next page; null on the last. */
             next_after: string | null;
+            /**
+             * Format: int64
+             * @description The run's change cursor as this page began to be read. The first page's, passed
+             *     as `since` next time, answers only the tasks that changed after this read began.
+             */
+            next_since: number;
         };
         /** @description One task of a submitted run. */
         TaskSpec: {
@@ -2656,6 +2665,12 @@ export interface operations {
                 after?: string;
                 /** @description Page size, 1–5000 (default 500). */
                 limit?: number;
+                /**
+                 * @description Only tasks that changed since a read: the `next_since` of that read's first
+                 *     page. A task changed is answered whole, as it is now; one may come again
+                 *     unchanged (a cursor covers the commit it was read in, inclusive).
+                 */
+                since?: number;
             };
             header?: never;
             path: {
@@ -2675,7 +2690,15 @@ export interface operations {
                     "application/json": components["schemas"]["TaskPage"];
                 };
             };
-            400: components["responses"]["BadRequest"];
+            /** @description `bad_request`: a malformed parameter, or `since` ahead of the run. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             /** @description `not_found`: no such run, or `after` names no task of it. */

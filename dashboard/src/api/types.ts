@@ -122,6 +122,8 @@ export interface TaskPageQuery {
   after?: string | null;
   /** Page size: the server's default is 500, its maximum 5,000. */
   limit?: number;
+  /** Only tasks changed since a read: the `next_since` of that read's first page. */
+  since?: number | null;
 }
 
 // ---- Live frames (GET /api/v1/ws): the document's WsFrame and LiveEvent ----

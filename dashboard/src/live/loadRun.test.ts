@@ -21,8 +21,8 @@ function source(pages: Record<string, TaskPage> | ApiError): RunSource & { queri
 describe('loadRun', () => {
   it('reads the summary, then every page of tasks, and resumes from the summary seq', async () => {
     const src = source({
-      '': { tasks: [task('a'), task('b')], next_after: 'b' },
-      b: { tasks: [task('c')], next_after: null },
+      '': { tasks: [task('a'), task('b')], next_after: 'b', next_since: 0 },
+      b: { tasks: [task('c')], next_after: null, next_since: 0 },
     });
     const progress: number[] = [];
     const loaded = await loadRun('r1', { source: src, onProgress: (_, tasks) => progress.push(tasks.length) });
@@ -55,7 +55,7 @@ describe('loadRun', () => {
   });
 
   it('stops on a cursor that does not move', async () => {
-    const src = source({ '': { tasks: [task('a')], next_after: 'a' }, a: { tasks: [task('b')], next_after: 'a' } });
+    const src = source({ '': { tasks: [task('a')], next_after: 'a', next_since: 0 }, a: { tasks: [task('b')], next_after: 'a', next_since: 0 } });
     const loaded = await loadRun('r1', { source: src });
     expect(loaded.tasks.map((t) => t.id)).toEqual(['a', 'b']);
   });

@@ -86,7 +86,15 @@ function RunBody({ runId, live, summary }: { runId: string; live: RunLive; summa
   const running = summary.state === 'running';
   // A big run's graph groups: their members are not followed by the stream, so read again.
   const groupsShown = partial && mode === 'graph' && !!model?.nodes.some((n) => n.kind === 'group');
-  useGroupRows({ runId, enabled: groupsShown, live: running, taskCount: summary.task_count, tasks: view.tasks, dispatch });
+  useGroupRows({
+    runId,
+    enabled: groupsShown,
+    live: running,
+    taskCount: summary.task_count,
+    tasks: view.tasks,
+    dispatch,
+    resyncs: view.refetchWanted,
+  });
 
   const act = useCallback(
     async (call: (id: string) => Promise<RunSummary>) => {

@@ -8,8 +8,8 @@ describe('fetchMembers', () => {
   it('reads every page of the chosen states', async () => {
     const queries: TaskPageQuery[] = [];
     const pages: Record<string, TaskPage> = {
-      '': { tasks: [task('a', { state: 'failed' }), task('c', { state: 'failed' })], next_after: 'c' },
-      c: { tasks: [task('x', { state: 'skipped' })], next_after: null },
+      '': { tasks: [task('a', { state: 'failed' }), task('c', { state: 'failed' })], next_after: 'c', next_since: 0 },
+      c: { tasks: [task('x', { state: 'skipped' })], next_after: null, next_since: 0 },
     };
     const source = {
       listTasks: async (_id: string, query: TaskPageQuery) => {
@@ -30,7 +30,7 @@ describe('fetchMembers', () => {
     const source = {
       listTasks: async () => {
         calls += 1;
-        return { tasks: [task('a')], next_after: 'a' };
+        return { tasks: [task('a')], next_after: 'a', next_since: 0 };
       },
     };
     const tasks = await fetchMembers('r1', ['pending'], undefined, source);

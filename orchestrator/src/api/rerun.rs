@@ -340,6 +340,7 @@ mod tests {
             finished_at_ms: None,
             usage: Default::default(),
             charges: Default::default(),
+            rev: 0,
         };
         StoredTask { spec, row }
     }

@@ -353,6 +353,11 @@ pub(super) struct TaskListParams {
     /// Page size, 1–5000 (default 500).
     #[param(minimum = 1, maximum = 5000)]
     limit: Option<u32>,
+    /// Only tasks that changed since a read: the `next_since` of that read's first
+    /// page. A task changed is answered whole, as it is now; one may come again
+    /// unchanged (a cursor covers the commit it was read in, inclusive).
+    #[param(minimum = 0)]
+    since: Option<u64>,
 }
 
 /// The task states a `state` parameter lists (`failed,running`).
@@ -370,11 +375,13 @@ fn parse_task_states(list: &str) -> Result<Vec<TaskState>, ApiError> {
         .collect()
 }
 
-/// A page of a run's tasks, in id order. Needs scope `read`.
+/// A page of a run's tasks, in id order, optionally only those that changed since an
+/// earlier read (`since`). Needs scope `read`.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/tasks", tag = "runs", operation_id = "listTasks",
     params(("id" = String, Path, description = "Run id."), TaskListParams),
     responses(
         (status = 200, description = "A page of tasks.", body = t::TaskPage),
+        (status = 400, description = "`bad_request`: a malformed parameter, or `since` ahead of the run.", body = t::ErrorResponse),
         (status = 404, description = "`not_found`: no such run, or `after` names no task of it.", body = t::ErrorResponse),
     ))]
 pub(super) async fn list_tasks(
@@ -397,10 +404,21 @@ pub(super) async fn list_tasks(
         Some(list) => parse_task_states(list)?,
         None => Vec::new(),
     };
+    // Read before the page: whatever is committed after this read carries a `rev` at
+    // or past it (`TaskRow::rev`), so the next read from it misses nothing.
     let run = find_run(&state, &id).await?;
+    if let Some(since) = p.since.filter(|&s| s > run.last_seq) {
+        // A cursor of another run, or of a store since restored from a backup: what
+        // changed cannot be told from it.
+        return Err(ApiError::BadRequest(format!(
+            "since: {since} is ahead of run {id}, whose changes go up to {}; read its tasks without since",
+            run.last_seq
+        )));
+    }
     let q = TaskQuery {
         states,
         after: p.after,
+        since: p.since,
         limit,
     };
     let (tasks, next_after) = task_page(&state, &run, &q).await?;
@@ -414,7 +432,11 @@ pub(super) async fn list_tasks(
             )));
         }
     }
-    Ok(Json(t::TaskPage { tasks, next_after }))
+    Ok(Json(t::TaskPage {
+        tasks,
+        next_after,
+        next_since: run.last_seq,
+    }))
 }
 
 /// A task with its upstream outputs, attempts, logs and events. Needs scope `read`.

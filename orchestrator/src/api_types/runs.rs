@@ -289,6 +289,9 @@ pub struct TaskPage {
     /// The `after` of the next page; null on the last.
     #[schema(required = true)]
     pub next_after: Option<String>,
+    /// The run's change cursor as this page began to be read. The first page's, passed
+    /// as `since` next time, answers only the tasks that changed after this read began.
+    pub next_since: u64,
 }
 
 /// The answer of `POST /api/v1/validate` for a DAG that would be accepted.

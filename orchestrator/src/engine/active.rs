@@ -117,6 +117,9 @@ impl ActiveRun {
             finished_at_ms: t.finished_at_ms,
             usage: t.usage,
             charges: t.charges.clone(),
+            // Every write of the row carries the sequence as it stands, and the run's
+            // row (with `last_seq`) is written in the same commit (`flush.rs`).
+            rev: self.machine.seq(),
         }
     }
 }

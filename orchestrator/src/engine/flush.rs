@@ -310,6 +310,17 @@ impl Core {
     pub(super) async fn flush(&mut self) {
         let mut p = std::mem::take(&mut self.pending);
         let new: HashSet<Arc<str>> = p.new_runs.iter().cloned().collect();
+        // A spawn changes its dependents' `depends_on`: their rows are written again as
+        // well, so they carry this commit's `rev` and a reader of changes sees them.
+        p.dirty_tasks.extend(p.respecced.iter().cloned());
+        // Every task row written carries its run's sequence as `rev`, and the run's row
+        // (that sequence as `last_seq`) goes in the same commit, even when nothing else
+        // of it changed (a retry that waits its turn): a cursor read from `last_seq` is
+        // then never behind a row already written, and an engine that restarts resumes
+        // the sequence at or past every stored `rev`.
+        for key in p.dirty_tasks.iter().chain(&p.new_tasks) {
+            p.dirty_runs.insert(Arc::clone(&key.run));
+        }
         for id in &p.new_runs {
             let Some(run) = self.runs.get(id) else {
                 continue;

@@ -18,7 +18,7 @@ pub const RUN_COLUMNS: &str = "id, name, queue, state, task_count, counts, error
 /// Columns read by [`task`].
 pub const TASK_COLUMNS: &str =
     "run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, \
-     worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage";
+     worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage, rev";
 /// Columns read by [`event`].
 pub const EVENT_COLUMNS: &str =
     "run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data, actor";
@@ -116,6 +116,7 @@ pub fn task(row: &impl Columns) -> Result<StoredTask, StoreError> {
             finished_at_ms: row.opt_int("finished_at_ms")?,
             usage,
             charges,
+            rev: row.int_as("rev")?,
         },
     })
 }

@@ -85,6 +85,9 @@ pub struct TaskQuery {
     pub states: Vec<crate::state_machine::TaskState>,
     /// Only tasks after this one (a cursor: the last task of the previous page).
     pub after: Option<String>,
+    /// Only tasks whose row was written at or after this run sequence ([`TaskRow::rev`]);
+    /// `None` for all.
+    pub since: Option<u64>,
     pub limit: u32,
 }
 

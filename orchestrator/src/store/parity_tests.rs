@@ -83,6 +83,7 @@ fn task_row(run: &str, i: usize, state: TaskState) -> TaskRow {
             Usage::default()
         },
         charges,
+        rev: 7 + i as u64,
     }
 }
 
@@ -320,6 +321,8 @@ struct Answers {
     lists: Vec<Vec<RunRow>>,
     runs: Vec<Option<RunRow>>,
     tasks: Vec<Vec<StoredTask>>,
+    /// Pages of tasks changed since a cursor.
+    changed: Vec<Vec<StoredTask>>,
     task: Vec<Option<StoredTask>>,
     events: Vec<Vec<EventRow>>,
     history: Vec<Vec<EventRow>>,
@@ -348,6 +351,7 @@ async fn answers(store: &dyn Store, ids: &[String; 3]) -> Answers {
     }
     let mut runs = vec![];
     let mut tasks = vec![];
+    let mut pages = vec![];
     let mut task = vec![];
     let mut events = vec![];
     let mut history = vec![];
@@ -355,6 +359,25 @@ async fn answers(store: &dyn Store, ids: &[String; 3]) -> Answers {
         history.push(store.run_history(id).await.unwrap());
         runs.push(store.get_run(id).await.unwrap());
         tasks.push(store.get_tasks(id).await.unwrap());
+        // Changed since a cursor (rows carry `rev` 7 + their index), alone, with a
+        // state filter and after a page cursor.
+        for (states, after, since) in [
+            (vec![], None, Some(9)),
+            (vec![], None, Some(0)),
+            (vec![], Some("t1"), Some(9)),
+            (vec![TaskState::Succeeded, TaskState::Failed], None, Some(9)),
+            (vec![], None, Some(1_000)),
+        ] {
+            let q = TaskQuery {
+                states,
+                after: after.map(str::to_owned),
+                since,
+                limit: 50,
+            };
+            let changed = store.list_tasks(id, &q).await.unwrap();
+            assert!(changed.iter().all(|t| t.row.rev >= since.unwrap()));
+            pages.push(changed);
+        }
         task.push(store.get_task(id, "t1").await.unwrap());
         task.push(store.get_task(id, "t9").await.unwrap());
         events.push(store.events(id, 0, None, 100).await.unwrap());
@@ -367,6 +390,7 @@ async fn answers(store: &dyn Store, ids: &[String; 3]) -> Answers {
         lists,
         runs,
         tasks,
+        changed: pages,
         task,
         events,
         history,
@@ -429,7 +453,7 @@ fn multi_row_statements_stay_under_the_bound_variable_limit() {
     assert_eq!(
         UPDATE_TASKS
             .sql(2)
-            .matches("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .matches("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
             .count(),
         2
     );
@@ -515,6 +539,10 @@ async fn answers_match_postgres_after_the_same_batches() {
         Some(run_row(&ids[0], 4, RunState::Failed, 5))
     );
     assert_eq!(from_sqlite.tasks[2].len(), 3);
+    // Run 0, since 9: its rows but the two first (rev 7 and 8); since 0: all of them.
+    assert_eq!(from_sqlite.changed[0].len() + 2, from_sqlite.tasks[0].len());
+    assert_eq!(from_sqlite.changed[1], from_sqlite.tasks[0]);
+    assert!(from_sqlite.changed[4].is_empty());
     assert_eq!(from_sqlite.tasks[2][2].spec.parent.as_deref(), Some("t0"));
     assert_eq!(from_sqlite.tasks[2][1].spec.depends_on, ["t0", "t9"]);
     assert_eq!(agents_sqlite, agents_pg);

@@ -123,14 +123,15 @@ async fn insert_task_rows(
         return Ok(());
     }
     sqlx::query(
-        "insert into tasks (run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage)
-         select r, t, i, s::jsonb, st, a, f, l, o::jsonb, e::jsonb, w, q, sa, fa, us::jsonb
-         from unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::int4[], $7::int4[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[], $13::int8[], $14::int4[], $15::text[])
-           as u(r, t, i, s, st, a, f, o, e, w, q, sa, fa, l, us)",
+        "insert into tasks (run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage, rev)
+         select r, t, i, s::jsonb, st, a, f, l, o::jsonb, e::jsonb, w, q, sa, fa, us::jsonb, rv
+         from unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::int4[], $7::int4[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[], $13::int8[], $14::int4[], $15::text[], $16::int8[])
+           as u(r, t, i, s, st, a, f, o, e, w, q, sa, fa, l, us, rv)",
     )
     .bind(&t.run_id).bind(&t.task_id).bind(idx).bind(spec).bind(&t.state)
     .bind(&t.attempt).bind(&t.failures).bind(&t.output).bind(&t.error).bind(&t.worker_id)
     .bind(&t.queued_at).bind(&t.started_at).bind(&t.finished_at).bind(&t.lost).bind(&t.usage)
+    .bind(&t.rev)
     .execute(tx)
     .await?;
     Ok(())
@@ -143,14 +144,14 @@ async fn update_task_rows(tx: &mut sqlx::PgConnection, t: &TaskColumns) -> Resul
     sqlx::query(
         "update tasks set state = u.st, attempt = u.a, failures = u.f, lost = u.l, output = u.o::jsonb,
              error = u.e::jsonb, worker_id = u.w, queued_at_ms = u.q, started_at_ms = u.sa,
-             finished_at_ms = u.fa, usage = u.us::jsonb
-         from unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int4[], $13::text[])
-           as u(r, t, st, a, f, o, e, w, q, sa, fa, l, us)
+             finished_at_ms = u.fa, usage = u.us::jsonb, rev = u.rv
+         from unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int4[], $13::text[], $14::int8[])
+           as u(r, t, st, a, f, o, e, w, q, sa, fa, l, us, rv)
          where tasks.run_id = u.r and tasks.task_id = u.t",
     )
     .bind(&t.run_id).bind(&t.task_id).bind(&t.state).bind(&t.attempt).bind(&t.failures)
     .bind(&t.output).bind(&t.error).bind(&t.worker_id).bind(&t.queued_at)
-    .bind(&t.started_at).bind(&t.finished_at).bind(&t.lost).bind(&t.usage)
+    .bind(&t.started_at).bind(&t.finished_at).bind(&t.lost).bind(&t.usage).bind(&t.rev)
     .execute(tx)
     .await?;
     Ok(())
@@ -375,14 +376,28 @@ impl Store for PgStore {
         // them: a rare state does not scan the whole run.
         let after = "idx > case when $2::text is null then -1
                      else (select idx from tasks where run_id = $1 and task_id = $2) end";
+        // Changed rows only: the same walk, skipping rows written before `since` (no
+        // index on `rev`, which changes at every write). Without `since`, the statement
+        // is the one it always was, so the plan of a plain page does not change.
+        let changed = |n: u8| match q.since {
+            Some(_) => format!(" and rev >= ${n}"),
+            None => String::new(),
+        };
+        let since = q.since.map(|s| s as i64);
         if q.states.is_empty() {
-            let rows = sqlx::query(&format!(
-                "select {TASK_COLUMNS} from tasks where run_id = $1 and {after}
-                 order by idx limit $3"
-            ))
-            .bind(run_id)
-            .bind(q.after.as_deref())
-            .bind(i64::from(q.limit))
+            let sql = format!(
+                "select {TASK_COLUMNS} from tasks where run_id = $1 and {after}{}
+                 order by idx limit $3",
+                changed(4)
+            );
+            let rows = sqlx::query(&sql)
+                .bind(run_id)
+                .bind(q.after.as_deref())
+                .bind(i64::from(q.limit));
+            let rows = match since {
+                Some(s) => rows.bind(s),
+                None => rows,
+            }
             .fetch_all(&self.pool)
             .await?;
             return rows.iter().map(decode::task).collect();
@@ -392,14 +407,20 @@ impl Store for PgStore {
             if q.states[..i].contains(state) {
                 continue;
             }
-            let rows = sqlx::query(&format!(
-                "select {TASK_COLUMNS} from tasks where run_id = $1 and state = $4 and {after}
-                 order by idx limit $3"
-            ))
-            .bind(run_id)
-            .bind(q.after.as_deref())
-            .bind(i64::from(q.limit))
-            .bind(state.as_str())
+            let sql = format!(
+                "select {TASK_COLUMNS} from tasks where run_id = $1 and state = $4 and {after}{}
+                 order by idx limit $3",
+                changed(5)
+            );
+            let rows = sqlx::query(&sql)
+                .bind(run_id)
+                .bind(q.after.as_deref())
+                .bind(i64::from(q.limit))
+                .bind(state.as_str());
+            let rows = match since {
+                Some(s) => rows.bind(s),
+                None => rows,
+            }
             .fetch_all(&self.pool)
             .await?;
             pages.push(

@@ -196,6 +196,9 @@ pub struct TaskRow {
     pub usage: Usage,
     /// What each attempt was charged; `usage` adds them up.
     pub charges: Charges,
+    /// The run's event sequence when this row was last written (`last_seq` of the run
+    /// row written in the same commit): what `GET /runs/{id}/tasks?since=` filters on.
+    pub rev: u64,
 }
 
 /// A task as stored: its spec and its current row.

@@ -188,17 +188,17 @@ const INSERT_RUNS: Rows = Rows {
     tail: "",
 };
 const INSERT_TASKS: Rows = Rows {
-    head: "insert into tasks (run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage) values ",
-    width: 15,
+    head: "insert into tasks (run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage, rev) values ",
+    width: 16,
     tail: "",
 };
 const UPDATE_TASKS: Rows = Rows {
-    head: "with u (r, t, st, a, f, l, o, e, w, q, sa, fa, us) as (values ",
-    width: 13,
+    head: "with u (r, t, st, a, f, l, o, e, w, q, sa, fa, us, rv) as (values ",
+    width: 14,
     tail:
         ") update tasks set state = u.st, attempt = u.a, failures = u.f, lost = u.l, output = u.o,
              error = u.e, worker_id = u.w, queued_at_ms = u.q, started_at_ms = u.sa,
-             finished_at_ms = u.fa, usage = u.us
+             finished_at_ms = u.fa, usage = u.us, rev = u.rv
          from u where tasks.run_id = u.r and tasks.task_id = u.t",
 };
 const INSERT_EVENTS: Rows = Rows {
@@ -243,6 +243,7 @@ fn bind_task_state<'q>(q: SqliteQuery<'q>, t: &'q TaskRow) -> SqliteQuery<'q> {
                 .as_ref()
                 .map(json_text),
         )
+        .bind(t.rev as i64)
 }
 
 /// Inserts tasks with their specs: those of new runs, and those spawned into running ones.
@@ -415,14 +416,28 @@ impl Store for SqliteStore {
         // from the (run_id, state, idx) index.
         let after = "idx > case when ?2 is null then -1
                      else (select idx from tasks where run_id = ?1 and task_id = ?2) end";
+        // Changed rows only: the same walk, skipping rows written before `since` (no
+        // index on `rev`, which changes at every write). Without `since`, the statement
+        // is the one it always was, so the plan of a plain page does not change.
+        let changed = |n: u8| match q.since {
+            Some(_) => format!(" and rev >= ?{n}"),
+            None => String::new(),
+        };
+        let since = q.since.map(|s| s as i64);
         if q.states.is_empty() {
-            let rows = sqlx::query(&format!(
-                "select {TASK_COLUMNS} from tasks where run_id = ?1 and {after}
-                 order by idx limit ?3"
-            ))
-            .bind(run_id)
-            .bind(q.after.as_deref())
-            .bind(i64::from(q.limit))
+            let sql = format!(
+                "select {TASK_COLUMNS} from tasks where run_id = ?1 and {after}{}
+                 order by idx limit ?3",
+                changed(4)
+            );
+            let rows = sqlx::query(&sql)
+                .bind(run_id)
+                .bind(q.after.as_deref())
+                .bind(i64::from(q.limit));
+            let rows = match since {
+                Some(s) => rows.bind(s),
+                None => rows,
+            }
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
@@ -433,14 +448,20 @@ impl Store for SqliteStore {
             if q.states[..i].contains(state) {
                 continue;
             }
-            let rows = sqlx::query(&format!(
-                "select {TASK_COLUMNS} from tasks where run_id = ?1 and state = ?4 and {after}
-                 order by idx limit ?3"
-            ))
-            .bind(run_id)
-            .bind(q.after.as_deref())
-            .bind(i64::from(q.limit))
-            .bind(state.as_str())
+            let sql = format!(
+                "select {TASK_COLUMNS} from tasks where run_id = ?1 and state = ?4 and {after}{}
+                 order by idx limit ?3",
+                changed(5)
+            );
+            let rows = sqlx::query(&sql)
+                .bind(run_id)
+                .bind(q.after.as_deref())
+                .bind(i64::from(q.limit))
+                .bind(state.as_str());
+            let rows = match since {
+                Some(s) => rows.bind(s),
+                None => rows,
+            }
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;

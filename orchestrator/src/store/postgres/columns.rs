@@ -20,6 +20,7 @@ pub(super) struct TaskColumns {
     pub(super) started_at: Vec<Option<i64>>,
     pub(super) finished_at: Vec<Option<i64>>,
     pub(super) usage: Vec<Option<String>>,
+    pub(super) rev: Vec<i64>,
     /// Bytes of JSON text pushed so far, to keep one statement's arrays far from
     /// Postgres's 1 GB limit on a value.
     pub(super) bytes: usize,
@@ -57,6 +58,7 @@ impl TaskColumns {
         self.queued_at.push(t.queued_at_ms);
         self.started_at.push(t.started_at_ms);
         self.finished_at.push(t.finished_at_ms);
+        self.rev.push(t.rev as i64);
         self.usage.push(
             task_usage_json(&t.usage, &t.charges)
                 .as_ref()

@@ -26,17 +26,17 @@ const SQL: &str = "with lead as (select epoch from leadership where id = 1 for s
      as u(id, name, queue, state, task_count, counts, error, created_at_ms, finished_at_ms, last_seq, options, usage, created_by)
    where exists (select 1 from go)),
  new_tasks as (
-   insert into tasks (run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage)
-   select r, t, i, s::jsonb, st, a, f, l, o::jsonb, e::jsonb, w, q, sa, fa, us::jsonb
-   from unnest($15::text[], $16::text[], $17::int4[], $18::text[], $19::text[], $20::int4[], $21::int4[], $22::text[], $23::text[], $24::text[], $25::int8[], $26::int8[], $27::int8[], $28::int4[], $29::text[])
-     as u(r, t, i, s, st, a, f, o, e, w, q, sa, fa, l, us)
+   insert into tasks (run_id, task_id, idx, spec, state, attempt, failures, lost, output, error, worker_id, queued_at_ms, started_at_ms, finished_at_ms, usage, rev)
+   select r, t, i, s::jsonb, st, a, f, l, o::jsonb, e::jsonb, w, q, sa, fa, us::jsonb, rv
+   from unnest($15::text[], $16::text[], $17::int4[], $18::text[], $19::text[], $20::int4[], $21::int4[], $22::text[], $23::text[], $24::text[], $25::int8[], $26::int8[], $27::int8[], $28::int4[], $29::text[], $60::int8[])
+     as u(r, t, i, s, st, a, f, o, e, w, q, sa, fa, l, us, rv)
    where exists (select 1 from go)),
  task_updates as (
    update tasks set state = u.st, attempt = u.a, failures = u.f, lost = u.l, output = u.o::jsonb,
        error = u.e::jsonb, worker_id = u.w, queued_at_ms = u.q, started_at_ms = u.sa,
-       finished_at_ms = u.fa, usage = u.us::jsonb
-   from unnest($30::text[], $31::text[], $32::text[], $33::int4[], $34::int4[], $35::text[], $36::text[], $37::text[], $38::int8[], $39::int8[], $40::int8[], $41::int4[], $42::text[])
-     as u(r, t, st, a, f, o, e, w, q, sa, fa, l, us)
+       finished_at_ms = u.fa, usage = u.us::jsonb, rev = u.rv
+   from unnest($30::text[], $31::text[], $32::text[], $33::int4[], $34::int4[], $35::text[], $36::text[], $37::text[], $38::int8[], $39::int8[], $40::int8[], $41::int4[], $42::text[], $61::int8[])
+     as u(r, t, st, a, f, o, e, w, q, sa, fa, l, us, rv)
    where tasks.run_id = u.r and tasks.task_id = u.t and exists (select 1 from go)),
  events as (
    insert into task_events (run_id, seq, task_id, kind, state, attempt, worker_id, at_ms, data, actor)
@@ -167,6 +167,8 @@ pub(super) async fn apply(
         .bind(&r.finished_at)
         .bind(&r.last_seq)
         .bind(&r.usage)
+        .bind(&t.rev)
+        .bind(&u.rev)
         .fetch_one(pool)
         .await?;
     if ours != 0 && current != Some(ours) {
