@@ -79,7 +79,10 @@ ensure_venv() {
 
 ensure_dashboard() {
   command -v npm >/dev/null || { say "installing Node.js"; apt_install nodejs npm; }
-  if [ ! -d dashboard/node_modules ] || [ dashboard/package-lock.json -nt dashboard/node_modules ]; then
+  # npm writes node_modules/.package-lock.json at the end of an install: an interrupted or
+  # emptied node_modules has none, where the directory alone would look installed.
+  local installed=dashboard/node_modules/.package-lock.json
+  if [ ! -f "$installed" ] || [ dashboard/package-lock.json -nt "$installed" ]; then
     say "installing the dashboard's npm packages"
     (cd dashboard && npm ci --no-audit --no-fund --loglevel=error)
   fi
