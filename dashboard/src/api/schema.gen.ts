@@ -2690,7 +2690,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskPage"];
                 };
             };
-            /** @description `bad_request`: a malformed parameter, or `since` ahead of the run. */
+            /** @description `bad_request`: a malformed parameter. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2703,6 +2703,15 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             /** @description `not_found`: no such run, or `after` names no task of it. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `conflict`: `since` is ahead of anything the run has written (a cursor of another run, or of a store since restored). */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

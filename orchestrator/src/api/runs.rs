@@ -381,8 +381,9 @@ fn parse_task_states(list: &str) -> Result<Vec<TaskState>, ApiError> {
     params(("id" = String, Path, description = "Run id."), TaskListParams),
     responses(
         (status = 200, description = "A page of tasks.", body = t::TaskPage),
-        (status = 400, description = "`bad_request`: a malformed parameter, or `since` ahead of the run.", body = t::ErrorResponse),
+        (status = 400, description = "`bad_request`: a malformed parameter.", body = t::ErrorResponse),
         (status = 404, description = "`not_found`: no such run, or `after` names no task of it.", body = t::ErrorResponse),
+        (status = 409, description = "`conflict`: `since` is ahead of anything the run has written (a cursor of another run, or of a store since restored).", body = t::ErrorResponse),
     ))]
 pub(super) async fn list_tasks(
     _: Allowed<needs::Read>,
@@ -409,8 +410,9 @@ pub(super) async fn list_tasks(
     let run = find_run(&state, &id).await?;
     if let Some(since) = p.since.filter(|&s| s > run.last_seq) {
         // A cursor of another run, or of a store since restored from a backup: what
-        // changed cannot be told from it.
-        return Err(ApiError::BadRequest(format!(
+        // changed cannot be told from it. 409, not 400: the request is well formed, and
+        // the run's state is what it disagrees with.
+        return Err(ApiError::Conflict(format!(
             "since: {since} is ahead of run {id}, whose changes go up to {}; read its tasks without since",
             run.last_seq
         )));
