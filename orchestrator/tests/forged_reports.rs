@@ -117,15 +117,7 @@ async fn a_report_naming_another_tasks_entry_or_from_another_worker_is_dropped()
         assert_eq!(task(&run, t)["attempt"], 1, "{t} ran once");
         assert_ne!(task(&run, t)["output"], "forged");
     }
-    let metrics = sys
-        .http
-        .get(sys.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sys.metrics().await;
     for reason in ["foreign_entry", "other_worker"] {
         assert!(
             metrics

@@ -336,15 +336,7 @@ async fn health_workers_queues_and_listing_answer() {
     let (_, queues) = sys.get("/api/v1/queues").await;
     assert_eq!(queues["queues"][0]["name"], "default");
     assert_eq!(queues["queues"][0]["workers_active"], 1);
-    let metrics = sys
-        .http
-        .get(sys.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sys.metrics().await;
     assert!(metrics.contains("apex_queue_depth"), "{metrics}");
     sys.shutdown().await;
 }

@@ -165,15 +165,7 @@ async fn a_client_gets_the_snapshot_then_every_transition_in_order() {
     }
     // Each hop of a live event's delivery has its histogram, for operators and the
     // live bench's breakdown: stored -> in its stream -> in a frame -> written.
-    let metrics = sys
-        .http
-        .get(sys.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sys.metrics().await;
     for hop in [
         "apex_live_published_seconds_count",
         "apex_live_frame_cut_seconds_count",

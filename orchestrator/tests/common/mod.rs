@@ -298,6 +298,12 @@ impl TestSystem {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The server's Prometheus exposition (`GET /metrics`), as text.
+    pub async fn metrics(&self) -> String {
+        let r = self.http.get(self.url("/metrics")).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     /// Submits a run and returns its id.
     pub async fn submit(&self, spec: &Value) -> String {
         let (status, body) = self.post("/api/v1/runs", spec).await;
