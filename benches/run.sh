@@ -12,6 +12,10 @@
 # 1-watcher row (issue #15). Medians of --repeat runs (default 3). ONLY="w1 live"
 # runs only the named workloads. APEX_BIN=path runs that server binary instead of the
 # one built here (a before/after comparison in one sitting, with the same load generator).
+# SETUP=0 skips scripts/setup.sh (from a second worktree that shares the first one's .venv
+# and node_modules, setup would reinstall the worker package from that worktree and
+# rebuild the dashboard there). LIVE_ROWS sets the live table's rows (default
+# "1:tasks,50:tasks,500:summary").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -19,7 +23,7 @@ repeat=${REPEAT:-3}
 workers=${WORKERS:-2}
 concurrency=${CONCURRENCY:-200}
 
-bash scripts/setup.sh >/dev/null
+[ "${SETUP:-1}" = 0 ] || bash scripts/setup.sh >/dev/null
 require_services
 build_apex release apex apex-loadgen
 apex_bin=${APEX_BIN:-$bin_dir/apex}
@@ -63,5 +67,5 @@ if [ "${SCALE:-1}" != 0 ] && want scale; then
   runs=1 lg --workload scale --tasks 1000000 --width 100000 --server-pid "$server_pid"
 fi
 if [[ "${LIVE:-0}" == 1 ]] || { [ -n "${ONLY:-}" ] && want live; }; then
-  lg --workload live --server-pid "$server_pid"
+  lg --workload live --server-pid "$server_pid" --live-rows "${LIVE_ROWS:-1:tasks,50:tasks,500:summary}"
 fi
