@@ -29,11 +29,16 @@ impl Flush {
             && self.replies.is_empty()
     }
 
-    fn merge(&mut self, later: Flush) {
-        self.batch.merge(later.batch);
-        self.outgoing.merge(later.outgoing);
-        self.live.extend(later.live);
-        self.replies.extend(later.replies);
+    /// Folds later flushes into this one, in order.
+    fn merge_all(&mut self, later: Vec<Flush>) {
+        let mut batches = Vec::with_capacity(later.len());
+        for f in later {
+            batches.push(f.batch);
+            self.outgoing.merge(f.outgoing);
+            self.live.extend(f.live);
+            self.replies.extend(f.replies);
+        }
+        self.batch.merge_all(batches);
     }
 }
 
@@ -123,12 +128,14 @@ pub(super) async fn run(
     let (to_bus, for_bus) = mpsc::channel(64);
     let publisher = tokio::spawn(publish_all(bus, for_bus));
     while let Some(mut flush) = rx.recv().await {
-        for _ in 1..MAX_MERGE {
+        let mut more = Vec::new();
+        while more.len() + 1 < MAX_MERGE {
             match rx.try_recv() {
-                Ok(more) => flush.merge(more),
+                Ok(f) => more.push(f),
                 Err(_) => break,
             }
         }
+        flush.merge_all(more);
         let started = std::time::Instant::now();
         // The store is the source of truth: nothing reaches Redis or a caller before it
         // is committed, and a commit is retried until it lands rather than dropped,
