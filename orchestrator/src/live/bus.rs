@@ -112,6 +112,9 @@ impl Bus {
         let mut fleet = Vec::new();
         // Consecutive events of one run go to its stream in one push.
         let mut batch: Vec<Arc<BusEvent>> = Vec::new();
+        // Whether the run of `batch` has a stream, or will once `batch` is routed (it
+        // holds text): an event of any other run reaches nobody.
+        let mut wanted = false;
         for (run_id, run_seq, body) in events {
             match run_id {
                 Some(run) => {
@@ -120,6 +123,17 @@ impl Bus {
                         .is_some_and(|e| e.run_id.as_ref() != Some(&run))
                     {
                         self.route(&mut streams, std::mem::take(&mut batch));
+                    }
+                    if batch.is_empty() {
+                        wanted = streams.contains_key(&run);
+                    }
+                    // Most runs have no watcher: their events are dropped here, before
+                    // they are classified and encoded (most of what publishing costs).
+                    // Text starts a stream, for whoever joins mid-answer; what came
+                    // before it in the batch cannot belong to an answer, so is not lost.
+                    wanted |= body.class() == Kind::Text;
+                    if !wanted {
+                        continue;
                     }
                     batch.push(Arc::new(BusEvent::new(Some(run), run_seq, None, body)));
                     // A commit of thousands of events reaches the stream in pieces, so
@@ -324,6 +338,36 @@ mod tests {
             0,
             "a finished answer and no watcher: nothing kept"
         );
+    }
+
+    #[tokio::test]
+    async fn events_of_a_run_nobody_watches_are_not_encoded() {
+        let bus = Bus::new(fast());
+        let encoded = || testing::ENCODED.with(std::cell::Cell::get);
+        let before = encoded();
+        bus.publish((1..=500).map(|i| task("quiet", i, &format!("t{i}"), "queued")));
+        assert_eq!(encoded() - before, 0, "nobody watches run quiet");
+        assert_eq!(bus.run_streams(), 0);
+        // A watched run's events are encoded, a quiet run's beside them still not; text
+        // starts a stream, taking the rest of its batch.
+        let mut sub = bus.join_run("r", Feed::Frames, |_| true);
+        let before = encoded();
+        bus.publish([
+            task("quiet", 501, "a", "running"),
+            task("r", 1, "a", "running"),
+            task("quiet", 502, "a", "succeeded"),
+            task("talk", 1, "a", "running"),
+            text("talk", "a", "Hi"),
+            task("talk", 2, "a", "succeeded"),
+        ]);
+        assert_eq!(
+            encoded() - before,
+            3,
+            "r's event, talk's text and what followed it"
+        );
+        let f = next(&mut sub).await;
+        assert_eq!(f.events.len(), 1);
+        assert_eq!(f.events[0].subject.as_deref(), Some("a"));
     }
 
     #[tokio::test]

@@ -203,6 +203,8 @@ impl BusEvent {
         if let (None, Some(seq)) = (&run_id, seq) {
             event.set_seq(seq);
         }
+        #[cfg(test)]
+        testing::ENCODED.with(|n| n.set(n.get() + 1));
         let kind = event.class();
         let stored_at_ms = event.stored_at_ms();
         let summary_json = match &event {
@@ -281,6 +283,12 @@ impl BusEvent {
 /// Typed events for tests, with every field the API requires filled in.
 #[cfg(test)]
 pub mod testing {
+    thread_local! {
+        /// Events this thread classified and encoded ([`super::BusEvent::new`]): what
+        /// publishing costs, for tests that it is not paid for nobody.
+        pub static ENCODED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
     use crate::api_types::{
         Event, LiveEvent, ProgressEvent, Queue, QueuesEvent, RunEvent, RunState, RunSummary,
         TaskError, Worker, WorkerEvent,
