@@ -313,6 +313,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn joiners_resuming_from_one_cursor_share_one_store_read() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let bus = Bus::new(fast());
+        let reads = Arc::new(AtomicUsize::new(0));
+        let read = |reads: Arc<AtomicUsize>, since: u64, last: u64| async move {
+            reads.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, ()>(super::super::StoredPage {
+                since,
+                events: Arc::from(Vec::new()),
+                last,
+                full: false,
+            })
+        };
+        let joiners: Vec<_> = (0..50)
+            .map(|_| bus.join_run("r", Feed::Frames, |_| true))
+            .map(|sub| {
+                let reads = Arc::clone(&reads);
+                tokio::spawn(async move { sub.stored(7, 9, || read(reads, 7, 9)).await })
+            })
+            .collect();
+        for j in joiners {
+            assert_eq!(j.await.unwrap().unwrap().last, 9);
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "fifty joiners, one read");
+        // Joined after that read began: events published in between may be in no
+        // frame it will get, so it reads again.
+        let late = bus.join_run("r", Feed::Frames, |_| true);
+        late.stored(7, 9, || read(Arc::clone(&reads), 7, 9))
+            .await
+            .unwrap();
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        // Another cursor, or a snapshot read later than the page reaches: its own read.
+        late.stored(8, 9, || read(Arc::clone(&reads), 8, 9))
+            .await
+            .unwrap();
+        assert_eq!(reads.load(Ordering::SeqCst), 3);
+        late.stored(8, 10, || read(Arc::clone(&reads), 8, 10))
+            .await
+            .unwrap();
+        assert_eq!(reads.load(Ordering::SeqCst), 4);
+        late.stored(8, 10, || read(Arc::clone(&reads), 8, 10))
+            .await
+            .unwrap();
+        assert_eq!(reads.load(Ordering::SeqCst), 4, "that one serves it again");
+    }
+
+    #[tokio::test]
     async fn a_subscriber_joining_mid_answer_gets_the_text_so_far_then_only_what_follows() {
         let bus = Bus::new(fast());
         bus.publish([

@@ -33,4 +33,4 @@ pub use bus::{Bus, BusConfig};
 pub use event::testing;
 pub use event::{BusEvent, Kind};
 pub use frame::Frame;
-pub use stream::{Cadence, Feed, Snapshot, Subscription};
+pub use stream::{Cadence, Feed, Snapshot, StoredPage, Subscription};

@@ -26,16 +26,16 @@ impl<T> Default for SharedRead<T> {
 }
 
 impl<T: Clone> SharedRead<T> {
-    /// The last value read if `good(began)` says it will do (`began`: when its reading
-    /// began), else a fresh one from `read`, kept for later askers. A failed read is not
-    /// kept: the next asker tries again.
-    pub async fn get<E, F, Fut>(&self, good: impl Fn(Instant) -> bool, read: F) -> Result<T, E>
+    /// The last value read if `good(began, value)` says it will do (`began`: when its
+    /// reading began), else a fresh one from `read`, kept for later askers. A failed
+    /// read is not kept: the next asker tries again.
+    pub async fn get<E, F, Fut>(&self, good: impl Fn(Instant, &T) -> bool, read: F) -> Result<T, E>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
         let mut last = self.last.lock().await;
-        if let Some((_, v)) = last.as_ref().filter(|(began, _)| good(*began)) {
+        if let Some((_, v)) = last.as_ref().filter(|(began, v)| good(*began, v)) {
             return Ok(v.clone());
         }
         let began = Instant::now();
@@ -67,7 +67,7 @@ mod tests {
         let askers: Vec<_> = (0..50)
             .map(|_| {
                 let (shared, reads) = (Arc::clone(&shared), Arc::clone(&reads));
-                tokio::spawn(async move { shared.get(|b| b >= t0, || read(reads)).await })
+                tokio::spawn(async move { shared.get(|b, _| b >= t0, || read(reads)).await })
             })
             .collect();
         for a in askers {
@@ -77,13 +77,15 @@ mod tests {
         // Someone asking now needs a read begun after they asked (the last began at
         // least a read's 100 ms ago).
         let now = Instant::now();
-        let v = shared.get(|b| b >= now, || read(Arc::clone(&reads))).await;
+        let v = shared
+            .get(|b, _| b >= now, || read(Arc::clone(&reads)))
+            .await;
         assert_eq!(v, Ok(2));
         // A failed read is not kept.
         let later = Instant::now() + Duration::from_secs(1);
-        let failed = shared.get(|b| b >= later, || async { Err::<usize, _>("down") });
+        let failed = shared.get(|b, _| b >= later, || async { Err::<usize, _>("down") });
         assert_eq!(failed.await, Err("down"));
-        let v = shared.get(|_| true, || read(Arc::clone(&reads))).await;
+        let v = shared.get(|_, _| true, || read(Arc::clone(&reads))).await;
         assert_eq!(v, Ok(2), "the last good read still serves");
     }
 }

@@ -92,6 +92,12 @@ pub struct Stream {
     /// reading began (a thousand summary watchers connecting at once read the run a
     /// few times, not a thousand).
     summary: SharedRead<Snapshot>,
+    /// The first page of the last replay read from the store, shared by every joiner
+    /// resuming from the same cursor that joined before its reading began: fifty
+    /// dashboards joining before the stream has framed anything would otherwise take
+    /// fifty of the store's few connections for one identical read, and under load
+    /// wait out the pool's timeout.
+    stored: SharedRead<StoredPage>,
     /// Replays served from [`Recent`], encoded once for every joiner that asks for the
     /// same one (same cursor, same end, same detail).
     replays: Mutex<VecDeque<(ReplayKey, Option<Utf8Bytes>)>>,
@@ -118,6 +124,18 @@ pub struct Snapshot {
     /// For a summary snapshot: an `events` frame carrying only its `run`, for clients
     /// that resume with `since` (built once, with the snapshot).
     pub run_only: Option<Utf8Bytes>,
+}
+
+/// One page of a run's stored events, read for a replay, in order.
+#[derive(Debug, Clone)]
+pub struct StoredPage {
+    /// The cursor it was read after.
+    pub since: u64,
+    pub events: Arc<[Arc<BusEvent>]>,
+    /// The last sequence number in it; `since` when it is empty.
+    pub last: u64,
+    /// It holds as many events as asked for: more may follow.
+    pub full: bool,
 }
 
 /// Moves the process-wide `apex_live_recent_bytes` gauge by one stream's change, so it
@@ -197,6 +215,7 @@ impl Stream {
             registry,
             snapshot: SharedRead::default(),
             summary: SharedRead::default(),
+            stored: SharedRead::default(),
             replays: Mutex::new(VecDeque::new()),
         })
     }
@@ -445,7 +464,7 @@ impl Subscription {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Snapshot, E>>,
     {
-        let good = |began: Instant| began.elapsed() < reuse;
+        let good = |began: Instant, _: &Snapshot| began.elapsed() < reuse;
         self.stream.snapshot.get(good, build).await
     }
 
@@ -460,8 +479,29 @@ impl Subscription {
         let joined = self.joined;
         self.stream
             .summary
-            .get(|began| began >= joined, build)
+            .get(|began, _| began >= joined, build)
             .await
+    }
+
+    /// The first page of the stored events after `since`: one read after this
+    /// subscription joined (so it holds every event the frames will not bring), shared
+    /// with the joiners that ask for the same cursor meanwhile. A page that ends before
+    /// `through` and is not full is not good for a caller whose snapshot was read later.
+    pub async fn stored<E, F, Fut>(
+        &self,
+        since: u64,
+        through: u64,
+        read: F,
+    ) -> Result<StoredPage, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<StoredPage, E>>,
+    {
+        let joined = self.joined;
+        let good = |began: Instant, page: &StoredPage| {
+            began >= joined && page.since == since && (page.full || page.last >= through)
+        };
+        self.stream.stored.get(good, read).await
     }
 }
 

@@ -9,7 +9,7 @@ use super::{Closed, Revoked, View};
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::api_types::LiveEvent;
-use crate::live::{BusEvent, Feed, Frame, Snapshot, Subscription};
+use crate::live::{BusEvent, Feed, Frame, Snapshot, StoredPage, Subscription};
 use crate::views;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use serde_json::{json, Value};
@@ -165,7 +165,8 @@ async fn serve(
 /// Returns the last sequence number accounted for.
 ///
 /// Served from the stream's recent events when they cover `since` (one frame, encoded
-/// once for every joiner asking the same), else read from the store.
+/// once for every joiner asking the same), else read from the store (the first page
+/// read once for the joiners asking from the same cursor together).
 async fn replay(
     state: &AppState,
     socket: &mut WebSocket,
@@ -192,34 +193,48 @@ async fn replay(
     }
     metrics::counter!("apex_ws_replays_total", "from" => "store").increment(1);
     let run: Arc<str> = Arc::from(run_id);
-    let mut last = since;
+    let mut page = sub
+        .stored(since, through, || read_page(state, &run, since))
+        .await?;
     let mut held: Vec<Arc<BusEvent>> = Vec::new();
     loop {
-        let rows = state
-            .store
-            .events(run_id, last, None, REPLAY_PAGE)
-            .await
-            .map_err(|e| Stop::Store(e.into()))?;
-        let Some(tail) = rows.last() else { break };
-        last = tail.seq;
-        let full = rows.len() as u32 == REPLAY_PAGE;
-        held.extend(rows.iter().map(|r| {
+        held.extend(page.events.iter().cloned());
+        if page.last >= through {
+            send_frame(socket, std::mem::take(&mut held), view).await?;
+        }
+        if !page.full {
+            break;
+        }
+        page = read_page(state, &run, page.last).await?;
+    }
+    send_frame(socket, held, view).await?;
+    Ok(page.last)
+}
+
+/// The run's stored events after `since`, a page of them.
+async fn read_page(state: &AppState, run: &Arc<str>, since: u64) -> Result<StoredPage, Stop> {
+    let rows = state
+        .store
+        .events(run, since, None, REPLAY_PAGE)
+        .await
+        .map_err(|e| Stop::Store(e.into()))?;
+    let events: Arc<[Arc<BusEvent>]> = rows
+        .iter()
+        .map(|r| {
             Arc::new(BusEvent::new(
-                Some(Arc::clone(&run)),
+                Some(Arc::clone(run)),
                 Some(r.seq),
                 None,
                 LiveEvent::Stored(views::event_view(r)),
             ))
-        }));
-        if last >= through {
-            send_frame(socket, std::mem::take(&mut held), view).await?;
-        }
-        if !full {
-            break;
-        }
-    }
-    send_frame(socket, held, view).await?;
-    Ok(last)
+        })
+        .collect();
+    Ok(StoredPage {
+        since,
+        last: rows.last().map_or(since, |r| r.seq),
+        full: rows.len() == REPLAY_PAGE as usize,
+        events,
+    })
 }
 
 async fn send_frame(
