@@ -35,7 +35,7 @@ pub struct ServeConfig {
     /// Most tasks dispatched per write to the store and Redis: a run with more ready at
     /// once is dispatched in slices of this many, so the orchestrator's memory does not
     /// grow with the width of a run (the rest wait as `pending` meanwhile).
-    #[arg(long, env = "APEX_DISPATCH_SLICE", default_value_t = 8_192, hide = true,
+    #[arg(long, env = "APEX_DISPATCH_SLICE", default_value_t = 16_384, hide = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub dispatch_slice: u32,
     /// Log lines one attempt may store; later ones are counted, not kept.
@@ -215,7 +215,7 @@ impl ServeConfig {
             max_body_bytes: 64 << 20,
             max_tasks: 100_000,
             max_task_input_bytes: 64 << 20,
-            dispatch_slice: 8_192,
+            dispatch_slice: 16_384,
             max_log_lines_per_attempt: 1_000,
             max_log_bytes_per_attempt: 1 << 20,
             max_queues: 1_000,

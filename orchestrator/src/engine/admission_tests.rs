@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Tasks a pass may admit: the engine's slice.
-const ROOM: usize = 8_192;
+const ROOM: usize = super::core::DISPATCH_SLICE;
 
 /// Removes the store's directory when the test ends.
 struct TempDir(std::path::PathBuf);
