@@ -12,6 +12,7 @@ use super::parking::Class;
 use super::parking::Parking;
 use crate::dag::KeyLimit;
 use crate::state_machine::Gate;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 /// Runs the sweep visits per pass, whatever else is due: a lost wake is found within
@@ -199,24 +200,26 @@ impl Core {
 
     /// Resolves tasks deferred for lack of room, as far as this batch's room allows,
     /// but only once the writer has taken every earlier flush: slices go no faster
-    /// than they are written, so at most about two are held at once.
+    /// than they are written, so at most about two are held at once. Runs are visited
+    /// in turn, and one that still has tasks deferred after its visit goes to the back:
+    /// a small run deferred behind a wide one waits for one slice of it, not all.
     pub(super) fn release_deferred(&mut self) {
         if self.deferred_runs.is_empty() || self.room == 0 || !self.writer_caught_up() {
             return;
         }
-        let runs: Vec<Arc<str>> = self.deferred_runs.iter().cloned().collect();
-        for id in runs {
+        for _ in 0..self.deferred_runs.len() {
             if self.room == 0 {
                 break;
             }
+            let Some(id) = self.deferred_runs.next() else {
+                break;
+            };
             let now = self.config.clock.now_ms();
+            // `apply` puts the run back, at the end, if it still has tasks deferred.
             let _ = self.apply(&id, |m, o| {
                 m.release_deferred(now, o);
                 Ok(())
             });
-            if !self.runs.get(&id).is_some_and(|r| r.machine.has_deferred()) {
-                self.deferred_runs.remove(&id);
-            }
         }
     }
 
@@ -238,5 +241,39 @@ impl Core {
         } else {
             now + 1
         })
+    }
+}
+
+/// Runs with deferred tasks, each once, in the order [`Core::release_deferred`] serves
+/// them.
+#[derive(Default)]
+pub(super) struct DeferredRuns {
+    order: VecDeque<Arc<str>>,
+    queued: HashSet<Arc<str>>,
+}
+
+impl DeferredRuns {
+    /// Puts `id` at the back, unless it is already waiting.
+    pub(super) fn insert(&mut self, id: &Arc<str>) {
+        if self.queued.insert(Arc::clone(id)) {
+            self.order.push_back(Arc::clone(id));
+        }
+    }
+
+    /// Takes the run whose turn it is.
+    pub(super) fn next(&mut self) -> Option<Arc<str>> {
+        let id = self.order.pop_front()?;
+        self.queued.remove(&id);
+        Some(id)
+    }
+
+    /// Runs waiting.
+    pub(super) fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// True when no run has tasks deferred.
+    pub(super) fn is_empty(&self) -> bool {
+        self.order.is_empty()
     }
 }

@@ -16,7 +16,7 @@ use crate::queue::AttemptKey;
 use crate::state_machine::{Output, Rejected, RunMachine, TaskFailure};
 use crate::store::Store;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -79,8 +79,9 @@ pub(super) struct Core {
     pub(super) admit_due: bool,
     /// A pass of admission ran out of room: carry on once the writer caught up.
     pub(super) admit_backlog: bool,
-    /// Runs with tasks deferred for lack of room in a flush.
-    pub(super) deferred_runs: HashSet<Arc<str>>,
+    /// Runs with tasks deferred for lack of room in a flush, in the order they are
+    /// served.
+    pub(super) deferred_runs: super::admission::DeferredRuns,
     /// Tasks the current batch may still resolve or admit (see [`DISPATCH_SLICE`]).
     pub(super) room: usize,
     /// Attempts that must fail without running, found while turning commands into
@@ -134,7 +135,7 @@ impl Core {
             sweep_admitted: 0,
             admit_due: true,
             admit_backlog: false,
-            deferred_runs: HashSet::new(),
+            deferred_runs: Default::default(),
             room,
             refused: Vec::new(),
             queues_seen: HashMap::new(),
@@ -496,7 +497,7 @@ impl Core {
         let result = f(&mut run.machine, &mut self.out);
         self.room = self.out.room.unwrap_or(self.room);
         if run.machine.has_deferred() {
-            self.deferred_runs.insert(Arc::clone(id));
+            self.deferred_runs.insert(id);
         }
         let out = std::mem::take(&mut self.out);
         self.absorb(id, &out);
