@@ -96,7 +96,8 @@ pub struct Stream {
     /// resuming from the same cursor that joined before its reading began: fifty
     /// dashboards joining before the stream has framed anything would otherwise take
     /// fifty of the store's few connections for one identical read, and under load
-    /// wait out the pool's timeout.
+    /// wait out the pool's timeout. Kept until the next such read: at most a replay
+    /// page (5,000 events), less than what `recent` may hold.
     stored: SharedRead<StoredPage>,
     /// Replays served from [`Recent`], encoded once for every joiner that asks for the
     /// same one (same cursor, same end, same detail).
