@@ -338,26 +338,18 @@ mod tests {
             assert_eq!(j.await.unwrap().unwrap().last, 9);
         }
         assert_eq!(reads.load(Ordering::SeqCst), 1, "fifty joiners, one read");
-        // Joined after that read began: events published in between may be in no
-        // frame it will get, so it reads again.
         let late = bus.join_run("r", Feed::Frames, |_| true);
-        late.stored(7, 9, || read(Arc::clone(&reads), 7, 9))
-            .await
-            .unwrap();
-        assert_eq!(reads.load(Ordering::SeqCst), 2);
-        // Another cursor, or a snapshot read later than the page reaches: its own read.
-        late.stored(8, 9, || read(Arc::clone(&reads), 8, 9))
-            .await
-            .unwrap();
-        assert_eq!(reads.load(Ordering::SeqCst), 3);
-        late.stored(8, 10, || read(Arc::clone(&reads), 8, 10))
-            .await
-            .unwrap();
-        assert_eq!(reads.load(Ordering::SeqCst), 4);
-        late.stored(8, 10, || read(Arc::clone(&reads), 8, 10))
-            .await
-            .unwrap();
-        assert_eq!(reads.load(Ordering::SeqCst), 4, "that one serves it again");
+        // (cursor, the snapshot's `through`, reads so far after asking). Joined after
+        // that read began: events published in between may be in no frame it will
+        // get, so it reads again. Then another cursor; then a snapshot read later than
+        // that page reaches; then the same again, which that page serves.
+        for (since, through, reads_after) in [(7, 9, 2), (8, 9, 3), (8, 10, 4), (8, 10, 4)] {
+            late.stored(since, through, || read(Arc::clone(&reads), since, through))
+                .await
+                .unwrap();
+            let n = reads.load(Ordering::SeqCst);
+            assert_eq!(n, reads_after, "cursor {since}, through {through}");
+        }
     }
 
     #[tokio::test]
