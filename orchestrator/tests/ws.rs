@@ -739,3 +739,28 @@ async fn a_read_after_the_stream_reports_a_change_shows_the_change() {
     }
     sys.shutdown().await;
 }
+
+/// A stream filtered to some tasks opens with exactly those the run has, in id order,
+/// whatever order they were named or submitted in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_filtered_stream_opens_with_the_named_tasks_the_run_has() {
+    let sys = TestSystem::start().await;
+    let id = sys
+        .submit(&json!({"tasks": [
+            {"id": "c", "handler": "noop"},
+            {"id": "b", "handler": "noop"},
+            {"id": "a", "handler": "noop"}
+        ]}))
+        .await;
+    let mut ws = connect(&sys, &format!("?run={id}&tasks=c,zz,a&tasks=c")).await;
+    let snapshot = next_frame(&mut ws).await;
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    let ids: Vec<&str> = snapshot["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "c"], "{snapshot}");
+    sys.shutdown().await;
+}

@@ -133,6 +133,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tasks(&self, run_id: &str, q: &TaskQuery) -> Result<Vec<StoredTask>, StoreError>;
     async fn get_task(&self, run_id: &str, task_id: &str)
         -> Result<Option<StoredTask>, StoreError>;
+    /// The run's tasks among `task_ids`, in submission order, in one query; ids the run
+    /// has no task of are left out.
+    async fn get_tasks_by_id(
+        &self,
+        run_id: &str,
+        task_ids: &[String],
+    ) -> Result<Vec<StoredTask>, StoreError>;
     /// Stored events after `since`, in order, optionally of one task only.
     async fn events(
         &self,

@@ -324,6 +324,8 @@ struct Answers {
     /// Pages of tasks changed since a cursor.
     changed: Vec<Vec<StoredTask>>,
     task: Vec<Option<StoredTask>>,
+    /// Tasks asked for by id, several at once.
+    by_id: Vec<Vec<StoredTask>>,
     events: Vec<Vec<EventRow>>,
     history: Vec<Vec<EventRow>>,
     active: Vec<RunRow>,
@@ -353,6 +355,7 @@ async fn answers(store: &dyn Store, ids: &[String; 3]) -> Answers {
     let mut tasks = vec![];
     let mut pages = vec![];
     let mut task = vec![];
+    let mut by_id = vec![];
     let mut events = vec![];
     let mut history = vec![];
     for id in ids.iter().chain([&"nope".to_owned()]) {
@@ -380,6 +383,9 @@ async fn answers(store: &dyn Store, ids: &[String; 3]) -> Answers {
         }
         task.push(store.get_task(id, "t1").await.unwrap());
         task.push(store.get_task(id, "t9").await.unwrap());
+        let some = ["t9", "t1", "nope", "t1", "t0"].map(String::from);
+        by_id.push(store.get_tasks_by_id(id, &some).await.unwrap());
+        by_id.push(store.get_tasks_by_id(id, &[]).await.unwrap());
         events.push(store.events(id, 0, None, 100).await.unwrap());
         events.push(store.events(id, 2, None, 100).await.unwrap());
         events.push(store.events(id, 0, None, 2).await.unwrap());
@@ -392,6 +398,7 @@ async fn answers(store: &dyn Store, ids: &[String; 3]) -> Answers {
         tasks,
         changed: pages,
         task,
+        by_id,
         events,
         history,
         active: store.active_runs().await.unwrap(),
@@ -539,6 +546,15 @@ async fn answers_match_postgres_after_the_same_batches() {
         Some(run_row(&ids[0], 4, RunState::Failed, 5))
     );
     assert_eq!(from_sqlite.tasks[2].len(), 3);
+    // By id: each named task the run has, once, in submission order; none for no ids.
+    let named: Vec<_> = from_sqlite.tasks[0]
+        .iter()
+        .filter(|t| ["t9", "t1", "t0"].contains(&t.row.task_id.as_str()))
+        .cloned()
+        .collect();
+    assert!(!named.is_empty());
+    assert_eq!(from_sqlite.by_id[0], named);
+    assert!(from_sqlite.by_id[1].is_empty());
     // Run 0, since 9: its rows but the two first (rev 7 and 8); since 0: all of them.
     assert_eq!(from_sqlite.changed[0].len() + 2, from_sqlite.tasks[0].len());
     assert_eq!(from_sqlite.changed[1], from_sqlite.tasks[0]);

@@ -447,6 +447,22 @@ impl Store for PgStore {
         row.as_ref().map(decode::task).transpose()
     }
 
+    async fn get_tasks_by_id(
+        &self,
+        run_id: &str,
+        task_ids: &[String],
+    ) -> Result<Vec<StoredTask>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "select {TASK_COLUMNS} from tasks where run_id = $1 and task_id = any($2)
+             order by idx"
+        ))
+        .bind(run_id)
+        .bind(task_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode::task).collect()
+    }
+
     async fn events(
         &self,
         run_id: &str,
