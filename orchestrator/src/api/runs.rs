@@ -459,14 +459,22 @@ pub(super) async fn get_task(
         .get_task(&id, &task_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("task {task_id} not found in run {id}")))?;
-    let mut upstream = BTreeMap::new();
-    for dep in &task.spec.depends_on {
-        let out = state
-            .store
-            .get_task(&id, dep)
-            .await?
-            .and_then(|t| t.row.output);
-        upstream.insert(dep.clone(), out.unwrap_or(Value::Null));
+    // Every dependency's output, null until it has one; read in one query, as a fan-in
+    // task may have thousands.
+    let mut upstream: BTreeMap<String, Value> = task
+        .spec
+        .depends_on
+        .iter()
+        .map(|dep| (dep.clone(), Value::Null))
+        .collect();
+    for dep in state
+        .store
+        .get_tasks_by_id(&id, &task.spec.depends_on)
+        .await?
+    {
+        if let Some(out) = dep.row.output {
+            upstream.insert(dep.row.task_id, out);
+        }
     }
     let events = state.store.events(&id, 0, Some(&task_id), 100_000).await?;
     let progress = state.engine.progress(&id).await.unwrap_or_default();
