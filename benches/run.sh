@@ -8,14 +8,15 @@
 # queue), then scale: 100,000 noops in flight at once (orchestrator RSS), and a
 # 1,000,000-task DAG in 10 layers accepted, validated and run to the end (SCALE=0 skips
 # the million). With LIVE=1, also the live-view table: W1 watched by 1 and 50
-# task-detail and 500 summary clients, with the orchestrator's CPU, against the
+# task-detail clients, 50 that each follow one screen of tasks as the dashboard does for
+# a big run, and 500 summary clients, with the orchestrator's CPU, against the
 # 1-watcher row (issue #15). Medians of --repeat runs (default 3). ONLY="w1 live"
 # runs only the named workloads. APEX_BIN=path runs that server binary instead of the
 # one built here (a before/after comparison in one sitting, with the same load generator).
 # SETUP=0 skips scripts/setup.sh (from a second worktree that shares the first one's .venv
 # and node_modules, setup would reinstall the worker package from that worktree and
 # rebuild the dashboard there). LIVE_ROWS sets the live table's rows (default
-# "1:tasks,50:tasks,500:summary").
+# "1:tasks,50:tasks,50:visible,500:summary").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -67,5 +68,5 @@ if [ "${SCALE:-1}" != 0 ] && want scale; then
   runs=1 lg --workload scale --tasks 1000000 --width 100000 --server-pid "$server_pid"
 fi
 if [[ "${LIVE:-0}" == 1 ]] || { [ -n "${ONLY:-}" ] && want live; }; then
-  lg --workload live --server-pid "$server_pid" --live-rows "${LIVE_ROWS:-1:tasks,50:tasks,500:summary}"
+  lg --workload live --server-pid "$server_pid" --live-rows "${LIVE_ROWS:-1:tasks,50:tasks,50:visible,500:summary}"
 fi

@@ -1,7 +1,9 @@
 //! The `live` workload (issue #15): W1 runs watched by 1, 50 and 500 WebSocket clients,
-//! each row reporting the latency of live events from their commit to the store to
-//! their arrival (p50/p95/p99), resyncs, dropped connections, and the orchestrator's CPU
-//! time (from `/proc` of `--server-pid`), against the 1-watcher row.
+//! in full (`tasks`), by summary (`summary`), or as the dashboard follows a big run
+//! (`visible`: the tasks of one screen of rows, each watcher its own). Each row reports
+//! the latency of live events from their commit to the store to their arrival
+//! (p50/p95/p99), resyncs, dropped connections, and the orchestrator's CPU time (from
+//! `/proc` of `--server-pid`), against the 1-watcher row.
 
 use anyhow::{bail, Context};
 use futures::StreamExt;
@@ -14,17 +16,17 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Debug, Clone)]
 pub struct Row {
     pub watchers: usize,
-    /// `tasks` or `summary`.
+    /// `tasks`, `summary` or `visible`.
     pub detail: String,
 }
 
-/// Reads `1:tasks,50:tasks,500:summary`.
+/// Reads `1:tasks,50:tasks,50:visible,500:summary`.
 pub fn parse_rows(s: &str) -> anyhow::Result<Vec<Row>> {
     s.split(',')
         .map(|r| {
             let (n, detail) = r.split_once(':').unwrap_or((r, "tasks"));
-            if !matches!(detail, "tasks" | "summary") {
-                bail!("detail must be tasks or summary, not {detail:?}");
+            if !matches!(detail, "tasks" | "summary" | "visible") {
+                bail!("detail must be tasks, summary or visible, not {detail:?}");
             }
             Ok(Row {
                 watchers: n.parse().with_context(|| format!("watchers in {r:?}"))?,
@@ -79,16 +81,40 @@ fn finished(state: &str) -> bool {
     !matches!(state, "running" | "pending" | "queued")
 }
 
-/// Follows run `run` at `detail` until it ends, resuming with `since` after a resync or
-/// a dropped connection (each counted). Latency counts live task events (with `tasks`)
-/// or run summaries (with `summary`) stored after the watcher's first snapshot; events
-/// replayed from the store (a watcher whose snapshot took long) are not timed.
-async fn watch(ws_base: String, run: String, detail: String) -> anyhow::Result<Seen> {
+/// Rows on one screen of the dashboard's task table: a `visible` watcher follows this
+/// many tasks.
+const SCREEN_ROWS: usize = 50;
+
+/// What watcher `i` of `watchers` asks a run of `tasks` W1 tasks for: `detail=…`, or for
+/// `visible`, the ids of one screen of rows (`tasks=…`, as the dashboard asks for a big
+/// run), the screens spread over the run so that each watcher's filter is its own.
+fn stream_query(detail: &str, i: usize, watchers: usize, tasks: usize) -> String {
+    if detail != "visible" {
+        return format!("detail={detail}");
+    }
+    let first = i * (tasks / watchers.max(1)).max(1);
+    let ids: Vec<String> = (first..first + SCREEN_ROWS.min(tasks))
+        .map(|j| format!("t{}", j % tasks.max(1)))
+        .collect();
+    format!("tasks={}", ids.join(","))
+}
+
+/// Follows run `run` at `detail` (`query` its stream's parameters) until it ends,
+/// resuming with `since` after a resync or a dropped connection (each counted). Latency
+/// counts live task events (with `tasks` and `visible`) or run summaries (with
+/// `summary`) stored after the watcher's first snapshot; events replayed from the store
+/// (a watcher whose snapshot took long) are not timed.
+async fn watch(
+    ws_base: String,
+    run: String,
+    detail: String,
+    query: String,
+) -> anyhow::Result<Seen> {
     let mut seen = Seen::default();
     let mut since: Option<u64> = None;
     let mut live_from = i64::MAX;
     loop {
-        let mut url = format!("{ws_base}/api/v1/ws?run={run}&detail={detail}");
+        let mut url = format!("{ws_base}/api/v1/ws?run={run}&{query}");
         if let Some(s) = since {
             url.push_str(&format!("&since={s}"));
         }
@@ -133,7 +159,7 @@ async fn watch(ws_base: String, run: String, detail: String) -> anyhow::Result<S
                         // Replayed events (read back from the store) carry no
                         // `stored_at_ms`: only live ones are timed.
                         if let Some(stored) = e.stored_at_ms {
-                            if detail == "tasks" && e.kind == "task" && stored >= live_from {
+                            if detail != "summary" && e.kind == "task" && stored >= live_from {
                                 seen.latencies.push((arrived - stored) as f64);
                             }
                         }
@@ -164,6 +190,7 @@ fn spawn_watcher(
     ws_base: String,
     run: String,
     detail: String,
+    query: String,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<Seen>>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -172,7 +199,7 @@ fn spawn_watcher(
     std::thread::Builder::new()
         .name("watcher".into())
         .spawn(move || {
-            let _ = tx.send(rt.block_on(watch(ws_base, run, detail)));
+            let _ = tx.send(rt.block_on(watch(ws_base, run, detail, query)));
         })?;
     Ok(rx)
 }
@@ -330,7 +357,10 @@ pub async fn measure(
     let id = c.submit(&spec).await?;
     let ws_base = c.base.replacen("http", "ws", 1);
     let watchers: Vec<_> = (0..row.watchers)
-        .map(|_| spawn_watcher(ws_base.clone(), id.clone(), row.detail.clone()))
+        .map(|i| {
+            let query = stream_query(&row.detail, i, row.watchers, tasks);
+            spawn_watcher(ws_base.clone(), id.clone(), row.detail.clone(), query)
+        })
         .collect::<anyhow::Result<_>>()?;
     let mut all = Vec::new();
     let (mut resyncs, mut drops) = (0, 0);
@@ -411,14 +441,56 @@ pub fn table(rows: &[Row], runs: &[Vec<Measured>]) -> Value {
 mod tests {
     #[test]
     fn rows_are_read_with_their_detail() {
-        let rows = super::parse_rows("1:tasks,50,500:summary").unwrap();
+        let rows = super::parse_rows("1:tasks,50,50:visible,500:summary").unwrap();
         let got: Vec<_> = rows
             .iter()
             .map(|r| (r.watchers, r.detail.as_str()))
             .collect();
-        assert_eq!(got, [(1, "tasks"), (50, "tasks"), (500, "summary")]);
+        assert_eq!(
+            got,
+            [
+                (1, "tasks"),
+                (50, "tasks"),
+                (50, "visible"),
+                (500, "summary")
+            ]
+        );
         assert!(super::parse_rows("5:all").is_err());
         assert!(super::parse_rows("x:tasks").is_err());
+    }
+
+    /// A `visible` watcher asks for one screen of ids, its own, within the run and
+    /// under the server's 1,024-byte parameter limit; the others ask for their detail.
+    #[test]
+    fn visible_watchers_follow_a_screen_of_their_own() {
+        assert_eq!(
+            super::stream_query("summary", 3, 50, 20_000),
+            "detail=summary"
+        );
+        let screens: Vec<Vec<String>> = (0..50)
+            .map(|i| {
+                let q = super::stream_query("visible", i, 50, 20_000);
+                assert!(q.len() <= 1_024 + "tasks=".len(), "{} bytes", q.len());
+                let ids = q.strip_prefix("tasks=").expect("a task filter");
+                ids.split(',').map(str::to_owned).collect()
+            })
+            .collect();
+        assert!(screens.iter().all(|s| s.len() == super::SCREEN_ROWS));
+        assert_eq!(screens[1][0], "t400");
+        let all: std::collections::HashSet<&String> = screens.iter().flatten().collect();
+        assert_eq!(all.len(), 50 * super::SCREEN_ROWS, "the screens overlap");
+        let wraps = super::stream_query("visible", 1, 2, 60);
+        assert!(
+            wraps.starts_with("tasks=t30,") && wraps.contains(",t59,t0,"),
+            "{wraps}"
+        );
+        assert!(wraps.ends_with(",t19"), "ids wrap within the run: {wraps}");
+        let small = super::stream_query("visible", 0, 1, 30);
+        assert_eq!(
+            small.split(',').count(),
+            30,
+            "a run smaller than a screen: {small}"
+        );
     }
 
     #[test]

@@ -34,8 +34,9 @@ struct Args {
     /// WebSocket clients for the `ws` workload.
     #[arg(long, default_value_t = 1)]
     clients: usize,
-    /// The `live` workload's rows: watchers and their detail (`tasks` or `summary`).
-    #[arg(long, default_value = "1:tasks,50:tasks,500:summary")]
+    /// The `live` workload's rows: watchers and their detail (`tasks`, `summary`, or
+    /// `visible`: one screen of tasks each, as the dashboard follows a big run).
+    #[arg(long, default_value = "1:tasks,50:tasks,50:visible,500:summary")]
     live_rows: String,
     /// W3's round trips per repeat.
     #[arg(long, default_value_t = 50)]
