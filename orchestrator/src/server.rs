@@ -31,6 +31,8 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     engine: JoinHandle<()>,
+    /// Where `engine` runs; dropped (shut down) after it.
+    _engine_runtime: engine::EngineRuntime,
     leadership: Leadership,
     /// The running engine, for in-process callers (`apex up`).
     pub handle: EngineHandle,
@@ -195,14 +197,19 @@ pub async fn start_on(
         ceilings,
         ..EngineConfig::default()
     };
-    let (engine, engine_task) = engine::start(
-        Arc::clone(&store),
-        Arc::clone(&queue),
-        bus.clone(),
-        engine_config,
-        shutdown_rx,
-    )
-    .await?;
+    // On threads of its own, so its long stretches of work do not hold up requests.
+    let engine_runtime =
+        engine::EngineRuntime::new().context("cannot start the engine's threads")?;
+    let (engine, engine_task) = engine_runtime
+        .spawn(engine::start(
+            Arc::clone(&store),
+            Arc::clone(&queue),
+            bus.clone(),
+            engine_config,
+            shutdown_rx,
+        ))
+        .await
+        .context("the engine's start-up ended abruptly")??;
     api::prometheus();
     let state = AppState {
         engine: engine.clone(),
@@ -234,6 +241,7 @@ pub async fn start_on(
         shutdown,
         http,
         engine: engine_task,
+        _engine_runtime: engine_runtime,
         leadership,
         handle: engine,
         store,

@@ -29,12 +29,14 @@ mod reader;
 mod recovery;
 mod redis_watch;
 mod reports;
+mod runtime;
 mod writer;
 
 pub use self::clock::Clock;
 pub use self::decisions::Decision;
 pub use self::fleet::{worker_view, QueueStats};
 pub use self::log_cap::LogLimits;
+pub use self::runtime::EngineRuntime;
 pub use self::writer::{Stuck, WriterHealth};
 
 use crate::dag::Dag;
