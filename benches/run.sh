@@ -5,12 +5,13 @@
 # 1 and 50 clients under W1, W3 (one-task round trips, followed and polled, with where
 # the time went), the API's GET latency at a fixed 1,000 requests/s idle and during W1,
 # and W4 (2,000 half-second sleeps on 1,000 slots of two more workers on their own
-# queue), then scale: 100,000 noops in flight at once (orchestrator RSS), and a
-# 1,000,000-task DAG in 10 layers accepted, validated and run to the end (SCALE=0 skips
-# the million). With LIVE=1, also the live-view table: W1 watched by 1 and 50
-# task-detail clients, 50 that each follow one screen of tasks as the dashboard does for
-# a big run, and 500 summary clients, with the orchestrator's CPU, against the
-# 1-watcher row (issue #15). Medians of --repeat runs (default 3). ONLY="w1 live"
+# queue), fair (one-task runs, one after another, beside a run of 100,000 noops on the
+# same queue: how long a small run waits behind a wide one), then scale: 100,000 noops
+# in flight at once (orchestrator RSS), and a 1,000,000-task DAG in 10 layers accepted,
+# validated and run to the end (SCALE=0 skips the million). With LIVE=1, also the
+# live-view table: W1 watched by 1 and 50 task-detail clients, 50 that each follow one
+# screen of tasks as the dashboard does for a big run, and 500 summary clients, with the
+# orchestrator's CPU, against the 1-watcher row (issue #15). Medians of --repeat runs (default 3). ONLY="w1 live"
 # runs only the named workloads. APEX_BIN=path runs that server binary instead of the
 # one built here (a before/after comparison in one sitting, with the same load generator).
 # SETUP=0 skips scripts/setup.sh (from a second worktree that shares the first one's .venv
@@ -63,6 +64,7 @@ want ws && lg --workload ws --clients 50
 want w3 && lg --workload w3
 want api && lg --workload api --rate 1000 --connections 16
 want w4 && lg --workload w4 --queue w4 --slots 1000 --sleep 0.5
+want fair && lg --workload fair --width 100000
 want scale && runs=1 lg --workload scale --tasks 100000 --width 100000 --server-pid "$server_pid"
 if [ "${SCALE:-1}" != 0 ] && want scale; then
   runs=1 lg --workload scale --tasks 1000000 --width 100000 --server-pid "$server_pid"

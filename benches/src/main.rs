@@ -21,8 +21,9 @@ struct Args {
     server: String,
     /// `w1`, `w2`, `w3` (one-task round trips), `w4` (slot efficiency with `sleep`
     /// tasks), `api` (GET latency at a fixed rate, idle and during W1), `ws` (W1 with
-    /// WebSocket clients measuring event latency), or `live` (W1 watched by each of
-    /// `--live-rows`, against the first row).
+    /// WebSocket clients measuring event latency), `live` (W1 watched by each of
+    /// `--live-rows`, against the first row), or `fair` (one-task runs beside a run of
+    /// `--width` noops on the same queue).
     #[arg(long, default_value = "w1")]
     workload: String,
     /// Runs of the workload; the median is reported.
@@ -585,6 +586,53 @@ async fn main() -> anyhow::Result<()> {
             }
             out["tasks"] = json!(args.tasks);
             out["rows"] = live::table(&rows, &runs);
+        }
+        "fair" => {
+            // A wide run of `--width` noops, and one-task runs one after another until
+            // it ends, each polled every 2 ms: what a small run waits behind a wide one
+            // on the same queue, and what holding the wide one's backlog costs it.
+            let wide = workloads::w1(args.width);
+            let small = workloads::w3();
+            let (mut p50s, mut p95s, mut worst, mut rates) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut smalls = 0;
+            for _ in 0..args.repeat {
+                let started = Instant::now();
+                let id = c.submit(&wide).await?;
+                let watcher = Client {
+                    http: c.http.clone(),
+                    base: c.base.clone(),
+                };
+                let wide_run = tokio::spawn(async move {
+                    watcher.poll_every(&id, Duration::from_millis(20)).await
+                });
+                let mut trips = Vec::new();
+                while !wide_run.is_finished() {
+                    let t = Instant::now();
+                    let sid = c.submit(&small).await?;
+                    let state = c.poll_every(&sid, Duration::from_millis(2)).await?;
+                    if state != "succeeded" {
+                        bail!("run {sid} ended {state}");
+                    }
+                    trips.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                let state = wide_run.await??;
+                if state != "succeeded" {
+                    bail!("the wide run ended {state}");
+                }
+                rates.push(args.width as f64 / started.elapsed().as_secs_f64());
+                smalls += trips.len();
+                p50s.push(percentile(&mut trips, 0.50));
+                p95s.push(percentile(&mut trips, 0.95));
+                worst.push(percentile(&mut trips, 1.0));
+            }
+            out["wide_tasks"] = json!(args.width);
+            out["small_runs"] = json!(smalls);
+            out["small_ms_p50"] = json!(median(&mut p50s));
+            out["small_ms_p95"] = json!(median(&mut p95s));
+            out["small_ms_max"] = json!(median(&mut worst));
+            out["wide_tasks_per_s"] = json!(rates);
+            out["median_wide_tasks_per_s"] = json!(median(&mut rates).round());
         }
         "w3" => {
             // Warm up connections and the server's caches; not measured.

@@ -38,6 +38,11 @@ pub struct ServeConfig {
     #[arg(long, env = "APEX_DISPATCH_SLICE", default_value_t = 16_384, hide = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub dispatch_slice: u32,
+    /// Most of a run's later slices that may wait in its queue at once, so a wide run
+    /// does not fill a shared queue ahead of the runs submitted after it.
+    #[arg(long, env = "APEX_RUN_BACKLOG", default_value_t = 4_096, hide = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub run_backlog: u32,
     /// Log lines one attempt may store; later ones are counted, not kept.
     #[arg(long, env = "APEX_MAX_LOG_LINES_PER_ATTEMPT", default_value_t = 1_000)]
     pub max_log_lines_per_attempt: u32,
@@ -216,6 +221,7 @@ impl ServeConfig {
             max_tasks: 100_000,
             max_task_input_bytes: 64 << 20,
             dispatch_slice: 16_384,
+            run_backlog: 4_096,
             max_log_lines_per_attempt: 1_000,
             max_log_bytes_per_attempt: 1 << 20,
             max_queues: 1_000,

@@ -187,6 +187,7 @@ pub async fn start_on(
         autoscale: config.autoscale(),
         max_task_input_bytes: config.max_task_input_bytes as usize,
         dispatch_slice: config.dispatch_slice as usize,
+        run_backlog: config.run_backlog as usize,
         log_limits: engine::LogLimits {
             lines: config.max_log_lines_per_attempt,
             bytes: config.max_log_bytes_per_attempt,

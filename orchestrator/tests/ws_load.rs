@@ -36,7 +36,9 @@ fn rss() -> u64 {
 /// with 1,000 watchers, 165 MiB with one, so running the 100,000 tasks is most of it
 /// (the test process uses the system allocator, not the server's mimalloc). The bound
 /// was 192 MiB, which a loaded CI machine crossed once at 212. With the default 128 KiB
-/// read buffer at both ends, the connections alone took about 250 MiB more.
+/// read buffer at both ends, the connections alone took about 250 MiB more. Once the
+/// engine ran on threads of its own it was 216–266 MiB (CI failed at 261); holding each
+/// run's backlog in its queue to 4,096 tasks (`--run-backlog`) brought it to 129–137.
 const RSS_BOUND_MIB: u64 = 256;
 
 /// Reads frames until the run is seen finished; false on a resync or a closed socket.

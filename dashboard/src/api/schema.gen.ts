@@ -1041,8 +1041,9 @@ export interface components {
         };
         /**
          * @description Work and workers of one queue. `depth` counts tasks queued and not yet taken (or
-         *     waiting out a retry backoff in `ready`); `running` counts attempts in flight;
-         *     `workers_desired` is the autoscaling policy's answer.
+         *     waiting out a retry backoff in `ready`, or held back until their run's backlog in the
+         *     queue has room); `running` counts attempts in flight; `workers_desired` is the
+         *     autoscaling policy's answer.
          */
         Queue: {
             name: string;

@@ -457,3 +457,66 @@ async fn runs_deferred_behind_a_wide_run_go_in_the_next_release() {
     }
     assert_eq!(queued(&e.core, &wide), 100);
 }
+
+/// A wide run's later slices go no faster than its tasks leave the queue: at most
+/// `run_backlog` of them wait there, so a run submitted later queues behind that many,
+/// not the whole run; it is topped up once half has gone, and what is left goes at once
+/// when it is no more than the backlog; a held run does not keep the loop awake.
+#[tokio::test]
+async fn a_wide_run_keeps_at_most_its_backlog_in_the_queue() {
+    const ROOM: usize = 12;
+    const BACKLOG: usize = 20;
+    let mut e = engine(Ceilings::default(), Clock::manual(1_700_000_000_000)).await;
+    e.core.config.run_backlog = BACKLOG;
+    let tasks: Vec<Value> = (0..100)
+        .map(|i| json!({"id": format!("t{i}"), "handler": "noop"}))
+        .collect();
+    e.core.room = ROOM;
+    let wide = e
+        .core
+        .submit(dag(json!({ "tasks": tasks })), Vec::new(), Arc::from("t"));
+    let queued = |core: &Core| core.runs[&wide].machine.counts()[TaskState::Queued as usize];
+    // Takes `n` of its queued tasks off the queue (they succeed).
+    let leave = |core: &mut Core, n: usize| {
+        let ids: Vec<String> = (0..100u32)
+            .filter(|&i| state(core, &wide, i) == TaskState::Queued)
+            .take(n)
+            .map(|i| format!("t{i}"))
+            .collect();
+        for id in ids {
+            succeed(core, &wide, &id);
+        }
+    };
+    let release = |core: &mut Core| {
+        core.room = ROOM;
+        core.release_deferred();
+        ROOM - core.room
+    };
+    assert_eq!(queued(&e.core), ROOM as u32, "the first slice");
+    // Less than half the backlog free: nothing goes, and nothing asks the loop to look
+    // again (the report of a start wakes it).
+    assert_eq!(release(&mut e.core), 0, "a held run takes no room");
+    assert_eq!(e.core.backlog_due(), None);
+    leave(&mut e.core, 2);
+    assert!(e.core.backlog_due().is_some(), "half free: released soon");
+    assert_eq!(release(&mut e.core), 10, "topped up to the backlog");
+    assert_eq!(queued(&e.core), BACKLOG as u32);
+    leave(&mut e.core, 5);
+    assert_eq!(release(&mut e.core), 0);
+    leave(&mut e.core, 5);
+    assert_eq!(release(&mut e.core), 10);
+    // It still goes to the end, each task once; the last backlog's worth at once.
+    while e.core.runs[&wide].machine.deferred_len() > BACKLOG {
+        leave(&mut e.core, 7);
+        release(&mut e.core);
+        assert!(queued(&e.core) <= BACKLOG as u32);
+    }
+    let left = e.core.runs[&wide].machine.deferred_len();
+    assert_eq!(release(&mut e.core), left);
+    assert!(!e.core.runs[&wide].machine.has_deferred());
+    let m = &e.core.runs[&wide].machine;
+    assert_eq!(
+        m.counts()[TaskState::Queued as usize] + m.counts()[TaskState::Succeeded as usize],
+        100
+    );
+}

@@ -47,6 +47,12 @@ const MAX_BATCH_INPUTS: usize = 256;
 /// (benches/NOTES.md, "Huge pages, and a wider slice").
 pub(super) const DISPATCH_SLICE: usize = 16_384;
 
+/// Most of a run's deferred tasks that may wait in its queue at once. Slices after
+/// the first go no faster than the run's workers start them, so a small run submitted
+/// during a run of 100,000 waits behind a few thousand of its tasks, not the whole run
+/// (benches/NOTES.md, "A small run beside a wide one, held to a backlog").
+pub(super) const RUN_BACKLOG: usize = 4_096;
+
 /// The single owner of every active run and of the engine's other in-memory state.
 pub(super) struct Core {
     pub(super) store: Arc<dyn Store>,

@@ -259,18 +259,25 @@ impl Core {
         let live = [TaskState::Ready, TaskState::Queued, TaskState::Running];
         for run in self.runs.values() {
             let c = run.machine.counts();
-            if live.iter().all(|s| c[*s as usize] == 0) {
+            if live.iter().all(|s| c[*s as usize] == 0) && !run.machine.has_deferred() {
                 continue;
             }
             let dag = run.machine.dag();
+            // Held back only for room, so that a wide run does not fill its queue at
+            // once: depth all the same, or the fleet would not grow for it.
+            let deferred = run.machine.deferred_tasks();
             if !dag.mixed_queues() {
                 // Every task on the run's queue: its counters say it all, without a
                 // look at each of (perhaps a million) tasks every second.
                 let s = touch(&mut by_queue, &dag.queue);
                 let ready = c[TaskState::Ready as usize] as usize - run.machine.waiting_count();
-                s.depth += (ready + c[TaskState::Queued as usize] as usize) as u64;
+                s.depth +=
+                    (ready + c[TaskState::Queued as usize] as usize + deferred.count()) as u64;
                 s.running += u64::from(c[TaskState::Running as usize]);
                 continue;
+            }
+            for i in deferred {
+                touch(&mut by_queue, dag.queue_of(i)).depth += 1;
             }
             for (i, t) in run.machine.tasks().iter().enumerate() {
                 // Tasks held back by a limit or budget would not run on more workers.
@@ -503,5 +510,37 @@ mod tests {
             .map(|q| (q.name.as_str(), q.depth, q.running))
             .collect();
         assert_eq!(depth, vec![("default", 3, 0), ("other", 1, 0)]);
+
+        // Tasks held back for room (a run wider than a flush) are depth too, counted
+        // from a run's counters and from a look at each task alike.
+        let wide = |run_queue: &str, queues: [&str; 2]| {
+            let tasks: Vec<serde_json::Value> = (0..10)
+                .map(|i| {
+                    serde_json::json!({"id": format!("t{i}"), "handler": "noop", "queue": queues[i % 2]})
+                })
+                .collect();
+            dag(serde_json::json!({"queue": run_queue, "tasks": tasks}))
+        };
+        let one_queue = wide("third", ["third", "third"]);
+        assert!(!one_queue.mixed_queues());
+        core.room = 4;
+        core.submit(one_queue, Vec::new(), Arc::from("t"));
+        core.room = 4;
+        core.submit(
+            wide("third", ["fourth", "fifth"]),
+            Vec::new(),
+            Arc::from("t"),
+        );
+        assert_eq!(core.deferred_runs.len(), 2, "both held back in part");
+        let stats = core.queue_stats();
+        let depth: Vec<(&str, u64, u64)> = stats
+            .iter()
+            .filter(|q| ["third", "fourth", "fifth"].contains(&q.name.as_str()))
+            .map(|q| (q.name.as_str(), q.depth, q.running))
+            .collect();
+        assert_eq!(
+            depth,
+            vec![("fifth", 5, 0), ("fourth", 5, 0), ("third", 10, 0)]
+        );
     }
 }

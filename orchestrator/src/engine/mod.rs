@@ -101,6 +101,9 @@ pub struct EngineConfig {
     /// Tasks resolved or admitted per flush; a run with more ready at once is
     /// dispatched in slices of this many (see `core::DISPATCH_SLICE`).
     pub dispatch_slice: usize,
+    /// Most of one run's tasks released from its deferred slices that may wait in its
+    /// queue at once (see `Core::release_deferred`).
+    pub run_backlog: usize,
     /// Log lines and bytes one attempt may store.
     pub log_limits: log_cap::LogLimits,
     /// Most distinct queue names in use at once; a submission that would pass it is
@@ -130,6 +133,7 @@ impl Default for EngineConfig {
             max_output_bytes: 16 << 20,
             max_task_input_bytes: 64 << 20,
             dispatch_slice: core::DISPATCH_SLICE,
+            run_backlog: core::RUN_BACKLOG,
             log_limits: log_cap::LogLimits::default(),
             max_queues: 1_000,
             queue_idle: Duration::from_secs(600),

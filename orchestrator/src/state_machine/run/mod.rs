@@ -191,6 +191,20 @@ impl RunMachine {
         !self.deferred.is_empty()
     }
 
+    /// How many tasks are deferred (a few may since have been cancelled or re-run).
+    pub fn deferred_len(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// The deferred tasks still to go: ready to run, held only for room, so queue depth
+    /// (what workers are scaled on) counts them.
+    pub fn deferred_tasks(&self) -> impl Iterator<Item = u32> + '_ {
+        self.deferred.iter().copied().filter(|&i| {
+            let t = &self.tasks[i as usize];
+            t.state == TaskState::Pending && t.unresolved == 0
+        })
+    }
+
     /// Resolves deferred tasks, as many as `out`'s room allows; the rest stay deferred.
     /// Entries a cancel or rerun overtook (no longer pending) are dropped.
     pub fn release_deferred(&mut self, now_ms: i64, out: &mut Output) {
