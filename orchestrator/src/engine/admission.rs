@@ -239,7 +239,8 @@ impl Core {
     /// How many more of run `id`'s deferred tasks may go to its queue now: the run's
     /// backlog there is kept under [`EngineConfig::run_backlog`], so a run released in
     /// slices does not fill a shared queue ahead of the runs submitted after it (their
-    /// tasks wait behind at most that many of its). `None` when the run is gone.
+    /// tasks wait behind at most that many of its). `None` when the run is gone or has
+    /// nothing deferred (a cancel cleared it): it leaves the turn order.
     ///
     /// Topped up once half of it has gone, so each release is worth the writer's
     /// statement. What is left goes at once when it is no more than the backlog (others
@@ -248,6 +249,9 @@ impl Core {
     /// moved from the run's first moments into its busiest, cost it ~6 %.
     fn backlog_room(&self, id: &Arc<str>) -> Option<usize> {
         let m = &self.runs.get(id)?.machine;
+        if !m.has_deferred() {
+            return None;
+        }
         let queued = m.counts()[TaskState::Queued as usize] as usize;
         let backlog = self.config.run_backlog;
         let room = backlog.saturating_sub(queued);

@@ -519,4 +519,23 @@ async fn a_wide_run_keeps_at_most_its_backlog_in_the_queue() {
         m.counts()[TaskState::Queued as usize] + m.counts()[TaskState::Succeeded as usize],
         100
     );
+
+    // A held run that is cancelled leaves the turn order at its next release.
+    let tasks: Vec<Value> = (0..100)
+        .map(|i| json!({"id": format!("t{i}"), "handler": "noop"}))
+        .collect();
+    e.core.room = ROOM;
+    let held = e
+        .core
+        .submit(dag(json!({ "tasks": tasks })), Vec::new(), Arc::from("t"));
+    assert_eq!(release(&mut e.core), 0, "held");
+    assert_eq!(e.core.deferred_runs.len(), 1);
+    e.core
+        .apply(&held, |m, o| m.cancel(1_700_000_000_000, o))
+        .unwrap();
+    assert_eq!(release(&mut e.core), 0);
+    assert!(
+        e.core.deferred_runs.is_empty(),
+        "no cancelled run kept in turn"
+    );
 }
