@@ -237,7 +237,8 @@ impl Core {
     }
 
     /// How many more of run `id`'s deferred tasks may go to its queue now: the run's
-    /// backlog there is kept under [`EngineConfig::run_backlog`], so a run released in
+    /// backlog there is kept under [`EngineConfig::run_backlog`] (a run on one queue;
+    /// one across several is not held), so a run released in
     /// slices does not fill a shared queue ahead of the runs submitted after it (their
     /// tasks wait behind at most that many of its). `None` when the run is gone or has
     /// nothing deferred (a cancel cleared it): it leaves the turn order.
@@ -251,6 +252,11 @@ impl Core {
         let m = &self.runs.get(id)?.machine;
         if !m.has_deferred() {
             return None;
+        }
+        if m.dag().mixed_queues() {
+            // Its count of queued tasks spans queues: a backlog on one whose workers
+            // are slow or absent must not hold back the tasks of another.
+            return Some(usize::MAX);
         }
         let queued = m.counts()[TaskState::Queued as usize] as usize;
         let backlog = self.config.run_backlog;

@@ -538,4 +538,22 @@ async fn a_wide_run_keeps_at_most_its_backlog_in_the_queue() {
         e.core.deferred_runs.is_empty(),
         "no cancelled run kept in turn"
     );
+
+    // A run across queues is not held: a backlog on one queue (its workers slow or
+    // absent) would hold back the tasks of another.
+    let tasks: Vec<Value> = (0..100)
+        .map(|i| {
+            let queue = ["a", "b"][i % 2];
+            json!({"id": format!("t{i}"), "handler": "noop", "queue": queue})
+        })
+        .collect();
+    e.core.room = ROOM;
+    let mixed = e
+        .core
+        .submit(dag(json!({ "tasks": tasks })), Vec::new(), Arc::from("t"));
+    assert_eq!(release(&mut e.core), ROOM, "released as room allows");
+    assert_eq!(
+        e.core.runs[&mixed].machine.counts()[TaskState::Queued as usize],
+        2 * ROOM as u32
+    );
 }
