@@ -63,6 +63,14 @@ fn dag(spec: Value) -> Arc<Dag> {
     Arc::new(crate::dag::validate(spec, &crate::dag::Limits::default()).unwrap())
 }
 
+/// A run of `n` independent `noop` tasks, `t0`, `t1`, ...
+fn noops(n: usize) -> Arc<Dag> {
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("t{i}"), "handler": "noop"}))
+        .collect();
+    dag(json!({ "tasks": tasks }))
+}
+
 /// One batch's end, as the loop runs it: a fresh slice of room, then admission.
 fn batch_end(core: &mut Core) {
     core.room = ROOM;
@@ -415,12 +423,6 @@ fn in_flight(core: &Core) -> Vec<(Arc<str>, String)> {
 async fn runs_deferred_behind_a_wide_run_go_in_the_next_release() {
     const ROOM: usize = 12;
     let mut e = engine(Ceilings::default(), Clock::manual(1_700_000_000_000)).await;
-    let noops = |n: usize| {
-        let tasks: Vec<Value> = (0..n)
-            .map(|i| json!({"id": format!("t{i}"), "handler": "noop"}))
-            .collect();
-        dag(json!({ "tasks": tasks }))
-    };
     e.core.room = ROOM;
     let wide = e.core.submit(noops(100), Vec::new(), Arc::from("t"));
     let small: Vec<Arc<str>> = (0..11)
@@ -468,13 +470,8 @@ async fn a_wide_run_keeps_at_most_its_backlog_in_the_queue() {
     const BACKLOG: usize = 20;
     let mut e = engine(Ceilings::default(), Clock::manual(1_700_000_000_000)).await;
     e.core.config.run_backlog = BACKLOG;
-    let tasks: Vec<Value> = (0..100)
-        .map(|i| json!({"id": format!("t{i}"), "handler": "noop"}))
-        .collect();
     e.core.room = ROOM;
-    let wide = e
-        .core
-        .submit(dag(json!({ "tasks": tasks })), Vec::new(), Arc::from("t"));
+    let wide = e.core.submit(noops(100), Vec::new(), Arc::from("t"));
     let queued = |core: &Core| core.runs[&wide].machine.counts()[TaskState::Queued as usize];
     // Takes `n` of its queued tasks off the queue (they succeed).
     let leave = |core: &mut Core, n: usize| {
@@ -521,13 +518,8 @@ async fn a_wide_run_keeps_at_most_its_backlog_in_the_queue() {
     );
 
     // A held run that is cancelled leaves the turn order at its next release.
-    let tasks: Vec<Value> = (0..100)
-        .map(|i| json!({"id": format!("t{i}"), "handler": "noop"}))
-        .collect();
     e.core.room = ROOM;
-    let held = e
-        .core
-        .submit(dag(json!({ "tasks": tasks })), Vec::new(), Arc::from("t"));
+    let held = e.core.submit(noops(100), Vec::new(), Arc::from("t"));
     assert_eq!(release(&mut e.core), 0, "held");
     assert_eq!(e.core.deferred_runs.len(), 1);
     e.core
