@@ -11,9 +11,10 @@
 # validated and run to the end (SCALE=0 skips the million). With LIVE=1, also the
 # live-view table: W1 watched by 1 and 50 task-detail clients, 50 that each follow one
 # screen of tasks as the dashboard does for a big run, and 500 summary clients, with the
-# orchestrator's CPU, against the 1-watcher row (issue #15). Medians of --repeat runs (default 3). ONLY="w1 live"
-# runs only the named workloads. APEX_BIN=path runs that server binary instead of the
-# one built here (a before/after comparison in one sitting, with the same load generator).
+# orchestrator's CPU, against the 1-watcher row (issue #15). Medians of --repeat runs
+# (default 3). ONLY="w1 live" runs only the named workloads. APEX_BIN=path runs that
+# server binary instead of the one built here (a before/after comparison in one sitting,
+# with the same load generator).
 # SETUP=0 skips scripts/setup.sh (from a second worktree that shares the first one's .venv
 # and node_modules, setup would reinstall the worker package from that worktree and
 # rebuild the dashboard there). LIVE_ROWS sets the live table's rows (default

@@ -238,10 +238,9 @@ impl Core {
 
     /// How many more of run `id`'s deferred tasks may go to its queue now: the run's
     /// backlog there is kept under [`EngineConfig::run_backlog`] (a run on one queue;
-    /// one across several is not held), so a run released in
-    /// slices does not fill a shared queue ahead of the runs submitted after it (their
-    /// tasks wait behind at most that many of its). `None` when the run is gone or has
-    /// nothing deferred (a cancel cleared it): it leaves the turn order.
+    /// one across several is not held), so a run released in slices does not fill a
+    /// shared queue ahead of the runs submitted after it. `None` when the run is gone or
+    /// has nothing deferred (a cancel cleared it): it leaves the turn order.
     ///
     /// Topped up once half of it has gone, so each release is worth the writer's
     /// statement. What is left goes at once when it is no more than the backlog (others
